@@ -1,0 +1,79 @@
+#include "env/ActionSpace.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace mlir_rl::env {
+
+const char *actionTypeName(ActionType type) {
+  switch (type) {
+    case ActionType::NoTransformation: return "NO_TRANSFORMATION";
+    case ActionType::Tiling: return "TILING";
+    case ActionType::TiledParallelization: return "TILED_PARALLELIZATION";
+    case ActionType::Interchange: return "INTERCHANGE";
+    case ActionType::Vectorization: return "VECTORIZATION";
+  }
+  return "?";
+}
+
+ActionSpace::ActionSpace(const SessionConfig &config) : config_(config) {}
+
+std::vector<int64_t> ActionSpace::nvec() const {
+  std::vector<int64_t> n{kNumActionTypes};
+  for (int i = 0; i < config_.maxLoops; ++i) n.push_back(numTileChoices());
+  n.push_back(config_.maxLoops);
+  return n;
+}
+
+std::vector<std::string> ActionSpace::headNames() const {
+  std::vector<std::string> names{"type"};
+  for (int i = 0; i < config_.maxLoops; ++i) names.push_back(absl::StrCat("tile_", i));
+  names.push_back("interchange");
+  return names;
+}
+
+std::vector<std::string> ActionSpace::typeNames() const {
+  std::vector<std::string> names;
+  for (int t = 0; t < kNumActionTypes; ++t) names.push_back(actionTypeName(static_cast<ActionType>(t)));
+  return names;
+}
+
+absl::StatusOr<DecodedAction> ActionSpace::decode(const std::vector<int64_t> &values) const {
+  if (static_cast<int>(values.size()) != numHeads())
+    return absl::InvalidArgumentError(absl::StrCat("action has ", values.size(), " values, expected ", numHeads(),
+                                                   " (type, tile_0..tile_", config_.maxLoops - 1, ", interchange)"));
+  std::vector<int64_t> n = nvec();
+  std::vector<std::string> names = headNames();
+  for (size_t i = 0; i < values.size(); ++i)
+    if (values[i] < 0 || values[i] >= n[i])
+      return absl::InvalidArgumentError(absl::StrCat("action value ", values[i], " for head '", names[i],
+                                                     "' is out of range [0, ", n[i], ")"));
+  DecodedAction a;
+  a.type = static_cast<ActionType>(values[0]);
+  for (int i = 0; i < config_.maxLoops; ++i) {
+    int64_t choice = values[1 + i];
+    a.tileChoices.push_back(choice);
+    a.tileSizes.push_back(choice == 0 ? 0 : config_.tileSizes[choice - 1]);
+  }
+  a.pointer = values.back();
+  return a;
+}
+
+absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMask &mask) const {
+  int t = static_cast<int>(action.type);
+  if (!mask.type[t])
+    return absl::InvalidArgumentError(absl::StrCat("head 'type' = ", t, " (", actionTypeName(action.type),
+                                                   ") is masked: ", mask.typeReasons[t]));
+  if (action.type == ActionType::Tiling || action.type == ActionType::TiledParallelization) {
+    for (int i = 0; i < config_.maxLoops; ++i)
+      if (!mask.tiles[i][action.tileChoices[i]])
+        return absl::InvalidArgumentError(absl::StrCat(
+            "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
+            ") is masked: the op has no loop ", i, " or the size does not divide its bound"));
+  }
+  if (action.type == ActionType::Interchange && !mask.interchange[action.pointer])
+    return absl::InvalidArgumentError(absl::StrCat("head 'interchange' = ", action.pointer,
+                                                   " is masked: no such loop, or it is already placed"));
+  return absl::OkStatus();
+}
+
+}  // namespace mlir_rl::env

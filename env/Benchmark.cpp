@@ -1,0 +1,192 @@
+#include "env/Benchmark.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "support/Diagnostics.h"
+#include "transforms/Transform.h"
+
+namespace mlir_rl::env {
+
+namespace fs = std::filesystem;
+
+const char *opFamilyName(OpFamily family) {
+  switch (family) {
+    case OpFamily::Generic: return "generic";
+    case OpFamily::Matmul: return "matmul";
+    case OpFamily::Conv: return "conv";
+    case OpFamily::Pooling: return "pooling";
+    case OpFamily::Elementwise: return "elementwise";
+    case OpFamily::Other: return "other";
+  }
+  return "other";
+}
+
+OpFamily classifyOp(mlir::Operation *op) {
+  llvm::StringRef name = op->getName().getStringRef();
+  if (name.contains("matmul") || name.contains("matvec") || name.contains("vecmat") || name == "linalg.dot" ||
+      name == "linalg.contract")
+    return OpFamily::Matmul;
+  if (name.starts_with("linalg.conv") || name.starts_with("linalg.depthwise_conv")) return OpFamily::Conv;
+  if (name.starts_with("linalg.pooling")) return OpFamily::Pooling;
+  if (name == "linalg.add" || name == "linalg.sub" || name == "linalg.mul" || name == "linalg.div" ||
+      name == "linalg.max" || name == "linalg.min" || name.starts_with("linalg.elemwise") || name == "linalg.exp" ||
+      name == "linalg.abs" || name == "linalg.negf")
+    return OpFamily::Elementwise;
+  if (auto generic = mlir::dyn_cast<mlir::linalg::GenericOp>(op)) {
+    bool allParallel = generic.getNumReductionLoops() == 0;
+    bool allIdentity = llvm::all_of(generic.getIndexingMapsArray(),
+                                    [](mlir::AffineMap m) { return m.isIdentity() || m.isMinorIdentity(); });
+    return allParallel && allIdentity ? OpFamily::Elementwise : OpFamily::Generic;
+  }
+  return OpFamily::Other;
+}
+
+namespace {
+
+int64_t countFlops(mlir::linalg::LinalgOp op) {
+  int64_t iterations = 1;
+  for (int64_t r : op.getStaticLoopRanges()) {
+    if (mlir::ShapedType::isDynamic(r)) return 0;
+    iterations *= r;
+  }
+  int64_t perIteration = 0;
+  if (op->getNumRegions() == 1 && !op->getRegion(0).empty()) {
+    for (mlir::Operation &inner : op->getRegion(0).front())
+      if (inner.getDialect() && (inner.getDialect()->getNamespace() == "arith" ||
+                                 inner.getDialect()->getNamespace() == "math"))
+        ++perIteration;
+  }
+  return iterations * std::max<int64_t>(perIteration, 1);
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<Benchmark>> Benchmark::parse(mlir::MLIRContext *ctx, const std::string &uri,
+                                                            const std::string &text) {
+  support::DiagnosticCapture capture;
+  std::shared_ptr<Benchmark> b(new Benchmark());
+  mlir::ParserConfig config(ctx);
+  b->module_ = mlir::parseSourceString<mlir::ModuleOp>(text, config, uri);
+  if (!b->module_) return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, " does not parse: ", capture.take()));
+  if (mlir::failed(mlir::verify(*b->module_)))
+    return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, " does not verify: ", capture.take()));
+  std::string error;
+  if (!runners::analyzeKernel(*b->module_, b->signature_, error))
+    return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, ": ", error));
+
+  // Tag the schedulable ops in program order; schedule them in reverse.
+  int64_t tag = 0;
+  std::vector<ScheduledOp> programOrder;
+  int64_t flops = 0;
+  b->module_->walk([&](mlir::linalg::LinalgOp op) {
+    if (mlir::isa<mlir::linalg::FillOp>(op.getOperation())) return;
+    op->setAttr(transforms::kOpTagAttr, mlir::IntegerAttr::get(mlir::IntegerType::get(ctx, 64), tag));
+    programOrder.push_back({tag, op->getName().getStringRef().str(), classifyOp(op)});
+    flops += countFlops(op);
+    ++tag;
+  });
+  b->schedule_.assign(programOrder.rbegin(), programOrder.rend());
+  {
+    llvm::raw_string_ostream os(b->taggedText_);
+    b->module_->print(os);
+  }
+
+  BenchmarkInfo &info = b->info_;
+  info.uri = uri;
+  absl::string_view rest = uri;
+  absl::ConsumePrefix(&rest, "benchmark://");
+  size_t slash = rest.find('/');
+  info.dataset = std::string(rest.substr(0, slash));
+  info.name = slash == std::string_view::npos ? std::string(rest) : std::string(rest.substr(slash + 1));
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    absl::string_view l = line;
+    if (absl::ConsumePrefix(&l, "// description:")) {
+      info.description = std::string(absl::StripAsciiWhitespace(l));
+      break;
+    }
+  }
+  info.numOps = static_cast<int>(programOrder.size());
+  for (const ScheduledOp &op : programOrder) {
+    std::string family = opFamilyName(op.family);
+    if (std::find(info.opFamilies.begin(), info.opFamilies.end(), family) == info.opFamilies.end())
+      info.opFamilies.push_back(family);
+  }
+  info.dtype = b->signature_.results.empty() ? "" : runners::elementName(b->signature_.results[0].kind);
+  info.flops = flops;
+  return b;
+}
+
+BenchmarkRegistry::BenchmarkRegistry(mlir::MLIRContext *ctx, std::string directory)
+    : ctx_(ctx), directory_(std::move(directory)) {}
+
+absl::Status BenchmarkRegistry::scan() {
+  std::error_code ec;
+  if (!fs::is_directory(directory_, ec))
+    return absl::NotFoundError(absl::StrCat("benchmarks directory ", directory_, " does not exist"));
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto &datasetEntry : fs::directory_iterator(directory_)) {
+    if (!datasetEntry.is_directory()) continue;
+    std::string dataset = datasetEntry.path().filename().string();
+    for (const auto &file : fs::directory_iterator(datasetEntry.path())) {
+      if (file.path().extension() != ".mlir") continue;
+      paths_[absl::StrCat("benchmark://", dataset, "/", file.path().stem().string())] = file.path().string();
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::get(const std::string &uri) {
+  if (!absl::StartsWith(uri, "benchmark://"))
+    return absl::InvalidArgumentError(
+        absl::StrCat("benchmark URI '", uri, "' must look like benchmark://<dataset>/<name>"));
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto loaded = loaded_.find(uri);
+    if (loaded != loaded_.end()) return loaded->second;
+    auto it = paths_.find(uri);
+    if (it == paths_.end()) return absl::NotFoundError(absl::StrCat("unknown benchmark '", uri, "'"));
+    path = it->second;
+  }
+  std::ifstream in(path);
+  if (!in) return absl::InternalError(absl::StrCat("cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = Benchmark::parse(ctx_, uri, text.str());
+  if (!parsed.ok()) return absl::InternalError(std::string(parsed.status().message()));
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto [it, inserted] = loaded_.emplace(uri, std::move(*parsed));
+  return it->second;
+}
+
+std::vector<BenchmarkInfo> BenchmarkRegistry::list(const std::string &dataset) {
+  std::vector<BenchmarkInfo> out;
+  for (const std::string &uri : uris()) {
+    auto b = get(uri);
+    if (!b.ok()) continue;
+    if (!dataset.empty() && (*b)->info().dataset != dataset) continue;
+    out.push_back((*b)->info());
+  }
+  return out;
+}
+
+std::vector<std::string> BenchmarkRegistry::uris() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<std::string> out;
+  for (const auto &[uri, path] : paths_) out.push_back(uri);
+  return out;
+}
+
+}  // namespace mlir_rl::env

@@ -1,0 +1,81 @@
+// Benchmarks: the MLIR functions agents optimize, addressed by URI (benchmark://<dataset>/<name>).
+//
+// Built-in benchmarks are .mlir files under <benchmarks_dir>/<dataset>/<name>.mlir, parsed on first use. On load
+// every schedulable linalg op is tagged with `rl.op = <index in program order>`; the schedule visits them last op
+// first (consumers before producers). linalg.fill is initialization and is not scheduled.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include "runners/Evaluator.h"
+
+namespace mlir_rl::env {
+
+enum class OpFamily { Generic = 0, Matmul, Conv, Pooling, Elementwise, Other };
+inline constexpr int kNumOpFamilies = 6;
+const char *opFamilyName(OpFamily family);
+
+struct ScheduledOp {
+  int64_t tag = 0;
+  std::string name;  // e.g. "linalg.matmul"
+  OpFamily family = OpFamily::Other;
+};
+
+struct BenchmarkInfo {
+  std::string uri, dataset, name, description, dtype;
+  int numOps = 0;
+  std::vector<std::string> opFamilies;
+  int64_t flops = 0;
+};
+
+class Benchmark {
+ public:
+  // Parses, verifies and tags `text`. Fails with INVALID_ARGUMENT carrying MLIR's diagnostics.
+  static absl::StatusOr<std::shared_ptr<Benchmark>> parse(mlir::MLIRContext *ctx, const std::string &uri,
+                                                          const std::string &text);
+
+  const BenchmarkInfo &info() const { return info_; }
+  mlir::ModuleOp module() const { return *module_; }
+  const std::string &taggedText() const { return taggedText_; }
+  const std::vector<ScheduledOp> &schedule() const { return schedule_; }
+  const runners::KernelSignature &signature() const { return signature_; }
+
+ private:
+  Benchmark() = default;
+  BenchmarkInfo info_;
+  mlir::OwningOpRef<mlir::ModuleOp> module_;
+  std::string taggedText_;
+  std::vector<ScheduledOp> schedule_;
+  runners::KernelSignature signature_;
+};
+
+// Classifies a linalg op by name and structure.
+OpFamily classifyOp(mlir::Operation *op);
+
+class BenchmarkRegistry {
+ public:
+  BenchmarkRegistry(mlir::MLIRContext *ctx, std::string directory);
+  // Indexes the .mlir files of the directory. Fails when the directory is missing.
+  absl::Status scan();
+  // NOT_FOUND for an unknown URI, INVALID_ARGUMENT for a malformed one.
+  absl::StatusOr<std::shared_ptr<const Benchmark>> get(const std::string &uri);
+  std::vector<BenchmarkInfo> list(const std::string &dataset);
+  std::vector<std::string> uris() const;
+
+ private:
+  mlir::MLIRContext *ctx_;
+  std::string directory_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::string> paths_;  // uri -> file
+  std::map<std::string, std::shared_ptr<const Benchmark>> loaded_;
+};
+
+}  // namespace mlir_rl::env

@@ -1,0 +1,29 @@
+// Per-session settings (what a client may set in SessionOptions) with the server's defaults.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace mlir_rl::env {
+
+enum class RewardMode { Final, Immediate };
+
+struct SessionConfig {
+  int maxLoops = 12;           // loops described by observations and tile heads
+  int actionsPerOp = 5;        // transformations per op before the cursor moves on
+  int maxSteps = 0;            // steps before the episode is truncated (0: no limit)
+  RewardMode rewardMode = RewardMode::Final;
+  double transformPenalty = -5.0;
+  double executionPenalty = -20.0;
+  std::vector<int64_t> tileSizes = {1, 2, 4, 8, 16, 32, 64};
+  int numThreads = 1;          // OpenMP threads per evaluation
+  int64_t maxVectorElements = 512;
+
+  // INVALID_ARGUMENT naming the offending field when a value is out of its allowed range.
+  absl::Status validate() const;
+};
+
+}  // namespace mlir_rl::env

@@ -1,0 +1,77 @@
+// Turns candidate modules into trustworthy measurements: reference outputs and times per (benchmark, seed,
+// threads) computed once, every candidate's output checked against the reference, and a cache keyed by the hash of
+// the candidate's IR so an already-measured candidate costs neither compile nor run.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include "env/Benchmark.h"
+#include "runners/Evaluator.h"
+
+namespace mlir_rl::env {
+
+struct EvaluationRecord {
+  bool ok = false;          // compiled, ran, and matched the reference
+  std::string failure;      // why not, when !ok
+  runners::Timing timing;
+  double referenceNs = 0;
+  double speedup = 0;
+  bool correct = false;
+  double maxAbsError = 0;
+  double lowerMs = 0, jitMs = 0;
+  bool cached = false;
+};
+
+struct EvaluationStats {
+  int64_t evaluations = 0, cacheHits = 0, compileFailures = 0, wrongResults = 0;
+};
+
+class EvaluationService {
+ public:
+  explicit EvaluationService(runners::TimingOptions timing = {}, size_t cacheCapacity = 4096);
+
+  // The untransformed benchmark's outputs and time for (seed, threads). Computed on first use, then shared.
+  struct Reference {
+    std::vector<runners::Buffer> inputs, outputs;
+    runners::Timing timing;
+    double lowerMs = 0, jitMs = 0;
+  };
+  absl::StatusOr<std::shared_ptr<const Reference>> reference(const Benchmark &benchmark, uint64_t seed, int threads);
+
+  // The reference time if it was already measured (never measures).
+  bool knownReference(const Benchmark &benchmark, uint64_t seed, int threads, runners::Timing &timing);
+
+  EvaluationRecord evaluate(const Benchmark &benchmark, mlir::ModuleOp candidate, uint64_t seed, int threads);
+
+  EvaluationStats stats() const;
+
+ private:
+  struct ReferenceEntry {
+    std::mutex mutex;
+    std::shared_ptr<const Reference> value;
+    absl::Status status = absl::OkStatus();
+    bool done = false;
+  };
+  std::shared_ptr<ReferenceEntry> referenceEntry(const std::string &key);
+
+  runners::TimingOptions timing_;
+  size_t cacheCapacity_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<ReferenceEntry>> references_;
+  // LRU cache of candidate results.
+  std::list<std::string> lru_;
+  std::unordered_map<std::string, std::pair<EvaluationRecord, std::list<std::string>::iterator>> cache_;
+  EvaluationStats stats_;
+};
+
+}  // namespace mlir_rl::env

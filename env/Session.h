@@ -1,0 +1,98 @@
+// An episode: a benchmark, the current module, the op cursor, the schedule so far and the rewards.
+//
+// Every action is applied to a clone of the module; a failing action leaves the session as it was and returns the
+// transform penalty with MLIR's reason. State is deterministic given (benchmark, config, seed, actions).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include "env/ActionSpace.h"
+#include "env/Benchmark.h"
+#include "env/Config.h"
+#include "env/Evaluation.h"
+#include "env/Tensor.h"
+#include "transforms/Transform.h"
+
+namespace mlir_rl::env {
+
+struct StepResult {
+  std::vector<int64_t> action;
+  std::string description;
+  bool applied = false;
+  std::string failureReason;
+  double reward = 0;
+  std::optional<EvaluationRecord> evaluation;
+  double applyMs = 0;
+};
+
+struct EpisodeStatus {
+  int opIndex = 0, numOps = 0, step = 0;
+  std::string currentOp;
+  bool interchangePending = false;
+  bool terminated = false, truncated = false;
+};
+
+// The observation space for a config: one Box per named tensor, in the order observe() returns them.
+std::vector<BoxSpec> observationSpace(const SessionConfig &config);
+
+class Session {
+ public:
+  static absl::StatusOr<std::unique_ptr<Session>> create(std::shared_ptr<const Benchmark> benchmark,
+                                                         SessionConfig config, uint64_t seed,
+                                                         EvaluationService *evaluator);
+
+  // INVALID_ARGUMENT for malformed or masked actions, FAILED_PRECONDITION after the end of the episode. A
+  // transformation that fails to apply is not an error: it is a StepResult with applied = false.
+  absl::StatusOr<StepResult> step(const std::vector<int64_t> &action);
+
+  std::vector<NamedTensor> observe() const;
+  ActionMask mask() const;
+  EpisodeStatus status() const;
+  std::unique_ptr<Session> fork() const;
+
+  std::string currentIR() const;
+  std::string schedule() const;  // Transform-dialect script of the applied transformations
+  const std::vector<std::vector<int64_t>> &actions() const { return actions_; }
+  const Benchmark &benchmark() const { return *benchmark_; }
+  const SessionConfig &config() const { return config_; }
+  const ActionSpace &actionSpace() const { return space_; }
+  bool done() const { return terminated_ || truncated_; }
+
+ private:
+  Session(std::shared_ptr<const Benchmark> benchmark, SessionConfig config, uint64_t seed,
+          EvaluationService *evaluator);
+
+  const ScheduledOp *currentOp() const;
+  mlir::linalg::LinalgOp currentLinalgOp() const;
+  void advanceCursor();
+  // Applies a fragment to a clone; on success the clone becomes the state.
+  bool apply(transforms::Fragment fragment, std::string &failure);
+  double evaluateState(StepResult &result);
+  std::string describe(const DecodedAction &action) const;
+
+  std::shared_ptr<const Benchmark> benchmark_;
+  SessionConfig config_;
+  ActionSpace space_;
+  uint64_t seed_;
+  EvaluationService *evaluator_;
+
+  mlir::OwningOpRef<mlir::ModuleOp> module_;
+  size_t cursor_ = 0;                        // index into benchmark_->schedule()
+  int actionsOnOp_ = 0;
+  std::vector<int> historyOnOp_;             // action types applied to the current op
+  std::vector<int64_t> pendingPermutation_;  // level pointers chosen so far
+  std::vector<transforms::Fragment> fragments_;
+  std::vector<std::vector<int64_t>> actions_;
+  int steps_ = 0;
+  bool terminated_ = false, truncated_ = false;
+  double lastTimeNs_ = 0;                    // IMMEDIATE mode: time of the last evaluated state
+};
+
+}  // namespace mlir_rl::env

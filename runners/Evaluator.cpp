@@ -1,0 +1,297 @@
+#include "runners/Evaluator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Target/TargetMachine.h"
+
+#include "runners/Lowering.h"
+#include "support/Context.h"
+#include "support/Diagnostics.h"
+
+namespace mlir_rl::runners {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double msSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Serializes timed runs across the process: two measurements never share the machine's cores.
+std::mutex &measurementSlot() {
+  static std::mutex m;
+  return m;
+}
+
+bool elementKindOf(mlir::Type t, ElementKind &kind) {
+  if (t.isF32()) kind = ElementKind::F32;
+  else if (t.isF64()) kind = ElementKind::F64;
+  else if (t.isInteger(32)) kind = ElementKind::I32;
+  else if (t.isInteger(64)) kind = ElementKind::I64;
+  else if (t.isInteger(8)) kind = ElementKind::I8;
+  else if (t.isInteger(1)) kind = ElementKind::I1;
+  else return false;
+  return true;
+}
+
+bool specOf(mlir::Type type, TensorSpec &spec, std::string &error) {
+  auto tensor = mlir::dyn_cast<mlir::RankedTensorType>(type);
+  if (!tensor) {
+    error = "kernel arguments and results must be ranked tensors";
+    return false;
+  }
+  if (!tensor.hasStaticShape()) {
+    error = "kernel tensors must have static shapes";
+    return false;
+  }
+  if (!elementKindOf(tensor.getElementType(), spec.kind)) {
+    error = "unsupported element type in kernel signature";
+    return false;
+  }
+  spec.shape.assign(tensor.getShape().begin(), tensor.getShape().end());
+  return true;
+}
+
+// Words of a ranked memref descriptor: allocated, aligned, offset, sizes[rank], strides[rank].
+size_t descriptorWords(const TensorSpec &spec) { return 3 + 2 * spec.shape.size(); }
+
+std::vector<int64_t> inputDescriptor(const Buffer &buffer) {
+  const auto &shape = buffer.spec().shape;
+  std::vector<int64_t> d(descriptorWords(buffer.spec()));
+  auto ptr = reinterpret_cast<int64_t>(buffer.data());
+  d[0] = ptr;
+  d[1] = ptr;
+  d[2] = 0;
+  int64_t stride = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    d[3 + i] = shape[i];
+    d[3 + shape.size() + i] = stride;
+    stride *= shape[i];
+  }
+  return d;
+}
+
+// Marker MLIR puts in the "allocated" field of memrefs that point at globals (never to be freed).
+constexpr int64_t kGlobalMarker = 0xdeadbeef;
+
+}  // namespace
+
+bool analyzeKernel(mlir::ModuleOp module, KernelSignature &signature, std::string &error) {
+  mlir::func::FuncOp kernel;
+  int publicCount = 0;
+  for (auto func : module.getOps<mlir::func::FuncOp>()) {
+    if (func.isPublic() && !func.isExternal()) {
+      kernel = func;
+      ++publicCount;
+    }
+  }
+  if (publicCount != 1) {
+    error = "the module must define exactly one public function (the kernel), found " + std::to_string(publicCount);
+    return false;
+  }
+  signature = KernelSignature();
+  signature.name = kernel.getSymName().str();
+  for (mlir::Type t : kernel.getArgumentTypes()) {
+    TensorSpec spec;
+    if (!specOf(t, spec, error)) return false;
+    signature.args.push_back(spec);
+  }
+  for (mlir::Type t : kernel.getResultTypes()) {
+    TensorSpec spec;
+    if (!specOf(t, spec, error)) return false;
+    signature.results.push_back(spec);
+  }
+  if (signature.results.empty()) {
+    error = "the kernel must return at least one tensor";
+    return false;
+  }
+  return true;
+}
+
+std::vector<Buffer> makeInputs(const KernelSignature &signature, uint64_t seed) {
+  std::vector<Buffer> inputs;
+  inputs.reserve(signature.args.size());
+  for (size_t i = 0; i < signature.args.size(); ++i) {
+    inputs.emplace_back(signature.args[i]);
+    inputs.back().fillRandom(seed * 0x100000001b3ULL + i + 1);
+  }
+  return inputs;
+}
+
+CompiledKernel::~CompiledKernel() = default;
+
+std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const CompileOptions &options,
+                                                  std::string &error) {
+  std::unique_ptr<CompiledKernel> kernel(new CompiledKernel());
+  if (!analyzeKernel(module, kernel->signature_, error)) return nullptr;
+
+  auto start = Clock::now();
+  mlir::OwningOpRef<mlir::ModuleOp> clone(module.clone());
+  if (mlir::failed(prepareKernel(*clone, kernel->signature_.name, error))) return nullptr;
+  LoweringOptions lowering;
+  lowering.numThreads = options.numThreads;
+  if (mlir::failed(lowerToLLVM(*clone, lowering, error))) return nullptr;
+  kernel->lowerMs_ = msSince(start);
+
+  start = Clock::now();
+  support::initializeNativeTarget();
+  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!builder) {
+    error = "cannot detect the host target: " + llvm::toString(builder.takeError());
+    return nullptr;
+  }
+  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  auto tm = builder->createTargetMachine();
+  if (!tm) {
+    error = "cannot create the host target machine: " + llvm::toString(tm.takeError());
+    return nullptr;
+  }
+  // ExecutionEngineOptions::transformer is a function_ref: keep the callable alive in a named variable.
+  std::function<llvm::Error(llvm::Module *)> transformer = mlir::makeOptimizingTransformer(3, 0, tm->get());
+  static const std::string runnerUtils = std::string(MLIR_RL_LLVM_LIB_DIR) + "/libmlir_c_runner_utils.so";
+  static const std::string openmp = std::string(MLIR_RL_LLVM_LIB_DIR) + "/libomp.so";
+  llvm::SmallVector<llvm::StringRef, 2> libs{runnerUtils, openmp};
+  mlir::ExecutionEngineOptions engineOptions;
+  engineOptions.transformer = transformer;
+  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  engineOptions.sharedLibPaths = libs;
+  engineOptions.enableGDBNotificationListener = false;
+  engineOptions.enablePerfNotificationListener = false;
+  support::DiagnosticCapture capture;
+  auto engine = mlir::ExecutionEngine::create(*clone, engineOptions, std::move(*tm));
+  if (!engine) {
+    error = "JIT compilation failed: " + llvm::toString(engine.takeError()) + " " + capture.take();
+    return nullptr;
+  }
+  kernel->engine_ = std::move(*engine);
+  auto entry = kernel->engine_->lookupPacked("_mlir_ciface_" + kernel->signature_.name);
+  if (!entry) {
+    error = "JIT: kernel entry point missing: " + llvm::toString(entry.takeError());
+    return nullptr;
+  }
+  kernel->entry_ = *entry;
+  kernel->jitMs_ = msSince(start);
+  return kernel;
+}
+
+void CompiledKernel::invoke(const std::vector<Buffer> &inputs,
+                            std::vector<std::vector<int64_t>> &resultDescriptors) const {
+  // C interface: void _mlir_ciface_f(Results *out, MemRef *arg0, ...), where Results is one descriptor or a
+  // struct of descriptors (consecutive, 8-byte aligned words).
+  size_t resultWords = 0;
+  for (const TensorSpec &s : signature_.results) resultWords += descriptorWords(s);
+  std::vector<int64_t> results(resultWords, 0);
+  std::vector<std::vector<int64_t>> argDescriptors;
+  argDescriptors.reserve(inputs.size());
+  for (const Buffer &b : inputs) argDescriptors.push_back(inputDescriptor(b));
+  std::vector<void *> argPointers;
+  argPointers.reserve(inputs.size() + 1);
+  void *resultPtr = results.data();
+  argPointers.push_back(resultPtr);
+  for (auto &d : argDescriptors) argPointers.push_back(d.data());
+  std::vector<void *> packed;
+  packed.reserve(argPointers.size());
+  for (void *&p : argPointers) packed.push_back(&p);
+  entry_(packed.data());
+  resultDescriptors.clear();
+  size_t offset = 0;
+  for (const TensorSpec &s : signature_.results) {
+    size_t words = descriptorWords(s);
+    resultDescriptors.emplace_back(results.begin() + offset, results.begin() + offset + words);
+    offset += words;
+  }
+}
+
+void CompiledKernel::releaseResults(const std::vector<Buffer> &inputs,
+                                    std::vector<std::vector<int64_t>> &descriptors) const {
+  std::vector<int64_t> freed;
+  for (auto &d : descriptors) {
+    int64_t allocated = d[0];
+    if (allocated == 0 || allocated == kGlobalMarker) continue;
+    bool isInput = std::any_of(inputs.begin(), inputs.end(),
+                               [&](const Buffer &b) { return reinterpret_cast<int64_t>(b.data()) == allocated; });
+    if (isInput || std::find(freed.begin(), freed.end(), allocated) != freed.end()) continue;
+    freed.push_back(allocated);
+    std::free(reinterpret_cast<void *>(allocated));
+  }
+}
+
+bool CompiledKernel::run(const std::vector<Buffer> &inputs, std::vector<Buffer> &outputs, std::string &error) const {
+  std::vector<std::vector<int64_t>> descriptors;
+  invoke(inputs, descriptors);
+  outputs.clear();
+  for (size_t r = 0; r < signature_.results.size(); ++r) {
+    const TensorSpec &spec = signature_.results[r];
+    const auto &d = descriptors[r];
+    outputs.emplace_back(spec);
+    size_t rank = spec.shape.size();
+    size_t esize = elementBytes(spec.kind);
+    auto *base = reinterpret_cast<const char *>(d[1]) + d[2] * static_cast<int64_t>(esize);
+    auto *dst = static_cast<char *>(outputs.back().data());
+    int64_t n = spec.numElements();
+    // Copy element by element through the strides (results have identity layouts, but do not rely on it).
+    std::vector<int64_t> index(rank, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t off = 0;
+      for (size_t k = 0; k < rank; ++k) off += index[k] * d[3 + rank + k];
+      std::memcpy(dst + i * esize, base + off * static_cast<int64_t>(esize), esize);
+      for (size_t k = rank; k-- > 0;) {
+        if (++index[k] < spec.shape[k]) break;
+        index[k] = 0;
+      }
+    }
+  }
+  releaseResults(inputs, descriptors);
+  return true;
+}
+
+Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptions &options) const {
+  std::lock_guard<std::mutex> slot(measurementSlot());
+  std::vector<std::vector<int64_t>> descriptors;
+  auto runOnce = [&] {
+    invoke(inputs, descriptors);
+    releaseResults(inputs, descriptors);
+  };
+  // Warm-up (caches, page faults of fresh allocations), which also calibrates the batch size.
+  auto start = Clock::now();
+  runOnce();
+  double first = std::chrono::duration<double>(Clock::now() - start).count();
+  int batch = 1;
+  if (first < options.minSampleSeconds)
+    batch = std::min(1000, static_cast<int>(options.minSampleSeconds / std::max(first, 1e-9)) + 1);
+
+  std::vector<double> samples;
+  auto measureStart = Clock::now();
+  Timing timing;
+  while (true) {
+    auto t0 = Clock::now();
+    for (int i = 0; i < batch; ++i) runOnce();
+    double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / batch;
+    samples.push_back(ns);
+    std::vector<double> sorted = samples;
+    std::sort(sorted.begin(), sorted.end());
+    auto quantile = [&](double q) { return sorted[static_cast<size_t>(q * (sorted.size() - 1) + 0.5)]; };
+    timing.medianNs = quantile(0.5);
+    timing.minNs = sorted.front();
+    timing.spread = timing.medianNs > 0 ? (quantile(0.75) - quantile(0.25)) / timing.medianNs : 0.0;
+    timing.repetitions = static_cast<int>(samples.size()) * batch;
+    int n = static_cast<int>(samples.size());
+    double spent = std::chrono::duration<double>(Clock::now() - measureStart).count();
+    if (n >= options.maxRepetitions) break;
+    if (n >= options.minRepetitions && (timing.spread <= options.targetSpread || spent >= options.budgetSeconds))
+      break;
+  }
+  return timing;
+}
+
+}  // namespace mlir_rl::runners

@@ -1,0 +1,85 @@
+// Evaluator: lower → JIT → run → time → compare with the reference output.
+//
+// The evaluator runs candidates in the calling process (worker-process isolation is the next step; see
+// docs/architecture.md). Timed repetitions of different evaluations never overlap: a process-wide measurement
+// slot serializes them, while lowering and JIT compilation run concurrently.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mlir/IR/BuiltinOps.h"
+
+#include "runners/Buffers.h"
+
+namespace mlir {
+class ExecutionEngine;
+}
+
+namespace mlir_rl::runners {
+
+// The kernel's calling signature: statically shaped tensor arguments in, tensor results out.
+struct KernelSignature {
+  std::string name;
+  std::vector<TensorSpec> args;
+  std::vector<TensorSpec> results;
+};
+
+// Finds the kernel: the single public func.func of the module. Fails (with a reason) on dynamic shapes,
+// non-tensor arguments or unsupported element types.
+bool analyzeKernel(mlir::ModuleOp module, KernelSignature &signature, std::string &error);
+
+struct TimingOptions {
+  int minRepetitions = 5;       // timed samples at least
+  int maxRepetitions = 50;      // and at most
+  double targetSpread = 0.02;   // stop once (p75 - p25) / median is below this
+  double budgetSeconds = 2.0;   // or once this much time was spent measuring (after minRepetitions)
+  double minSampleSeconds = 1e-3;  // short kernels run several times per sample
+};
+
+struct Timing {
+  double medianNs = 0, minNs = 0, spread = 0;
+  int repetitions = 0;
+};
+
+class CompiledKernel {
+ public:
+  ~CompiledKernel();
+  const KernelSignature &signature() const { return signature_; }
+  double lowerMs() const { return lowerMs_; }
+  double jitMs() const { return jitMs_; }
+
+  // Runs once on `inputs` and returns the outputs.
+  bool run(const std::vector<Buffer> &inputs, std::vector<Buffer> &outputs, std::string &error) const;
+  // Runs repeatedly (first run discarded as warm-up) and reports the time per run.
+  Timing time(const std::vector<Buffer> &inputs, const TimingOptions &options) const;
+
+ private:
+  friend class Compiler;
+  CompiledKernel() = default;
+  void invoke(const std::vector<Buffer> &inputs, std::vector<std::vector<int64_t>> &resultDescriptors) const;
+  void releaseResults(const std::vector<Buffer> &inputs, std::vector<std::vector<int64_t>> &descriptors) const;
+
+  KernelSignature signature_;
+  std::unique_ptr<mlir::ExecutionEngine> engine_;
+  void (*entry_)(void **) = nullptr;
+  double lowerMs_ = 0, jitMs_ = 0;
+};
+
+struct CompileOptions {
+  int numThreads = 1;
+};
+
+class Compiler {
+ public:
+  // Lowers a clone of `module` and JIT-compiles it at O3 for the host CPU. `module` is left untouched.
+  static std::unique_ptr<CompiledKernel> compile(mlir::ModuleOp module, const CompileOptions &options,
+                                                 std::string &error);
+};
+
+// Inputs for `signature`, argument i filled from hash(seed, i).
+std::vector<Buffer> makeInputs(const KernelSignature &signature, uint64_t seed);
+
+}  // namespace mlir_rl::runners

@@ -1,0 +1,116 @@
+#include "runners/Lowering.h"
+
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/Transforms/Hoisting.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Transform/IR/TransformOps.h"
+#include "mlir/Dialect/Transform/Transforms/TransformInterpreterUtils.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+
+#include "support/Diagnostics.h"
+
+namespace mlir_rl::runners {
+
+namespace {
+
+// Vector lowering to what convert-vector-to-llvm accepts: contractions become outer products and then FMAs,
+// transfers become 1-D (register-width after unrolling), transposes/broadcasts/shape casts are expanded.
+constexpr const char kVectorLowering[] = R"mlir(
+module attributes {transform.with_named_sequence} {
+  transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {
+    %f = transform.structured.match ops{["func.func"]} in %root : (!transform.any_op) -> !transform.any_op
+    transform.apply_patterns to %f {
+      transform.apply_patterns.vector.lower_contraction lowering_strategy = "outerproduct"
+      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerparallel"
+      transform.apply_patterns.vector.lower_transpose
+      transform.apply_patterns.vector.lower_broadcast
+      transform.apply_patterns.vector.lower_shape_cast
+      transform.apply_patterns.vector.lower_masks
+      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1
+      transform.apply_patterns.vector.lower_outerproduct
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.yield
+  }
+}
+)mlir";
+
+constexpr const char kBufferize[] =
+    "canonicalize,cse,"
+    "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map},"
+    "canonicalize,cse,func.func(buffer-hoisting),buffer-deallocation-pipeline,canonicalize,"
+    "loop-invariant-code-motion,cse";
+
+std::string toLLVMPipeline(int numThreads) {
+  return "func.func(convert-linalg-to-loops),scf-forall-to-parallel,"
+         "convert-scf-to-openmp{num-threads=" +
+         std::to_string(numThreads) +
+         "},canonicalize,"
+         "func.func(convert-vector-to-scf{full-unroll=true}),lower-affine,convert-scf-to-cf,canonicalize,"
+         "expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-vector-to-llvm,"
+         "convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,convert-index-to-llvm,"
+         "convert-func-to-llvm,convert-cf-to-llvm,convert-openmp-to-llvm,reconcile-unrealized-casts";
+}
+
+mlir::LogicalResult runPipeline(mlir::ModuleOp module, const std::string &pipeline, const char *stage,
+                                support::DiagnosticCapture &capture, std::string &error) {
+  mlir::PassManager pm(module.getContext());
+  std::string parseErrors;
+  llvm::raw_string_ostream errs(parseErrors);
+  if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, errs))) {
+    error = std::string("internal error: bad ") + stage + " pipeline: " + errs.str();
+    return mlir::failure();
+  }
+  if (mlir::failed(pm.run(module))) {
+    error = std::string(stage) + " failed: " + capture.take();
+    return mlir::failure();
+  }
+  return mlir::success();
+}
+
+mlir::LogicalResult lowerVectors(mlir::ModuleOp module, support::DiagnosticCapture &capture, std::string &error) {
+  mlir::OwningOpRef<mlir::ModuleOp> script = mlir::parseSourceString<mlir::ModuleOp>(kVectorLowering,
+                                                                                      module.getContext());
+  if (!script) {
+    error = "internal error: vector lowering script: " + capture.take();
+    return mlir::failure();
+  }
+  auto entry = script->lookupSymbol<mlir::transform::NamedSequenceOp>("__transform_main");
+  if (mlir::failed(mlir::transform::applyTransformNamedSequence(module, entry, *script,
+                                                                mlir::transform::TransformOptions()))) {
+    error = "vector lowering failed: " + capture.take();
+    return mlir::failure();
+  }
+  return mlir::success();
+}
+
+}  // namespace
+
+mlir::LogicalResult prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel, std::string &error) {
+  auto func = module.lookupSymbol<mlir::func::FuncOp>(kernel);
+  if (!func) {
+    error = "kernel function @" + kernel.str() + " not found";
+    return mlir::failure();
+  }
+  mlir::MLIRContext *ctx = module.getContext();
+  func->setAttr(mlir::LLVM::LLVMDialect::getEmitCWrapperAttrName(), mlir::UnitAttr::get(ctx));
+  // Inputs are shared between repeated runs, so the kernel must never write into them.
+  for (unsigned i = 0; i < func.getNumArguments(); ++i)
+    func.setArgAttr(i, mlir::bufferization::BufferizationDialect::kWritableAttrName,
+                    mlir::BoolAttr::get(ctx, false));
+  return mlir::success();
+}
+
+mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options, std::string &error) {
+  support::DiagnosticCapture capture;
+  if (mlir::failed(runPipeline(module, kBufferize, "bufferization", capture, error))) return mlir::failure();
+  // Keep accumulators in registers across the reduction loop (e.g. the C tile of a matmul).
+  module.walk([](mlir::func::FuncOp func) { mlir::linalg::hoistRedundantVectorTransfers(func); });
+  if (mlir::failed(lowerVectors(module, capture, error))) return mlir::failure();
+  return runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", capture, error);
+}
+
+}  // namespace mlir_rl::runners

@@ -1,0 +1,25 @@
+// Lowering of a (transformed) payload module to the LLVM dialect, ready for the JIT.
+//
+// Order: bufferization (one-shot, function boundaries, identity layouts; kernel arguments are read-only) →
+// deallocation → hoisting of loop-invariant vector transfers → vector lowering to 1-D register-width operations →
+// remaining linalg to loops → scf.forall to OpenMP → everything to LLVM.
+#pragma once
+
+#include <string>
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Support/LogicalResult.h"
+
+namespace mlir_rl::runners {
+
+struct LoweringOptions {
+  int numThreads = 1;  // OpenMP threads for parallel loops (0: the OpenMP runtime's default)
+};
+
+// Marks `kernel` for the C interface and its arguments read-only. Call before lowerToLLVM.
+mlir::LogicalResult prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel, std::string &error);
+
+// Lowers `module` in place. On failure `error` holds MLIR's diagnostics.
+mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options, std::string &error);
+
+}  // namespace mlir_rl::runners

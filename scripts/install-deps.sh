@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian package mlir-rl needs to build, test and run. Idempotent: packages already present are
+# skipped by apt, and `apt-get update` runs only when a package is missing.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git
+  # LLVM / MLIR 19 and the OpenMP runtime the JIT links against
+  llvm-19-dev libmlir-19-dev mlir-19-tools libomp-19-dev
+  # RPC and service libraries
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libspdlog-dev
+  # tests
+  libgtest-dev libgmock-dev
+  # Python client and its tests (these serve /usr/bin/python3)
+  python3 python3-grpcio python3-protobuf python3-numpy python3-pytest
+  # used by tests and tools
+  procps curl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,15 @@
+// Facts about the host CPU that code generation and the action masks depend on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mlir_rl::support {
+
+// Width in bytes of the widest vector register the host supports (64 with AVX-512, 32 with AVX2, else 16).
+int64_t nativeVectorBytes();
+
+// LLVM's name for the host CPU (e.g. "znver4").
+std::string hostCpuName();
+
+}  // namespace mlir_rl::support

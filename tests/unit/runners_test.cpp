@@ -1,0 +1,88 @@
+// Runners: lowering + JIT + the memref ABI, checked against an independent C++ computation.
+#include <gtest/gtest.h>
+
+#include "mlir/Parser/Parser.h"
+
+#include "runners/Evaluator.h"
+#include "tests/unit/TestSupport.h"
+
+namespace mlir_rl {
+namespace {
+
+using runners::Buffer;
+
+TEST(Runners, MatmulMatchesNaiveCpp) {
+  auto b = testing::benchmark("matmul_64x64x64_f32");
+  ASSERT_TRUE(b);
+  std::string error;
+  auto kernel = runners::Compiler::compile(b->module(), {}, error);
+  ASSERT_TRUE(kernel) << error;
+  auto inputs = runners::makeInputs(kernel->signature(), 7);
+  std::vector<Buffer> outputs;
+  ASSERT_TRUE(kernel->run(inputs, outputs, error)) << error;
+  ASSERT_EQ(outputs.size(), 1u);
+  const float *A = static_cast<const float *>(inputs[0].data());
+  const float *B = static_cast<const float *>(inputs[1].data());
+  const float *C = static_cast<const float *>(outputs[0].data());
+  double maxErr = 0;
+  for (int i = 0; i < 64; ++i)
+    for (int j = 0; j < 64; ++j) {
+      double acc = 0;
+      for (int k = 0; k < 64; ++k) acc += double(A[i * 64 + k]) * B[k * 64 + j];
+      maxErr = std::max(maxErr, std::fabs(acc - C[i * 64 + j]));
+    }
+  EXPECT_LT(maxErr, 1e-4);
+  EXPECT_GT(kernel->jitMs(), 0.0);
+}
+
+TEST(Runners, InputsAreDeterministicPerSeedAndDifferAcrossSeeds) {
+  runners::KernelSignature sig;
+  sig.args.push_back({{4, 4}, runners::ElementKind::F32});
+  auto a = runners::makeInputs(sig, 1), b = runners::makeInputs(sig, 1), c = runners::makeInputs(sig, 2);
+  EXPECT_EQ(0, std::memcmp(a[0].data(), b[0].data(), 64));
+  EXPECT_NE(0, std::memcmp(a[0].data(), c[0].data(), 64));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a[0].data()) % 64, 0u);
+}
+
+TEST(Runners, CompareBuffersToleratesRoundingButNotWrongValues) {
+  runners::TensorSpec spec{{3}, runners::ElementKind::F32};
+  Buffer ref(spec), close(spec), wrong(spec);
+  float r[3] = {1.f, -2.f, 100.f}, c[3] = {1.00001f, -2.f, 100.001f}, w[3] = {1.f, -2.f, 90.f};
+  std::memcpy(ref.data(), r, 12);
+  std::memcpy(close.data(), c, 12);
+  std::memcpy(wrong.data(), w, 12);
+  EXPECT_TRUE(runners::compareBuffers(close, ref).equal);
+  auto cmp = runners::compareBuffers(wrong, ref);
+  EXPECT_FALSE(cmp.equal);
+  EXPECT_NE(cmp.detail.find("element 2"), std::string::npos);
+}
+
+TEST(Runners, RejectsDynamicShapes) {
+  const char *text = R"mlir(
+    func.func @f(%a: tensor<?xf32>) -> tensor<?xf32> { return %a : tensor<?xf32> }
+  )mlir";
+  auto module = mlir::parseSourceString<mlir::ModuleOp>(text, testing::context());
+  ASSERT_TRUE(module);
+  runners::KernelSignature sig;
+  std::string error;
+  EXPECT_FALSE(runners::analyzeKernel(*module, sig, error));
+  EXPECT_NE(error.find("static"), std::string::npos);
+}
+
+TEST(Runners, TimingReportsStableMedian) {
+  auto b = testing::benchmark("add_256x256_f32");
+  ASSERT_TRUE(b);
+  std::string error;
+  auto kernel = runners::Compiler::compile(b->module(), {}, error);
+  ASSERT_TRUE(kernel) << error;
+  auto inputs = runners::makeInputs(kernel->signature(), 0);
+  runners::TimingOptions opts;
+  opts.budgetSeconds = 0.3;
+  runners::Timing t = kernel->time(inputs, opts);
+  EXPECT_GT(t.medianNs, 0);
+  EXPECT_LE(t.minNs, t.medianNs);
+  EXPECT_GE(t.repetitions, opts.minRepetitions);
+}
+
+}  // namespace
+}  // namespace mlir_rl

@@ -1,0 +1,85 @@
+// Transforms: each fragment applies to the op family it targets, keeps the tag, and fails cleanly otherwise.
+#include <gtest/gtest.h>
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include "tests/unit/TestSupport.h"
+#include "transforms/Transform.h"
+
+namespace mlir_rl {
+namespace {
+
+using namespace transforms;
+
+mlir::OwningOpRef<mlir::ModuleOp> fresh(const std::string &name) {
+  return testing::benchmark(name)->module().clone();
+}
+
+int count(mlir::ModuleOp m, llvm::StringRef opName) {
+  int n = 0;
+  m.walk([&](mlir::Operation *op) { n += op->getName().getStringRef() == opName; });
+  return n;
+}
+
+TEST(Transforms, TilingKeepsTagAndShrinksLoops) {
+  auto m = fresh("matmul_64x64x64_f32");
+  std::string error;
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 0}, "t")}, error))) << error;
+  auto op = findTaggedOp(*m, 0);
+  ASSERT_TRUE(op);
+  EXPECT_EQ(op.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{8, 16, 64}));
+  EXPECT_EQ(count(*m, "scf.for"), 2);
+}
+
+TEST(Transforms, ParallelTilingPutsOnlyParallelLoopsInForall) {
+  auto m = fresh("matmul_64x64x64_f32");
+  std::string error;
+  auto frag = parallelTilingFragment(0, {16, 16, 8}, {false, false, true}, "p");
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {frag}, error))) << error;
+  EXPECT_EQ(count(*m, "scf.forall"), 1);
+  EXPECT_EQ(count(*m, "scf.for"), 1);  // the reduction loop
+  auto op = findTaggedOp(*m, 0);
+  ASSERT_TRUE(op);
+  EXPECT_TRUE(isInsideForall(op));
+  EXPECT_EQ(op.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{16, 16, 8}));
+}
+
+TEST(Transforms, InterchangeGeneralizesAndPermutes) {
+  auto m = fresh("matmul_64x64x64_f32");
+  std::string error;
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 32}, "t")}, error))) << error;
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {interchangeFragment(0, {2, 0, 1}, "i")}, error))) << error;
+  auto op = findTaggedOp(*m, 0);
+  ASSERT_TRUE(op);
+  EXPECT_TRUE(mlir::isa<mlir::linalg::GenericOp>(op.getOperation()));
+  EXPECT_EQ(op.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{32, 8, 16}));
+  EXPECT_TRUE(isPermutation({2, 0, 1}));
+  EXPECT_FALSE(isPermutation({0, 0, 1}));
+}
+
+TEST(Transforms, VectorizationBlockedUntilTiledSmall) {
+  auto m = fresh("matmul_64x64x64_f32");
+  EXPECT_NE(vectorizationBlocker(findTaggedOp(*m, 0), 512), "");
+  std::string error;
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 1}, "t")}, error))) << error;
+  EXPECT_EQ(vectorizationBlocker(findTaggedOp(*m, 0), 512), "");
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {vectorizationFragment(0, "v")}, error))) << error;
+  EXPECT_FALSE(findTaggedOp(*m, 0));
+  EXPECT_GE(count(*m, "vector.contract"), 1);
+}
+
+TEST(Transforms, FailureReportsDiagnosticAndScriptIsReplayable) {
+  auto m = fresh("matmul_64x64x64_f32");
+  std::string error;
+  // Interchange with a permutation of the wrong length is rejected by MLIR with a message.
+  EXPECT_TRUE(mlir::failed(applyFragments(*m, {interchangeFragment(0, {1, 0}, "i")}, error)));
+  EXPECT_FALSE(error.empty());
+  std::string script = buildScript({tilingFragment(0, {8, 8, 8}, "a"), vectorizationFragment(0, "b")});
+  EXPECT_NE(script.find("@__transform_main"), std::string::npos);
+  EXPECT_NE(script.find("%a_op"), std::string::npos);
+  EXPECT_NE(script.find("%b_op"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mlir_rl

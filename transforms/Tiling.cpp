@@ -1,0 +1,26 @@
+// Tiling: the op's loops are tiled with scf.for; a size of 0 leaves a loop untiled.
+#include "transforms/Transform.h"
+
+namespace mlir_rl::transforms {
+
+bool isLegalTileSize(int64_t bound, int64_t size) {
+  if (size == 0) return true;
+  // Sizes that do not divide the bound leave partial tiles with dynamic shapes, which later block vectorization.
+  return size > 0 && bound > 0 && size <= bound && bound % size == 0;
+}
+
+Fragment tilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::StringRef prefix) {
+  int numLoops = 0;
+  for (int64_t s : sizes) numLoops += s != 0;
+  std::string p = prefix.str();
+  if (numLoops == 0) return {"    // " + p + ": tiling with all sizes 0 leaves the op unchanged\n"};
+  std::string types = "!transform.any_op";
+  for (int i = 0; i < numLoops; ++i) types += ", !transform.any_op";
+  std::string text = matchTaggedOp(tag, prefix);
+  text += "    %" + p + "_tiled, %" + p + "_loops:" + std::to_string(numLoops) +
+          " = transform.structured.tile_using_for %" + p + "_op tile_sizes " + formatList(sizes) +
+          " : (!transform.any_op) -> (" + types + ")\n";
+  return {text};
+}
+
+}  // namespace mlir_rl::transforms

@@ -1,0 +1,83 @@
+#include "transforms/Transform.h"
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Transform/IR/TransformOps.h"
+#include "mlir/Dialect/Transform/Transforms/TransformInterpreterUtils.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "support/Diagnostics.h"
+
+namespace mlir_rl::transforms {
+
+std::string formatList(llvm::ArrayRef<int64_t> values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(values[i]);
+  }
+  return out + "]";
+}
+
+std::string matchTaggedOp(int64_t tag, llvm::StringRef prefix) {
+  return "    %" + prefix.str() + "_op = transform.structured.match attributes{" + kOpTagAttr + " = " +
+         std::to_string(tag) + " : i64} in %root : (!transform.any_op) -> !transform.any_op\n";
+}
+
+std::string retag(llvm::StringRef handle, int64_t tag, llvm::StringRef prefix) {
+  std::string p = prefix.str();
+  return "    %" + p + "_tag = transform.param.constant " + std::to_string(tag) +
+         " : i64 -> !transform.param<i64>\n"
+         "    transform.annotate %" + handle.str() + " \"" + kOpTagAttr + "\" = %" + p +
+         "_tag : !transform.any_op, !transform.param<i64>\n";
+}
+
+std::string buildScript(llvm::ArrayRef<Fragment> fragments) {
+  std::string script =
+      "module attributes {transform.with_named_sequence} {\n"
+      "  transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {\n";
+  for (const Fragment &f : fragments) script += f.text;
+  script += "    transform.yield\n  }\n}\n";
+  return script;
+}
+
+mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragment> fragments, std::string &error) {
+  mlir::MLIRContext *ctx = payload.getContext();
+  support::DiagnosticCapture capture;
+  std::string script = buildScript(fragments);
+  mlir::OwningOpRef<mlir::ModuleOp> scriptModule = mlir::parseSourceString<mlir::ModuleOp>(script, ctx);
+  if (!scriptModule) {
+    error = "internal error: transform script does not parse: " + capture.take();
+    return mlir::failure();
+  }
+  auto entry = scriptModule->lookupSymbol<mlir::transform::NamedSequenceOp>("__transform_main");
+  mlir::transform::TransformOptions options;
+  if (mlir::failed(mlir::transform::applyTransformNamedSequence(payload, entry, *scriptModule, options))) {
+    error = capture.take();
+    if (error.empty()) error = "transformation failed";
+    return mlir::failure();
+  }
+  // A transformation can leave IR that no longer verifies; that is a failed action, never a new state.
+  if (mlir::failed(mlir::verify(payload))) {
+    error = "transformed IR does not verify: " + capture.take();
+    return mlir::failure();
+  }
+  return mlir::success();
+}
+
+mlir::linalg::LinalgOp findTaggedOp(mlir::ModuleOp module, int64_t tag) {
+  mlir::linalg::LinalgOp found;
+  module.walk([&](mlir::linalg::LinalgOp op) {
+    auto attr = op->getAttrOfType<mlir::IntegerAttr>(kOpTagAttr);
+    if (attr && attr.getInt() == tag) {
+      found = op;
+      return mlir::WalkResult::interrupt();
+    }
+    return mlir::WalkResult::advance();
+  });
+  return found;
+}
+
+}  // namespace mlir_rl::transforms
