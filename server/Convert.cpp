@@ -1,0 +1,146 @@
+#include "server/Convert.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace mlir_rl::server {
+
+namespace {
+
+v1::DType toProto(env::DType d) {
+  switch (d) {
+    case env::DType::Float32: return v1::DTYPE_FLOAT32;
+    case env::DType::Float64: return v1::DTYPE_FLOAT64;
+    case env::DType::Int64: return v1::DTYPE_INT64;
+    case env::DType::Int32: return v1::DTYPE_INT32;
+    case env::DType::Bool: return v1::DTYPE_BOOL;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+}  // namespace
+
+grpc::Status toGrpc(const absl::Status &status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::StatusOr<env::SessionConfig> toConfig(const v1::SessionOptions &o) {
+  env::SessionConfig c;
+  if (o.has_max_loops()) c.maxLoops = o.max_loops();
+  if (o.has_actions_per_op()) c.actionsPerOp = o.actions_per_op();
+  if (o.has_max_steps()) c.maxSteps = o.max_steps();
+  switch (o.reward_mode()) {
+    case v1::REWARD_MODE_UNSPECIFIED:
+    case v1::REWARD_MODE_FINAL: c.rewardMode = env::RewardMode::Final; break;
+    case v1::REWARD_MODE_IMMEDIATE: c.rewardMode = env::RewardMode::Immediate; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("options.reward_mode = ", o.reward_mode(), " is unknown"));
+  }
+  if (o.has_transform_penalty()) c.transformPenalty = o.transform_penalty();
+  if (o.has_execution_penalty()) c.executionPenalty = o.execution_penalty();
+  if (o.tile_sizes_size() > 0) c.tileSizes.assign(o.tile_sizes().begin(), o.tile_sizes().end());
+  if (o.has_num_threads()) c.numThreads = o.num_threads();
+  if (o.has_max_vector_elements()) c.maxVectorElements = o.max_vector_elements();
+  if (absl::Status s = c.validate(); !s.ok()) return s;
+  return c;
+}
+
+void fillSpaces(const env::SessionConfig &config, v1::GetSpacesReply &reply) {
+  env::ActionSpace space(config);
+  v1::Space *action = reply.mutable_action_space();
+  action->set_name("action");
+  action->set_description(
+      "multi-discrete: [type, tile_0..tile_{L-1}, interchange]; tile value 0 = no tiling, k = tile_sizes[k]; "
+      "interchange = level pointer (the loop placed next)");
+  v1::MultiDiscreteSpace *md = action->mutable_multi_discrete();
+  for (int64_t n : space.nvec()) md->add_nvec(n);
+  for (const std::string &h : space.headNames()) md->add_head_names(h);
+  for (const std::string &t : space.typeNames()) md->add_type_names(t);
+  md->add_tile_sizes(0);
+  for (int64_t s : config.tileSizes) md->add_tile_sizes(s);
+  for (const env::BoxSpec &box : env::observationSpace(config)) {
+    v1::Space *s = reply.add_observation_space();
+    s->set_name(box.name);
+    s->set_description(box.description);
+    v1::BoxSpace *b = s->mutable_box();
+    for (int64_t d : box.shape) b->add_shape(d);
+    b->set_dtype(toProto(box.dtype));
+    b->set_low(box.low);
+    b->set_high(box.high);
+  }
+}
+
+void fillBenchmarkInfo(const env::BenchmarkInfo &info, v1::BenchmarkInfo &out) {
+  out.set_uri(info.uri);
+  out.set_dataset(info.dataset);
+  out.set_name(info.name);
+  out.set_description(info.description);
+  out.set_num_ops(info.numOps);
+  for (const std::string &f : info.opFamilies) out.add_op_families(f);
+  out.set_dtype(info.dtype);
+  out.set_flops(info.flops);
+}
+
+void fillEvaluation(const env::EvaluationRecord &r, v1::Evaluation &out) {
+  out.set_median_ns(r.timing.medianNs);
+  out.set_min_ns(r.timing.minNs);
+  out.set_spread(r.timing.spread);
+  out.set_repetitions(r.timing.repetitions);
+  out.set_reference_ns(r.referenceNs);
+  out.set_speedup(r.speedup);
+  out.set_correct(r.correct);
+  out.set_max_abs_error(r.maxAbsError);
+  out.set_lower_ms(r.lowerMs);
+  out.set_jit_ms(r.jitMs);
+  out.set_cached(r.cached);
+  out.set_failure(r.failure);
+}
+
+void fillOutcome(const env::StepResult &r, v1::StepOutcome &out) {
+  for (int64_t v : r.action) out.mutable_action()->add_values(v);
+  out.set_description(r.description);
+  out.set_applied(r.applied);
+  out.set_failure_reason(r.failureReason);
+  out.set_reward(r.reward);
+  out.set_apply_ms(r.applyMs);
+  if (r.evaluation) {
+    fillEvaluation(*r.evaluation, *out.mutable_evaluation());
+  }
+}
+
+void fillEpisodeInfo(const env::EpisodeStatus &s, v1::EpisodeInfo &out) {
+  out.set_op_index(s.opIndex);
+  out.set_num_ops(s.numOps);
+  out.set_step(s.step);
+  out.set_current_op(s.currentOp);
+  out.set_interchange_pending(s.interchangePending);
+}
+
+absl::Status fillObservation(const env::Session &session, const v1::ObservationRequest &request,
+                             v1::Observation &out) {
+  std::vector<env::NamedTensor> tensors = session.observe();
+  for (const std::string &name : request.names()) {
+    bool known = std::any_of(tensors.begin(), tensors.end(), [&](const env::NamedTensor &t) { return t.name == name; });
+    if (!known) return absl::InvalidArgumentError(absl::StrCat("observation.names: unknown tensor '", name, "'"));
+  }
+  for (env::NamedTensor &t : tensors) {
+    if (request.names_size() > 0 &&
+        std::find(request.names().begin(), request.names().end(), t.name) == request.names().end())
+      continue;
+    v1::Tensor *p = out.add_tensors();
+    p->set_name(t.name);
+    p->set_dtype(toProto(t.dtype));
+    for (int64_t d : t.shape) p->add_shape(d);
+    p->set_data(std::move(t.bytes));
+  }
+  if (request.include_ir()) out.set_ir(session.currentIR());
+  if (request.include_schedule()) out.set_schedule(session.schedule());
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> toValues(const v1::Action &action) {
+  return std::vector<int64_t>(action.values().begin(), action.values().end());
+}
+
+}  // namespace mlir_rl::server

@@ -1,0 +1,180 @@
+#include "server/Service.h"
+
+#include "absl/strings/str_cat.h"
+#include "llvm/Config/llvm-config.h"
+#include "spdlog/spdlog.h"
+
+#include "server/Convert.h"
+#include "support/Target.h"
+
+#ifndef MLIR_RL_VERSION
+#define MLIR_RL_VERSION "unknown"
+#endif
+
+namespace mlir_rl::server {
+
+namespace {
+
+// Finds the session and locks it for the duration of the call.
+struct LockedSession {
+  std::shared_ptr<SessionSlot> slot;
+  std::unique_lock<std::mutex> lock;
+  env::Session *operator->() const { return slot->session.get(); }
+  env::Session &operator*() const { return *slot->session; }
+};
+
+absl::StatusOr<LockedSession> lockSession(const SessionRegistry &registry, const std::string &id) {
+  if (id.empty()) return absl::InvalidArgumentError("session_id is empty");
+  auto slot = registry.find(id);
+  if (!slot.ok()) return slot.status();
+  LockedSession locked{*slot, std::unique_lock<std::mutex>((*slot)->mutex)};
+  if (!locked.slot->session)
+    return absl::NotFoundError(absl::StrCat("unknown session '", id, "' (never created, or closed)"));
+  return locked;
+}
+
+}  // namespace
+
+EnvService::EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationService *evaluator, ServiceLimits limits)
+    : benchmarks_(benchmarks), evaluator_(evaluator), limits_(limits), sessions_(limits.maxSessions) {}
+
+grpc::Status EnvService::GetVersion(grpc::ServerContext *, const v1::GetVersionRequest *, v1::GetVersionReply *reply) {
+  reply->set_server_version(MLIR_RL_VERSION);
+  reply->set_protocol_version("v1");
+  reply->set_mlir_version(LLVM_VERSION_STRING);
+  reply->set_host_cpu(support::hostCpuName());
+  return grpc::Status::OK;
+}
+
+grpc::Status EnvService::GetSpaces(grpc::ServerContext *, const v1::GetSpacesRequest *request,
+                                   v1::GetSpacesReply *reply) {
+  auto config = toConfig(request->options());
+  if (!config.ok()) return toGrpc(config.status());
+  fillSpaces(*config, *reply);
+  return grpc::Status::OK;
+}
+
+grpc::Status EnvService::ListBenchmarks(grpc::ServerContext *, const v1::ListBenchmarksRequest *request,
+                                        v1::ListBenchmarksReply *reply) {
+  for (const env::BenchmarkInfo &info : benchmarks_->list(request->dataset()))
+    fillBenchmarkInfo(info, *reply->add_benchmarks());
+  return grpc::Status::OK;
+}
+
+grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *request, v1::ResetReply *reply) {
+  if (request->benchmark().empty())
+    return toGrpc(absl::InvalidArgumentError("benchmark is empty: give a URI such as benchmark://nn-ops/matmul_64x64x64_f32 "
+                                             "(ListBenchmarks shows them)"));
+  if (request->replay_actions_size() > limits_.maxActionsPerStep)
+    return toGrpc(absl::InvalidArgumentError(absl::StrCat("replay_actions holds ", request->replay_actions_size(),
+                                                          " actions, more than the limit of ",
+                                                          limits_.maxActionsPerStep)));
+  auto config = toConfig(request->options());
+  if (!config.ok()) return toGrpc(config.status());
+  auto benchmark = benchmarks_->get(request->benchmark());
+  if (!benchmark.ok()) return toGrpc(benchmark.status());
+  uint64_t seed = request->has_seed() ? request->seed() : 0;
+  auto session = env::Session::create(*benchmark, *config, seed, evaluator_);
+  if (!session.ok()) return toGrpc(session.status());
+  for (int i = 0; i < request->replay_actions_size(); ++i) {
+    auto result = (*session)->step(toValues(request->replay_actions(i)));
+    if (!result.ok())
+      return toGrpc(absl::Status(result.status().code(),
+                                 absl::StrCat("replay_actions[", i, "]: ", result.status().message())));
+  }
+  if (absl::Status s = fillObservation(**session, request->observation(), *reply->mutable_observation()); !s.ok())
+    return toGrpc(s);
+  fillEpisodeInfo((*session)->status(), *reply->mutable_info());
+  runners::Timing reference;
+  if (evaluator_->knownReference(**benchmark, seed, config->numThreads, reference)) {
+    env::EvaluationRecord record;
+    record.ok = record.correct = true;
+    record.timing = reference;
+    record.referenceNs = reference.medianNs;
+    record.speedup = 1.0;
+    record.cached = true;
+    fillEvaluation(record, *reply->mutable_reference());
+  }
+  auto id = sessions_.add(std::move(*session));
+  if (!id.ok()) return toGrpc(id.status());
+  reply->set_session_id(*id);
+  reply->set_benchmark(request->benchmark());
+  spdlog::info("reset: session {} on {} (seed {}, {} replayed actions)", *id, request->benchmark(), seed,
+               request->replay_actions_size());
+  return grpc::Status::OK;
+}
+
+grpc::Status EnvService::Step(grpc::ServerContext *, const v1::StepRequest *request, v1::StepReply *reply) {
+  if (request->actions_size() == 0) return toGrpc(absl::InvalidArgumentError("actions is empty: send at least one"));
+  if (request->actions_size() > limits_.maxActionsPerStep)
+    return toGrpc(absl::InvalidArgumentError(absl::StrCat("actions holds ", request->actions_size(),
+                                                          " actions, more than the limit of ",
+                                                          limits_.maxActionsPerStep)));
+  auto session = lockSession(sessions_, request->session_id());
+  if (!session.ok()) return toGrpc(session.status());
+  env::Session &s = **session;
+  double total = 0;
+  for (int i = 0; i < request->actions_size(); ++i) {
+    if (s.done()) break;  // the episode ended inside this batch: the rest is not applied
+    auto result = s.step(toValues(request->actions(i)));
+    if (!result.ok()) {
+      // Earlier actions of the batch stay applied; say which one failed.
+      std::string where = request->actions_size() > 1 ? absl::StrCat("actions[", i, "]: ") : "";
+      return toGrpc(absl::Status(result.status().code(), absl::StrCat(where, result.status().message())));
+    }
+    total += result->reward;
+    fillOutcome(*result, *reply->add_outcomes());
+  }
+  reply->set_reward(total);
+  env::EpisodeStatus status = s.status();
+  reply->set_terminated(status.terminated);
+  reply->set_truncated(status.truncated);
+  fillEpisodeInfo(status, *reply->mutable_info());
+  return toGrpc(fillObservation(s, request->observation(), *reply->mutable_observation()));
+}
+
+grpc::Status EnvService::Observe(grpc::ServerContext *, const v1::ObserveRequest *request, v1::ObserveReply *reply) {
+  auto session = lockSession(sessions_, request->session_id());
+  if (!session.ok()) return toGrpc(session.status());
+  env::EpisodeStatus status = (*session)->status();
+  reply->set_terminated(status.terminated);
+  reply->set_truncated(status.truncated);
+  fillEpisodeInfo(status, *reply->mutable_info());
+  return toGrpc(fillObservation(**session, request->observation(), *reply->mutable_observation()));
+}
+
+grpc::Status EnvService::Fork(grpc::ServerContext *, const v1::ForkRequest *request, v1::ForkReply *reply) {
+  std::unique_ptr<env::Session> copy;
+  {
+    auto session = lockSession(sessions_, request->session_id());
+    if (!session.ok()) return toGrpc(session.status());
+    copy = (*session)->fork();
+  }
+  auto id = sessions_.add(std::move(copy));
+  if (!id.ok()) return toGrpc(id.status());
+  reply->set_session_id(*id);
+  return grpc::Status::OK;
+}
+
+grpc::Status EnvService::Close(grpc::ServerContext *, const v1::CloseRequest *request, v1::CloseReply *) {
+  if (request->session_id().empty()) return toGrpc(absl::InvalidArgumentError("session_id is empty"));
+  return toGrpc(sessions_.remove(request->session_id()));
+}
+
+grpc::Status EnvService::ExportSchedule(grpc::ServerContext *, const v1::ExportScheduleRequest *request,
+                                        v1::ExportScheduleReply *reply) {
+  auto session = lockSession(sessions_, request->session_id());
+  if (!session.ok()) return toGrpc(session.status());
+  const env::Session &s = **session;
+  reply->set_transform_script(s.schedule());
+  reply->set_benchmark_ir(s.benchmark().taggedText());
+  reply->set_current_ir(s.currentIR());
+  reply->set_benchmark(s.benchmark().info().uri);
+  for (const auto &action : s.actions()) {
+    v1::Action *a = reply->add_actions();
+    for (int64_t v : action) a->add_values(v);
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace mlir_rl::server

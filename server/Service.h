@@ -1,0 +1,44 @@
+// The gRPC service: validates requests, finds sessions, translates proto ⇄ env. No environment logic lives here.
+#pragma once
+
+#include <memory>
+
+#include "mlir_rl/v1/env.grpc.pb.h"
+
+#include "env/Benchmark.h"
+#include "env/Evaluation.h"
+#include "server/SessionRegistry.h"
+
+namespace mlir_rl::server {
+
+struct ServiceLimits {
+  size_t maxSessions = 10000;
+  int maxActionsPerStep = 1024;
+};
+
+class EnvService final : public v1::MlirRlEnv::Service {
+ public:
+  EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationService *evaluator, ServiceLimits limits);
+
+  grpc::Status GetVersion(grpc::ServerContext *, const v1::GetVersionRequest *, v1::GetVersionReply *) override;
+  grpc::Status GetSpaces(grpc::ServerContext *, const v1::GetSpacesRequest *, v1::GetSpacesReply *) override;
+  grpc::Status ListBenchmarks(grpc::ServerContext *, const v1::ListBenchmarksRequest *,
+                              v1::ListBenchmarksReply *) override;
+  grpc::Status Reset(grpc::ServerContext *, const v1::ResetRequest *, v1::ResetReply *) override;
+  grpc::Status Step(grpc::ServerContext *, const v1::StepRequest *, v1::StepReply *) override;
+  grpc::Status Observe(grpc::ServerContext *, const v1::ObserveRequest *, v1::ObserveReply *) override;
+  grpc::Status Fork(grpc::ServerContext *, const v1::ForkRequest *, v1::ForkReply *) override;
+  grpc::Status Close(grpc::ServerContext *, const v1::CloseRequest *, v1::CloseReply *) override;
+  grpc::Status ExportSchedule(grpc::ServerContext *, const v1::ExportScheduleRequest *,
+                              v1::ExportScheduleReply *) override;
+
+  size_t numSessions() const { return sessions_.size(); }
+
+ private:
+  env::BenchmarkRegistry *benchmarks_;
+  env::EvaluationService *evaluator_;
+  ServiceLimits limits_;
+  SessionRegistry sessions_;
+};
+
+}  // namespace mlir_rl::server
