@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Builds and runs the performance program (tests/perf/), which prints latency and compile-time figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+"${MLIR_RL_BUILD_DIR:-build}/bin/mlir-rl-perf" "$@"

@@ -1,0 +1,207 @@
+// mlir-rl-perf: figures, not assertions. Starts the real service on a loopback port in this process and measures
+// over real gRPC: Reset latency, non-evaluating Step latency by action type, cache-hit evaluation latency; then
+// compile time (lower + JIT) per candidate over random masked schedules of every built-in benchmark.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir_rl/v1/env.grpc.pb.h"
+#include "spdlog/spdlog.h"
+
+#include "env/Benchmark.h"
+#include "env/Evaluation.h"
+#include "env/Session.h"
+#include "server/Service.h"
+#include "support/Context.h"
+#include "support/Target.h"
+
+ABSL_FLAG(int, iterations, 300, "Reset/Step iterations for the latency figures");
+ABSL_FLAG(int, schedules_per_benchmark, 6, "random schedules compiled per benchmark for the compile-time figure");
+ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "benchmarks directory");
+
+namespace v1 = mlir_rl::v1;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Stats {
+  std::vector<double> values;
+  void add(double v) { values.push_back(v); }
+  double q(double p) {
+    if (values.empty()) return 0;
+    std::sort(values.begin(), values.end());
+    return values[static_cast<size_t>(p * (values.size() - 1) + 0.5)];
+  }
+};
+
+double usSince(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
+
+void report(const char *name, Stats &s, const char *unit, double scale = 1.0) {
+  std::printf("%-48s n=%-5zu p50 %9.3f %s   p99 %9.3f %s   max %9.3f %s\n", name, s.values.size(), s.q(0.5) / scale,
+              unit, s.q(0.99) / scale, unit, s.q(1.0) / scale, unit);
+}
+
+std::vector<int64_t> action(int type, std::vector<int64_t> tileChoices = {}, int64_t pointer = 0) {
+  std::vector<int64_t> v(14, 0);
+  v[0] = type;
+  for (size_t i = 0; i < tileChoices.size(); ++i) v[1 + i] = tileChoices[i];
+  v[13] = pointer;
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  absl::ParseCommandLine(argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  auto context = mlir_rl::support::createContext();
+  mlir_rl::env::BenchmarkRegistry benchmarks(context.get(), absl::GetFlag(FLAGS_benchmarks_dir));
+  if (!benchmarks.scan().ok()) return 2;
+  mlir_rl::runners::TimingOptions timing;
+  timing.budgetSeconds = 0.5;
+  mlir_rl::env::EvaluationService evaluator(timing);
+  mlir_rl::server::EnvService service(&benchmarks, &evaluator, {});
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  auto server = builder.BuildAndStart();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+  auto stub = v1::MlirRlEnv::NewStub(channel);
+  std::printf("mlir-rl-perf: service on 127.0.0.1:%d, host CPU %s\n\n", port, mlir_rl::support::hostCpuName().c_str());
+
+  // --- Latencies over loopback gRPC (C++ client) ---
+  const std::string uri = "benchmark://nn-ops/matmul_64x64x64_f32";
+  Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, fork, cacheHit;
+  for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
+    v1::ResetRequest rq;
+    rq.set_benchmark(uri);
+    v1::ResetReply rr;
+    grpc::ClientContext c0;
+    auto t = Clock::now();
+    if (!stub->Reset(&c0, rq, &rr).ok()) return 1;
+    reset.add(usSince(t));
+    auto step = [&](const std::vector<int64_t> &a, Stats &into) {
+      v1::StepRequest sq;
+      sq.set_session_id(rr.session_id());
+      v1::Action *one = sq.add_actions();
+      for (int64_t v : a) one->add_values(v);
+      v1::StepReply sr;
+      grpc::ClientContext c;
+      auto t1 = Clock::now();
+      grpc::Status s = stub->Step(&c, sq, &sr);
+      into.add(usSince(t1));
+      if (!s.ok() || !sr.outcomes(0).applied()) {
+        std::fprintf(stderr, "step failed: %s %s\n", s.error_message().c_str(),
+                     sr.outcomes_size() ? sr.outcomes(0).failure_reason().c_str() : "");
+        std::exit(1);
+      }
+    };
+    step(action(1, {6, 6, 6}), stepTiling);          // TILING [32, 32, 32]
+    step(action(3, {}, 2), stepPointer);             // INTERCHANGE: first level pointer (no transformation yet)
+    step(action(3, {}, 0), stepInterchange);         // INTERCHANGE: completes -> generalize + interchange
+    step(action(2, {0, 4, 4}), stepParallel);        // TILED_PARALLELIZATION on the interchanged op
+    {
+      v1::ObserveRequest oq;
+      oq.set_session_id(rr.session_id());
+      v1::ObserveReply orp;
+      grpc::ClientContext c;
+      auto t1 = Clock::now();
+      stub->Observe(&c, oq, &orp);
+      observe.add(usSince(t1));
+    }
+    {
+      v1::ForkRequest fq;
+      fq.set_session_id(rr.session_id());
+      v1::ForkReply fr;
+      grpc::ClientContext c;
+      auto t1 = Clock::now();
+      stub->Fork(&c, fq, &fr);
+      fork.add(usSince(t1));
+      v1::CloseRequest cq;
+      cq.set_session_id(fr.session_id());
+      v1::CloseReply cr;
+      grpc::ClientContext c2;
+      stub->Close(&c2, cq, &cr);
+    }
+    // The terminal step evaluates; after the first iteration the same candidate is a cache hit.
+    Stats terminal;
+    step(action(0), terminal);
+    if (i > 0) cacheHit.add(terminal.values[0]);
+    v1::CloseRequest cq;
+    cq.set_session_id(rr.session_id());
+    v1::CloseReply cr;
+    grpc::ClientContext c3;
+    stub->Close(&c3, cq, &cr);
+  }
+  std::printf("== latency over loopback gRPC, C++ client (matmul 64^3)\n");
+  report("Reset", reset, "us");
+  report("Step TILING (non-evaluating)", stepTiling, "us");
+  report("Step INTERCHANGE level pointer (no transform)", stepPointer, "us");
+  report("Step INTERCHANGE completing (generalize+permute)", stepInterchange, "us");
+  report("Step TILED_PARALLELIZATION (non-evaluating)", stepParallel, "us");
+  report("Observe", observe, "us");
+  report("Fork", fork, "us");
+  report("Step terminal, evaluation served from cache", cacheHit, "us");
+
+  // --- Compile time per candidate: random masked schedules over every built-in benchmark ---
+  std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation)\n");
+  Stats lower, jit, total;
+  std::mt19937_64 rng(42);
+  int wrong = 0, failed = 0, evaluated = 0;
+  for (const std::string &b : benchmarks.uris()) {
+    auto bench = benchmarks.get(b);
+    if (!bench.ok()) continue;
+    Stats perBenchmark;
+    for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
+      auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
+      if (!session.ok()) return 1;
+      auto &s = **session;
+      while (!s.done()) {
+        mlir_rl::env::ActionMask m = s.mask();
+        auto pick = [&](const std::vector<uint8_t> &mask) {
+          std::vector<int64_t> legal;
+          for (size_t v = 0; v < mask.size(); ++v)
+            if (mask[v]) legal.push_back(static_cast<int64_t>(v));
+          return legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
+        };
+        std::vector<int64_t> a{pick(m.type)};
+        for (const auto &row : m.tiles) a.push_back(pick(row));
+        a.push_back(pick(m.interchange));
+        auto r = s.step(a);
+        if (!r.ok()) {
+          std::fprintf(stderr, "masked action rejected: %s\n", std::string(r.status().message()).c_str());
+          return 1;
+        }
+        if (r->evaluation && !r->evaluation->cached) {
+          ++evaluated;
+          const auto &e = *r->evaluation;
+          if (!e.ok) {
+            (e.correct ? failed : wrong) += 1;
+            if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
+          }
+          lower.add(e.lowerMs);
+          jit.add(e.jitMs);
+          total.add(e.lowerMs + e.jitMs);
+          perBenchmark.add(e.lowerMs + e.jitMs);
+        }
+      }
+    }
+    std::printf("  %-52s candidates %-3zu compile p50 %7.1f ms  max %7.1f ms\n", b.c_str(), perBenchmark.values.size(),
+                perBenchmark.q(0.5), perBenchmark.q(1.0));
+  }
+  report("lower (MLIR passes)", lower, "ms");
+  report("JIT (LLVM O3 codegen)", jit, "ms");
+  report("compile = lower + JIT", total, "ms");
+  std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d\n", evaluated, wrong, failed);
+  server->Shutdown();
+  return wrong == 0 ? 0 : 1;
+}
