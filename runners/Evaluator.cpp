@@ -270,6 +270,9 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
   if (first < options.minSampleSeconds)
     batch = std::min(1000, static_cast<int>(options.minSampleSeconds / std::max(first, 1e-9)) + 1);
 
+  // Long kernels are stable run to run; do not spend minutes reaching the usual minimum of samples.
+  int minRepetitions = first > options.budgetSeconds / 4 ? std::min(3, options.minRepetitions) : options.minRepetitions;
+
   std::vector<double> samples;
   auto measureStart = Clock::now();
   Timing timing;
@@ -288,7 +291,7 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
     int n = static_cast<int>(samples.size());
     double spent = std::chrono::duration<double>(Clock::now() - measureStart).count();
     if (n >= options.maxRepetitions) break;
-    if (n >= options.minRepetitions && (timing.spread <= options.targetSpread || spent >= options.budgetSeconds))
+    if (n >= minRepetitions && (timing.spread <= options.targetSpread || spent >= options.budgetSeconds))
       break;
   }
   return timing;

@@ -115,7 +115,7 @@ grpc::Status EnvService::Step(grpc::ServerContext *, const v1::StepRequest *requ
   env::Session &s = **session;
   double total = 0;
   for (int i = 0; i < request->actions_size(); ++i) {
-    if (s.done()) break;  // the episode ended inside this batch: the rest is not applied
+    if (i > 0 && s.done()) break;  // the episode ended inside this batch: the rest is not applied
     auto result = s.step(toValues(request->actions(i)));
     if (!result.ok()) {
       // Earlier actions of the batch stay applied; say which one failed.

@@ -1,0 +1,210 @@
+"""Protocol-level end-to-end tests of mlir-rl-server: raw gRPC stubs against the real binary on loopback.
+
+Every class of bad input gets a precise status and message, and the server and the session keep working after it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+
+from conftest import start_server
+from mlir_rl.v1 import env_pb2 as pb
+from mlir_rl.v1 import env_pb2_grpc as rpc
+
+SMALL = "benchmark://nn-ops/matmul_64x64x64_f32"
+TILING, TILED_PARALLELIZATION, INTERCHANGE, VECTORIZATION = 1, 2, 3, 4
+TILE = {0: 0, 1: 1, 2: 2, 4: 3, 8: 4, 16: 5, 32: 6, 64: 7}  # tile size -> head value with default options
+
+
+def action(kind: int, sizes=(), pointer: int = 0) -> pb.Action:
+    values = [kind] + [TILE[s] for s in sizes] + [0] * (12 - len(sizes)) + [pointer]
+    return pb.Action(values=values)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(server)
+    yield rpc.MlirRlEnvStub(channel)
+    channel.close()
+
+
+def code_and_message(call, *args, **kwargs):
+    with pytest.raises(grpc.RpcError) as err:
+        call(*args, **kwargs)
+    return err.value.code(), err.value.details()
+
+
+def reset(stub, benchmark=SMALL, **kwargs):
+    return stub.Reset(pb.ResetRequest(benchmark=benchmark, **kwargs), timeout=120)
+
+
+def test_health_service_reports_serving(server):
+    channel = grpc.insecure_channel(server)
+    check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+    # HealthCheckRequest{} is empty; HealthCheckResponse{status: SERVING (1)} encodes as field 1 varint 1.
+    assert check(b"", timeout=10) == b"\x08\x01"
+    channel.close()
+
+
+def test_version_and_spaces_describe_themselves(stub):
+    version = stub.GetVersion(pb.GetVersionRequest(), timeout=10)
+    assert version.protocol_version == "v1"
+    assert version.mlir_version.startswith("19.")
+    spaces = stub.GetSpaces(pb.GetSpacesRequest(options=pb.SessionOptions(max_loops=6)), timeout=10)
+    md = spaces.action_space.multi_discrete
+    assert list(md.head_names) == ["type"] + [f"tile_{i}" for i in range(6)] + ["interchange"]
+    assert list(md.nvec) == [5] + [8] * 6 + [6]
+    assert list(md.tile_sizes) == [0, 1, 2, 4, 8, 16, 32, 64]
+    names = [s.name for s in spaces.observation_space]
+    assert "mask_type" in names and "loop_bounds" in names
+
+
+def test_unknown_and_malformed_benchmarks(stub):
+    code, msg = code_and_message(reset, stub, "benchmark://nn-ops/does_not_exist")
+    assert code == grpc.StatusCode.NOT_FOUND and "does_not_exist" in msg
+    code, msg = code_and_message(reset, stub, "nn-ops/matmul")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "benchmark://" in msg
+    code, msg = code_and_message(reset, stub, "")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "benchmark" in msg
+
+
+def test_bad_options_name_the_field(stub):
+    code, msg = code_and_message(reset, stub, options=pb.SessionOptions(max_loops=0))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_loops" in msg
+    code, msg = code_and_message(reset, stub, options=pb.SessionOptions(tile_sizes=[4, -2]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tile_sizes[1]" in msg
+
+
+def test_unknown_closed_and_empty_sessions(stub):
+    code, msg = code_and_message(stub.Step, pb.StepRequest(session_id="nope", actions=[action(TILING, [8])]))
+    assert code == grpc.StatusCode.NOT_FOUND and "nope" in msg
+    code, _ = code_and_message(stub.Observe, pb.ObserveRequest(session_id=""))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    sid = reset(stub).session_id
+    stub.Close(pb.CloseRequest(session_id=sid))
+    for call, req in [(stub.Step, pb.StepRequest(session_id=sid, actions=[action(TILING, [8])])),
+                      (stub.Observe, pb.ObserveRequest(session_id=sid)),
+                      (stub.Fork, pb.ForkRequest(session_id=sid)),
+                      (stub.ExportSchedule, pb.ExportScheduleRequest(session_id=sid)),
+                      (stub.Close, pb.CloseRequest(session_id=sid))]:
+        code, msg = code_and_message(call, req)
+        assert code == grpc.StatusCode.NOT_FOUND and sid in msg
+
+
+def test_malformed_out_of_range_and_masked_actions_keep_the_session(stub):
+    sid = reset(stub).session_id
+    before = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(include_ir=True)))
+    bad = [
+        (pb.Action(values=[1, 2, 3]), "expected 14"),                       # wrong length
+        (pb.Action(values=[9] + [0] * 13), "head 'type'"),                  # out of range
+        (pb.Action(values=[1, 4, 4, 4] + [0] * 9 + [-1]), "interchange"),   # negative pointer
+        (action(VECTORIZATION), "masked"),                                  # 64^3 is too big to vectorize
+        (action(TILING, [8, 8, 8, 8]), "tile_3"),                           # matmul has no loop 3
+    ]
+    for act, needle in bad:
+        code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid, actions=[act]))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, msg
+        assert needle in msg, msg
+    code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "actions" in msg
+    after = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(include_ir=True)))
+    assert after.observation.ir == before.observation.ir
+    assert after.info.step == 0
+    ok = stub.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [8, 16, 1])]))
+    assert ok.outcomes[0].applied and ok.info.step == 1
+
+
+def test_unknown_observation_name(stub):
+    sid = reset(stub).session_id
+    code, msg = code_and_message(stub.Observe, pb.ObserveRequest(
+        session_id=sid, observation=pb.ObservationRequest(names=["loop_bounds", "bogus"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "bogus" in msg
+    only = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(names=["loop_bounds"])))
+    assert [t.name for t in only.observation.tensors] == ["loop_bounds"]
+
+
+def test_batched_step_reports_which_action_failed(stub):
+    sid = reset(stub).session_id
+    code, msg = code_and_message(stub.Step, pb.StepRequest(
+        session_id=sid, actions=[action(TILING, [32, 32, 32]), pb.Action(values=[0])]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and msg.startswith("actions[1]")
+    obs = stub.Observe(pb.ObserveRequest(session_id=sid))
+    assert obs.info.step == 1  # the first action of the batch was applied
+
+
+def test_step_after_end_is_failed_precondition(stub):
+    sid = reset(stub).session_id
+    done = stub.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [8, 16, 1]), action(VECTORIZATION)]),
+                     timeout=120)
+    assert done.terminated
+    assert done.outcomes[1].HasField("evaluation")
+    assert done.outcomes[1].evaluation.correct
+    code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid, actions=[pb.Action(values=[0] * 14)]))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "over" in msg
+
+
+def test_replay_rebuilds_the_same_state(stub):
+    actions = [action(TILING, [32, 32, 16]), action(INTERCHANGE, pointer=2), action(INTERCHANGE, pointer=0),
+               action(TILED_PARALLELIZATION, [0, 8, 4])]
+    sid = reset(stub).session_id
+    stub.Step(pb.StepRequest(session_id=sid, actions=actions))
+    stepped = stub.ExportSchedule(pb.ExportScheduleRequest(session_id=sid))
+    replayed_id = reset(stub, replay_actions=actions).session_id
+    replayed = stub.ExportSchedule(pb.ExportScheduleRequest(session_id=replayed_id))
+    assert replayed.current_ir == stepped.current_ir
+    assert replayed.transform_script == stepped.transform_script
+    assert [list(a.values) for a in replayed.actions] == [list(a.values) for a in actions]
+    code, msg = code_and_message(reset, stub, replay_actions=[actions[0], pb.Action(values=[7])])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "replay_actions[1]" in msg
+
+
+def test_a_slow_evaluation_does_not_block_other_sessions(stub):
+    """Sessions have their own locks: while one session evaluates matmul 512^3, another keeps stepping."""
+    slow = reset(stub, "benchmark://nn-ops/matmul_512x512x512_f32", seed=11).session_id
+    finished = {}
+
+    def evaluate():
+        stub.Step(pb.StepRequest(session_id=slow, actions=[pb.Action(values=[0] * 14)]), timeout=300)
+        finished["slow"] = time.monotonic()
+
+    t = threading.Thread(target=evaluate)
+    t.start()
+    time.sleep(0.05)
+    fast_steps = 0
+    for _ in range(10):
+        sid = reset(stub).session_id
+        r = stub.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [8, 8, 8])]), timeout=30)
+        fast_steps += r.outcomes[0].applied
+        stub.Close(pb.CloseRequest(session_id=sid))
+    finished["fast"] = time.monotonic()
+    t.join()
+    assert fast_steps == 10
+    assert finished["fast"] < finished["slow"], "fast sessions waited for the slow evaluation"
+
+
+def test_session_limit_oversized_message_and_shutdown():
+    proc = start_server(extra_args=["--max_sessions=2", "--max_message_mb=1"])
+    try:
+        channel = grpc.insecure_channel(proc.address)
+        s = rpc.MlirRlEnvStub(channel)
+        a, b = reset(s).session_id, reset(s).session_id
+        code, msg = code_and_message(reset, s)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "2 sessions" in msg
+        s.Close(pb.CloseRequest(session_id=a))
+        reset(s)  # room again
+        huge = pb.ResetRequest(benchmark=SMALL, replay_actions=[pb.Action(values=list(range(14)))] * 100000)
+        code, _ = code_and_message(s.Reset, huge)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert s.Observe(pb.ObserveRequest(session_id=b)).info.num_ops == 1  # still serving
+        channel.close()
+    finally:
+        start = time.monotonic()
+        status = proc.stop(signal.SIGTERM)
+    assert status == 0
+    assert time.monotonic() - start < 8
