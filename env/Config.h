@@ -21,6 +21,7 @@ struct SessionConfig {
   std::vector<int64_t> tileSizes = {1, 2, 4, 8, 16, 32, 64};
   int numThreads = 1;          // OpenMP threads per evaluation
   int64_t maxVectorElements = 512;
+  bool penalizeMaskedActions = false;  // false: a masked action is INVALID_ARGUMENT
 
   // INVALID_ARGUMENT naming the offending field when a value is out of its allowed range.
   absl::Status validate() const;

@@ -249,13 +249,15 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   if (!decoded.ok()) return decoded.status();
   const DecodedAction &a = *decoded;
   ActionMask m = mask();
-  if (absl::Status s = space_.checkMask(a, m); !s.ok()) return s;
+  absl::Status legal = space_.checkMask(a, m);
+  if (!legal.ok() && !config_.penalizeMaskedActions) return legal;
 
   auto start = std::chrono::steady_clock::now();
   StepResult result;
   result.action = values;
   result.description = describe(a);
   result.applied = true;
+  if (!legal.ok()) return penalizeMaskedAction(a, std::string(legal.message()), std::move(result));
   const ScheduledOp *op = currentOp();
   mlir::linalg::LinalgOp lop = currentLinalgOp();
   int numLoops = lop ? static_cast<int>(lop.getNumLoops()) : 0;
@@ -325,6 +327,11 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
     advanceCursor();
   if (!terminated_ && config_.maxSteps > 0 && steps_ >= config_.maxSteps) truncated_ = true;
 
+  addEvaluationReward(result, transformed);
+  return result;
+}
+
+void Session::addEvaluationReward(StepResult &result, bool transformed) {
   if (config_.rewardMode == RewardMode::Immediate && transformed) {
     result.reward += evaluateState(result);
   } else if (config_.rewardMode == RewardMode::Final && done()) {
@@ -333,6 +340,21 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
     // Nothing was transformed in the whole episode: the final state is the reference (reward 0), but report it.
     result.reward += evaluateState(result);
   }
+}
+
+absl::StatusOr<StepResult> Session::penalizeMaskedAction(const DecodedAction &a, std::string reason,
+                                                         StepResult result) {
+  // The state is unchanged, but the step counts (like a failed transformation) so that every episode ends.
+  result.applied = false;
+  result.failureReason = "masked action: " + reason;
+  result.reward = config_.transformPenalty;
+  actions_.push_back(result.action);
+  ++steps_;
+  pendingPermutation_.clear();  // a masked step also abandons an open interchange
+  historyOnOp_.push_back(static_cast<int>(a.type));
+  if (++actionsOnOp_ >= config_.actionsPerOp) advanceCursor();
+  if (!terminated_ && config_.maxSteps > 0 && steps_ >= config_.maxSteps) truncated_ = true;
+  addEvaluationReward(result, /*transformed=*/false);
   return result;
 }
 

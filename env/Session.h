@@ -75,6 +75,9 @@ class Session {
   // Applies a fragment to a clone; on success the clone becomes the state.
   bool apply(transforms::Fragment fragment, std::string &failure);
   double evaluateState(StepResult &result);
+  // Evaluates the state when the reward mode asks for it after this step, adding the reward to `result`.
+  void addEvaluationReward(StepResult &result, bool transformed);
+  absl::StatusOr<StepResult> penalizeMaskedAction(const DecodedAction &action, std::string reason, StepResult result);
   std::string describe(const DecodedAction &action) const;
 
   std::shared_ptr<const Benchmark> benchmark_;

@@ -12,5 +12,5 @@ echo "== C++ unit tests (ctest)"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j1
 
 echo "== Python end-to-end tests (pytest, real server)"
-MLIR_RL_SERVER_BIN="$PWD/$BUILD_DIR/bin/mlir-rl-server" PYTHONPATH="$PWD/clients/python" \
+MLIR_RL_REQUIRE_SERVER=1 MLIR_RL_SERVER_BIN="$PWD/$BUILD_DIR/bin/mlir-rl-server" PYTHONPATH="$PWD/clients/python" \
   /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e

@@ -42,6 +42,13 @@ absl::StatusOr<env::SessionConfig> toConfig(const v1::SessionOptions &o) {
   if (o.tile_sizes_size() > 0) c.tileSizes.assign(o.tile_sizes().begin(), o.tile_sizes().end());
   if (o.has_num_threads()) c.numThreads = o.num_threads();
   if (o.has_max_vector_elements()) c.maxVectorElements = o.max_vector_elements();
+  switch (o.masked_actions()) {
+    case v1::MASKED_ACTIONS_UNSPECIFIED:
+    case v1::MASKED_ACTIONS_REJECT: c.penalizeMaskedActions = false; break;
+    case v1::MASKED_ACTIONS_PENALIZE: c.penalizeMaskedActions = true; break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("options.masked_actions = ", o.masked_actions(), " is unknown"));
+  }
   if (absl::Status s = c.validate(); !s.ok()) return s;
   return c;
 }

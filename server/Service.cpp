@@ -84,7 +84,10 @@ grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *re
   }
   if (absl::Status s = fillObservation(**session, request->observation(), *reply->mutable_observation()); !s.ok())
     return toGrpc(s);
-  fillEpisodeInfo((*session)->status(), *reply->mutable_info());
+  env::EpisodeStatus status = (*session)->status();
+  fillEpisodeInfo(status, *reply->mutable_info());
+  reply->set_terminated(status.terminated);
+  reply->set_truncated(status.truncated);
   runners::Timing reference;
   if (evaluator_->knownReference(**benchmark, seed, config->numThreads, reference)) {
     env::EvaluationRecord record;

@@ -265,3 +265,34 @@ TEST(Env, ScriptedMatmul512ScheduleIsAtLeast20xFaster) {
 
 }  // namespace
 }  // namespace mlir_rl
+
+namespace mlir_rl {
+namespace {
+
+TEST(Env, PenalizeModeTurnsMaskedActionsIntoFailedSteps) {
+  env::SessionConfig c;
+  c.penalizeMaskedActions = true;
+  c.actionsPerOp = 2;
+  auto s = start("matmul_64x64x64_f32", c);
+  std::string before = s->currentIR();
+  auto r = s->step(act(*s, env::ActionType::Vectorization));  // masked: 64^3 elements
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->applied);
+  EXPECT_EQ(r->reward, c.transformPenalty);
+  EXPECT_NE(r->failureReason.find("masked"), std::string::npos);
+  EXPECT_EQ(s->currentIR(), before);
+  EXPECT_EQ(s->status().step, 1);
+  // Malformed actions stay errors in this mode.
+  EXPECT_EQ(s->step({1, 2}).status().code(), absl::StatusCode::kInvalidArgument);
+  // The budget still ends the op (and the episode, which is then evaluated).
+  auto last = s->step(act(*s, env::ActionType::Vectorization));
+  ASSERT_TRUE(last.ok());
+  EXPECT_TRUE(s->status().terminated);
+  ASSERT_TRUE(last->evaluation.has_value());
+  const env::EvaluationRecord &e = *last->evaluation;
+  EXPECT_TRUE(e.ok) << e.failure;
+  EXPECT_NEAR(last->reward, c.transformPenalty + std::log10(e.referenceNs / e.timing.medianNs), 1e-9);
+}
+
+}  // namespace
+}  // namespace mlir_rl

@@ -1,0 +1,53 @@
+"""Python client of mlir-rl, a gRPC reinforcement-learning environment for MLIR compiler optimization.
+
+    import mlir_rl
+    env = mlir_rl.make("benchmark://nn-ops/matmul_64x64x64_f32", server="127.0.0.1:50051")
+    obs, info = env.reset(seed=0)
+
+The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build; see README.md.
+"""
+
+__version__ = "0.1.0"
+
+try:
+    from .v1 import env_pb2 as _env_pb2  # noqa: F401
+    from .v1 import env_pb2_grpc as _env_pb2_grpc  # noqa: F401
+except ImportError as _e:  # pragma: no cover - only without generated stubs
+    raise ImportError(
+        "mlir_rl: the generated protocol modules mlir_rl/v1/env_pb2.py and env_pb2_grpc.py are missing. Build the "
+        "project, or run from the repository root: protoc -I proto --python_out=clients/python "
+        "--grpc_python_out=clients/python --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin "
+        f"proto/mlir_rl/v1/env.proto ({_e})") from _e
+
+from . import errors  # noqa: E402
+from .client import list_benchmarks, make, version  # noqa: E402
+from .env import MlirRlEnv  # noqa: E402
+from .errors import (  # noqa: E402
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    MlirRlError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+    UnimplementedError,
+)
+
+__all__ = [
+    "make",
+    "list_benchmarks",
+    "version",
+    "MlirRlEnv",
+    "errors",
+    "MlirRlError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "FailedPreconditionError",
+    "DeadlineExceededError",
+    "UnavailableError",
+    "ResourceExhaustedError",
+    "UnimplementedError",
+    "InternalError",
+    "__version__",
+]

@@ -1,0 +1,37 @@
+"""Module-level helpers: ``make``, ``list_benchmarks`` and ``version``."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from .env import DEFAULT_SERVER, Connection, MlirRlEnv, benchmark_to_dict, message_to_dict
+from .v1 import env_pb2
+
+__all__ = ["make", "list_benchmarks", "version"]
+
+
+def make(benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER, **options: Any) -> MlirRlEnv:
+    """An :class:`MlirRlEnv` on ``server``; ``options`` are the constructor's keyword arguments (session options
+    such as ``max_loops=8, reward_mode="immediate"``, and ``timeout``, ``render_mode``, ...)."""
+    return MlirRlEnv(benchmark, server=server, **options)
+
+
+def list_benchmarks(server: str = DEFAULT_SERVER, dataset: str = "", *,
+                    timeout: Optional[float] = 60.0) -> List[Dict[str, Any]]:
+    """The server's benchmarks as dicts with keys uri, dataset, name, description, num_ops, op_families, dtype,
+    flops (all datasets when ``dataset`` is empty)."""
+    conn = Connection(server, timeout=timeout)
+    try:
+        reply = conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset), idempotent=True)
+        return [benchmark_to_dict(b) for b in reply.benchmarks]
+    finally:
+        conn.release()
+
+
+def version(server: str = DEFAULT_SERVER, *, timeout: Optional[float] = 60.0) -> Dict[str, str]:
+    """The server's version: dict with server_version, protocol_version ("v1"), mlir_version, host_cpu."""
+    conn = Connection(server, timeout=timeout)
+    try:
+        return message_to_dict(conn.call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
+    finally:
+        conn.release()

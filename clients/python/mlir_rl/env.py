@@ -1,0 +1,676 @@
+"""The Gymnasium environment: one ``MlirRlEnv`` is one session on an mlir-rl server at a time.
+
+Example::
+
+    from mlir_rl import make
+
+    with make("benchmark://nn-ops/matmul_64x64x64_f32", server="127.0.0.1:50051") as env:
+        obs, info = env.reset(seed=0)
+        mask = env.action_masks()
+        obs, reward, terminated, truncated, info = env.step(action)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import numbers
+import sys
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import grpc
+import numpy as np
+
+from . import spaces as _spaces
+from .errors import (FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, UnavailableError,
+                     from_rpc_error)
+from .v1 import env_pb2, env_pb2_grpc
+
+__all__ = ["MlirRlEnv", "Connection", "session_options", "DEFAULT_SERVER", "DEFAULT_TIMEOUT"]
+
+logger = logging.getLogger("mlir_rl")
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+# A step may compile and time a candidate (seconds for big kernels, plus the untransformed reference once).
+DEFAULT_TIMEOUT = 600.0
+
+_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    # Reconnect quickly to a restarted local server (gRPC's default first backoff is 1 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+BENCHMARK_SCHEME = "benchmark://"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Connection
+
+
+class Connection:
+    """A gRPC channel and stub, shared by an environment and its forks and closed with its last user.
+
+    ``call`` converts gRPC errors into :mod:`mlir_rl.errors` exceptions and retries UNAVAILABLE with exponential
+    backoff (``max_attempts`` tries, starting at ``backoff`` seconds) when the call is idempotent.
+    """
+
+    def __init__(self, server: str = DEFAULT_SERVER, *, channel: Optional[grpc.Channel] = None,
+                 timeout: Optional[float] = DEFAULT_TIMEOUT, max_attempts: int = 5, backoff: float = 0.1):
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.server = server
+        self.timeout = timeout
+        self.max_attempts = int(max_attempts)
+        self.backoff = float(backoff)
+        self._owns_channel = channel is None
+        self.channel = channel if channel is not None else grpc.insecure_channel(server, options=_CHANNEL_OPTIONS)
+        self.stub = env_pb2_grpc.MlirRlEnvStub(self.channel)
+        self._users = 1
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._users <= 0
+
+    def acquire(self) -> "Connection":
+        with self._lock:
+            if self._users <= 0:
+                raise FailedPreconditionError("the connection is closed")
+            self._users += 1
+        return self
+
+    def release(self) -> None:
+        with self._lock:
+            if self._users <= 0:
+                return
+            self._users -= 1
+            last = self._users == 0
+        if last and self._owns_channel:
+            self.channel.close()
+
+    def call(self, method: str, request: Any, *, idempotent: bool, timeout: Any = "default") -> Any:
+        if self.closed:
+            raise FailedPreconditionError("the connection is closed")
+        if timeout == "default":
+            timeout = self.timeout
+        rpc = getattr(self.stub, method)
+        attempts = self.max_attempts if idempotent else 1
+        delay = self.backoff
+        for attempt in range(attempts):
+            try:
+                return rpc(request, timeout=timeout)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
+                    logger.debug("%s: server unavailable, retrying in %.2f s", method, delay)
+                    time.sleep(delay)
+                    delay = min(2 * delay, 2.0)
+                    continue
+                error = from_rpc_error(e, method)
+                error.rpc_error = e
+            # Raised outside the except block: the traceback of gRPC's internals is not the interesting part.
+            raise error
+        raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Session options
+
+
+_REWARD_MODES = {
+    "final": env_pb2.REWARD_MODE_FINAL,
+    "immediate": env_pb2.REWARD_MODE_IMMEDIATE,
+}
+_INT_OPTIONS = ("max_loops", "actions_per_op", "max_steps", "num_threads", "max_vector_elements")
+_FLOAT_OPTIONS = ("transform_penalty", "execution_penalty")
+_MASKED_ACTION_MODES = {
+    "reject": env_pb2.MASKED_ACTIONS_REJECT,
+    "penalize": env_pb2.MASKED_ACTIONS_PENALIZE,
+}
+OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions")
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"option {name!r} must be an integer, got {value!r}")
+    return int(value)
+
+
+def session_options(**options: Any) -> env_pb2.SessionOptions:
+    """A ``SessionOptions`` message from keyword arguments; ``None`` leaves a field at the server default.
+
+    ``reward_mode`` is ``"final"`` or ``"immediate"`` (or the proto enum value); ``tile_sizes`` a sequence of ints;
+    ``masked_actions`` is ``"reject"`` (a masked action raises InvalidArgumentError) or ``"penalize"`` (it is a failed
+    step with the transform penalty, for agents that ignore masks, e.g. gymnasium's ``check_env``).
+    Unknown names raise :class:`InvalidArgumentError` (a ``ValueError``); value ranges are checked by the server.
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise InvalidArgumentError(f"unknown session option(s) {', '.join(map(repr, unknown))}; "
+                                   f"known: {', '.join(OPTION_NAMES)}")
+    msg = env_pb2.SessionOptions()
+    for name in _INT_OPTIONS:
+        if options.get(name) is not None:
+            setattr(msg, name, _as_int(name, options[name]))
+    for name in _FLOAT_OPTIONS:
+        value = options.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InvalidArgumentError(f"option {name!r} must be a number, got {value!r}")
+            setattr(msg, name, float(value))
+    mode = options.get("reward_mode")
+    if mode is not None:
+        if isinstance(mode, str):
+            if mode.lower() not in _REWARD_MODES:
+                raise InvalidArgumentError(f"option 'reward_mode' must be 'final' or 'immediate', got {mode!r}")
+            msg.reward_mode = _REWARD_MODES[mode.lower()]
+        elif isinstance(mode, numbers.Integral) and int(mode) in _REWARD_MODES.values():
+            msg.reward_mode = int(mode)
+        else:
+            raise InvalidArgumentError(f"option 'reward_mode' must be 'final' or 'immediate', got {mode!r}")
+    masked = options.get("masked_actions")
+    if masked is not None:
+        if not isinstance(masked, str) or masked.lower() not in _MASKED_ACTION_MODES:
+            raise InvalidArgumentError(f"option 'masked_actions' must be 'reject' or 'penalize', got {masked!r}")
+        msg.masked_actions = _MASKED_ACTION_MODES[masked.lower()]
+    sizes = options.get("tile_sizes")
+    if sizes is not None:
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise InvalidArgumentError(f"option 'tile_sizes' must be a sequence of integers, got {sizes!r}")
+        msg.tile_sizes.extend(_as_int("tile_sizes", s) for s in sizes)
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Proto -> plain Python
+
+
+def message_to_dict(message: Any) -> Dict[str, Any]:
+    """The fields of a flat proto message (scalars and repeated scalars) as a plain dict, defaults included."""
+    out: Dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        if field.label == field.LABEL_REPEATED:
+            value = list(value)
+        out[field.name] = value
+    return out
+
+
+def benchmark_to_dict(info: "env_pb2.BenchmarkInfo") -> Dict[str, Any]:
+    return message_to_dict(info)
+
+
+def _outcome_to_dict(outcome: "env_pb2.StepOutcome") -> Dict[str, Any]:
+    return {
+        "action": list(outcome.action.values),
+        "applied": outcome.applied,
+        "failure_reason": outcome.failure_reason,
+        "description": outcome.description,
+        "reward": outcome.reward,
+        "evaluation": message_to_dict(outcome.evaluation) if outcome.HasField("evaluation") else None,
+        "apply_ms": outcome.apply_ms,
+    }
+
+
+def _normalize_benchmark(uri: str) -> str:
+    if not isinstance(uri, str) or not uri:
+        raise InvalidArgumentError(f"a benchmark must be a non-empty URI string, got {uri!r}")
+    return uri if "://" in uri else BENCHMARK_SCHEME + uri
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The environment
+
+
+if _spaces.HAVE_GYMNASIUM:  # pragma: no cover - depends on the environment
+    import gymnasium as _gymnasium
+
+    _EnvBase = _gymnasium.Env
+else:
+
+    class _EnvBase:  # type: ignore[no-redef]
+        """The parts of ``gymnasium.Env`` the environment relies on, for use without gymnasium."""
+
+        metadata: Dict[str, Any] = {"render_modes": []}
+        render_mode: Optional[str] = None
+        spec = None
+        _np_random: Optional[np.random.Generator] = None
+
+        @property
+        def np_random(self) -> np.random.Generator:
+            if self._np_random is None:
+                self._np_random = np.random.default_rng()
+            return self._np_random
+
+        @np_random.setter
+        def np_random(self, value: np.random.Generator) -> None:
+            self._np_random = value
+
+        @property
+        def unwrapped(self) -> "_EnvBase":
+            return self
+
+        def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> Any:
+            if seed is not None:
+                self._np_random = np.random.default_rng(seed)
+
+        def close(self) -> None:
+            pass
+
+        def __enter__(self) -> "_EnvBase":
+            return self
+
+        def __exit__(self, *args: Any) -> bool:
+            self.close()
+            return False
+
+
+class MlirRlEnv(_EnvBase):
+    """A Gymnasium environment backed by an mlir-rl server session.
+
+    Args:
+        benchmark: URI of the benchmark every ``reset`` starts on (``benchmark://dataset/name``; the scheme may be
+            left out). ``None``: each reset picks one with ``self.np_random`` unless ``reset`` names one.
+        server: ``host:port`` of the server.
+        timeout: deadline of each call in seconds (``None``: none).
+        render_mode: ``None`` or ``"ansi"``; ``render()`` returns the current IR text either way.
+        max_attempts: tries of an idempotent call while the server is UNAVAILABLE.
+        auto_recover: when the server no longer knows the session (it restarted), rebuild the episode with
+            ``Reset(replay_actions=...)`` from the actions recorded here and retry the call, once.
+        max_loops, actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes,
+            num_threads, max_vector_elements, masked_actions: session options (``SessionOptions``); ``None`` = server
+            default.
+
+    Attributes beyond Gymnasium's: ``head_names`` (one per entry of an action), ``type_names`` (values of head
+    ``type``), ``tile_sizes`` (``tile_sizes[v]`` is the size a tile head value ``v`` means; 0 = not tiled),
+    ``max_loops``, ``session_id``, ``benchmark`` (of the current episode), ``actions`` (recorded this episode).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER,
+                 timeout: Optional[float] = DEFAULT_TIMEOUT, render_mode: Optional[str] = None,
+                 max_attempts: int = 5, auto_recover: bool = True, channel: Optional[grpc.Channel] = None,
+                 max_loops: Optional[int] = None, actions_per_op: Optional[int] = None,
+                 max_steps: Optional[int] = None, reward_mode: Optional[str] = None,
+                 transform_penalty: Optional[float] = None, execution_penalty: Optional[float] = None,
+                 tile_sizes: Optional[Sequence[int]] = None, num_threads: Optional[int] = None,
+                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = None):
+        self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
+        self._session_id: Optional[str] = None
+        self._obs: Optional["OrderedDict[str, np.ndarray]"] = None
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise InvalidArgumentError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.render_mode = render_mode
+        self._options = session_options(
+            max_loops=max_loops, actions_per_op=actions_per_op, max_steps=max_steps, reward_mode=reward_mode,
+            transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
+            num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions)
+        self._default_benchmark = None if benchmark is None else _normalize_benchmark(benchmark)
+        self._auto_recover = bool(auto_recover)
+        self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
+        self._closed = False
+        try:
+            reply = self._conn.call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
+            self._set_spaces(reply)
+        except BaseException:
+            self.close()
+            raise
+        self._benchmark_uris: Optional[List[str]] = None
+        self._episode_benchmark: Optional[str] = None
+        self._episode_seed = 0
+        self._actions: List[List[int]] = []
+        self.recoveries = 0  # times the episode was rebuilt after the server lost the session
+
+    # -- spaces ------------------------------------------------------------------------------------------------
+
+    def _set_spaces(self, reply: "env_pb2.GetSpacesReply") -> None:
+        self.action_space = _spaces.action_space_from_proto(reply.action_space)
+        self.observation_space = _spaces.observation_space_from_proto(reply.observation_space)
+        md = reply.action_space.multi_discrete
+        self.nvec: List[int] = [int(n) for n in md.nvec]
+        self.head_names: List[str] = list(md.head_names)
+        if len(self.head_names) != len(self.nvec):
+            raise MlirRlError(f"the action space has {len(self.nvec)} heads but {len(self.head_names)} head names")
+        self.type_names: List[str] = list(md.type_names)
+        tile_heads = [i for i, name in enumerate(self.head_names) if name.startswith("tile_")]
+        self.max_loops: int = len(tile_heads)
+        sizes = [int(s) for s in md.tile_sizes]
+        if tile_heads:
+            choices = self.nvec[tile_heads[0]]
+            # Index 0 means "not tiled"; accept a list that leaves that entry out.
+            if len(sizes) == choices - 1:
+                sizes = [0] + sizes
+            if len(sizes) != choices:
+                raise MlirRlError(f"the action space lists {len(md.tile_sizes)} tile sizes for tile heads of "
+                                  f"{choices} values")
+        self.tile_sizes: List[int] = sizes
+        self._spaces_reply = reply
+
+    @property
+    def spaces_description(self) -> Dict[str, str]:
+        """The server's description of each observation tensor (and of the action space under ``"action"``)."""
+        out = {"action": self._spaces_reply.action_space.description}
+        for s in self._spaces_reply.observation_space:
+            out[s.name] = s.description
+        return out
+
+    # -- state -------------------------------------------------------------------------------------------------
+
+    @property
+    def server(self) -> str:
+        return self._conn.server
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._conn.timeout
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def session_id(self) -> Optional[str]:
+        return self._session_id
+
+    @property
+    def benchmark(self) -> Optional[str]:
+        """The benchmark of the current episode (before the first reset: the one given to the constructor)."""
+        return self._episode_benchmark or self._default_benchmark
+
+    @property
+    def actions(self) -> List[List[int]]:
+        """The actions the server processed this episode (including ones that failed to apply), in order."""
+        return [list(a) for a in self._actions]
+
+    @property
+    def options(self) -> env_pb2.SessionOptions:
+        out = env_pb2.SessionOptions()
+        out.CopyFrom(self._options)
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise FailedPreconditionError("the environment is closed")
+
+    def _require_session(self) -> str:
+        self._check_open()
+        if self._session_id is None:
+            raise FailedPreconditionError("no episode: call reset() first")
+        return self._session_id
+
+    # -- benchmarks --------------------------------------------------------------------------------------------
+
+    def list_benchmarks(self, dataset: str = "") -> List[Dict[str, Any]]:
+        """The server's benchmarks (all datasets when ``dataset`` is empty) as dicts of ``BenchmarkInfo`` fields."""
+        self._check_open()
+        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset), idempotent=True)
+        return [benchmark_to_dict(b) for b in reply.benchmarks]
+
+    def version(self) -> Dict[str, str]:
+        self._check_open()
+        return message_to_dict(self._conn.call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
+
+    def _pick_benchmark(self) -> str:
+        if self._benchmark_uris is None:
+            # Sorted, so the pick depends only on the seed and the set of benchmarks, not on the server's order.
+            self._benchmark_uris = sorted(b["uri"] for b in self.list_benchmarks())
+        if not self._benchmark_uris:
+            raise FailedPreconditionError("the server offers no benchmarks")
+        return self._benchmark_uris[int(self.np_random.integers(len(self._benchmark_uris)))]
+
+    # -- actions -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _action_values(action: Any) -> List[int]:
+        """An action as a list of ints. Length, ranges and masks are the server's to check."""
+        try:
+            a = np.asarray(action)
+        except Exception as e:  # noqa: BLE001 - anything numpy cannot read is a bad action
+            raise InvalidArgumentError(f"cannot read the action {action!r} as an integer vector: {e}") from None
+        if a.ndim == 0:
+            a = a.reshape(1)
+        if a.ndim != 1:
+            raise InvalidArgumentError(f"an action must be a 1-D integer vector, got shape {a.shape}")
+        if a.dtype.kind in "iu":
+            return [int(v) for v in a]
+        if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+            return [int(v) for v in a]
+        if a.dtype.kind == "O" and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in a):
+            return [int(v) for v in a]
+        raise InvalidArgumentError(f"action values must be integers, got {a.tolist()!r}")
+
+    def head_masks(self) -> List[np.ndarray]:
+        """One bool array per action head (in ``head_names`` order): the values legal in the current state.
+
+        For gymnasium's ``MultiDiscrete.sample(mask=...)`` use ``tuple(m.astype(np.int8) for m in env.head_masks())``.
+        """
+        self._require_session()
+        if self._obs is None:
+            raise FailedPreconditionError("no observation yet: call reset() first")
+        return _spaces.head_masks_from_observation(self._obs, self.head_names, self.nvec)
+
+    def action_masks(self) -> np.ndarray:
+        """The legal values of every head, concatenated in head order (length ``sum(nvec)``), as maskable PPO
+        implementations expect. Only the heads an action's type uses are checked by the server."""
+        return np.concatenate(self.head_masks()).astype(bool)
+
+    # -- RPCs on the session -----------------------------------------------------------------------------------
+
+    def _reset_rpc(self, benchmark: str, seed: int, replay: Sequence[Sequence[int]]) -> "env_pb2.ResetReply":
+        request = env_pb2.ResetRequest(
+            benchmark=benchmark, options=self._options, seed=seed,
+            replay_actions=[env_pb2.Action(values=list(a)) for a in replay],
+            observation=env_pb2.ObservationRequest())
+        return self._conn.call("Reset", request, idempotent=False)
+
+    def _session_call(self, method: str, make_request: Callable[[str], Any], *, idempotent: bool) -> Any:
+        """Calls ``method`` on the current session; when the server has lost the session (NOT_FOUND, e.g. after
+        a restart), rebuilds it from the recorded actions and retries once."""
+        sid = self._require_session()
+        try:
+            return self._conn.call(method, make_request(sid), idempotent=idempotent)
+        except NotFoundError as e:
+            if not self._auto_recover or self._session_id != sid or self._episode_benchmark is None:
+                raise
+            logger.warning("%s: session %s is unknown to the server (%s); replaying %d action(s) to restore it",
+                           method, sid, e, len(self._actions))
+        except UnavailableError:
+            # A call that must not be repeated blindly: ask (idempotently, with retries) whether the server still
+            # knows the session. If it does not, it restarted and nothing of this call survived: recover and retry.
+            if idempotent or not self._auto_recover or self._episode_benchmark is None:
+                raise
+            try:
+                self._conn.call("Observe", env_pb2.ObserveRequest(session_id=sid), idempotent=True)
+            except NotFoundError:
+                logger.warning("%s: the server restarted; replaying %d action(s) to restore session %s",
+                               method, len(self._actions), sid)
+            else:
+                raise
+        self._recover()
+        return self._conn.call(method, make_request(self._session_id), idempotent=idempotent)
+
+    def _recover(self) -> None:
+        reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+        self._session_id = reply.session_id
+        self.recoveries += 1
+
+    def _close_session(self) -> None:
+        sid, self._session_id = self._session_id, None
+        self._obs = None
+        if sid is None or self._conn.closed:
+            return
+        try:
+            self._conn.call("Close", env_pb2.CloseRequest(session_id=sid), idempotent=False,
+                            timeout=10.0 if self.timeout is None else min(10.0, self.timeout))
+        except MlirRlError as e:  # the session is gone either way
+            logger.debug("closing session %s: %s", sid, e)
+
+    # -- Gymnasium API -----------------------------------------------------------------------------------------
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[Mapping[str, Any]] = None
+              ) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, Any]]:
+        """Starts an episode on a new session (the previous one is closed).
+
+        ``seed`` seeds ``self.np_random`` (Gymnasium's convention) and the server's evaluation inputs (0 when
+        ``None``). ``options``: ``"benchmark"`` (URI, for this episode only; default: the constructor's, else a
+        pick with ``self.np_random``) and ``"replay_actions"`` (actions applied after the reset, as ``step``
+        would).
+        """
+        self._check_open()
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise InvalidArgumentError(f"seed must be a non-negative integer or None, got {seed!r}")
+        super().reset(seed=None if seed is None else int(seed))
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"benchmark", "replay_actions"})
+        if unknown:
+            raise InvalidArgumentError(f"unknown reset option(s) {', '.join(map(repr, unknown))}; "
+                                       f"known: 'benchmark', 'replay_actions'")
+        if options.get("benchmark") is not None:
+            benchmark = _normalize_benchmark(options["benchmark"])
+        elif self._default_benchmark is not None:
+            benchmark = self._default_benchmark
+        else:
+            benchmark = self._pick_benchmark()
+        replay = [self._action_values(a) for a in (options.get("replay_actions") or [])]
+        server_seed = 0 if seed is None else int(seed)
+
+        self._close_session()
+        reply = self._reset_rpc(benchmark, server_seed, replay)
+        self._session_id = reply.session_id
+        self._episode_benchmark = reply.benchmark or benchmark
+        self._episode_seed = server_seed
+        self._actions = [list(a) for a in replay]
+        self._obs = _spaces.observation_to_dict(reply.observation)
+        info: Dict[str, Any] = message_to_dict(reply.info)
+        info["benchmark"] = self._episode_benchmark
+        info["session_id"] = reply.session_id
+        info["reference"] = message_to_dict(reply.reference) if reply.HasField("reference") else None
+        info["terminated"] = bool(reply.terminated)
+        info["truncated"] = bool(reply.truncated)
+        return self._copy_obs(), info
+
+    def step(self, action: Any) -> Tuple["OrderedDict[str, np.ndarray]", float, bool, bool, Dict[str, Any]]:
+        """Applies one action ``[type, tile_0, ..., tile_{L-1}, interchange]``.
+
+        Raises :class:`InvalidArgumentError` (``ValueError``) for a malformed or masked action (the state is
+        unchanged) and :class:`FailedPreconditionError` after the end of the episode. A transformation that fails
+        to apply is not an error: ``info["applied"]`` is False and the reward is the transform penalty.
+        """
+        values = self._action_values(action)
+        reply = self._session_call(
+            "Step", lambda sid: env_pb2.StepRequest(session_id=sid, actions=[env_pb2.Action(values=values)],
+                                                    observation=env_pb2.ObservationRequest()),
+            idempotent=False)
+        if not reply.outcomes:
+            # The server stopped before the action: the episode was already over.
+            state = "truncated" if reply.truncated and not reply.terminated else "terminated"
+            raise FailedPreconditionError(f"the episode is over ({state}): call reset() to start a new one")
+        # Record what the server processed (including actions that failed to apply), for replay.
+        self._actions.append(values)
+        self._obs = _spaces.observation_to_dict(reply.observation)
+        info = _outcome_to_dict(reply.outcomes[-1])
+        info.update(message_to_dict(reply.info))
+        return self._copy_obs(), float(reply.reward), bool(reply.terminated), bool(reply.truncated), info
+
+    def observe(self, include_ir: bool = False, include_schedule: bool = False
+                ) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, Any]]:
+        """The current observation without acting: ``(obs, info)``; ``info`` holds the episode fields,
+        ``terminated`` and ``truncated``, and ``ir`` / ``schedule`` when asked for."""
+        request = env_pb2.ObservationRequest(include_ir=include_ir, include_schedule=include_schedule)
+        reply = self._session_call(
+            "Observe", lambda sid: env_pb2.ObserveRequest(session_id=sid, observation=request), idempotent=True)
+        self._obs = _spaces.observation_to_dict(reply.observation)
+        info = message_to_dict(reply.info)
+        info["terminated"] = bool(reply.terminated)
+        info["truncated"] = bool(reply.truncated)
+        if include_ir:
+            info["ir"] = reply.observation.ir
+        if include_schedule:
+            info["schedule"] = reply.observation.schedule
+        return self._copy_obs(), info
+
+    def render(self) -> str:
+        """The current payload IR text."""
+        _, info = self.observe(include_ir=True)
+        return info["ir"]
+
+    def export_schedule(self) -> Dict[str, Any]:
+        """The schedule so far: ``transform_script`` (Transform dialect; apply with ``mlir-opt
+        --transform-interpreter`` to ``benchmark_ir``), ``benchmark_ir``, ``current_ir``, ``actions`` and
+        ``benchmark``."""
+        reply = self._session_call("ExportSchedule", lambda sid: env_pb2.ExportScheduleRequest(session_id=sid),
+                                   idempotent=True)
+        return {
+            "transform_script": reply.transform_script,
+            "benchmark_ir": reply.benchmark_ir,
+            "current_ir": reply.current_ir,
+            "actions": [list(a.values) for a in reply.actions],
+            "benchmark": reply.benchmark,
+        }
+
+    def fork(self) -> "MlirRlEnv":
+        """A new environment on a copy of the current session (same channel, spaces, options and RNG state).
+
+        The copy is independent: stepping one leaves the other unchanged. Close it when done.
+        """
+        reply = self._session_call("Fork", lambda sid: env_pb2.ForkRequest(session_id=sid), idempotent=False)
+        child = copy.copy(self)
+        child.__dict__.update({
+            "_conn": self._conn.acquire(),
+            "_session_id": reply.session_id,
+            "_actions": [list(a) for a in self._actions],
+            "_obs": None if self._obs is None else OrderedDict((k, v.copy()) for k, v in self._obs.items()),
+            "action_space": copy.deepcopy(self.action_space),
+            "observation_space": copy.deepcopy(self.observation_space),
+            "recoveries": 0,
+        })
+        if getattr(self, "_np_random", None) is not None:
+            child._np_random = copy.deepcopy(self._np_random)
+        for name in ("nvec", "head_names", "type_names", "tile_sizes"):
+            setattr(child, name, list(getattr(self, name)))
+        if self._benchmark_uris is not None:
+            child._benchmark_uris = list(self._benchmark_uris)
+        return child
+
+    def close(self) -> None:
+        """Ends the session and releases the connection (shared with forks). Idempotent."""
+        if getattr(self, "_closed", True):
+            return
+        try:
+            self._close_session()
+        finally:
+            self._closed = True
+            self._conn.release()
+
+    def __enter__(self) -> "MlirRlEnv":
+        return self
+
+    def __exit__(self, *args: Any) -> bool:
+        self.close()
+        return False
+
+    def __del__(self) -> None:
+        # Best effort against sessions orphaned on the server; never at interpreter shutdown.
+        if getattr(self, "_closed", True) or sys.is_finalizing():
+            return
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "_conn"):
+            return "MlirRlEnv(<not connected>)"
+        state = "closed" if self._closed else (f"session {self._session_id}" if self._session_id else "no episode")
+        return f"MlirRlEnv({self.benchmark!r}, server={self.server!r}, {state})"
+
+    def _copy_obs(self) -> "OrderedDict[str, np.ndarray]":
+        assert self._obs is not None
+        return OrderedDict((k, v.copy()) for k, v in self._obs.items())

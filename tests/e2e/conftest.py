@@ -1,0 +1,133 @@
+"""Fixtures of the Python end-to-end tests.
+
+Run from the repository root with Debian's interpreter:  /usr/bin/python3 -m pytest tests/e2e
+
+``server`` starts the real server binary (``build/bin/mlir-rl-server``, or ``$MLIR_RL_SERVER_BIN``) once per test
+session on a free port. Without the binary the tests that need it are skipped, unless ``MLIR_RL_REQUIRE_SERVER=1``
+makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CLIENT_DIR = REPO_ROOT / "clients" / "python"
+if str(CLIENT_DIR) not in sys.path:
+    sys.path.insert(0, str(CLIENT_DIR))
+
+
+def _ensure_stubs() -> None:
+    """Generates mlir_rl/v1/env_pb2*.py (as the build does) when they are missing, so the tests run without a build."""
+    out = CLIENT_DIR / "mlir_rl" / "v1"
+    if (out / "env_pb2.py").exists() and (out / "env_pb2_grpc.py").exists():
+        return
+    protoc = shutil.which("protoc")
+    plugin = shutil.which("grpc_python_plugin") or "/usr/bin/grpc_python_plugin"
+    if protoc is None or not Path(plugin).exists():
+        return  # importing mlir_rl then explains what is missing
+    subprocess.run([protoc, "-I", "proto", f"--python_out={CLIENT_DIR}", f"--grpc_python_out={CLIENT_DIR}",
+                    f"--plugin=protoc-gen-grpc_python={plugin}", "proto/mlir_rl/v1/env.proto"],
+                   cwd=REPO_ROOT, check=True)
+
+
+_ensure_stubs()
+
+SERVER_START_TIMEOUT = 60.0
+SERVER_STOP_TIMEOUT = 10.0
+
+
+def server_binary() -> Path:
+    return Path(os.environ.get("MLIR_RL_SERVER_BIN", REPO_ROOT / "build" / "bin" / "mlir-rl-server"))
+
+
+class ServerProcess:
+    """A server started with ``--port=<port> --port_file=<file>``; ``address`` once it listens."""
+
+    def __init__(self, binary: Path, port: int = 0, extra_args: Optional[List[str]] = None):
+        self.workdir = Path(tempfile.mkdtemp(prefix="mlir-rl-e2e-"))
+        self.port_file = self.workdir / "port"
+        self.log_path = self.workdir / "server.log"
+        self._log = open(self.log_path, "wb")
+        args = [str(binary), f"--port={port}", f"--port_file={self.port_file}"] + list(extra_args or [])
+        self.proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        self.port = self._wait_for_port()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def log_tail(self, n: int = 40) -> str:
+        self._log.flush()
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._cleanup_files()
+                raise RuntimeError(f"the server exited with status {self.proc.returncode} before listening:\n"
+                                   f"{self.log_tail()}")
+            try:
+                text = self.port_file.read_text().strip()
+            except OSError:
+                text = ""
+            if text:
+                try:
+                    return int(text)
+                except ValueError:
+                    pass  # still being written
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"the server did not write {self.port_file} within {SERVER_START_TIMEOUT:.0f} s:\n"
+                           f"{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> Optional[int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._cleanup_files()
+        return self.proc.returncode
+
+    def _cleanup_files(self) -> None:
+        if not self._log.closed:
+            self._log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_server(port: int = 0, extra_args: Optional[List[str]] = None) -> ServerProcess:
+    """Starts a server (skips the test when the binary does not exist and the server is not required)."""
+    binary = server_binary()
+    if not binary.exists():
+        message = f"server binary {binary} not found (build it or set MLIR_RL_SERVER_BIN)"
+        if os.environ.get("MLIR_RL_REQUIRE_SERVER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return ServerProcess(binary, port=port, extra_args=extra_args)
+
+
+@pytest.fixture(scope="session")
+def server_process() -> ServerProcess:
+    proc = start_server()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def server(server_process: ServerProcess) -> str:
+    """``127.0.0.1:<port>`` of a server shared by the whole test session."""
+    return server_process.address
