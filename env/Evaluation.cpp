@@ -1,5 +1,6 @@
 #include "env/Evaluation.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -9,12 +10,16 @@ namespace mlir_rl::env {
 
 namespace {
 
-// 128-bit key of a candidate: two independent 64-bit hashes of its IR text plus the measurement settings.
-std::string candidateKey(mlir::ModuleOp module, const std::string &benchmark, uint64_t seed, int threads) {
+std::string printIR(mlir::ModuleOp module) {
   std::string ir;
   llvm::raw_string_ostream os(ir);
-  module->print(os, mlir::OpPrintingFlags().elideLargeElementsAttrs(0).enableDebugInfo(false));
+  module->print(os, mlir::OpPrintingFlags().enableDebugInfo(false));
   os.flush();
+  return ir;
+}
+
+// 128-bit key of a candidate: two independent 64-bit hashes of its IR text plus the measurement settings.
+std::string candidateKey(const std::string &ir, const std::string &benchmark, uint64_t seed, int threads) {
   uint64_t fnv = 1469598103934665603ULL;
   for (unsigned char c : ir) fnv = (fnv ^ c) * 1099511628211ULL;
   size_t stdHash = std::hash<std::string>{}(ir);
@@ -27,8 +32,13 @@ std::string referenceKey(const Benchmark &b, uint64_t seed, int threads) {
 
 }  // namespace
 
-EvaluationService::EvaluationService(runners::TimingOptions timing, size_t cacheCapacity)
-    : timing_(timing), cacheCapacity_(cacheCapacity) {}
+double TimeoutPolicy::forReference(double referenceNs) const {
+  return std::clamp(floorSeconds + multiple * referenceNs * 1e-9, floorSeconds, ceilingSeconds);
+}
+
+EvaluationService::EvaluationService(runners::Executor *executor, runners::TimingOptions timing,
+                                     size_t cacheCapacity, TimeoutPolicy timeouts)
+    : executor_(executor), timing_(timing), cacheCapacity_(cacheCapacity), timeouts_(timeouts) {}
 
 std::shared_ptr<EvaluationService::ReferenceEntry> EvaluationService::referenceEntry(const std::string &key) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -40,29 +50,25 @@ std::shared_ptr<EvaluationService::ReferenceEntry> EvaluationService::referenceE
 absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationService::reference(
     const Benchmark &benchmark, uint64_t seed, int threads) {
   auto entry = referenceEntry(referenceKey(benchmark, seed, threads));
-  std::lock_guard<std::mutex> lock(entry->mutex);  // one computation per key; others wait for it
-  if (entry->done) {
-    if (!entry->status.ok()) return entry->status;
-    return entry->value;
-  }
-  entry->done = true;
-  std::string error;
-  runners::CompileOptions options;
-  options.numThreads = threads;
-  auto kernel = runners::Compiler::compile(benchmark.module(), options, error);
-  if (!kernel) {
-    entry->status = absl::InternalError(absl::StrCat("reference of ", benchmark.info().uri, ": ", error));
-    return entry->status;
+  std::lock_guard<std::mutex> lock(entry->mutex);  // one measurement per key; others wait for it
+  if (entry->value) return entry->value;
+  runners::ExecRequest request;
+  request.candidateIR = benchmark.taggedText();
+  request.referenceIR = benchmark.taggedText();
+  request.seed = seed;
+  request.numThreads = threads;
+  request.timing = timing_;
+  request.timeoutSeconds = timeouts_.ceilingSeconds;
+  runners::ExecResult result = executor_->execute(request);
+  if (!result.ok()) {
+    // Not remembered: the failure may be transient (a worker killed from outside); the next step tries again.
+    return absl::InternalError(absl::StrCat("reference of ", benchmark.info().uri, ": ",
+                                            runners::failureKindName(result.failure), ": ", result.message));
   }
   auto ref = std::make_shared<Reference>();
-  ref->inputs = runners::makeInputs(kernel->signature(), seed);
-  if (!kernel->run(ref->inputs, ref->outputs, error)) {
-    entry->status = absl::InternalError(absl::StrCat("reference of ", benchmark.info().uri, ": ", error));
-    return entry->status;
-  }
-  ref->timing = kernel->time(ref->inputs, timing_);
-  ref->lowerMs = kernel->lowerMs();
-  ref->jitMs = kernel->jitMs();
+  ref->timing = result.timing;
+  ref->lowerMs = result.lowerMs;
+  ref->jitMs = result.jitMs;
   entry->value = ref;
   return entry->value;
 }
@@ -84,7 +90,8 @@ bool EvaluationService::knownReference(const Benchmark &benchmark, uint64_t seed
 
 EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::ModuleOp candidate, uint64_t seed,
                                              int threads) {
-  std::string key = candidateKey(candidate, benchmark.info().uri, seed, threads);
+  std::string ir = printIR(candidate);
+  std::string key = candidateKey(ir, benchmark.info().uri, seed, threads);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.evaluations;
@@ -101,47 +108,41 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::M
   auto ref = reference(benchmark, seed, threads);
   if (!ref.ok()) {
     record.failure = std::string(ref.status().message());
-    return record;  // not cached: the reference problem is the server's, not the candidate's
+    record.failureKind = runners::FailureKind::Internal;
+    return record;  // not cached: the reference problem is the benchmark's, not the candidate's
   }
   record.referenceNs = (*ref)->timing.medianNs;
-  std::string error;
-  runners::CompileOptions options;
-  options.numThreads = threads;
-  auto kernel = runners::Compiler::compile(candidate, options, error);
-  if (!kernel) {
-    record.failure = "compilation failed: " + error;
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++stats_.compileFailures;
+  runners::ExecRequest request;
+  request.candidateIR = std::move(ir);
+  request.referenceIR = benchmark.taggedText();
+  request.seed = seed;
+  request.numThreads = threads;
+  request.timing = timing_;
+  request.timeoutSeconds = timeouts_.forReference(record.referenceNs);
+  runners::ExecResult result = executor_->execute(request);
+  record.failureKind = result.failure;
+  record.correct = result.correct;
+  record.maxAbsError = result.maxAbsError;
+  record.lowerMs = result.lowerMs;
+  record.jitMs = result.jitMs;
+  if (result.ok()) {
+    record.ok = true;
+    record.timing = result.timing;
+    record.speedup = record.timing.medianNs > 0 ? record.referenceNs / record.timing.medianNs : 0;
   } else {
-    record.lowerMs = kernel->lowerMs();
-    record.jitMs = kernel->jitMs();
-    std::vector<runners::Buffer> outputs;
-    if (!kernel->run((*ref)->inputs, outputs, error)) {
-      record.failure = "execution failed: " + error;
-    } else if (outputs.size() != (*ref)->outputs.size()) {
-      record.failure = "wrong result: the candidate returns a different number of outputs";
-    } else {
-      record.correct = true;
-      for (size_t i = 0; i < outputs.size(); ++i) {
-        runners::Comparison c = runners::compareBuffers(outputs[i], (*ref)->outputs[i]);
-        record.maxAbsError = std::max(record.maxAbsError, c.maxAbsError);
-        if (!c.equal && record.correct) {
-          record.correct = false;
-          record.failure = absl::StrCat("wrong result: output ", i, " ", c.detail);
-        }
-      }
-      if (record.correct) {
-        record.timing = kernel->time((*ref)->inputs, timing_);
-        record.speedup = record.timing.medianNs > 0 ? record.referenceNs / record.timing.medianNs : 0;
-        record.ok = true;
-      } else {
-        std::lock_guard<std::mutex> lock(mutex_);
-        ++stats_.wrongResults;
-      }
-    }
+    record.failure = result.message;
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  if (cache_.count(key) == 0) {
+  switch (result.failure) {
+    case runners::FailureKind::Compile: ++stats_.compileFailures; break;
+    case runners::FailureKind::WrongResult: ++stats_.wrongResults; break;
+    case runners::FailureKind::Crash:
+    case runners::FailureKind::OutOfMemory: ++stats_.crashes; break;
+    case runners::FailureKind::Timeout: ++stats_.timeouts; break;
+    default: break;
+  }
+  // Internal failures (e.g. the worker pool shutting down) say nothing about the candidate: do not cache them.
+  if (result.failure != runners::FailureKind::Internal && cache_.count(key) == 0) {
     lru_.push_front(key);
     cache_.emplace(key, std::make_pair(record, lru_.begin()));
     while (cache_.size() > cacheCapacity_) {

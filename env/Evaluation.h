@@ -1,6 +1,7 @@
-// Turns candidate modules into trustworthy measurements: reference outputs and times per (benchmark, seed,
-// threads) computed once, every candidate's output checked against the reference, and a cache keyed by the hash of
-// the candidate's IR so an already-measured candidate costs neither compile nor run.
+// Turns candidate modules into trustworthy measurements: reference times per (benchmark, seed, threads) measured
+// once, every candidate's output checked against the reference's by the executor (in-process or a worker), a
+// time-out per evaluation, and a cache keyed by the hash of the candidate's IR so an already-measured candidate
+// costs neither compile nor run.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +18,14 @@
 
 #include "env/Benchmark.h"
 #include "runners/Evaluator.h"
+#include "runners/Executor.h"
 
 namespace mlir_rl::env {
 
 struct EvaluationRecord {
   bool ok = false;          // compiled, ran, and matched the reference
   std::string failure;      // why not, when !ok
+  runners::FailureKind failureKind = runners::FailureKind::None;
   runners::Timing timing;
   double referenceNs = 0;
   double speedup = 0;
@@ -33,16 +36,26 @@ struct EvaluationRecord {
 };
 
 struct EvaluationStats {
-  int64_t evaluations = 0, cacheHits = 0, compileFailures = 0, wrongResults = 0;
+  int64_t evaluations = 0, cacheHits = 0, compileFailures = 0, wrongResults = 0, crashes = 0, timeouts = 0;
+};
+
+// Time-out of one evaluation: clamp(floor + multiple x reference time, floor, ceiling). The reference itself gets
+// the ceiling.
+struct TimeoutPolicy {
+  double floorSeconds = 30;
+  double multiple = 20;
+  double ceilingSeconds = 600;
+  double forReference(double referenceNs) const;
 };
 
 class EvaluationService {
  public:
-  explicit EvaluationService(runners::TimingOptions timing = {}, size_t cacheCapacity = 4096);
+  EvaluationService(runners::Executor *executor, runners::TimingOptions timing = {}, size_t cacheCapacity = 4096,
+                    TimeoutPolicy timeouts = {});
 
-  // The untransformed benchmark's outputs and time for (seed, threads). Computed on first use, then shared.
+  // The untransformed benchmark's time for (seed, threads), measured by the executor with the same method as
+  // candidates. Computed on first use, then shared.
   struct Reference {
-    std::vector<runners::Buffer> inputs, outputs;
     runners::Timing timing;
     double lowerMs = 0, jitMs = 0;
   };
@@ -59,13 +72,13 @@ class EvaluationService {
   struct ReferenceEntry {
     std::mutex mutex;
     std::shared_ptr<const Reference> value;
-    absl::Status status = absl::OkStatus();
-    bool done = false;
   };
   std::shared_ptr<ReferenceEntry> referenceEntry(const std::string &key);
 
+  runners::Executor *executor_;
   runners::TimingOptions timing_;
   size_t cacheCapacity_;
+  TimeoutPolicy timeouts_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<ReferenceEntry>> references_;
   // LRU cache of candidate results.

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <mutex>
 
+#include <unistd.h>
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
@@ -79,6 +81,18 @@ std::vector<int64_t> inputDescriptor(const Buffer &buffer) {
     stride *= shape[i];
   }
   return d;
+}
+
+// malloc for kernels running in a worker: a failed allocation is reported and ends the worker cleanly.
+void *checkedMalloc(size_t bytes) {
+  void *p = std::malloc(bytes);
+  if (!p && bytes != 0) {
+    char message[128];
+    int n = std::snprintf(message, sizeof(message), "out of memory: the kernel failed to allocate %zu bytes\n", bytes);
+    if (n > 0) (void)!write(2, message, static_cast<size_t>(n));
+    _exit(kOutOfMemoryExitCode);
+  }
+  return p;
 }
 
 // Marker MLIR puts in the "allocated" field of memrefs that point at globals (never to be freed).
@@ -174,6 +188,13 @@ std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const C
     return nullptr;
   }
   kernel->engine_ = std::move(*engine);
+  if (options.exitOnAllocationFailure) {
+    kernel->engine_->registerSymbols([](llvm::orc::MangleAndInterner interner) {
+      llvm::orc::SymbolMap symbols;
+      symbols[interner("malloc")] = {llvm::orc::ExecutorAddr::fromPtr(&checkedMalloc), llvm::JITSymbolFlags::Exported};
+      return symbols;
+    });
+  }
   auto entry = kernel->engine_->lookupPacked("_mlir_ciface_" + kernel->signature_.name);
   if (!entry) {
     error = "JIT: kernel entry point missing: " + llvm::toString(entry.takeError());

@@ -70,7 +70,12 @@ class CompiledKernel {
 
 struct CompileOptions {
   int numThreads = 1;
+  // Worker processes only: a failed heap allocation in the kernel ends the process with kOutOfMemoryExitCode
+  // and a message on stderr, instead of a null pointer the kernel would write through.
+  bool exitOnAllocationFailure = false;
 };
+
+inline constexpr int kOutOfMemoryExitCode = 3;
 
 class Compiler {
  public:

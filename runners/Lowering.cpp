@@ -41,7 +41,7 @@ module attributes {transform.with_named_sequence} {
 constexpr const char kBufferize[] =
     "canonicalize,cse,"
     "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map},"
-    "canonicalize,cse,func.func(buffer-hoisting),buffer-deallocation-pipeline,canonicalize,"
+    "canonicalize,cse,func.func(buffer-hoisting),buffer-deallocation-pipeline,convert-bufferization-to-memref,canonicalize,"
     "loop-invariant-code-motion,cse";
 
 std::string toLLVMPipeline(int numThreads) {

@@ -4,6 +4,9 @@
 #include <memory>
 #include <thread>
 
+#include <sched.h>
+#include <unistd.h>
+
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -17,6 +20,7 @@
 
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
+#include "runners/WorkerPool.h"
 #include "server/Service.h"
 #include "support/Context.h"
 
@@ -31,6 +35,17 @@ ABSL_FLAG(int, max_actions_per_step, 1024, "maximum actions in one Step or repla
 ABSL_FLAG(double, timing_budget_s, 2.0, "time budget for the timed repetitions of one evaluation, in seconds");
 ABSL_FLAG(int, cache_entries, 4096, "entries of the evaluation cache");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
+ABSL_FLAG(std::string, isolation, "process",
+          "where candidates run: process (supervised mlir-rl-runner workers; a crash kills only a worker) or none "
+          "(inside the server; for debugging)");
+ABSL_FLAG(int, workers, 0, "evaluation worker processes (0: one per usable CPU / cpus_per_worker)");
+ABSL_FLAG(int, cpus_per_worker, 1, "CPUs each worker is pinned to (set num_threads per session accordingly)");
+ABSL_FLAG(bool, pin_workers, true, "pin each worker to its own CPUs so measurements never share a core");
+ABSL_FLAG(int64_t, worker_memory_mb, 8192, "address-space limit of each worker in MiB (0: none)");
+ABSL_FLAG(std::string, runner, "", "path of mlir-rl-runner (default: next to this executable)");
+ABSL_FLAG(double, eval_timeout_floor_s, 30, "an evaluation may take at least this long before it is stopped");
+ABSL_FLAG(double, eval_timeout_multiple, 20, "... plus this multiple of the benchmark's reference time");
+ABSL_FLAG(double, eval_timeout_ceiling_s, 600, "... and never more than this");
 
 namespace {
 
@@ -75,7 +90,38 @@ int main(int argc, char **argv) {
 
   mlir_rl::runners::TimingOptions timing;
   timing.budgetSeconds = absl::GetFlag(FLAGS_timing_budget_s);
-  mlir_rl::env::EvaluationService evaluator(timing, absl::GetFlag(FLAGS_cache_entries));
+  std::unique_ptr<mlir_rl::runners::Executor> executor;
+  std::string isolation = absl::GetFlag(FLAGS_isolation);
+  if (isolation == "process") {
+    mlir_rl::runners::WorkerPoolOptions pool;
+    pool.runnerPath = absl::GetFlag(FLAGS_runner).empty() ? mlir_rl::runners::WorkerPool::defaultRunnerPath()
+                                                            : absl::GetFlag(FLAGS_runner);
+    pool.cpusPerWorker = std::max(1, absl::GetFlag(FLAGS_cpus_per_worker));
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    int usable = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    pool.workers = absl::GetFlag(FLAGS_workers) > 0 ? absl::GetFlag(FLAGS_workers)
+                                                     : std::max(1, usable / pool.cpusPerWorker);
+    pool.pin = absl::GetFlag(FLAGS_pin_workers);
+    pool.memoryLimitMb = absl::GetFlag(FLAGS_worker_memory_mb);
+    if (access(pool.runnerPath.c_str(), X_OK) != 0) {
+      spdlog::error("evaluation worker {} is missing or not executable (see --runner)", pool.runnerPath);
+      return 2;
+    }
+    spdlog::info("{} evaluation workers ({}), {} CPU(s) each{}", pool.workers, pool.runnerPath, pool.cpusPerWorker,
+                 pool.pin ? ", pinned" : "");
+    executor = std::make_unique<mlir_rl::runners::WorkerPool>(pool);
+  } else if (isolation == "none") {
+    spdlog::warn("--isolation=none: candidates run inside the server; a crashing candidate stops it");
+    executor = std::make_unique<mlir_rl::runners::InProcessExecutor>(context.get());
+  } else {
+    spdlog::error("--isolation must be process or none, not '{}'", isolation);
+    return 2;
+  }
+  mlir_rl::env::TimeoutPolicy timeouts{absl::GetFlag(FLAGS_eval_timeout_floor_s),
+                                       absl::GetFlag(FLAGS_eval_timeout_multiple),
+                                       absl::GetFlag(FLAGS_eval_timeout_ceiling_s)};
+  mlir_rl::env::EvaluationService evaluator(executor.get(), timing, absl::GetFlag(FLAGS_cache_entries), timeouts);
   mlir_rl::server::ServiceLimits limits;
   limits.maxSessions = absl::GetFlag(FLAGS_max_sessions);
   limits.maxActionsPerStep = absl::GetFlag(FLAGS_max_actions_per_step);

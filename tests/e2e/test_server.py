@@ -208,3 +208,90 @@ def test_session_limit_oversized_message_and_shutdown():
         status = proc.stop(signal.SIGTERM)
     assert status == 0
     assert time.monotonic() - start < 8
+
+
+def _children(pid: int):
+    """Pids whose parent is `pid` (from /proc)."""
+    import os
+    kids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(entry))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    import os
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_worker_killed_mid_evaluation_is_survived():
+    proc = start_server(extra_args=["--workers=1"])
+    try:
+        channel = grpc.insecure_channel(proc.address)
+        s = rpc.MlirRlEnvStub(channel)
+        big = "benchmark://nn-ops/matmul_512x512x512_f32"
+        # Warm the reference (seed 3), then evaluate an untransformed episode with seed 3 in a thread and kill the
+        # worker while it is timing.
+        first = reset(s, big, seed=3).session_id
+        s.Step(pb.StepRequest(session_id=first, actions=[action(TILING, [8, 16, 1]), action(VECTORIZATION)]),
+               timeout=300)
+        victim = reset(s, big, seed=3).session_id
+        result = {}
+
+        def evaluate():
+            result["reply"] = s.Step(pb.StepRequest(session_id=victim, actions=[action(TILING, [64, 64, 64]),
+                                                                                  pb.Action(values=[0] * 14)]),
+                                     timeout=300)
+
+        t = threading.Thread(target=evaluate)
+        t.start()
+        import os
+        killed = 0
+        time.sleep(0.1)
+        while t.is_alive():  # kill the worker(s) until the step comes back: the evaluation cannot complete
+            for w in _children(proc.proc.pid):
+                os.kill(w, signal.SIGKILL)
+                killed += 1
+            time.sleep(0.05)
+        t.join()
+        assert killed >= 1
+        last = result["reply"].outcomes[-1]
+        assert last.HasField("evaluation")
+        assert "crashed" in last.evaluation.failure and "signal 9" in last.evaluation.failure, last.evaluation.failure
+        assert last.reward == -20.0
+        # The server keeps serving and evaluating with a fresh worker.
+        again = reset(s, SMALL, seed=4).session_id
+        done = s.Step(pb.StepRequest(session_id=again, actions=[action(TILING, [8, 16, 1]), action(VECTORIZATION)]),
+                      timeout=120)
+        assert done.terminated and done.outcomes[1].evaluation.correct
+        channel.close()
+    finally:
+        proc.stop()
+
+
+def test_no_worker_outlives_a_killed_server():
+    proc = start_server(extra_args=["--workers=2"])
+    channel = grpc.insecure_channel(proc.address)
+    s = rpc.MlirRlEnvStub(channel)
+    sid = reset(s, SMALL).session_id
+    s.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [8, 16, 1]), action(VECTORIZATION)]), timeout=120)
+    workers = _children(proc.proc.pid)
+    assert workers, "the evaluation should have started a worker"
+    channel.close()
+    proc.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a worker outlived its server"

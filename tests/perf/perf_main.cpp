@@ -67,7 +67,8 @@ int main(int argc, char **argv) {
   if (!benchmarks.scan().ok()) return 2;
   mlir_rl::runners::TimingOptions timing;
   timing.budgetSeconds = 0.5;
-  mlir_rl::env::EvaluationService evaluator(timing);
+  mlir_rl::runners::InProcessExecutor executor(context.get());
+  mlir_rl::env::EvaluationService evaluator(&executor, timing);
   mlir_rl::server::EnvService service(&benchmarks, &evaluator, {});
   grpc::ServerBuilder builder;
   int port = 0;

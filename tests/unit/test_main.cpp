@@ -22,7 +22,8 @@ env::BenchmarkRegistry &registry() {
 env::EvaluationService &evaluator() {
   runners::TimingOptions timing;
   timing.budgetSeconds = 0.5;
-  static env::EvaluationService service(timing);
+  static runners::InProcessExecutor executor(context());
+  static env::EvaluationService service(&executor, timing);
   return service;
 }
 

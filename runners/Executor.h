@@ -1,0 +1,83 @@
+// Executors compile, run, check and time candidates. The environment asks an executor; where the work happens is
+// the executor's business:
+//   * InProcessExecutor — in the calling process (tests, tools; a crashing candidate takes the process with it);
+//   * WorkerPool (WorkerPool.h) — in supervised `mlir-rl-runner` worker processes, the server's default.
+// Requests carry IR as text so they can cross a process boundary unchanged.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runners/Buffers.h"
+#include "runners/Evaluator.h"
+
+namespace mlir {
+class MLIRContext;
+}
+
+namespace mlir_rl::runners {
+
+struct ExecRequest {
+  std::string candidateIR;   // the module to evaluate
+  std::string referenceIR;   // the untransformed benchmark: its outputs on the same inputs are the truth
+  uint64_t seed = 0;         // input data
+  int numThreads = 1;        // OpenMP threads
+  TimingOptions timing;
+  bool time = true;          // false: compile, run and check only
+  double timeoutSeconds = 0; // whole request (0: no limit); enforced by executors that can (WorkerPool)
+};
+
+enum class FailureKind { None, Compile, Crash, Timeout, OutOfMemory, WrongResult, Internal };
+const char *failureKindName(FailureKind kind);
+
+struct ExecResult {
+  FailureKind failure = FailureKind::None;
+  std::string message;     // what went wrong, for users
+  bool correct = false;
+  double maxAbsError = 0;
+  Timing timing;
+  double lowerMs = 0, jitMs = 0;
+  bool ok() const { return failure == FailureKind::None; }
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual ExecResult execute(const ExecRequest &request) = 0;
+};
+
+// Reference outputs per (reference IR, seed, threads), computed on first use in this process.
+class ReferenceCache {
+ public:
+  struct Entry {
+    std::vector<Buffer> inputs, outputs;
+  };
+  // Null with `error` set when the reference does not compile or run.
+  std::shared_ptr<const Entry> get(mlir::MLIRContext *ctx, const std::string &referenceIR, uint64_t seed,
+                                   int numThreads, std::string &error);
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<const Entry>> entries_;
+};
+
+// Parses, compiles, runs, compares and times `request` in this process. Shared by InProcessExecutor and the
+// worker's main loop. `options` picks OpenMP threads and allocation checking.
+ExecResult executeHere(mlir::MLIRContext *ctx, ReferenceCache &references, const ExecRequest &request,
+                       const CompileOptions &baseOptions);
+
+class InProcessExecutor : public Executor {
+ public:
+  explicit InProcessExecutor(mlir::MLIRContext *ctx) : ctx_(ctx) {}
+  ExecResult execute(const ExecRequest &request) override;
+
+ private:
+  mlir::MLIRContext *ctx_;
+  ReferenceCache references_;
+};
+
+}  // namespace mlir_rl::runners

@@ -1,0 +1,76 @@
+// WorkerPool: evaluations in supervised `mlir-rl-runner` processes.
+//
+// A candidate that segfaults, aborts, loops forever or exhausts memory kills only its worker: the request returns
+// Crash / Timeout / OutOfMemory with the reason, the worker is replaced on next use, and everything else carries
+// on. Workers are pinned to disjoint CPU sets (measurements never share a core), limited in address space, and die
+// with the server even when it is SIGKILLed (PR_SET_PDEATHSIG, set against a spawner thread that lives as long as
+// the pool).
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "runners/Executor.h"
+
+namespace mlir_rl::runners {
+
+struct WorkerPoolOptions {
+  std::string runnerPath;   // the mlir-rl-runner executable
+  int workers = 1;
+  int cpusPerWorker = 1;    // worker i is pinned to CPUs [i*c, (i+1)*c) (modulo the CPUs this process may use)
+  bool pin = true;
+  int64_t memoryLimitMb = 8192;  // RLIMIT_AS of each worker (0: none)
+};
+
+struct WorkerPoolStats {
+  int64_t requests = 0, crashes = 0, timeouts = 0, outOfMemory = 0, spawns = 0;
+};
+
+class WorkerPool : public Executor {
+ public:
+  explicit WorkerPool(WorkerPoolOptions options);
+  ~WorkerPool() override;
+  ExecResult execute(const ExecRequest &request) override;
+  WorkerPoolStats stats() const;
+  std::vector<pid_t> workerPids() const;  // live workers (for tests)
+
+  // The mlir-rl-runner next to the running executable.
+  static std::string defaultRunnerPath();
+
+ private:
+  struct Worker {
+    int index = 0;
+    pid_t pid = 0;
+    int requestFd = -1, responseFd = -1, stderrFd = -1;
+    std::string stderrTail;
+    std::vector<int> cpus;
+    bool busy = false;
+  };
+  bool spawn(Worker &w, std::string &error);         // runs on the spawner thread
+  void reap(Worker &w, ExecResult &result);           // after a failed exchange: kill, wait, classify
+  void drainStderr(Worker &w);
+  bool runOnSpawner(const std::function<void()> &task);
+
+  WorkerPoolOptions options_;
+  mutable std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  WorkerPoolStats stats_;
+
+  // Spawner thread: workers' parent-death signal follows the thread that created them.
+  std::mutex spawnMutex_;
+  std::condition_variable spawnCv_;
+  std::deque<std::function<void()>> spawnQueue_;
+  bool stopping_ = false;
+  std::thread spawner_;
+};
+
+}  // namespace mlir_rl::runners

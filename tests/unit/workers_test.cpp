@@ -1,0 +1,159 @@
+// Worker isolation: candidates that crash, never finish or exhaust memory kill only their worker; the pool
+// reports why, replaces the worker and keeps evaluating.
+#include <gtest/gtest.h>
+
+#include <csignal>
+
+#include "runners/WorkerPool.h"
+
+namespace mlir_rl {
+namespace {
+
+using runners::ExecRequest;
+using runners::ExecResult;
+using runners::FailureKind;
+
+constexpr const char kReference[] = R"mlir(
+func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %init = tensor.empty() : tensor<4xf32>
+  %r = linalg.add ins(%a, %a : tensor<4xf32>, tensor<4xf32>) outs(%init : tensor<4xf32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+})mlir";
+
+// Calls libc's abort(): SIGABRT in the worker.
+constexpr const char kAborts[] = R"mlir(
+func.func private @abort()
+func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  func.call @abort() : () -> ()
+  return %a : tensor<4xf32>
+})mlir";
+
+// Never finishes: the loop accumulates an input value and runs while the sum stays above -1e30 (inputs are in
+// [-1, 1)), and the sum is returned, so no optimizer may remove it.
+constexpr const char kEndless[] = R"mlir(
+func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = arith.constant 0 : index
+  %zero = arith.constant 0.0 : f32
+  %limit = arith.constant -1.0e30 : f32
+  %v = tensor.extract %a[%c0] : tensor<4xf32>
+  %s = scf.while (%acc = %zero) : (f32) -> f32 {
+    %go = arith.cmpf ogt, %acc, %limit : f32
+    scf.condition(%go) %acc : f32
+  } do {
+  ^bb0(%acc: f32):
+    %next = arith.addf %acc, %v : f32
+    scf.yield %next : f32
+  }
+  %init = tensor.empty() : tensor<4xf32>
+  %r = linalg.fill ins(%s : f32) outs(%init : tensor<4xf32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+})mlir";
+
+// Needs a 40 GB intermediate buffer (filled from the loop indices, so nothing folds it away).
+constexpr const char kHungry[] = R"mlir(
+#map = affine_map<(d0, d1) -> (d0, d1)>
+func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %big = tensor.empty() : tensor<100000x100000xf32>
+  %f = linalg.generic {indexing_maps = [#map], iterator_types = ["parallel", "parallel"]} outs(%big : tensor<100000x100000xf32>) {
+  ^bb0(%o: f32):
+    %i = linalg.index 0 : index
+    %ii = arith.index_cast %i : index to i64
+    %x = arith.sitofp %ii : i64 to f32
+    linalg.yield %x : f32
+  } -> tensor<100000x100000xf32>
+  %i = arith.constant 99999 : index
+  %x = tensor.extract %f[%i, %i] : tensor<100000x100000xf32>
+  %init = tensor.empty() : tensor<4xf32>
+  %r = linalg.fill ins(%x : f32) outs(%init : tensor<4xf32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+})mlir";
+
+// Computes something else than the reference.
+constexpr const char kWrong[] = R"mlir(
+func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  return %a : tensor<4xf32>
+})mlir";
+
+ExecRequest request(const char *candidate, double timeout = 60) {
+  ExecRequest r;
+  r.candidateIR = candidate;
+  r.referenceIR = kReference;
+  r.timing.budgetSeconds = 0.1;
+  r.timeoutSeconds = timeout;
+  return r;
+}
+
+runners::WorkerPoolOptions options(int workers = 1) {
+  runners::WorkerPoolOptions o;
+  o.runnerPath = MLIR_RL_RUNNER_PATH;
+  o.workers = workers;
+  o.memoryLimitMb = 4096;
+  return o;
+}
+
+TEST(Workers, EvaluatesCorrectCandidates) {
+  runners::WorkerPool pool(options());
+  ExecResult r = pool.execute(request(kReference));
+  EXPECT_TRUE(r.ok()) << r.message;
+  EXPECT_TRUE(r.correct);
+  EXPECT_GT(r.timing.medianNs, 0);
+  ExecResult wrong = pool.execute(request(kWrong));
+  EXPECT_EQ(wrong.failure, FailureKind::WrongResult) << wrong.message;
+  EXPECT_EQ(pool.stats().spawns, 1);  // the same worker served both
+}
+
+TEST(Workers, CrashingCandidateKillsOnlyItsWorker) {
+  runners::WorkerPool pool(options());
+  ExecResult crash = pool.execute(request(kAborts));
+  EXPECT_EQ(crash.failure, FailureKind::Crash);
+  EXPECT_NE(crash.message.find("signal 6"), std::string::npos) << crash.message;
+  ExecResult after = pool.execute(request(kReference));
+  EXPECT_TRUE(after.ok()) << after.message;
+  EXPECT_EQ(pool.stats().crashes, 1);
+  EXPECT_EQ(pool.stats().spawns, 2);
+}
+
+TEST(Workers, EndlessCandidateTimesOut) {
+  runners::WorkerPool pool(options());
+  ExecResult slow = pool.execute(request(kEndless, /*timeout=*/2.0));
+  EXPECT_EQ(slow.failure, FailureKind::Timeout) << slow.message;
+  EXPECT_NE(slow.message.find("did not finish"), std::string::npos);
+  EXPECT_TRUE(pool.execute(request(kReference)).ok());
+}
+
+TEST(Workers, MemoryHungryCandidateIsOutOfMemory) {
+  runners::WorkerPool pool(options());
+  ExecResult hungry = pool.execute(request(kHungry));
+  EXPECT_EQ(hungry.failure, FailureKind::OutOfMemory) << hungry.message;
+  EXPECT_NE(hungry.message.find("allocate"), std::string::npos) << hungry.message;
+  EXPECT_TRUE(pool.execute(request(kReference)).ok());
+}
+
+TEST(Workers, WorkerKilledFromOutsideIsReplaced) {
+  runners::WorkerPool pool(options());
+  ASSERT_TRUE(pool.execute(request(kReference)).ok());
+  auto pids = pool.workerPids();
+  ASSERT_EQ(pids.size(), 1u);
+  ::kill(pids[0], SIGKILL);
+  ExecResult r = pool.execute(request(kReference));
+  // The dead worker is noticed on the next exchange, reported as a crash, and replaced for the request after.
+  if (!r.ok()) {
+    EXPECT_EQ(r.failure, FailureKind::Crash) << r.message;
+    r = pool.execute(request(kReference));
+  }
+  EXPECT_TRUE(r.ok()) << r.message;
+  EXPECT_NE(pool.workerPids().front(), pids[0]);
+}
+
+TEST(Workers, TwoWorkersServeConcurrentRequests) {
+  runners::WorkerPool pool(options(2));
+  ExecResult a, b;
+  std::thread t([&] { a = pool.execute(request(kEndless, 2.0)); });
+  b = pool.execute(request(kReference));  // not stuck behind the endless one
+  t.join();
+  EXPECT_TRUE(b.ok()) << b.message;
+  EXPECT_EQ(a.failure, FailureKind::Timeout);
+}
+
+}  // namespace
+}  // namespace mlir_rl
