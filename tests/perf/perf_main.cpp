@@ -2,7 +2,11 @@
 // over real gRPC: Reset latency, non-evaluating Step latency by action type, cache-hit evaluation latency; then
 // compile time (lower + JIT) per candidate over random masked schedules of every built-in benchmark.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
+#include <fstream>
+#include <thread>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -19,6 +23,7 @@
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
 #include "env/Session.h"
+#include "runners/WorkerPool.h"
 #include "server/Service.h"
 #include "support/Context.h"
 #include "support/Target.h"
@@ -26,6 +31,12 @@
 ABSL_FLAG(int, iterations, 300, "Reset/Step iterations for the latency figures");
 ABSL_FLAG(int, schedules_per_benchmark, 6, "random schedules compiled per benchmark for the compile-time figure");
 ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "benchmarks directory");
+ABSL_FLAG(std::string, compile_dataset, "nn-ops", "dataset whose benchmarks the compile-time figure samples");
+ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
+ABSL_FLAG(int, throughput_candidates, 8, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
+ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
+ABSL_FLAG(std::string, idle_benchmark, "benchmark://nn-ops/matmul_512x512x512_f32",
+          "benchmark of the idle sessions (a model layer when the models dataset is present)");
 
 namespace v1 = mlir_rl::v1;
 using Clock = std::chrono::steady_clock;
@@ -160,7 +171,7 @@ int main(int argc, char **argv) {
   int wrong = 0, failed = 0, evaluated = 0;
   for (const std::string &b : benchmarks.uris()) {
     auto bench = benchmarks.get(b);
-    if (!bench.ok()) continue;
+    if (!bench.ok() || (*bench)->info().dataset != absl::GetFlag(FLAGS_compile_dataset)) continue;
     Stats perBenchmark;
     for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
       auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
@@ -186,7 +197,7 @@ int main(int argc, char **argv) {
           ++evaluated;
           const auto &e = *r->evaluation;
           if (!e.ok) {
-            (e.correct ? failed : wrong) += 1;
+            (e.failureKind == mlir_rl::runners::FailureKind::WrongResult ? wrong : failed) += 1;
             if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
           }
           lower.add(e.lowerMs);
@@ -203,6 +214,115 @@ int main(int argc, char **argv) {
   report("JIT (LLVM O3 codegen)", jit, "ms");
   report("compile = lower + JIT", total, "ms");
   std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d\n", evaluated, wrong, failed);
+
+  // --- Worker pool: timing spread and throughput ---
+  std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");
+  auto bench = benchmarks.get("benchmark://nn-ops/matmul_256x256x256_f32");
+  if (!bench.ok()) return 1;
+  auto candidateFor = [&](std::vector<int64_t> tileChoices) {
+    auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
+    std::vector<int64_t> a(14, 0);
+    a[0] = 1;
+    for (size_t i = 0; i < tileChoices.size(); ++i) a[1 + i] = tileChoices[i];
+    (void)(*session)->step(a);
+    return (*session)->currentIR();
+  };
+  mlir_rl::runners::WorkerPoolOptions poolOptions;
+  poolOptions.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
+  {
+    poolOptions.workers = 1;
+    mlir_rl::runners::WorkerPool pool(poolOptions);
+    mlir_rl::runners::ExecRequest rq;
+    rq.candidateIR = candidateFor({4, 5, 1});  // tiled 8x16x1, not vectorized
+    rq.referenceIR = (*bench)->taggedText();
+    rq.timing = timing;
+    Stats medians;
+    for (int i = 0; i < absl::GetFlag(FLAGS_spread_evaluations); ++i) {
+      auto r = pool.execute(rq);
+      if (!r.ok()) {
+        std::fprintf(stderr, "spread evaluation failed: %s\n", r.message.c_str());
+        return 1;
+      }
+      medians.add(r.timing.medianNs);
+    }
+    double mean = 0, var = 0;
+    for (double v : medians.values) mean += v;
+    mean /= medians.values.size();
+    for (double v : medians.values) var += (v - mean) * (v - mean);
+    var /= std::max<size_t>(1, medians.values.size() - 1);
+    std::printf("%-48s n=%-5zu mean %.3f ms  CV %.2f %%  (min %.3f, max %.3f ms)\n",
+                "repeated evaluations of one candidate", medians.values.size(), mean / 1e6,
+                100.0 * std::sqrt(var) / mean, medians.q(0) / 1e6, medians.q(1) / 1e6);
+  }
+  {
+    std::vector<std::string> candidates;
+    const std::vector<std::vector<int64_t>> tilings = {{4, 5, 1}, {3, 5, 1}, {4, 4, 1}, {5, 4, 2}, {3, 3, 3},
+                                                       {6, 6, 6}, {4, 6, 2}, {2, 5, 1}, {5, 5, 5}, {3, 4, 4}};
+    for (int i = 0; i < absl::GetFlag(FLAGS_throughput_candidates); ++i)
+      candidates.push_back(candidateFor(tilings[i % tilings.size()]));
+    double rate[3] = {0, 0, 0};
+    for (int workers : {1, 2}) {
+      poolOptions.workers = workers;
+      mlir_rl::runners::WorkerPool pool(poolOptions);
+      // Spawn and warm every worker's reference outside the measured part.
+      {
+        std::vector<std::thread> warm;
+        for (int w = 0; w < workers; ++w)
+          warm.emplace_back([&] {
+            mlir_rl::runners::ExecRequest rq;
+            rq.candidateIR = rq.referenceIR = (*bench)->taggedText();
+            rq.time = false;
+            pool.execute(rq);
+          });
+        for (auto &t : warm) t.join();
+      }
+      std::atomic<size_t> next{0};
+      auto t0 = Clock::now();
+      std::vector<std::thread> clients;
+      for (int c = 0; c < workers; ++c)
+        clients.emplace_back([&] {
+          for (size_t i = next++; i < candidates.size(); i = next++) {
+            mlir_rl::runners::ExecRequest rq;
+            rq.candidateIR = candidates[i];
+            rq.referenceIR = (*bench)->taggedText();
+            rq.timing = timing;
+            pool.execute(rq);
+          }
+        });
+      for (auto &t : clients) t.join();
+      double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      rate[workers] = candidates.size() / seconds;
+      std::printf("%-48s %zu candidates in %.2f s: %.2f evaluations/s\n",
+                  workers == 1 ? "throughput, 1 worker" : "throughput, 2 workers", candidates.size(), seconds,
+                  rate[workers]);
+    }
+    std::printf("%-48s %.2fx\n", "throughput ratio 2 workers / 1 worker", rate[2] / rate[1]);
+  }
+
+  // --- Memory of idle sessions ---
+  {
+    auto rss = [] {
+      std::ifstream status("/proc/self/status");
+      std::string line;
+      while (std::getline(status, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // MiB
+      return 0.0;
+    };
+    std::vector<std::string> ids;
+    double before = rss();
+    for (int i = 0; i < absl::GetFlag(FLAGS_idle_sessions); ++i) {
+      v1::ResetRequest rq;
+      rq.set_benchmark(absl::GetFlag(FLAGS_idle_benchmark));
+      v1::ResetReply rr;
+      grpc::ClientContext c;
+      if (!stub->Reset(&c, rq, &rr).ok()) return 1;
+      ids.push_back(rr.session_id());
+    }
+    double after = rss();
+    std::printf("\n== memory\n%-48s %zu sessions of %s: process RSS %.1f MiB (+%.1f MiB, %.1f KiB/session)\n",
+                "idle sessions", ids.size(), absl::GetFlag(FLAGS_idle_benchmark).c_str(), after, after - before,
+                (after - before) * 1024.0 / std::max<size_t>(1, ids.size()));
+  }
   server->Shutdown();
   return wrong == 0 ? 0 : 1;
 }
