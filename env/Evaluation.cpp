@@ -3,7 +3,14 @@
 #include <algorithm>
 #include <cmath>
 
+#include <filesystem>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "llvm/Support/raw_ostream.h"
 
 namespace mlir_rl::env {
@@ -25,6 +32,9 @@ std::string candidateKey(const std::string &ir, const std::string &benchmark, ui
   size_t stdHash = std::hash<std::string>{}(ir);
   return absl::StrCat(benchmark, "|", seed, "|", threads, "|", ir.size(), "|", fnv, "|", stdHash);
 }
+
+// Full precision, so a persisted measurement reads back exactly.
+std::string num(double x) { return absl::StrFormat("%.17g", x); }
 
 std::string referenceKey(const Benchmark &b, uint64_t seed, int threads) {
   return absl::StrCat(b.info().uri, "|", seed, "|", threads);
@@ -52,6 +62,10 @@ absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationSe
   auto entry = referenceEntry(referenceKey(benchmark, seed, threads));
   std::lock_guard<std::mutex> lock(entry->mutex);  // one measurement per key; others wait for it
   if (entry->value) return entry->value;
+  if (auto persisted = persistedReference(benchmark, seed, threads)) {
+    entry->value = persisted;
+    return entry->value;
+  }
   runners::ExecRequest request;
   request.candidateIR = benchmark.taggedText();
   request.referenceIR = benchmark.taggedText();
@@ -70,7 +84,23 @@ absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationSe
   ref->lowerMs = result.lowerMs;
   ref->jitMs = result.jitMs;
   entry->value = ref;
+  persist(absl::StrCat("R\t", referenceKey(benchmark, seed, threads), "|", benchmark.taggedText().size(), "|",
+                       std::hash<std::string>{}(benchmark.taggedText()), "\t", num(ref->timing.medianNs), "\t",
+                       num(ref->timing.minNs), "\t", num(ref->timing.spread), "\t", ref->timing.repetitions, "\t",
+                       num(ref->lowerMs), "\t", num(ref->jitMs)));
   return entry->value;
+}
+
+std::shared_ptr<const EvaluationService::Reference> EvaluationService::persistedReference(const Benchmark &benchmark,
+                                                                                       uint64_t seed, int threads) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = pendingReferences_.find(referenceKey(benchmark, seed, threads));
+  if (it == pendingReferences_.end()) return nullptr;
+  // Only when the benchmark's text is the one that was measured.
+  std::string full = absl::StrCat(referenceKey(benchmark, seed, threads), "|", benchmark.taggedText().size(), "|",
+                                  std::hash<std::string>{}(benchmark.taggedText()));
+  if (it->second.first != full) return nullptr;
+  return it->second.second;
 }
 
 bool EvaluationService::knownReference(const Benchmark &benchmark, uint64_t seed, int threads,
@@ -79,8 +109,12 @@ bool EvaluationService::knownReference(const Benchmark &benchmark, uint64_t seed
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = references_.find(referenceKey(benchmark, seed, threads));
-    if (it == references_.end()) return false;
-    entry = it->second;
+    if (it != references_.end()) entry = it->second;
+  }
+  if (!entry) {
+    auto persisted = persistedReference(benchmark, seed, threads);
+    if (persisted) timing = persisted->timing;
+    return persisted != nullptr;
   }
   std::unique_lock<std::mutex> lock(entry->mutex, std::try_to_lock);
   if (!lock.owns_lock() || !entry->value) return false;
@@ -143,6 +177,10 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::M
   }
   // Internal failures (e.g. the worker pool shutting down) say nothing about the candidate: do not cache them.
   if (result.failure != runners::FailureKind::Internal && cache_.count(key) == 0) {
+    if (record.ok)
+      persist(absl::StrCat("C\t", key, "\t", num(record.timing.medianNs), "\t", num(record.timing.minNs), "\t",
+                           num(record.timing.spread), "\t", record.timing.repetitions, "\t", num(record.lowerMs), "\t",
+                           num(record.jitMs), "\t", num(record.referenceNs), "\t", num(record.maxAbsError)));
     lru_.push_front(key);
     cache_.emplace(key, std::make_pair(record, lru_.begin()));
     while (cache_.size() > cacheCapacity_) {
@@ -151,6 +189,72 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::M
     }
   }
   return record;
+}
+
+absl::Status EvaluationService::persistTo(const std::string &directory, const std::string &machineIdentity) {
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create cache directory ", directory, ": ", ec.message()));
+  std::string path = absl::StrCat(directory, "/evaluations-", absl::Hex(std::hash<std::string>{}(machineIdentity)),
+                                  ".tsv");
+  loadPersisted(path);
+  auto out = std::make_unique<std::ofstream>(path, std::ios::app);
+  if (!*out) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, " for appending"));
+  std::lock_guard<std::mutex> lock(fileMutex_);
+  file_ = std::move(out);
+  return absl::OkStatus();
+}
+
+void EvaluationService::persist(const std::string &line) {
+  std::lock_guard<std::mutex> lock(fileMutex_);
+  if (!file_) return;
+  *file_ << line << '\n';
+  file_->flush();
+}
+
+void EvaluationService::loadPersisted(const std::string &path) {
+  std::ifstream in(path);
+  std::string line;
+  // Lines: R <reference key> <median> <min> <spread> <reps> <lower> <jit>
+  //        C <candidate key> <median> <min> <spread> <reps> <lower> <jit> <reference> <max error>
+  // A line that does not parse (e.g. cut short by a crash) is skipped.
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, '\t');
+    std::vector<double> v;
+    for (size_t i = 2; i < f.size(); ++i) {
+      double x = 0;
+      if (!absl::SimpleAtod(f[i], &x)) break;
+      v.push_back(x);
+    }
+    if (f.size() == 8 && f[0] == "R" && v.size() == 6) {
+      // The reference key in the file carries the benchmark text's size and hash; match on the prefix we use.
+      std::string key = f[1].substr(0, f[1].rfind('|', f[1].rfind('|') - 1));
+      auto ref = std::make_shared<Reference>();
+      ref->timing = {v[0], v[1], v[2], static_cast<int>(v[3])};
+      ref->lowerMs = v[4];
+      ref->jitMs = v[5];
+      pendingReferences_[key] = {f[1], ref};
+    } else if (f.size() == 10 && f[0] == "C" && v.size() == 8) {
+      EvaluationRecord r;
+      r.ok = r.correct = true;
+      r.timing = {v[0], v[1], v[2], static_cast<int>(v[3])};
+      r.lowerMs = v[4];
+      r.jitMs = v[5];
+      r.referenceNs = v[6];
+      r.maxAbsError = v[7];
+      r.speedup = r.timing.medianNs > 0 ? r.referenceNs / r.timing.medianNs : 0;
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cache_.count(f[1]) == 0) {
+        lru_.push_front(f[1]);
+        cache_.emplace(f[1], std::make_pair(r, lru_.begin()));
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  while (cache_.size() > cacheCapacity_) {
+    cache_.erase(lru_.back());
+    lru_.pop_back();
+  }
 }
 
 EvaluationStats EvaluationService::stats() const {

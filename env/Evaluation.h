@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <fstream>
 #include <list>
 #include <map>
 #include <memory>
@@ -68,7 +69,15 @@ class EvaluationService {
 
   EvaluationStats stats() const;
 
+  // Keeps reference times and candidate results across restarts in `directory` (one file per machine identity:
+  // CPU model, core count, vector width, so results from another machine are never reused). Loads what is there
+  // and appends every new measurement. Returns an error when the directory cannot be created or the file opened.
+  absl::Status persistTo(const std::string &directory, const std::string &machineIdentity);
+
  private:
+  void persist(const std::string &line);
+  std::shared_ptr<const Reference> persistedReference(const Benchmark &benchmark, uint64_t seed, int threads);
+  void loadPersisted(const std::string &path);
   struct ReferenceEntry {
     std::mutex mutex;
     std::shared_ptr<const Reference> value;
@@ -85,6 +94,10 @@ class EvaluationService {
   std::list<std::string> lru_;
   std::unordered_map<std::string, std::pair<EvaluationRecord, std::list<std::string>::iterator>> cache_;
   EvaluationStats stats_;
+  // Reference times read from disk: key -> (full key with the benchmark text's hash, timing).
+  std::map<std::string, std::pair<std::string, std::shared_ptr<const Reference>>> pendingReferences_;
+  std::mutex fileMutex_;
+  std::unique_ptr<std::ofstream> file_;
 };
 
 }  // namespace mlir_rl::env

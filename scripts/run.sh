@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The newcomer's command: installs every dependency, builds, starts mlir-rl-server on 127.0.0.1 and runs a smoke
 # episode against it with the C++ CLI (heuristic schedule on matmul 512^3 f32). The server keeps running afterwards.
-#   MLIR_RL_PORT  port to serve on (default 50051)
+#   MLIR_RL_PORT       port to serve on (default 50051)
+#   MLIR_RL_CACHE_DIR  where reference times and measured candidates persist (default ~/.cache/mlir-rl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${MLIR_RL_PORT:-50051}
@@ -16,6 +17,7 @@ if [ -f "$BUILD_DIR/server.pid" ] && kill -0 "$(cat "$BUILD_DIR/server.pid")" 2>
 fi
 rm -f "$BUILD_DIR/server.port"
 nohup "$BUILD_DIR/bin/mlir-rl-server" --address=127.0.0.1 --port="$PORT" --port_file="$BUILD_DIR/server.port" \
+  --cache_dir="${MLIR_RL_CACHE_DIR:-$HOME/.cache/mlir-rl}" \
   > "$BUILD_DIR/server.log" 2>&1 &
 echo $! > "$BUILD_DIR/server.pid"
 for _ in $(seq 1 100); do

@@ -23,6 +23,7 @@
 #include "runners/WorkerPool.h"
 #include "server/Service.h"
 #include "support/Context.h"
+#include "support/Target.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1", "address to listen on (0.0.0.0 for every interface)");
 ABSL_FLAG(int, port, 50051, "port to listen on (0: any free port; see --port_file)");
@@ -34,6 +35,8 @@ ABSL_FLAG(int, max_message_mb, 64, "maximum request size in MiB");
 ABSL_FLAG(int, max_actions_per_step, 1024, "maximum actions in one Step or replay list");
 ABSL_FLAG(double, timing_budget_s, 2.0, "time budget for the timed repetitions of one evaluation, in seconds");
 ABSL_FLAG(int, cache_entries, 4096, "entries of the evaluation cache");
+ABSL_FLAG(std::string, cache_dir, "",
+          "keep reference times and measured candidates here across restarts (per machine identity; empty: memory only)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 ABSL_FLAG(std::string, isolation, "process",
           "where candidates run: process (supervised mlir-rl-runner workers; a crash kills only a worker) or none "
@@ -122,6 +125,13 @@ int main(int argc, char **argv) {
                                        absl::GetFlag(FLAGS_eval_timeout_multiple),
                                        absl::GetFlag(FLAGS_eval_timeout_ceiling_s)};
   mlir_rl::env::EvaluationService evaluator(executor.get(), timing, absl::GetFlag(FLAGS_cache_entries), timeouts);
+  if (std::string dir = absl::GetFlag(FLAGS_cache_dir); !dir.empty()) {
+    if (absl::Status s = evaluator.persistTo(dir, mlir_rl::support::machineIdentity()); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 2;
+    }
+    spdlog::info("evaluation cache persisted under {}", dir);
+  }
   mlir_rl::server::ServiceLimits limits;
   limits.maxSessions = absl::GetFlag(FLAGS_max_sessions);
   limits.maxActionsPerStep = absl::GetFlag(FLAGS_max_actions_per_step);

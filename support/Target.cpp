@@ -1,6 +1,11 @@
 #include "support/Target.h"
 
+#include <fstream>
+
+#include <sched.h>
+
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/TargetParser/Host.h"
 
 namespace mlir_rl::support {
@@ -16,5 +21,20 @@ int64_t nativeVectorBytes() {
 }
 
 std::string hostCpuName() { return llvm::sys::getHostCPUName().str(); }
+
+std::string machineIdentity() {
+  std::string model = "unknown";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 1);
+      break;
+    }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+  return model + "|" + hostCpuName() + "|" + std::to_string(cpus) + "|" + std::to_string(nativeVectorBytes()) + "|" +
+         LLVM_VERSION_STRING;
+}
 
 }  // namespace mlir_rl::support

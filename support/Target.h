@@ -12,4 +12,7 @@ int64_t nativeVectorBytes();
 // LLVM's name for the host CPU (e.g. "znver4").
 std::string hostCpuName();
 
+// What makes measurements comparable: CPU model, LLVM CPU name, usable CPUs, vector width, LLVM version.
+std::string machineIdentity();
+
 }  // namespace mlir_rl::support

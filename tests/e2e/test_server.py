@@ -295,3 +295,30 @@ def test_no_worker_outlives_a_killed_server():
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(w) for w in workers), "a worker outlived its server"
+
+
+def test_cache_dir_keeps_references_and_results_across_restarts(tmp_path):
+    cache = tmp_path / "cache"
+    schedule = [action(TILING, [8, 16, 1]), action(VECTORIZATION)]
+    first_run = None
+    for run in range(2):
+        proc = start_server(extra_args=[f"--cache_dir={cache}"])
+        try:
+            channel = grpc.insecure_channel(proc.address)
+            s = rpc.MlirRlEnvStub(channel)
+            r = reset(s, SMALL, seed=21)
+            if run == 1:
+                assert r.HasField("reference"), "the reference time should come from the cache directory"
+                assert r.reference.median_ns == first_run.reference_ns
+            done = s.Step(pb.StepRequest(session_id=r.session_id, actions=schedule), timeout=120)
+            evaluation = done.outcomes[-1].evaluation
+            assert evaluation.correct
+            if run == 0:
+                assert not evaluation.cached
+                first_run = evaluation
+            else:
+                assert evaluation.cached and evaluation.median_ns == first_run.median_ns
+            channel.close()
+        finally:
+            proc.stop()
+    assert any(cache.iterdir())
