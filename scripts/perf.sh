@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
 "${MLIR_RL_BUILD_DIR:-build}/bin/mlir-rl-perf" "$@"
+PYTHONPATH=clients/python MLIR_RL_SERVER_BIN="$PWD/${MLIR_RL_BUILD_DIR:-build}/bin/mlir-rl-server" \
+  /usr/bin/python3 tests/perf/python_step_latency.py

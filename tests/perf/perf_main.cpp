@@ -154,7 +154,16 @@ int main(int argc, char **argv) {
     grpc::ClientContext c3;
     stub->Close(&c3, cq, &cr);
   }
+  Stats floor;
+  for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
+    v1::GetVersionReply vr;
+    grpc::ClientContext c;
+    auto t = Clock::now();
+    stub->GetVersion(&c, {}, &vr);
+    floor.add(usSince(t));
+  }
   std::printf("== latency over loopback gRPC, C++ client (matmul 64^3)\n");
+  report("GetVersion (the RPC floor: no environment work)", floor, "us");
   report("Reset", reset, "us");
   report("Step TILING (non-evaluating)", stepTiling, "us");
   report("Step INTERCHANGE level pointer (no transform)", stepPointer, "us");
