@@ -13,6 +13,7 @@
 #include "mlir/Parser/Parser.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "env/Validation.h"
 #include "support/Diagnostics.h"
 #include "transforms/Transform.h"
 
@@ -75,12 +76,29 @@ int64_t countFlops(mlir::linalg::LinalgOp op) {
 absl::StatusOr<std::shared_ptr<Benchmark>> Benchmark::parse(mlir::MLIRContext *ctx, const std::string &uri,
                                                             const std::string &text) {
   support::DiagnosticCapture capture;
-  std::shared_ptr<Benchmark> b(new Benchmark());
   mlir::ParserConfig config(ctx);
-  b->module_ = mlir::parseSourceString<mlir::ModuleOp>(text, config, uri);
-  if (!b->module_) return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, " does not parse: ", capture.take()));
-  if (mlir::failed(mlir::verify(*b->module_)))
+  mlir::OwningOpRef<mlir::ModuleOp> module = mlir::parseSourceString<mlir::ModuleOp>(text, config, uri);
+  if (!module) return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, " does not parse: ", capture.take()));
+  if (mlir::failed(mlir::verify(*module)))
     return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, " does not verify: ", capture.take()));
+  std::string description;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    absl::string_view l = line;
+    if (absl::ConsumePrefix(&l, "// description:")) {
+      description = std::string(absl::StripAsciiWhitespace(l));
+      break;
+    }
+  }
+  return fromModule(std::move(module), uri, description);
+}
+
+absl::StatusOr<std::shared_ptr<Benchmark>> Benchmark::fromModule(mlir::OwningOpRef<mlir::ModuleOp> module,
+                                                                 const std::string &uri,
+                                                                 const std::string &description) {
+  mlir::MLIRContext *ctx = module->getContext();
+  std::shared_ptr<Benchmark> b(new Benchmark());
+  b->module_ = std::move(module);
   std::string error;
   if (!runners::analyzeKernel(*b->module_, b->signature_, error))
     return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, ": ", error));
@@ -108,15 +126,8 @@ absl::StatusOr<std::shared_ptr<Benchmark>> Benchmark::parse(mlir::MLIRContext *c
   absl::ConsumePrefix(&rest, "benchmark://");
   size_t slash = rest.find('/');
   info.dataset = std::string(rest.substr(0, slash));
-  info.name = slash == std::string_view::npos ? std::string(rest) : std::string(rest.substr(slash + 1));
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    absl::string_view l = line;
-    if (absl::ConsumePrefix(&l, "// description:")) {
-      info.description = std::string(absl::StripAsciiWhitespace(l));
-      break;
-    }
-  }
+  info.name = slash == absl::string_view::npos ? std::string(rest) : std::string(rest.substr(slash + 1));
+  info.description = description;
   info.numOps = static_cast<int>(programOrder.size());
   for (const ScheduledOp &op : programOrder) {
     std::string family = opFamilyName(op.family);
@@ -168,6 +179,29 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::get(const st
   if (!parsed.ok()) return absl::InternalError(std::string(parsed.status().message()));
   std::lock_guard<std::mutex> lock(mutex_);
   auto [it, inserted] = loaded_.emplace(uri, std::move(*parsed));
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::addUpload(const std::string &text,
+                                                                             const std::string &description) {
+  std::string uri = absl::StrCat("benchmark://user/", absl::Hex(std::hash<std::string>{}(text), absl::kZeroPad16));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = loaded_.find(uri);
+    if (it != loaded_.end()) return it->second;
+    if (uploads_ >= maxUploads)
+      return absl::ResourceExhaustedError(absl::StrCat("the server holds its maximum of ", maxUploads, " uploads"));
+  }
+  auto module = parseUpload(ctx_, text, "upload");
+  if (!module.ok()) return module.status();
+  auto parsed = Benchmark::fromModule(std::move(*module), uri, description.empty() ? "uploaded by a client" : description);
+  if (!parsed.ok()) return parsed.status();
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto [it, inserted] = loaded_.emplace(uri, std::move(*parsed));
+  if (inserted) {
+    ++uploads_;
+    paths_[uri] = "";  // listed with the others
+  }
   return it->second;
 }
 

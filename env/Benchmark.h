@@ -41,6 +41,9 @@ class Benchmark {
   // Parses, verifies and tags `text`. Fails with INVALID_ARGUMENT carrying MLIR's diagnostics.
   static absl::StatusOr<std::shared_ptr<Benchmark>> parse(mlir::MLIRContext *ctx, const std::string &uri,
                                                           const std::string &text);
+  // The same for an already parsed and verified module (takes ownership).
+  static absl::StatusOr<std::shared_ptr<Benchmark>> fromModule(mlir::OwningOpRef<mlir::ModuleOp> module,
+                                                               const std::string &uri, const std::string &description);
 
   const BenchmarkInfo &info() const { return info_; }
   mlir::ModuleOp module() const { return *module_; }
@@ -67,6 +70,11 @@ class BenchmarkRegistry {
   absl::Status scan();
   // NOT_FOUND for an unknown URI, INVALID_ARGUMENT for a malformed one.
   absl::StatusOr<std::shared_ptr<const Benchmark>> get(const std::string &uri);
+  // Validates an uploaded module (see Validation.h) and registers it as benchmark://user/<hash of the text>, so the
+  // same upload always gets the same URI. INVALID_ARGUMENT with MLIR's diagnostic when it is rejected;
+  // RESOURCE_EXHAUSTED past maxUploads.
+  absl::StatusOr<std::shared_ptr<const Benchmark>> addUpload(const std::string &text, const std::string &description);
+  size_t maxUploads = 10000;
   std::vector<BenchmarkInfo> list(const std::string &dataset);
   std::vector<std::string> uris() const;
 
@@ -76,6 +84,7 @@ class BenchmarkRegistry {
   mutable std::mutex mutex_;
   std::map<std::string, std::string> paths_;  // uri -> file
   std::map<std::string, std::shared_ptr<const Benchmark>> loaded_;
+  size_t uploads_ = 0;
 };
 
 }  // namespace mlir_rl::env

@@ -30,9 +30,9 @@ std::string severityName(mlir::DiagnosticSeverity severity) {
 std::string render(mlir::Diagnostic &diag) {
   std::string out;
   llvm::raw_string_ostream os(out);
-  os << diag.getLocation() << ": " << severityName(diag.getSeverity()) << ": " << diag.str();
+  os << formatLocation(diag.getLocation()) << ": " << severityName(diag.getSeverity()) << ": " << diag.str();
   for (mlir::Diagnostic &note : diag.getNotes())
-    os << "\n  " << note.getLocation() << ": note: " << note.str();
+    os << "\n  " << formatLocation(note.getLocation()) << ": note: " << note.str();
   return os.str();
 }
 

@@ -1,5 +1,9 @@
 #include "support/Diagnostics.h"
 
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/Location.h"
+#include "llvm/Support/raw_ostream.h"
+
 namespace mlir_rl::support {
 
 namespace {
@@ -22,5 +26,16 @@ void DiagnosticCapture::append(const std::string &line) {
 }
 
 DiagnosticCapture *activeCapture() { return tlsCapture; }
+
+std::string formatLocation(mlir::Location loc) {
+  std::string out;
+  llvm::raw_string_ostream os(out);
+  if (auto file = mlir::dyn_cast<mlir::FileLineColLoc>(loc)) {
+    os << file.getFilename().getValue() << ":" << file.getLine() << ":" << file.getColumn();
+  } else {
+    os << loc;
+  }
+  return os.str();
+}
 
 }  // namespace mlir_rl::support

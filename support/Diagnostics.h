@@ -29,3 +29,14 @@ class DiagnosticCapture {
 DiagnosticCapture *activeCapture();
 
 }  // namespace mlir_rl::support
+
+namespace mlir {
+class Location;
+}
+
+namespace mlir_rl::support {
+
+// "file:line:col" for file locations (what editors and users expect), MLIR's own form otherwise.
+std::string formatLocation(mlir::Location loc);
+
+}  // namespace mlir_rl::support

@@ -1,0 +1,113 @@
+// Uploads: a corpus of bad modules, each rejected with a message that says what is wrong; good Linalg and TOSA
+// modules become benchmarks that compile and run.
+#include <gtest/gtest.h>
+
+#include "env/Validation.h"
+#include "tests/unit/TestSupport.h"
+
+namespace mlir_rl {
+namespace {
+
+struct BadCase {
+  const char *name;
+  std::string text;
+  const char *expected;  // substring of the error
+};
+
+std::string message(const std::string &text) {
+  auto m = env::parseUpload(testing::context(), text, "upload");
+  EXPECT_FALSE(m.ok()) << "accepted:\n" << text;
+  if (m.ok()) return "";
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(m.status().message());
+}
+
+TEST(Validation, BadModulesAreRejectedWithPreciseMessages) {
+  const std::vector<BadCase> corpus = {
+      {"empty", "", "empty"},
+      {"syntax error with line and column",
+       "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  return %a : tensor<4xf32\n}", "upload:2:"},
+      {"unknown op", "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  %b = foo.bar %a : tensor<4xf32>\n"
+                     "  return %b : tensor<4xf32>\n}", "upload:2:"},
+      {"llvm dialect", R"(llvm.func @g() { llvm.return }
+func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })", "'llvm.func' is not allowed"},
+      {"memref kernel", "func.func @f(%a: memref<4xf32>) { return }", "memrefs are not accepted"},
+      {"dynamic shapes", "func.func @f(%a: tensor<?xf32>) -> tensor<?xf32> { return %a : tensor<?xf32> }",
+       "dynamic shapes"},
+      {"huge tensor", R"(func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %big = tensor.empty() : tensor<100000x100000xf32>
+  return %a : tensor<4xf32>
+})", "exceeds the limit"},
+      {"external call", R"(func.func private @system(i64) -> i64
+func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %c = arith.constant 0 : i64
+  %r = func.call @system(%c) : (i64) -> i64
+  return %a : tensor<4xf32>
+})", "external function @system"},
+      {"recursive calls", R"(func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %r = func.call @g(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %r = func.call @g(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+})", "recursive"},
+      {"scf loops (not in the allow-list)", R"(func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = arith.constant 0 : index
+  %c4 = arith.constant 4 : index
+  %c1 = arith.constant 1 : index
+  scf.for %i = %c0 to %c4 step %c1 { }
+  return %a : tensor<4xf32>
+})", "'scf.for' is not allowed"},
+      {"too large", std::string(9u << 20, ' '), "more than the limit"},
+  };
+  for (const BadCase &c : corpus) {
+    std::string m = message(c.text);
+    EXPECT_NE(m.find(c.expected), std::string::npos) << c.name << ": got \"" << m << "\"";
+  }
+}
+
+TEST(Validation, KernelShapeRulesComeFromTheRegistry) {
+  // Two public functions: the kernel is ambiguous.
+  auto two = testing::registry().addUpload(R"(
+func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }
+func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })", "");
+  ASSERT_FALSE(two.ok());
+  EXPECT_NE(two.status().message().find("exactly one public function"), std::string::npos) << two.status();
+}
+
+TEST(Validation, LinalgUploadGetsAStableUriAndRuns) {
+  const char *text = R"(
+func.func @scale(%a: tensor<64x64xf32>, %b: tensor<64x64xf32>) -> tensor<64x64xf32> {
+  %init = tensor.empty() : tensor<64x64xf32>
+  %r = linalg.mul ins(%a, %b : tensor<64x64xf32>, tensor<64x64xf32>) outs(%init : tensor<64x64xf32>) -> tensor<64x64xf32>
+  return %r : tensor<64x64xf32>
+})";
+  auto first = testing::registry().addUpload(text, "a product");
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = testing::registry().addUpload(text, "");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*first)->info().uri, (*again)->info().uri);
+  EXPECT_EQ((*first)->info().dataset, "user");
+  EXPECT_TRUE(testing::registry().get((*first)->info().uri).ok());
+  auto ref = testing::evaluator().reference(**first, 0, 1);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+}
+
+TEST(Validation, TosaUploadIsConvertedToLinalgAndRuns) {
+  const char *tosa = R"(
+func.func @tosa_mlp(%x: tensor<1x16x32xf32>, %w: tensor<1x32x8xf32>) -> tensor<1x16x8xf32> {
+  %m = tosa.matmul %x, %w : (tensor<1x16x32xf32>, tensor<1x32x8xf32>) -> tensor<1x16x8xf32>
+  %r = tosa.clamp %m {min_fp = 0.0 : f32, max_fp = 3.4028235e38 : f32, min_int = 0 : i64, max_int = 9223372036854775807 : i64} : (tensor<1x16x8xf32>) -> tensor<1x16x8xf32>
+  return %r : tensor<1x16x8xf32>
+})";
+  auto b = testing::registry().addUpload(tosa, "TOSA matmul + relu");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_GE((*b)->info().numOps, 2);
+  EXPECT_EQ((*b)->taggedText().find("tosa."), std::string::npos);
+  auto ref = testing::evaluator().reference(**b, 0, 1);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+}
+
+}  // namespace
+}  // namespace mlir_rl
