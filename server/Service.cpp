@@ -62,17 +62,21 @@ grpc::Status EnvService::ListBenchmarks(grpc::ServerContext *, const v1::ListBen
 }
 
 grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *request, v1::ResetReply *reply) {
-  if (request->benchmark().empty())
+  if (request->benchmark().empty() && request->mlir().empty())
     return toGrpc(absl::InvalidArgumentError("benchmark is empty: give a URI such as benchmark://nn-ops/matmul_64x64x64_f32 "
-                                             "(ListBenchmarks shows them)"));
+                                             "(ListBenchmarks shows them), or the module itself in `mlir`"));
+  if (!request->benchmark().empty() && !request->mlir().empty())
+    return toGrpc(absl::InvalidArgumentError("give either benchmark (a URI) or mlir (a module), not both"));
   if (request->replay_actions_size() > limits_.maxActionsPerStep)
     return toGrpc(absl::InvalidArgumentError(absl::StrCat("replay_actions holds ", request->replay_actions_size(),
                                                           " actions, more than the limit of ",
                                                           limits_.maxActionsPerStep)));
   auto config = toConfig(request->options());
   if (!config.ok()) return toGrpc(config.status());
-  auto benchmark = benchmarks_->get(request->benchmark());
+  auto benchmark = request->mlir().empty() ? benchmarks_->get(request->benchmark())
+                                           : benchmarks_->addUpload(request->mlir(), "");
   if (!benchmark.ok()) return toGrpc(benchmark.status());
+  const std::string &uri = (*benchmark)->info().uri;
   uint64_t seed = request->has_seed() ? request->seed() : 0;
   auto session = env::Session::create(*benchmark, *config, seed, evaluator_);
   if (!session.ok()) return toGrpc(session.status());
@@ -101,8 +105,8 @@ grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *re
   auto id = sessions_.add(std::move(*session));
   if (!id.ok()) return toGrpc(id.status());
   reply->set_session_id(*id);
-  reply->set_benchmark(request->benchmark());
-  spdlog::info("reset: session {} on {} (seed {}, {} replayed actions)", *id, request->benchmark(), seed,
+  reply->set_benchmark(uri);
+  spdlog::info("reset: session {} on {} (seed {}, {} replayed actions)", *id, uri, seed,
                request->replay_actions_size());
   return grpc::Status::OK;
 }
@@ -177,6 +181,15 @@ grpc::Status EnvService::ExportSchedule(grpc::ServerContext *, const v1::ExportS
     v1::Action *a = reply->add_actions();
     for (int64_t v : action) a->add_values(v);
   }
+  return grpc::Status::OK;
+}
+
+grpc::Status EnvService::AddBenchmark(grpc::ServerContext *, const v1::AddBenchmarkRequest *request,
+                                      v1::AddBenchmarkReply *reply) {
+  auto benchmark = benchmarks_->addUpload(request->mlir(), request->description());
+  if (!benchmark.ok()) return toGrpc(benchmark.status());
+  fillBenchmarkInfo((*benchmark)->info(), *reply->mutable_benchmark());
+  spdlog::info("upload: {} ({} ops)", (*benchmark)->info().uri, (*benchmark)->info().numOps);
   return grpc::Status::OK;
 }
 

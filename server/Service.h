@@ -31,6 +31,7 @@ class EnvService final : public v1::MlirRlEnv::Service {
   grpc::Status Close(grpc::ServerContext *, const v1::CloseRequest *, v1::CloseReply *) override;
   grpc::Status ExportSchedule(grpc::ServerContext *, const v1::ExportScheduleRequest *,
                               v1::ExportScheduleReply *) override;
+  grpc::Status AddBenchmark(grpc::ServerContext *, const v1::AddBenchmarkRequest *, v1::AddBenchmarkReply *) override;
 
   size_t numSessions() const { return sessions_.size(); }
 

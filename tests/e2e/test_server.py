@@ -10,6 +10,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 from conftest import start_server
@@ -322,3 +323,68 @@ def test_cache_dir_keeps_references_and_results_across_restarts(tmp_path):
         finally:
             proc.stop()
     assert any(cache.iterdir())
+
+
+BAD_UPLOADS = [
+    ("", "empty"),
+    ("func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  return %a : tensor<4xf32\n}", "upload:2:"),
+    ("func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  %b = foo.bar %a : tensor<4xf32>\n  return %b : tensor<4xf32>\n}",
+     "upload:2:"),
+    ("func.func @f(%a: tensor<?xf32>) -> tensor<?xf32> { return %a : tensor<?xf32> }", "dynamic shapes"),
+    ("func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  %big = tensor.empty() : tensor<100000x100000xf32>\n"
+     "  return %a : tensor<4xf32>\n}", "exceeds the limit"),
+    ("func.func private @system(i64) -> i64\nfunc.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n"
+     "  %c = arith.constant 0 : i64\n  %r = func.call @system(%c) : (i64) -> i64\n  return %a : tensor<4xf32>\n}",
+     "external function @system"),
+    ("func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> {\n  %r = func.call @g(%a) : (tensor<4xf32>) -> tensor<4xf32>\n"
+     "  return %r : tensor<4xf32>\n}", "recursive"),
+    ("llvm.func @g() { llvm.return }\nfunc.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
+     "llvm.func"),
+    ("func.func @f(%a: memref<4xf32>) { return }", "memrefs are not accepted"),
+]
+
+TOSA_MLP = """
+func.func @tosa_mlp(%x: tensor<1x64x64xf32>, %w: tensor<1x64x32xf32>) -> tensor<1x64x32xf32> {
+  %m = tosa.matmul %x, %w : (tensor<1x64x64xf32>, tensor<1x64x32xf32>) -> tensor<1x64x32xf32>
+  %r = tosa.clamp %m {min_fp = 0.0 : f32, max_fp = 3.4028235e38 : f32, min_int = 0 : i64, max_int = 9223372036854775807 : i64} : (tensor<1x64x32xf32>) -> tensor<1x64x32xf32>
+  return %r : tensor<1x64x32xf32>
+}
+"""
+
+
+def test_bad_uploads_are_rejected_and_the_server_keeps_serving(stub):
+    for text, needle in BAD_UPLOADS:
+        code, msg = code_and_message(stub.AddBenchmark, pb.AddBenchmarkRequest(mlir=text), timeout=30)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (text, msg)
+        assert needle in msg, (needle, msg)
+        code, msg = code_and_message(stub.Reset, pb.ResetRequest(mlir=text), timeout=30)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and needle in msg, msg
+    code, msg = code_and_message(stub.Reset, pb.ResetRequest(benchmark=SMALL, mlir=TOSA_MLP))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not both" in msg
+    assert reset(stub).session_id  # still serving
+
+
+def test_uploaded_tosa_module_becomes_a_working_episode(stub):
+    added = stub.AddBenchmark(pb.AddBenchmarkRequest(mlir=TOSA_MLP, description="TOSA MLP"), timeout=60).benchmark
+    assert added.uri.startswith("benchmark://user/")
+    assert added.num_ops >= 2 and added.description == "TOSA MLP"
+    listed = stub.ListBenchmarks(pb.ListBenchmarksRequest(dataset="user")).benchmarks
+    assert added.uri in [b.uri for b in listed]
+    again = stub.AddBenchmark(pb.AddBenchmarkRequest(mlir=TOSA_MLP), timeout=60).benchmark
+    assert again.uri == added.uri
+    # An episode with inline MLIR lands on the same benchmark; tile and vectorize what can be, then finish.
+    r = stub.Reset(pb.ResetRequest(mlir=TOSA_MLP), timeout=60)
+    assert r.benchmark == added.uri
+    sid, obs, steps, done = r.session_id, r.observation, 0, False
+    while not done:
+        masks = {t.name: np.frombuffer(t.data, dtype=np.uint8).reshape(tuple(t.shape)) for t in obs.tensors
+                 if t.name.startswith("mask_")}
+        if masks["mask_type"][VECTORIZATION]:
+            act = action(VECTORIZATION)
+        else:
+            act = pb.Action(values=[0] * 14)
+        reply = stub.Step(pb.StepRequest(session_id=sid, actions=[act]), timeout=300)
+        obs, done, steps = reply.observation, reply.terminated or reply.truncated, steps + 1
+        assert steps < 50
+    final = reply.outcomes[-1].evaluation
+    assert final.correct and not final.failure, final.failure
