@@ -13,6 +13,9 @@
 #include "mlir/Parser/Parser.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "env/Generators.h"
 #include "env/Validation.h"
 #include "support/Diagnostics.h"
 #include "transforms/Transform.h"
@@ -32,6 +35,28 @@ const char *opFamilyName(OpFamily family) {
   }
   return "other";
 }
+
+bool isEvalDataset(const std::string &dataset) {
+  return dataset == "models" || dataset == "models-full" || dataset == "lqcd";
+}
+
+namespace {
+// Name and operand types of an op: two benchmarks share an op when their signatures are equal.
+std::string opSignature(mlir::Operation *op) {
+  std::string s = op->getName().getStringRef().str();
+  llvm::raw_string_ostream os(s);
+  for (mlir::Type t : op->getOperandTypes()) os << " " << t;
+  return os.str();
+}
+
+std::vector<std::string> scheduledSignatures(mlir::ModuleOp module) {
+  std::vector<std::string> out;
+  module.walk([&](mlir::linalg::LinalgOp op) {
+    if (!mlir::isa<mlir::linalg::FillOp>(op.getOperation())) out.push_back(opSignature(op));
+  });
+  return out;
+}
+}  // namespace
 
 OpFamily classifyOp(mlir::Operation *op) {
   llvm::StringRef name = op->getName().getStringRef();
@@ -136,6 +161,9 @@ absl::StatusOr<std::shared_ptr<Benchmark>> Benchmark::fromModule(mlir::OwningOpR
   }
   info.dtype = b->signature_.results.empty() ? "" : runners::elementName(b->signature_.results[0].kind);
   info.flops = flops;
+  for (const auto &spec : b->signature_.args) info.bytes += spec.numBytes();
+  for (const auto &spec : b->signature_.results) info.bytes += spec.numBytes();
+  info.split = isEvalDataset(info.dataset) ? "eval" : info.dataset == "user" ? "user" : "train";
   return b;
 }
 
@@ -158,10 +186,75 @@ absl::Status BenchmarkRegistry::scan() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::get(const std::string &uri) {
-  if (!absl::StartsWith(uri, "benchmark://"))
+const std::set<std::string> &BenchmarkRegistry::evalSignatures() {
+  // Called with generateMutex_-free access: computed once, under the registry lock for the flag.
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (evalSignaturesReady_) return evalSignatures_;
+  }
+  std::set<std::string> signatures;
+  for (const std::string &u : uris()) {
+    absl::string_view rest = u;
+    absl::ConsumePrefix(&rest, "benchmark://");
+    if (!isEvalDataset(std::string(rest.substr(0, rest.find('/'))))) continue;
+    auto b = get(u);
+    if (!b.ok()) continue;
+    for (const std::string &sig : scheduledSignatures((*b)->module())) signatures.insert(sig);
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!evalSignaturesReady_) {
+    evalSignatures_ = std::move(signatures);
+    evalSignaturesReady_ = true;
+  }
+  return evalSignatures_;
+}
+
+absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::generate(const std::string &uri) {
+  absl::string_view rest = uri;
+  absl::ConsumePrefix(&rest, "generator://");
+  size_t slash = rest.find('/');
+  uint64_t seed = 0;
+  if (slash == absl::string_view::npos || !absl::SimpleAtoi(rest.substr(slash + 1), &seed))
     return absl::InvalidArgumentError(
-        absl::StrCat("benchmark URI '", uri, "' must look like benchmark://<dataset>/<name>"));
+        absl::StrCat("generator URI '", uri, "' must look like generator://<family>/<seed> with a non-negative integer "
+                     "seed (families: ", absl::StrJoin(generatorFamilies(), ", "), ")"));
+  std::string family(rest.substr(0, slash));
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = generated_.find(uri);
+    if (it != generated_.end()) return it->second;
+  }
+  const std::set<std::string> &held = evalSignatures();
+  std::shared_ptr<const Benchmark> chosen;
+  for (int attempt = 0; attempt < 64 && !chosen; ++attempt) {
+    auto text = generateBenchmark(family, seed, attempt);
+    if (!text.ok()) return text.status();
+    auto b = Benchmark::parse(ctx_, uri, *text);
+    if (!b.ok()) return absl::InternalError(absl::StrCat("generator ", family, " produced an invalid module: ",
+                                                         b.status().message()));
+    bool collides = false;
+    for (const std::string &sig : scheduledSignatures((*b)->module())) collides |= held.count(sig) > 0;
+    if (!collides) chosen = std::move(*b);
+  }
+  if (!chosen) return absl::InternalError(absl::StrCat("generator ", family, " found no shape outside the eval split"));
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto [it, inserted] = generated_.emplace(uri, chosen);
+  if (inserted) {
+    generatedOrder_.push_back(uri);
+    while (generatedOrder_.size() > maxGenerated) {  // sessions keep their own reference to what they use
+      generated_.erase(generatedOrder_.front());
+      generatedOrder_.pop_front();
+    }
+  }
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::get(const std::string &uri) {
+  if (absl::StartsWith(uri, "generator://")) return generate(uri);
+  if (!absl::StartsWith(uri, "benchmark://"))
+    return absl::InvalidArgumentError(absl::StrCat("benchmark URI '", uri,
+                                                   "' must look like benchmark://<dataset>/<name> or "
+                                                   "generator://<family>/<seed>"));
   std::string path;
   {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -5,7 +5,9 @@
 // first (consumers before producers). linalg.fill is initialization and is not scheduled.
 #pragma once
 
+#include <deque>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,7 +36,12 @@ struct BenchmarkInfo {
   int numOps = 0;
   std::vector<std::string> opFamilies;
   int64_t flops = 0;
+  int64_t bytes = 0;   // kernel arguments + results
+  std::string split;   // "eval" (models, models-full, lqcd), "train" (nn-ops, generators) or "user" (uploads)
 };
+
+// The datasets held out for evaluation; generators never produce an op that occurs in them.
+bool isEvalDataset(const std::string &dataset);
 
 class Benchmark {
  public:
@@ -76,6 +83,8 @@ class BenchmarkRegistry {
   absl::StatusOr<std::shared_ptr<const Benchmark>> addUpload(const std::string &text, const std::string &description);
   size_t maxUploads = 10000;
   std::vector<BenchmarkInfo> list(const std::string &dataset);
+  // generator://<family>/<seed>: generated on first use (see Generators.h), cached up to maxGenerated.
+  size_t maxGenerated = 4096;
   std::vector<std::string> uris() const;
 
  private:
@@ -85,6 +94,12 @@ class BenchmarkRegistry {
   std::map<std::string, std::string> paths_;  // uri -> file
   std::map<std::string, std::shared_ptr<const Benchmark>> loaded_;
   size_t uploads_ = 0;
+  std::map<std::string, std::shared_ptr<const Benchmark>> generated_;
+  std::deque<std::string> generatedOrder_;
+  std::set<std::string> evalSignatures_;  // op signatures of the eval split, computed on first generator use
+  bool evalSignaturesReady_ = false;
+  absl::StatusOr<std::shared_ptr<const Benchmark>> generate(const std::string &uri);
+  const std::set<std::string> &evalSignatures();
 };
 
 }  // namespace mlir_rl::env

@@ -87,6 +87,9 @@ void fillBenchmarkInfo(const env::BenchmarkInfo &info, v1::BenchmarkInfo &out) {
   for (const std::string &f : info.opFamilies) out.add_op_families(f);
   out.set_dtype(info.dtype);
   out.set_flops(info.flops);
+  out.set_bytes(info.bytes);
+  out.set_arithmetic_intensity(info.bytes > 0 ? static_cast<double>(info.flops) / static_cast<double>(info.bytes) : 0);
+  out.set_split(info.split);
 }
 
 void fillEvaluation(const env::EvaluationRecord &r, v1::Evaluation &out) {

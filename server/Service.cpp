@@ -4,6 +4,7 @@
 #include "llvm/Config/llvm-config.h"
 #include "spdlog/spdlog.h"
 
+#include "env/Generators.h"
 #include "server/Convert.h"
 #include "support/Target.h"
 
@@ -56,8 +57,19 @@ grpc::Status EnvService::GetSpaces(grpc::ServerContext *, const v1::GetSpacesReq
 
 grpc::Status EnvService::ListBenchmarks(grpc::ServerContext *, const v1::ListBenchmarksRequest *request,
                                         v1::ListBenchmarksReply *reply) {
-  for (const env::BenchmarkInfo &info : benchmarks_->list(request->dataset()))
-    fillBenchmarkInfo(info, *reply->add_benchmarks());
+  const std::string &split = request->split();
+  if (!split.empty() && split != "train" && split != "eval" && split != "user")
+    return toGrpc(absl::InvalidArgumentError(absl::StrCat("split '", split, "' is unknown (train, eval or user)")));
+  for (const env::BenchmarkInfo &info : benchmarks_->list(request->dataset())) {
+    if (!split.empty() && info.split != split) continue;
+    v1::BenchmarkInfo *out = reply->add_benchmarks();
+    fillBenchmarkInfo(info, *out);
+    auto benchmark = benchmarks_->get(info.uri);
+    runners::Timing reference;
+    if (benchmark.ok() && evaluator_->knownReference(**benchmark, 0, 1, reference))
+      out->set_reference_ns(reference.medianNs);
+  }
+  for (const std::string &family : env::generatorFamilies()) reply->add_generator_families(family);
   return grpc::Status::OK;
 }
 

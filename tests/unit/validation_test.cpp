@@ -2,7 +2,10 @@
 // modules become benchmarks that compile and run.
 #include <gtest/gtest.h>
 
+#include "env/Generators.h"
 #include "env/Validation.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "llvm/Support/raw_ostream.h"
 #include "tests/unit/TestSupport.h"
 
 namespace mlir_rl {
@@ -107,6 +110,68 @@ func.func @tosa_mlp(%x: tensor<1x16x32xf32>, %w: tensor<1x32x8xf32>) -> tensor<1
   EXPECT_EQ((*b)->taggedText().find("tosa."), std::string::npos);
   auto ref = testing::evaluator().reference(**b, 0, 1);
   ASSERT_TRUE(ref.ok()) << ref.status();
+}
+
+}  // namespace
+}  // namespace mlir_rl
+
+namespace mlir_rl {
+namespace {
+
+TEST(Generators, SameUriSameModuleAndNeverAnEvalOp) {
+  for (const std::string &family : env::generatorFamilies()) {
+    for (int seed : {0, 1, 17}) {
+      std::string uri = "generator://" + family + "/" + std::to_string(seed);
+      auto a = testing::registry().get(uri);
+      ASSERT_TRUE(a.ok()) << uri << ": " << a.status();
+      EXPECT_EQ((*a)->info().split, "train");
+      EXPECT_GE((*a)->info().numOps, 1);
+      // Regenerated from scratch (not the cache): identical text.
+      auto text0 = env::generateBenchmark(family, seed, 0);
+      ASSERT_TRUE(text0.ok());
+      EXPECT_EQ(*text0, *env::generateBenchmark(family, seed, 0));
+      EXPECT_NE(*text0, *env::generateBenchmark(family, seed + 1000, 0)) << family;
+    }
+  }
+  // A generated op never equals an op of the eval split: build the eval set and compare signatures.
+  std::set<std::string> eval;
+  for (const std::string &uri : testing::registry().uris()) {
+    auto b = testing::registry().get(uri);
+    if (!b.ok() || (*b)->info().split != "eval") continue;
+    (*b)->module().walk([&](mlir::linalg::LinalgOp op) {
+      std::string s = op->getName().getStringRef().str();
+      llvm::raw_string_ostream os(s);
+      for (mlir::Type t : op->getOperandTypes()) os << " " << t;
+      eval.insert(os.str());
+    });
+  }
+  ASSERT_FALSE(eval.empty());
+  for (int seed = 0; seed < 40; ++seed) {
+    auto g = testing::registry().get("generator://conv2d_nchw/" + std::to_string(seed));
+    ASSERT_TRUE(g.ok());
+    (*g)->module().walk([&](mlir::linalg::LinalgOp op) {
+      if (mlir::isa<mlir::linalg::FillOp>(op.getOperation())) return;
+      std::string s = op->getName().getStringRef().str();
+      llvm::raw_string_ostream os(s);
+      for (mlir::Type t : op->getOperandTypes()) os << " " << t;
+      EXPECT_EQ(eval.count(os.str()), 0u) << os.str();
+    });
+  }
+}
+
+TEST(Generators, BadUrisAreErrors) {
+  EXPECT_EQ(testing::registry().get("generator://nope/1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(testing::registry().get("generator://matmul/abc").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(testing::registry().get("generator://matmul").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Generators, GeneratedBenchmarksRunCorrectly) {
+  for (const std::string &family : env::generatorFamilies()) {
+    auto b = testing::registry().get("generator://" + family + "/3");
+    ASSERT_TRUE(b.ok()) << b.status();
+    auto ref = testing::evaluator().reference(**b, 0, 1);
+    EXPECT_TRUE(ref.ok()) << family << ": " << ref.status();
+  }
 }
 
 }  // namespace
