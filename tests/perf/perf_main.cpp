@@ -29,9 +29,10 @@
 #include "support/Target.h"
 
 ABSL_FLAG(int, iterations, 300, "Reset/Step iterations for the latency figures");
-ABSL_FLAG(int, schedules_per_benchmark, 6, "random schedules compiled per benchmark for the compile-time figure");
+ABSL_FLAG(int, schedules_per_benchmark, 4, "random schedules compiled per benchmark for the compile-time figure");
 ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "benchmarks directory");
 ABSL_FLAG(std::string, compile_dataset, "nn-ops", "dataset whose benchmarks the compile-time figure samples");
+ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of that dataset sampled (evenly spaced by name)");
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 8, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
@@ -72,6 +73,7 @@ std::vector<int64_t> action(int type, std::vector<int64_t> tileChoices = {}, int
 
 int main(int argc, char **argv) {
   absl::ParseCommandLine(argc, argv);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures appear as they are measured, even if the run is cut short
   spdlog::set_level(spdlog::level::warn);
   auto context = mlir_rl::support::createContext();
   mlir_rl::env::BenchmarkRegistry benchmarks(context.get(), absl::GetFlag(FLAGS_benchmarks_dir));
@@ -178,9 +180,18 @@ int main(int argc, char **argv) {
   Stats lower, jit, total;
   std::mt19937_64 rng(42);
   int wrong = 0, failed = 0, evaluated = 0;
+  std::vector<std::string> sampled;
   for (const std::string &b : benchmarks.uris()) {
     auto bench = benchmarks.get(b);
-    if (!bench.ok() || (*bench)->info().dataset != absl::GetFlag(FLAGS_compile_dataset)) continue;
+    if (bench.ok() && (*bench)->info().dataset == absl::GetFlag(FLAGS_compile_dataset)) sampled.push_back(b);
+  }
+  if (int keep = absl::GetFlag(FLAGS_compile_benchmarks); keep > 0 && static_cast<int>(sampled.size()) > keep) {
+    std::vector<std::string> evenly;
+    for (int i = 0; i < keep; ++i) evenly.push_back(sampled[i * sampled.size() / keep]);
+    sampled = evenly;
+  }
+  for (const std::string &b : sampled) {
+    auto bench = benchmarks.get(b);
     Stats perBenchmark;
     for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
       auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
