@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 #include <cstdio>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,7 +35,7 @@ ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "benchmarks direc
 ABSL_FLAG(std::string, compile_dataset, "nn-ops", "dataset whose benchmarks the compile-time figure samples");
 ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of that dataset sampled (evenly spaced by name)");
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
-ABSL_FLAG(int, throughput_candidates, 8, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
+ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
 ABSL_FLAG(std::string, idle_benchmark, "benchmark://nn-ops/matmul_512x512x512_f32",
           "benchmark of the idle sessions (a model layer when the models dataset is present)");
@@ -175,8 +176,14 @@ int main(int argc, char **argv) {
   report("Fork", fork, "us");
   report("Step terminal, evaluation served from cache", cacheHit, "us");
 
-  // --- Compile time per candidate: random masked schedules over every built-in benchmark ---
-  std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation)\n");
+  // --- Compile time per candidate: random masked schedules, evaluated by worker processes as the server does ---
+  std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation, worker processes)\n");
+  mlir_rl::runners::WorkerPoolOptions compileWorkers;
+  compileWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
+  compileWorkers.workers = 1;
+  mlir_rl::runners::WorkerPool compilePool(compileWorkers);
+  mlir_rl::env::EvaluationService workerEvaluator(&compilePool, timing);
+  std::map<std::string, int> failureKinds;
   Stats lower, jit, total;
   std::mt19937_64 rng(42);
   int wrong = 0, failed = 0, evaluated = 0;
@@ -194,7 +201,7 @@ int main(int argc, char **argv) {
     auto bench = benchmarks.get(b);
     Stats perBenchmark;
     for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
-      auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
+      auto session = mlir_rl::env::Session::create(*bench, {}, 0, &workerEvaluator);
       if (!session.ok()) return 1;
       auto &s = **session;
       while (!s.done()) {
@@ -218,6 +225,7 @@ int main(int argc, char **argv) {
           const auto &e = *r->evaluation;
           if (!e.ok) {
             (e.failureKind == mlir_rl::runners::FailureKind::WrongResult ? wrong : failed) += 1;
+            ++failureKinds[mlir_rl::runners::failureKindName(e.failureKind)];
             if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
           }
           lower.add(e.lowerMs);
@@ -233,7 +241,9 @@ int main(int argc, char **argv) {
   report("lower (MLIR passes)", lower, "ms");
   report("JIT (LLVM O3 codegen)", jit, "ms");
   report("compile = lower + JIT", total, "ms");
-  std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d\n", evaluated, wrong, failed);
+  std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d", evaluated, wrong, failed);
+  for (const auto &[kind, n] : failureKinds) std::printf(" [%s: %d]", kind.c_str(), n);
+  std::printf("\n");
 
   // --- Worker pool: timing spread and throughput ---
   std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");
