@@ -1,6 +1,10 @@
 #include "env/ActionSpace.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
+
+#include "transforms/Transform.h"
 
 namespace mlir_rl::env {
 
@@ -11,16 +15,25 @@ const char *actionTypeName(ActionType type) {
     case ActionType::TiledParallelization: return "TILED_PARALLELIZATION";
     case ActionType::Interchange: return "INTERCHANGE";
     case ActionType::Vectorization: return "VECTORIZATION";
+    case ActionType::TiledFusion: return "TILED_FUSION";
+    case ActionType::Img2Col: return "IMG2COL";
+    case ActionType::Unroll: return "UNROLL";
   }
   return "?";
 }
 
 ActionSpace::ActionSpace(const SessionConfig &config) : config_(config) {}
 
+int ActionSpace::numInterchangeChoices() const {
+  if (config_.interchangeMode == InterchangeMode::Swaps)
+    return std::max<int>(1, static_cast<int>(transforms::numSwaps(config_.maxLoops)));
+  return config_.maxLoops;
+}
+
 std::vector<int64_t> ActionSpace::nvec() const {
   std::vector<int64_t> n{kNumActionTypes};
   for (int i = 0; i < config_.maxLoops; ++i) n.push_back(numTileChoices());
-  n.push_back(config_.maxLoops);
+  n.push_back(numInterchangeChoices());
   return n;
 }
 
@@ -55,6 +68,8 @@ absl::StatusOr<DecodedAction> ActionSpace::decode(const std::vector<int64_t> &va
     a.tileSizes.push_back(choice == 0 ? 0 : config_.tileSizes[choice - 1]);
   }
   a.pointer = values.back();
+  a.unrollChoice = a.tileChoices[unrollHead()];
+  a.unrollFactor = a.tileSizes[unrollHead()];
   return a;
 }
 
@@ -63,16 +78,25 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
   if (!mask.type[t])
     return absl::InvalidArgumentError(absl::StrCat("head 'type' = ", t, " (", actionTypeName(action.type),
                                                    ") is masked: ", mask.typeReasons[t]));
-  if (action.type == ActionType::Tiling || action.type == ActionType::TiledParallelization) {
+  if (action.type == ActionType::Tiling || action.type == ActionType::TiledParallelization ||
+      action.type == ActionType::TiledFusion) {
     for (int i = 0; i < config_.maxLoops; ++i)
       if (!mask.tiles[i][action.tileChoices[i]])
         return absl::InvalidArgumentError(absl::StrCat(
             "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
             ") is masked: the op has no loop ", i, " or the size does not divide its bound"));
   }
+  if (action.type == ActionType::Unroll && !mask.tiles[unrollHead()][action.unrollChoice])
+    return absl::InvalidArgumentError(absl::StrCat(
+        "head 'tile_", unrollHead(), "' = ", action.unrollChoice, " (unroll factor ", action.unrollFactor,
+        ") is masked: the factor must be > 1 and divide the trip count of the innermost loop around the op, and the "
+        "op may have at most ", transforms::kMaxUnrolledCopies, " copies"));
   if (action.type == ActionType::Interchange && !mask.interchange[action.pointer])
-    return absl::InvalidArgumentError(absl::StrCat("head 'interchange' = ", action.pointer,
-                                                   " is masked: no such loop, or it is already placed"));
+    return absl::InvalidArgumentError(
+        config_.interchangeMode == InterchangeMode::Swaps
+            ? absl::StrCat("head 'interchange' = ", action.pointer, " is masked: the swap names a loop the op lacks")
+            : absl::StrCat("head 'interchange' = ", action.pointer,
+                           " is masked: no such loop, or it is already placed"));
   return absl::OkStatus();
 }
 

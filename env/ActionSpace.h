@@ -1,12 +1,19 @@
-// The multi-discrete action space (MLIR RL's): a transformation-type head, one tile-size head per loop, and a
-// level-pointer head for interchange.
+// The multi-discrete action space (MLIR RL's): a transformation-type head, one tile-size head per loop, and an
+// interchange head.
 //
 // Layout of an action vector: [type, tile_0, ..., tile_{L-1}, interchange], L = SessionConfig::maxLoops.
-//   type         — ActionType below.
-//   tile_i       — 0: loop i is not tiled; k >= 1: tile size tileSizes[k - 1]. Used by TILING and
-//                  TILED_PARALLELIZATION.
-//   interchange  — level pointer: the loop that goes to the next position of the new loop order. An interchange
-//                  stays open (the mask allows only INTERCHANGE) until the permutation is complete.
+//   type         — ActionType below. Values 0-4 are the original five (clients written for them keep working);
+//                  5 TILED_FUSION, 6 IMG2COL, 7 UNROLL came later.
+//   tile_i       — 0: loop i is not tiled; k >= 1: tile size tileSizes[k - 1]. Used by TILING,
+//                  TILED_PARALLELIZATION and TILED_FUSION.
+//   tile_{L-1}   — also the unroll factor of UNROLL: k >= 1 unrolls by tileSizes[k - 1], 0 by the smallest legal
+//                  factor. No op with fewer than L loops tiles loop L-1, so the head's mask row lists the legal
+//                  factors while UNROLL is legal (TILING ignores tile heads past the op's loops); UNROLL is masked
+//                  for ops with L loops.
+//   interchange  — level pointers (default): the loop that goes to the next position of the new loop order; an
+//                  interchange stays open (the mask allows only INTERCHANGE) until the permutation is complete.
+//                  Enumerated swaps (InterchangeMode::Swaps): one of the 3L-6 swaps of two loops 1-3 apart
+//                  (transforms::swapLoops), applied at once.
 #pragma once
 
 #include <cstdint>
@@ -19,18 +26,30 @@
 
 namespace mlir_rl::env {
 
-enum class ActionType { NoTransformation = 0, Tiling, TiledParallelization, Interchange, Vectorization };
-inline constexpr int kNumActionTypes = 5;
+enum class ActionType {
+  NoTransformation = 0,
+  Tiling = 1,
+  TiledParallelization = 2,
+  Interchange = 3,
+  Vectorization = 4,
+  TiledFusion = 5,  // tiled parallelization + the op's producers fused into its scf.forall (MLIR RL's TPF)
+  Img2Col = 6,      // 2-D convolution -> img2col packing + contraction
+  Unroll = 7,       // unrolling of the innermost scf.for around the op
+};
+inline constexpr int kNumActionTypes = 8;
 const char *actionTypeName(ActionType type);
 
 struct DecodedAction {
   ActionType type = ActionType::NoTransformation;
   std::vector<int64_t> tileChoices;  // per loop, the raw head value
   std::vector<int64_t> tileSizes;    // per loop, decoded (0 = not tiled)
-  int64_t pointer = 0;
+  int64_t pointer = 0;               // value of the interchange head (level pointer or swap index)
+  int64_t unrollChoice = 0;          // value of head tile_{L-1}
+  int64_t unrollFactor = 0;          // decoded (0 = the smallest legal factor)
 };
 
-// Legal values per head for the current state. tiles is maxLoops x (1 + tileSizes.size()).
+// Legal values per head for the current state. tiles is maxLoops x (1 + tileSizes.size()); interchange has
+// ActionSpace::numInterchangeChoices() values.
 struct ActionMask {
   std::vector<uint8_t> type;
   std::vector<std::vector<uint8_t>> tiles;
@@ -46,6 +65,10 @@ class ActionSpace {
   std::vector<std::string> headNames() const;
   std::vector<std::string> typeNames() const;
   int numTileChoices() const { return 1 + static_cast<int>(config_.tileSizes.size()); }
+  // Values of the interchange head: maxLoops (level pointers) or the number of enumerated swaps (at least 1).
+  int numInterchangeChoices() const;
+  // The tile head (index into DecodedAction::tileChoices and ActionMask::tiles) that carries UNROLL's factor.
+  int unrollHead() const { return config_.maxLoops - 1; }
 
   // Checks length and ranges (INVALID_ARGUMENT naming the head) and decodes.
   absl::StatusOr<DecodedAction> decode(const std::vector<int64_t> &values) const;

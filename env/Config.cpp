@@ -7,6 +7,8 @@ namespace mlir_rl::env {
 absl::Status SessionConfig::validate() const {
   if (maxLoops < 1 || maxLoops > 16)
     return absl::InvalidArgumentError(absl::StrCat("options.max_loops = ", maxLoops, " is outside [1, 16]"));
+  if (maxAccesses < 1 || maxAccesses > 32)
+    return absl::InvalidArgumentError(absl::StrCat("options.max_accesses = ", maxAccesses, " is outside [1, 32]"));
   if (actionsPerOp < 1 || actionsPerOp > 64)
     return absl::InvalidArgumentError(absl::StrCat("options.actions_per_op = ", actionsPerOp, " is outside [1, 64]"));
   if (maxSteps < 0)

@@ -8,6 +8,8 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "env/Features.h"
+
 namespace mlir_rl::env {
 
 namespace {
@@ -17,13 +19,10 @@ double reward(double beforeNs, double afterNs) { return std::log10(beforeNs / af
 std::vector<BoxSpec> observationSpace(const SessionConfig &c) {
   int64_t L = c.maxLoops, K = 1 + static_cast<int64_t>(c.tileSizes.size());
   const double big = 9.2e18;
-  return {
-      {"op_type", "one-hot op family: generic, matmul, conv, pooling, elementwise, other", {kNumOpFamilies},
-       DType::Float32, 0, 1},
-      {"loop_bounds", "static bound of each loop of the op under the cursor (0 past the last loop)", {L},
-       DType::Int64, 0, big},
-      {"loop_bounds_log2", "log2(1 + bound) of each loop", {L}, DType::Float32, 0, 64},
-      {"iterator_types", "per loop: 0 none, 1 parallel, 2 reduction", {L}, DType::Int32, 0, 2},
+  // The current op's structure first (op_type, loop_bounds, loop_bounds_log2, iterator_types), then the episode
+  // state and masks, then the current op's accesses and body, then the same features of its producer.
+  std::vector<BoxSpec> specs = structureSpecs(c, /*producer=*/false);
+  std::vector<BoxSpec> rest = {
       {"progress", "op index, number of ops, steps taken, transformations on the current op", {4}, DType::Int64, 0,
        big},
       {"action_history", "one-hot types of the transformations applied to the current op, in order",
@@ -32,8 +31,16 @@ std::vector<BoxSpec> observationSpace(const SessionConfig &c) {
        -1, static_cast<double>(L - 1)},
       {"mask_type", "legal values of head 'type'", {kNumActionTypes}, DType::Bool, 0, 1},
       {"mask_tiles", "legal values of heads tile_0..tile_{L-1}", {L, K}, DType::Bool, 0, 1},
-      {"mask_interchange", "legal values of head 'interchange'", {L}, DType::Bool, 0, 1},
+      {"mask_interchange", "legal values of head 'interchange'", {ActionSpace(c).nvec().back()}, DType::Bool, 0, 1},
   };
+  auto append = [&specs](std::vector<BoxSpec> group) {
+    for (BoxSpec &spec : group) specs.push_back(std::move(spec));
+  };
+  append(std::move(rest));
+  append(accessSpecs(c, /*producer=*/false));
+  append(structureSpecs(c, /*producer=*/true));
+  append(accessSpecs(c, /*producer=*/true));
+  return specs;
 }
 
 Session::Session(std::shared_ptr<const Benchmark> benchmark, SessionConfig config, uint64_t seed,
@@ -85,13 +92,42 @@ void Session::advanceCursor() {
   if (cursor_ >= benchmark_->schedule().size()) terminated_ = true;
 }
 
+namespace {
+
+// UNROLL factors (candidate tile sizes) legal for the innermost scf.for loops around `ops`, in candidate order.
+std::vector<int64_t> legalUnrollFactors(const std::vector<mlir::linalg::LinalgOp> &ops, const SessionConfig &config) {
+  std::vector<int64_t> factors;
+  std::vector<int64_t> tripCounts = transforms::innermostLoopTripCounts(ops);
+  for (int64_t f : config.tileSizes)
+    if (transforms::isLegalUnrollFactor(tripCounts, static_cast<int64_t>(ops.size()), f)) factors.push_back(f);
+  return factors;
+}
+
+// UNROLL's factor: the chosen one, or for head value 0 the smallest legal one (0 when there is none).
+int64_t resolveUnrollFactor(const DecodedAction &a, const std::vector<mlir::linalg::LinalgOp> &ops,
+                            const SessionConfig &config) {
+  if (a.unrollFactor != 0) return a.unrollFactor;
+  std::vector<int64_t> legal = legalUnrollFactors(ops, config);
+  return legal.empty() ? 0 : *std::min_element(legal.begin(), legal.end());
+}
+
+}  // namespace
+
+std::vector<mlir::linalg::LinalgOp> Session::currentLinalgOps() const {
+  const ScheduledOp *op = currentOp();
+  return op ? transforms::findTaggedOps(*module_, op->tag) : std::vector<mlir::linalg::LinalgOp>();
+}
+
+// Legality is checked against every op carrying the current tag (unrolled copies, a fused copy and an original with
+// other users): an action is legal only when it is legal for all of them, since fragments transform all of them.
 ActionMask Session::mask() const {
   int L = config_.maxLoops, K = space_.numTileChoices();
+  bool swaps = config_.interchangeMode == InterchangeMode::Swaps;
   ActionMask m;
   m.type.assign(kNumActionTypes, 0);
   m.typeReasons.assign(kNumActionTypes, "");
   m.tiles.assign(L, std::vector<uint8_t>(K, 0));
-  m.interchange.assign(L, 0);
+  m.interchange.assign(space_.numInterchangeChoices(), 0);
   for (auto &row : m.tiles) row[0] = 1;  // "no tiling" is always a legal value
   auto block = [&](ActionType t, std::string why) {
     m.type[static_cast<int>(t)] = 0;
@@ -108,21 +144,33 @@ ActionMask Session::mask() const {
   } else {
     m.type.assign(kNumActionTypes, 1);
   }
-  mlir::linalg::LinalgOp op = currentLinalgOp();
-  if (!op) {
+  std::vector<mlir::linalg::LinalgOp> ops = currentLinalgOps();
+  if (ops.empty()) {
     for (int t = 1; t < kNumActionTypes; ++t) block(static_cast<ActionType>(t), "the op under the cursor is gone");
     return m;
   }
+  mlir::linalg::LinalgOp op = ops.front();
   llvm::SmallVector<int64_t> bounds = op.getStaticLoopRanges();
   auto iterators = op.getIteratorTypesArray();
   int numLoops = static_cast<int>(bounds.size());
+  std::vector<llvm::SmallVector<int64_t>> allBounds;
+  for (mlir::linalg::LinalgOp o : ops) allBounds.push_back(o.getStaticLoopRanges());
   bool anyTiling = false, anyParallelTiling = false;
   for (int i = 0; i < std::min(numLoops, L); ++i) {
     for (int k = 1; k < K; ++k) {
       int64_t size = config_.tileSizes[k - 1];
-      if (mlir::ShapedType::isDynamic(bounds[i]) || !transforms::isLegalTileSize(bounds[i], size)) continue;
+      bool legal = true, shrinks = false;
+      for (const auto &b : allBounds) {
+        if (i >= static_cast<int>(b.size()) || mlir::ShapedType::isDynamic(b[i]) ||
+            !transforms::isLegalTileSize(b[i], size)) {
+          legal = false;
+          break;
+        }
+        shrinks |= size < b[i];
+      }
+      if (!legal) continue;
       m.tiles[i][k] = 1;
-      if (size < bounds[i]) {
+      if (shrinks) {
         anyTiling = true;
         if (iterators[i] == mlir::utils::IteratorType::parallel) anyParallelTiling = true;
       }
@@ -134,37 +182,95 @@ ActionMask Session::mask() const {
           std::find(pendingPermutation_.begin(), pendingPermutation_.end(), i) == pendingPermutation_.end();
     return m;
   }
-  for (int i = 0; i < std::min(numLoops, L); ++i) m.interchange[i] = 1;
+  if (swaps) {
+    for (int s = 0; s < static_cast<int>(m.interchange.size()); ++s)
+      m.interchange[s] = !transforms::swapPermutation(s, L, numLoops).empty();
+  } else {
+    for (int i = 0; i < std::min(numLoops, L); ++i) m.interchange[i] = 1;
+  }
   if (numLoops > L) {
     for (int t = 1; t < kNumActionTypes; ++t)
       block(static_cast<ActionType>(t), absl::StrCat("the op has ", numLoops, " loops, more than max_loops = ", L));
     return m;
   }
   if (!anyTiling) block(ActionType::Tiling, "no loop has a tile size smaller than its bound that divides it");
-  if (!anyParallelTiling)
-    block(ActionType::TiledParallelization, "no parallel loop has a tile size smaller than its bound");
-  else if (transforms::isInsideForall(op))
-    block(ActionType::TiledParallelization, "the op is already inside a parallel loop");
+  bool insideForall = std::any_of(ops.begin(), ops.end(), [](mlir::linalg::LinalgOp o) {
+    return transforms::isInsideForall(o);
+  });
+  for (ActionType t : {ActionType::TiledParallelization, ActionType::TiledFusion}) {
+    if (!anyParallelTiling)
+      block(t, "no parallel loop has a tile size smaller than its bound");
+    else if (insideForall)
+      block(t, "the op is already inside a parallel loop");
+  }
+  if (m.type[static_cast<int>(ActionType::TiledFusion)]) {
+    std::string why;
+    if (ops.size() != 1)
+      block(ActionType::TiledFusion, absl::StrCat("the tag marks ", ops.size(), " ops (unrolled or fused copies): "
+                                                  "fusion needs exactly one consumer"));
+    else if (transforms::planFusion(op, why).empty())
+      block(ActionType::TiledFusion, why);
+  }
   if (numLoops < 2) block(ActionType::Interchange, "the op has fewer than 2 loops");
-  std::string vectorBlocker = transforms::vectorizationBlocker(op, config_.maxVectorElements);
-  if (!vectorBlocker.empty()) block(ActionType::Vectorization, vectorBlocker);
+  for (mlir::linalg::LinalgOp o : ops) {
+    std::string vectorBlocker = transforms::vectorizationBlocker(o, config_.maxVectorElements);
+    if (!vectorBlocker.empty()) {
+      block(ActionType::Vectorization, vectorBlocker);
+      break;
+    }
+  }
+  for (mlir::linalg::LinalgOp o : ops) {
+    std::string img2colBlocker = transforms::img2colBlocker(o);
+    if (!img2colBlocker.empty()) {
+      block(ActionType::Img2Col, img2colBlocker);
+      break;
+    }
+  }
+  int unrollHead = space_.unrollHead();
+  if (numLoops > unrollHead) {
+    block(ActionType::Unroll, absl::StrCat("the op has ", numLoops, " loops: head tile_", unrollHead,
+                                           " tiles its last loop and cannot carry an unroll factor"));
+  } else if (transforms::innermostLoopTripCounts(ops).empty()) {
+    block(ActionType::Unroll, "no scf.for with a constant trip count around the op (tile it first)");
+  } else {
+    std::vector<int64_t> factors = legalUnrollFactors(ops, config_);
+    if (factors.empty())
+      block(ActionType::Unroll, absl::StrCat("no candidate factor > 1 divides the trip count of the innermost loop "
+                                             "(or the op would exceed ", transforms::kMaxUnrolledCopies, " copies)"));
+    for (int k = 1; k < K; ++k)
+      if (std::find(factors.begin(), factors.end(), config_.tileSizes[k - 1]) != factors.end())
+        m.tiles[unrollHead][k] = 1;
+  }
   return m;
 }
 
+namespace {
+
+// The family the benchmark gave a tagged op (it survives generalization, which turns named ops into generics).
+std::optional<OpFamily> familyOfTag(const std::vector<ScheduledOp> &schedule, mlir::Operation *op) {
+  auto attr = op->getAttrOfType<mlir::IntegerAttr>(transforms::kOpTagAttr);
+  if (!attr) return std::nullopt;
+  for (const ScheduledOp &s : schedule)
+    if (s.tag == attr.getInt()) return s.family;
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::vector<NamedTensor> Session::observe() const {
-  int L = config_.maxLoops;
-  std::vector<float> opType(kNumOpFamilies, 0.f);
-  std::vector<int64_t> bounds(L, 0);
-  std::vector<float> boundsLog2(L, 0.f);
-  std::vector<int32_t> iterators(L, 0);
-  if (const ScheduledOp *sop = currentOp()) opType[static_cast<int>(sop->family)] = 1.f;
-  if (mlir::linalg::LinalgOp op = currentLinalgOp()) {
-    llvm::SmallVector<int64_t> ranges = op.getStaticLoopRanges();
-    auto its = op.getIteratorTypesArray();
-    for (int i = 0; i < std::min<int>(L, ranges.size()); ++i) {
-      bounds[i] = mlir::ShapedType::isDynamic(ranges[i]) ? 0 : ranges[i];
-      boundsLog2[i] = static_cast<float>(std::log2(1.0 + static_cast<double>(bounds[i])));
-      iterators[i] = its[i] == mlir::utils::IteratorType::parallel ? 1 : 2;
+  int L = config_.maxLoops, A = config_.maxAccesses;
+  OpFeatures current(L, A), producer(L, A);
+  ActionMask m = mask();
+  if (const ScheduledOp *sop = currentOp()) current.opType[static_cast<int>(sop->family)] = 1.f;
+  current.vectorizable[0] = m.type[static_cast<int>(ActionType::Vectorization)];
+  if (mlir::linalg::LinalgOp op = currentLinalgOp()) {  // found once per observation
+    extractOpFeatures(op, current);
+    if (mlir::linalg::LinalgOp p = findProducer(op)) {
+      extractOpFeatures(p, producer);
+      OpFamily family = familyOfTag(benchmark_->schedule(), p).value_or(classifyOp(p));
+      producer.opType[static_cast<int>(family)] = 1.f;
+      producer.vectorizable[0] = static_cast<int>(p.getNumLoops()) <= L &&
+                                 transforms::vectorizationBlocker(p, config_.maxVectorElements).empty();
     }
   }
   std::vector<int64_t> progress{static_cast<int64_t>(cursor_), static_cast<int64_t>(benchmark_->schedule().size()),
@@ -176,22 +282,24 @@ std::vector<NamedTensor> Session::observe() const {
   for (size_t i = 0; i < pendingPermutation_.size() && i < static_cast<size_t>(L); ++i)
     partial[i] = pendingPermutation_[i];
 
-  ActionMask m = mask();
   std::vector<uint8_t> tiles;
   for (const auto &row : m.tiles) tiles.insert(tiles.end(), row.begin(), row.end());
   int64_t K = space_.numTileChoices();
-  return {
-      NamedTensor::of("op_type", DType::Float32, {kNumOpFamilies}, opType),
-      NamedTensor::of("loop_bounds", DType::Int64, {L}, bounds),
-      NamedTensor::of("loop_bounds_log2", DType::Float32, {L}, boundsLog2),
-      NamedTensor::of("iterator_types", DType::Int32, {L}, iterators),
-      NamedTensor::of("progress", DType::Int64, {4}, progress),
-      NamedTensor::of("action_history", DType::Float32, {config_.actionsPerOp, kNumActionTypes}, history),
-      NamedTensor::of("interchange_partial", DType::Int64, {L}, partial),
-      NamedTensor::of("mask_type", DType::Bool, {kNumActionTypes}, m.type),
-      NamedTensor::of("mask_tiles", DType::Bool, {L, K}, tiles),
-      NamedTensor::of("mask_interchange", DType::Bool, {L}, m.interchange),
-  };
+  // Same order as observationSpace().
+  std::vector<NamedTensor> out;
+  out.reserve(24);
+  appendStructureTensors(current, /*producer=*/false, out);
+  out.push_back(NamedTensor::of("progress", DType::Int64, {4}, progress));
+  out.push_back(NamedTensor::of("action_history", DType::Float32, {config_.actionsPerOp, kNumActionTypes}, history));
+  out.push_back(NamedTensor::of("interchange_partial", DType::Int64, {L}, partial));
+  out.push_back(NamedTensor::of("mask_type", DType::Bool, {kNumActionTypes}, m.type));
+  out.push_back(NamedTensor::of("mask_tiles", DType::Bool, {L, K}, tiles));
+  out.push_back(NamedTensor::of("mask_interchange", DType::Bool, {static_cast<int64_t>(m.interchange.size())},
+                                m.interchange));
+  appendAccessTensors(current, false, out);
+  appendStructureTensors(producer, true, out);
+  appendAccessTensors(producer, true, out);
+  return out;
 }
 
 EpisodeStatus Session::status() const {
@@ -224,7 +332,27 @@ std::string Session::describe(const DecodedAction &a) const {
     case ActionType::Tiling:
     case ActionType::TiledParallelization:
       return absl::StrCat(actionTypeName(a.type), target, " sizes ", transforms::formatList(sizes));
+    case ActionType::TiledFusion: {
+      std::string why;
+      transforms::FusionPlan plan = transforms::planFusion(currentLinalgOp(), why);
+      bool anyParallel = false;
+      if (mlir::linalg::LinalgOp lop = currentLinalgOp()) {
+        auto iterators = lop.getIteratorTypesArray();
+        for (size_t i = 0; i < sizes.size() && i < iterators.size(); ++i)
+          anyParallel |= sizes[i] != 0 && iterators[i] == mlir::utils::IteratorType::parallel;
+      }
+      return absl::StrCat("TILED_FUSION", target, " sizes ", transforms::formatList(sizes),
+                          !anyParallel ? " (no parallel tile: nothing fused)"
+                          : plan.empty() ? ""
+                                         : absl::StrCat(" fusing ", absl::StrJoin(plan.producers, ", ")));
+    }
+    case ActionType::Unroll:
+      return absl::StrCat("UNROLL", target, " innermost loop by ", resolveUnrollFactor(a, currentLinalgOps(), config_));
     case ActionType::Interchange:
+      if (config_.interchangeMode == InterchangeMode::Swaps) {
+        auto [first, second] = transforms::swapLoops(a.pointer, config_.maxLoops);
+        return absl::StrCat("INTERCHANGE", target, " swap loops ", first, " and ", second);
+      }
       return absl::StrCat("INTERCHANGE", target, " next loop ", a.pointer);
     default:
       return absl::StrCat(actionTypeName(a.type), target);
@@ -286,7 +414,41 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
       result.applied = !any || transformed;
       break;
     }
+    case ActionType::TiledFusion: {
+      std::vector<int64_t> sizes(a.tileSizes.begin(), a.tileSizes.begin() + numLoops);
+      llvm::SmallVector<bool> isReduction;
+      for (auto it : lop.getIteratorTypesArray()) isReduction.push_back(it == mlir::utils::IteratorType::reduction);
+      std::string why;
+      transforms::FusionPlan plan = transforms::planFusion(lop, why);
+      bool any = std::any_of(sizes.begin(), sizes.end(), [](int64_t s) { return s != 0; });
+      transformed =
+          any && apply(transforms::tiledFusionFragment(op->tag, sizes, isReduction, plan, prefix), failure);
+      result.applied = !any || transformed;
+      break;
+    }
+    case ActionType::Img2Col: {
+      bool depthwise = mlir::isa<mlir::linalg::DepthwiseConv2DNhwcHwcOp>(lop.getOperation());
+      transformed = apply(transforms::img2colFragment(op->tag, depthwise, prefix), failure);
+      result.applied = transformed;
+      break;
+    }
+    case ActionType::Unroll: {
+      int64_t factor = resolveUnrollFactor(a, currentLinalgOps(), config_);
+      if (factor > 1) transformed = apply(transforms::unrollFragment(op->tag, factor, prefix), failure);
+      else failure = "no legal unroll factor";
+      result.applied = transformed;
+      break;
+    }
     case ActionType::Interchange: {
+      if (config_.interchangeMode == InterchangeMode::Swaps) {
+        // One swap is a complete interchange: no open state.
+        std::vector<int64_t> permutation = transforms::swapPermutation(a.pointer, config_.maxLoops, numLoops);
+        result.description = absl::StrCat("INTERCHANGE op ", op->tag, " (", op->name, ") permutation ",
+                                          transforms::formatList(permutation));
+        transformed = apply(transforms::interchangeFragment(op->tag, permutation, prefix), failure);
+        result.applied = transformed;
+        break;
+      }
       pendingPermutation_.push_back(a.pointer);
       if (static_cast<int>(pendingPermutation_.size()) + 1 < numLoops) {
         completedTransformation = false;  // the interchange stays open
@@ -305,7 +467,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
       break;
     }
     case ActionType::Vectorization:
-      transformed = apply(transforms::vectorizationFragment(op->tag, prefix), failure);
+      transformed = apply(transforms::vectorizationFragmentFor(currentLinalgOps(), op->tag, prefix), failure);
       result.applied = transformed;
       break;
   }

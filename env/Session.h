@@ -71,6 +71,8 @@ class Session {
 
   const ScheduledOp *currentOp() const;
   mlir::linalg::LinalgOp currentLinalgOp() const;
+  // Every op carrying the current op's tag (unrolled and fused copies included); currentLinalgOp() is the first.
+  std::vector<mlir::linalg::LinalgOp> currentLinalgOps() const;
   void advanceCursor();
   // Applies a fragment to a clone; on success the clone becomes the state.
   bool apply(transforms::Fragment fragment, std::string &failure);

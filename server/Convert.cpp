@@ -49,6 +49,15 @@ absl::StatusOr<env::SessionConfig> toConfig(const v1::SessionOptions &o) {
     default:
       return absl::InvalidArgumentError(absl::StrCat("options.masked_actions = ", o.masked_actions(), " is unknown"));
   }
+  if (o.has_max_accesses()) c.maxAccesses = o.max_accesses();
+  switch (o.interchange_mode()) {
+    case v1::INTERCHANGE_MODE_UNSPECIFIED:
+    case v1::INTERCHANGE_MODE_LEVEL_POINTERS: c.interchangeMode = env::InterchangeMode::LevelPointers; break;
+    case v1::INTERCHANGE_MODE_SWAPS: c.interchangeMode = env::InterchangeMode::Swaps; break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.interchange_mode = ", o.interchange_mode(), " is unknown"));
+  }
   if (absl::Status s = c.validate(); !s.ok()) return s;
   return c;
 }
@@ -58,8 +67,13 @@ void fillSpaces(const env::SessionConfig &config, v1::GetSpacesReply &reply) {
   v1::Space *action = reply.mutable_action_space();
   action->set_name("action");
   action->set_description(
-      "multi-discrete: [type, tile_0..tile_{L-1}, interchange]; tile value 0 = no tiling, k = tile_sizes[k]; "
-      "interchange = level pointer (the loop placed next)");
+      config.interchangeMode == env::InterchangeMode::Swaps
+          ? "multi-discrete: [type, tile_0..tile_{L-1}, interchange]; tile value 0 = no tiling, k = tile_sizes[k]; "
+            "UNROLL's factor is head tile_{L-1} (0 = smallest legal); interchange = one of the 3L-6 swaps of two "
+            "loops 1-3 apart"
+          : "multi-discrete: [type, tile_0..tile_{L-1}, interchange]; tile value 0 = no tiling, k = tile_sizes[k]; "
+            "UNROLL's factor is head tile_{L-1} (0 = smallest legal); interchange = level pointer (the loop placed "
+            "next)");
   v1::MultiDiscreteSpace *md = action->mutable_multi_discrete();
   for (int64_t n : space.nvec()) md->add_nvec(n);
   for (const std::string &h : space.headNames()) md->add_head_names(h);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mlir/IR/BuiltinOps.h"
@@ -51,6 +52,11 @@ mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragme
 // Finds the linalg op carrying tag `tag` (null when there is none, e.g. after vectorization consumed it).
 mlir::linalg::LinalgOp findTaggedOp(mlir::ModuleOp module, int64_t tag);
 
+// Every linalg op carrying tag `tag`, in walk order. One tag can mark several ops: unrolling copies the op, and
+// fusing a producer into a consumer's loop leaves a tiled copy inside the loop (plus the original when it has other
+// users). Fragments match by tag, so they transform all of them; legality must hold for all of them.
+std::vector<mlir::linalg::LinalgOp> findTaggedOps(mlir::ModuleOp module, int64_t tag);
+
 // Formats a list of integers as `[a, b, c]`.
 std::string formatList(llvm::ArrayRef<int64_t> values);
 
@@ -69,10 +75,64 @@ bool isInsideForall(mlir::Operation *op);
 // ---- Interchange.cpp: permutation of the op's loops (generalizes named ops first) -----------------------------
 bool isPermutation(llvm::ArrayRef<int64_t> permutation);
 Fragment interchangeFragment(int64_t tag, llvm::ArrayRef<int64_t> permutation, llvm::StringRef prefix);
+// Enumerated-swaps mode (MLIR RL's alternative to level pointers): swap number `index` exchanges loops i and i + d,
+// d in {1, 2, 3}; distance-1 swaps come first ((0,1), (1,2), ...), then distance 2, then 3. With `maxLoops` = L
+// there are (L-1) + (L-2) + (L-3) = 3L-6 swaps (fewer for L < 3).
+int64_t numSwaps(int64_t maxLoops);
+// The loops swap `index` exchanges (first < second), or {-1, -1} when the index is out of range.
+std::pair<int64_t, int64_t> swapLoops(int64_t index, int64_t maxLoops);
+// The permutation of `numLoops` loops that swap `index` performs (empty when it names a loop >= numLoops).
+std::vector<int64_t> swapPermutation(int64_t index, int64_t maxLoops, int64_t numLoops);
 
 // ---- Vectorization.cpp: the op becomes vector operations ------------------------------------------------------
 // Empty string when the op can be vectorized with register-sized vectors, else the reason it cannot.
+// Convolutions and pooling (the 2-D NHWC/NCHW/depthwise forms MLIR can decompose) take another path: their
+// output-height and kernel-height loops are tiled to 1, the op is decomposed to its 1-D form, and that is vectorized;
+// the size limits then apply to the 1-D iteration space.
 std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements);
+// The fragment for non-convolution ops (structured.vectorize + cleanup patterns).
 Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix);
+// The fragment for the ops carrying `tag` as they are now: the convolution path (tile output height and kernel
+// height to 1 where they are not 1 yet, decompose, vectorize) when `ops` are decomposable convolutions, else
+// vectorizationFragment.
+Fragment vectorizationFragmentFor(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, int64_t tag, llvm::StringRef prefix);
+// Positions of the output-height and kernel-height loops of a convolution / pooling op that
+// `transform.structured.decompose` turns into its 1-D form; {-1, -1} for any other op.
+std::pair<int, int> decomposableConvLoops(mlir::linalg::LinalgOp op);
+
+// ---- TiledFusion.cpp: tiled parallelization plus fusion of the op's producers into the scf.forall -------------
+// What TILED_FUSION fuses into the op's scf.forall: the producers of the op's operands (linalg ops defined in the
+// op's block: any producer of an input; a linalg.fill or all-parallel op initializing the destination) and the
+// linalg.fill initializing each fused producer's own destination.
+struct FusionPlan {
+  std::vector<int64_t> operands;                           // operand numbers of the op whose producers are fused
+  std::vector<std::pair<int64_t, int64_t>> producerFills;  // (operand number of the op, init operand of its producer)
+  std::vector<std::string> producers;                      // names of the fused ops (descriptions)
+  bool empty() const { return operands.empty(); }
+};
+// The plan for `op`; when it is empty, `reason` says why nothing can be fused.
+FusionPlan planFusion(mlir::linalg::LinalgOp op, std::string &reason);
+// Parallel loops with a non-zero size -> scf.forall, the planned producers fused into it, then reduction loops with a
+// non-zero size -> scf.for inside the forall (after fusion, so fused producers stay outside every reduction loop).
+// Without a non-zero parallel size there is no forall to fuse into: the fragment is parallelTilingFragment's.
+Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction,
+                             const FusionPlan &plan, llvm::StringRef prefix);
+
+// ---- Img2Col.cpp: a 2-D convolution becomes an img2col packing op plus a contraction --------------------------
+// Empty when transform.structured.convert_conv2d_to_img2col supports the op (static 2-D NHWC-HWCF, NHWC-FHWC,
+// NCHW-FCHW or depthwise NHWC-HWC convolution with unit dilations), else the reason.
+std::string img2colBlocker(mlir::linalg::LinalgOp op);
+// The contraction that replaces the convolution gets the convolution's tag.
+Fragment img2colFragment(int64_t tag, bool depthwise, llvm::StringRef prefix);
+
+// ---- Unroll.cpp: unrolling of the innermost scf.for around the op --------------------------------------------
+// Unrolled copies keep the tag; a factor is legal when every loop's trip count is a multiple of it and the tag then
+// marks at most kMaxUnrolledCopies ops.
+inline constexpr int64_t kMaxUnrolledCopies = 64;
+// Constant trip counts of the distinct innermost scf.for loops around `ops`; empty when some op has no scf.for
+// around it or its trip count is not constant.
+std::vector<int64_t> innermostLoopTripCounts(llvm::ArrayRef<mlir::linalg::LinalgOp> ops);
+bool isLegalUnrollFactor(llvm::ArrayRef<int64_t> tripCounts, int64_t copies, int64_t factor);
+Fragment unrollFragment(int64_t tag, int64_t factor, llvm::StringRef prefix);
 
 }  // namespace mlir_rl::transforms

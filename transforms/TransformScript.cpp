@@ -80,4 +80,13 @@ mlir::linalg::LinalgOp findTaggedOp(mlir::ModuleOp module, int64_t tag) {
   return found;
 }
 
+std::vector<mlir::linalg::LinalgOp> findTaggedOps(mlir::ModuleOp module, int64_t tag) {
+  std::vector<mlir::linalg::LinalgOp> found;
+  module.walk([&](mlir::linalg::LinalgOp op) {
+    auto attr = op->getAttrOfType<mlir::IntegerAttr>(kOpTagAttr);
+    if (attr && attr.getInt() == tag) found.push_back(op);
+  });
+  return found;
+}
+
 }  // namespace mlir_rl::transforms

@@ -13,7 +13,10 @@ from mlir_rl.v1 import env_pb2
 from conftest import ServerProcess, server_binary, start_server
 
 MATMUL = "benchmark://nn-ops/matmul_64x64x64_f32"
-TYPE_NAMES = ["NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION"]
+TYPE_NAMES = [
+    "NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION", "TILED_FUSION", "IMG2COL",
+    "UNROLL",
+]
 MAX_EPISODE_STEPS = 200  # far more than a one-op benchmark can take
 
 
@@ -141,6 +144,43 @@ def test_session_options_reach_the_server(server):
         obs, _ = e.reset(seed=0)
         assert obs["mask_tiles"].shape == (6, 4)
         assert e.action_masks().shape == (len(TYPE_NAMES) + 6 * 4 + 6,)
+
+
+def test_observation_features_follow_session_sizes(server):
+    with mlir_rl.make(MATMUL, server=server, max_loops=6, max_accesses=3) as e:
+        obs, _ = e.reset(seed=0)
+        assert e.observation_space.contains(obs)
+        for name in ("load_access", "store_access", "producer_load_access", "producer_store_access"):
+            assert obs[name].shape == (3, 6, 7), name
+        assert obs["access_ranks"].shape == (2, 3)
+        assert obs["op_counts"].shape == (2, 7)
+        # C[i, j] += A[i, k] * B[k, j] over loops (i, j, k): rows are tensor dims, columns loops then the constant
+        np.testing.assert_array_equal(obs["load_access"][0, :2, :4], [[1, 0, 0, 0], [0, 0, 1, 0]])
+        np.testing.assert_array_equal(obs["load_access"][1, :2, :4], [[0, 0, 1, 0], [0, 1, 0, 0]])
+        np.testing.assert_array_equal(obs["store_access"][0, :2, :4], [[1, 0, 0, 0], [0, 1, 0, 0]])
+        np.testing.assert_array_equal(obs["access_ranks"], [[2, 2, -1], [2, -1, -1]])
+        assert obs["op_counts"].tolist() == [[1, 0, 1, 0, 0, 0, 0], [0] * 7]  # mulf, addf
+        assert not obs["producer_op_type"].any()  # the matmul's only other operand is a fill
+        assert "load_access" in e.spaces_description
+    with pytest.raises(ValueError, match="max_accesses"):
+        mlir_rl.make(MATMUL, server=server, max_accesses=0)
+
+
+def test_swap_interchange_mode(server):
+    """interchange_mode="swaps": head 'interchange' enumerates the 3L-6 swaps; one step applies a swap."""
+    with mlir_rl.make(MATMUL, server=server, interchange_mode="swaps") as e:
+        assert e.nvec[-1] == 3 * e.max_loops - 6
+        obs, _ = e.reset(seed=0)
+        assert e.observation_space.contains(obs)
+        legal = np.flatnonzero(obs["mask_interchange"]).tolist()
+        assert legal == [0, 1, e.max_loops - 1]  # matmul: swaps (0,1), (1,2), (0,2)
+        action = np.zeros(len(e.nvec), dtype=np.int64)
+        action[0] = type_index(e, "INTERCHANGE")
+        action[-1] = e.max_loops - 1
+        _, _, _, _, info = e.step(action)
+        assert info["applied"] and "[2, 1, 0]" in info["description"], info
+    with pytest.raises(ValueError, match="interchange_mode"):
+        mlir_rl.make(MATMUL, server=server, interchange_mode="lehmer")
 
 
 def test_invalid_session_option_is_a_value_error(server):
@@ -397,3 +437,47 @@ def test_penalize_mode_lets_unmasked_agents_play(server):
         assert penalized >= 1  # uniform sampling over 14 heads hits a masked value almost surely
     with pytest.raises(ValueError):
         mlir_rl.make(MATMUL, server=server, masked_actions="ignore")
+
+
+TOSA_RELU_MATMUL = """
+func.func @tosa_mlp(%x: tensor<1x32x32xf32>, %w: tensor<1x32x16xf32>) -> tensor<1x32x16xf32> {
+  %m = tosa.matmul %x, %w : (tensor<1x32x32xf32>, tensor<1x32x16xf32>) -> tensor<1x32x16xf32>
+  %r = tosa.clamp %m {min_fp = 0.0 : f32, max_fp = 3.4028235e38 : f32, min_int = 0 : i64, max_int = 9223372036854775807 : i64} : (tensor<1x32x16xf32>) -> tensor<1x32x16xf32>
+  return %r : tensor<1x32x16xf32>
+}
+"""
+
+
+def test_uploaded_tosa_module_via_make(server):
+    with mlir_rl.make(mlir=TOSA_RELU_MATMUL, server=server) as e:
+        obs, info = e.reset(seed=0)
+        assert e.benchmark.startswith("benchmark://user/")
+        done, total = False, 0.0
+        while not done:
+            masks = e.head_masks()
+            action = np.zeros(len(e.nvec), dtype=np.int64)  # NO_TRANSFORMATION unless vectorization is legal
+            if masks[0][e.type_names.index("VECTORIZATION")]:
+                action[0] = e.type_names.index("VECTORIZATION")
+            obs, reward, terminated, truncated, info = e.step(action)
+            total += reward
+            done = terminated or truncated
+        assert info["evaluation"]["correct"], info
+    uris = [b["uri"] for b in mlir_rl.list_benchmarks(server=server, split="user")]
+    assert any(u.startswith("benchmark://user/") for u in uris)
+    with pytest.raises(ValueError) as err:
+        mlir_rl.make(mlir="func.func @f(%a: tensor<?xf32>) -> tensor<?xf32> { return %a : tensor<?xf32> }",
+                     server=server)
+    assert "dynamic shapes" in str(err.value)
+
+
+def test_generators_and_splits(server):
+    families = mlir_rl.generator_families(server=server)
+    assert "matmul" in families and "conv2d_nchw" in families
+    train = mlir_rl.list_benchmarks(server=server, split="train")
+    evals = mlir_rl.list_benchmarks(server=server, split="eval")
+    assert train and evals and not {b["uri"] for b in train} & {b["uri"] for b in evals}
+    assert all(b["arithmetic_intensity"] > 0 for b in evals)
+    with mlir_rl.make("generator://matmul/7", server=server) as e:
+        obs, info = e.reset(seed=0)
+        assert info["num_ops"] == 1
+        assert obs["loop_bounds"][0] > 0

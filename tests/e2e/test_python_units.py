@@ -67,6 +67,44 @@ def test_tensor_with_wrong_byte_count_is_rejected():
         spaces.tensor_to_array(env_pb2.Tensor(name="u", dtype=env_pb2.DTYPE_UNSPECIFIED, shape=[1], data=b"\0"))
 
 
+def test_observation_arrays_are_fresh_and_decoded_per_shape():
+    # The decoding is cached per (dtype, shape): the same name with another shape, a wrong byte count or a negative
+    # dimension after a good tensor must still be decoded or rejected as if seen for the first time.
+    obs = env_pb2.Observation(tensors=[
+        spaces.array_to_tensor("m", np.array([[1, 0], [0, 1]], bool), env_pb2.DTYPE_BOOL),
+        spaces.array_to_tensor("x", np.arange(6, dtype=np.int64), env_pb2.DTYPE_INT64),
+        spaces.array_to_tensor("y", np.arange(6, dtype=np.int64).reshape(2, 3), env_pb2.DTYPE_INT64),
+        env_pb2.Tensor(name="b", dtype=env_pb2.DTYPE_BOOL, shape=[2, 2], data=bytes([0, 2, 255, 0])),
+    ])
+    for _ in range(2):
+        out = spaces.observation_to_dict(obs)
+        assert list(out) == ["m", "x", "y", "b"]
+        assert out["x"].shape == (6,) and out["y"].shape == (2, 3) and out["y"][1, 2] == 5
+        assert out["b"].dtype == np.bool_ and out["b"].tolist() == [[False, True], [True, False]]
+        for a in out.values():
+            assert a.flags.writeable and a.flags.owndata and a.flags.c_contiguous and a.dtype.isnative
+        out["x"][0] = 42
+        assert spaces.observation_to_dict(obs)["x"][0] == 0
+    bad = env_pb2.Observation(tensors=[env_pb2.Tensor(name="x", dtype=env_pb2.DTYPE_INT64, shape=[6], data=b"\0" * 40)])
+    with pytest.raises(errors.MlirRlError, match="'x' has 40 bytes of data, expected 48"):
+        spaces.observation_to_dict(bad)
+    negative = env_pb2.Tensor(name="n", dtype=env_pb2.DTYPE_INT64, shape=[-1], data=b"")
+    with pytest.raises(errors.MlirRlError, match="negative"):
+        spaces.observation_to_dict(env_pb2.Observation(tensors=[negative]))
+
+
+def test_action_values_are_python_ints():
+    for action in (np.array([1, 2, 3]), np.array([1, 2, 3], np.uint8), [1, 2, 3], (1, 2, 3), np.array([1.0, 2, 3]),
+                   [np.int32(1), 2, 3], np.array([1, 2, 3], object)):
+        values = MlirRlEnv._action_values(action)
+        assert values == [1, 2, 3] and all(type(v) is int for v in values), action
+    assert MlirRlEnv._action_values(np.int64(4)) == [4]
+    with pytest.raises(errors.InvalidArgumentError, match="integers"):
+        MlirRlEnv._action_values([1.5, 2])
+    with pytest.raises(errors.InvalidArgumentError, match="1-D"):
+        MlirRlEnv._action_values(np.zeros((2, 2), np.int64))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # spaces
 
@@ -463,6 +501,20 @@ def test_fake_episode(fake):
         sched = env.export_schedule()
         assert sched["actions"] == [a.tolist(), [0, 0, 0, 0, 0]] and sched["benchmark"] == MATMUL
         assert env.render().startswith("func.func")
+
+
+def test_fake_observation_is_the_callers_to_modify(fake):
+    with mlir_rl.make(MATMUL, server=fake.address, max_loops=3) as env:
+        for obs in (env.reset()[0], env.step(legal_action(env))[0], env.observe()[0]):
+            masks = env.action_masks()
+            for a in obs.values():
+                assert a.flags.writeable and a.flags.owndata
+                a[...] = 0  # the environment's masks are its own copy
+            np.testing.assert_array_equal(env.action_masks(), masks)
+            assert masks.any()
+        child = env.fork()
+        np.testing.assert_array_equal(child.action_masks(), env.action_masks())
+        child.close()
 
 
 def test_fake_reset_without_seed_sends_zero_and_closes_the_previous_session(fake):

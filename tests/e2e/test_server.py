@@ -19,12 +19,16 @@ from mlir_rl.v1 import env_pb2_grpc as rpc
 
 SMALL = "benchmark://nn-ops/matmul_64x64x64_f32"
 TILING, TILED_PARALLELIZATION, INTERCHANGE, VECTORIZATION = 1, 2, 3, 4
+TILED_FUSION, IMG2COL, UNROLL = 5, 6, 7
 TILE = {0: 0, 1: 1, 2: 2, 4: 3, 8: 4, 16: 5, 32: 6, 64: 7}  # tile size -> head value with default options
 
 
-def action(kind: int, sizes=(), pointer: int = 0) -> pb.Action:
-    values = [kind] + [TILE[s] for s in sizes] + [0] * (12 - len(sizes)) + [pointer]
-    return pb.Action(values=values)
+def action(kind: int, sizes=(), pointer: int = 0, unroll: int = 0) -> pb.Action:
+    """[type, tile_0..tile_11, interchange]; UNROLL's factor goes in the last tile head (tile_11)."""
+    tiles = [TILE[s] for s in sizes] + [0] * (12 - len(sizes))
+    if unroll:
+        tiles[11] = TILE[unroll]
+    return pb.Action(values=[kind] + tiles + [pointer])
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,12 @@ def test_version_and_spaces_describe_themselves(stub):
     spaces = stub.GetSpaces(pb.GetSpacesRequest(options=pb.SessionOptions(max_loops=6)), timeout=10)
     md = spaces.action_space.multi_discrete
     assert list(md.head_names) == ["type"] + [f"tile_{i}" for i in range(6)] + ["interchange"]
-    assert list(md.nvec) == [5] + [8] * 6 + [6]
+    assert list(md.nvec) == [8] + [8] * 6 + [6]
+    assert list(md.type_names) == ["NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE",
+                                   "VECTORIZATION", "TILED_FUSION", "IMG2COL", "UNROLL"]
+    swaps = stub.GetSpaces(pb.GetSpacesRequest(options=pb.SessionOptions(
+        interchange_mode=pb.INTERCHANGE_MODE_SWAPS)), timeout=10).action_space.multi_discrete
+    assert list(swaps.nvec) == [8] + [8] * 12 + [30]  # 3L - 6 swaps of loops 1-3 apart
     assert list(md.tile_sizes) == [0, 1, 2, 4, 8, 16, 32, 64]
     names = [s.name for s in spaces.observation_space]
     assert "mask_type" in names and "loop_bounds" in names
@@ -148,6 +157,33 @@ def test_step_after_end_is_failed_precondition(stub):
     assert done.outcomes[1].evaluation.correct
     code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid, actions=[pb.Action(values=[0] * 14)]))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "over" in msg
+
+
+def test_tiled_fusion_and_unroll_are_applied_checked_and_replayable(stub):
+    """TILED_FUSION fuses the matmul's fill into its forall; UNROLL unrolls the reduction loop; the result is correct
+    and a replay rebuilds the same IR."""
+    actions = [action(TILED_FUSION, [16, 16, 8]), action(UNROLL, unroll=4), action(TILING, [8, 16, 1])]
+    sid = reset(stub).session_id
+    reply = stub.Step(pb.StepRequest(session_id=sid, actions=actions), timeout=120)
+    assert [o.applied for o in reply.outcomes] == [True, True, True], [o.failure_reason for o in reply.outcomes]
+    assert "fusing linalg.fill" in reply.outcomes[0].description
+    assert "by 4" in reply.outcomes[1].description
+    done = stub.Step(pb.StepRequest(session_id=sid, actions=[action(VECTORIZATION)]), timeout=120)
+    assert done.terminated and done.outcomes[0].applied, done.outcomes[0].failure_reason
+    assert done.outcomes[0].evaluation.correct, done.outcomes[0].evaluation.failure
+    exported = stub.ExportSchedule(pb.ExportScheduleRequest(session_id=sid))
+    assert "fuse_into_containing_op" in exported.transform_script
+    assert "transform.loop.unroll" in exported.transform_script
+    replayed = stub.ExportSchedule(pb.ExportScheduleRequest(
+        session_id=reset(stub, replay_actions=actions + [action(VECTORIZATION)]).session_id))
+    assert replayed.current_ir == exported.current_ir
+    # Masked: IMG2COL on a matmul, an unroll factor that does not divide the trip count.
+    sid = reset(stub).session_id
+    code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid, actions=[action(IMG2COL)]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "IMG2COL" in msg
+    stub.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [0, 0, 16])]))  # k loop: 4 trips
+    code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid, actions=[action(UNROLL, unroll=8)]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tile_11" in msg
 
 
 def test_replay_rebuilds_the_same_state(stub):

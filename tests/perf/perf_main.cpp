@@ -95,7 +95,7 @@ int main(int argc, char **argv) {
 
   // --- Latencies over loopback gRPC (C++ client) ---
   const std::string uri = "benchmark://nn-ops/matmul_64x64x64_f32";
-  Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, fork, cacheHit;
+  Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, fork, cacheHit, stepFusion, stepUnroll;
   for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
     v1::ResetRequest rq;
     rq.set_benchmark(uri);
@@ -156,6 +156,15 @@ int main(int argc, char **argv) {
     v1::CloseReply cr;
     grpc::ClientContext c3;
     stub->Close(&c3, cq, &cr);
+    // A second episode (never evaluated): TILED_FUSION [16, 16, 8] fuses the fill into the forall, then UNROLL of
+    // the k loop (8 trips) by 2; UNROLL's factor is in head tile_11 (value 2 = size 2).
+    grpc::ClientContext c4;
+    if (!stub->Reset(&c4, rq, &rr).ok()) return 1;
+    step(action(5, {5, 5, 4}), stepFusion);
+    step(action(7, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}), stepUnroll);
+    cq.set_session_id(rr.session_id());
+    grpc::ClientContext c5;
+    stub->Close(&c5, cq, &cr);
   }
   Stats floor;
   for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
@@ -172,6 +181,8 @@ int main(int argc, char **argv) {
   report("Step INTERCHANGE level pointer (no transform)", stepPointer, "us");
   report("Step INTERCHANGE completing (generalize+permute)", stepInterchange, "us");
   report("Step TILED_PARALLELIZATION (non-evaluating)", stepParallel, "us");
+  report("Step TILED_FUSION (non-evaluating)", stepFusion, "us");
+  report("Step UNROLL (non-evaluating)", stepUnroll, "us");
   report("Observe", observe, "us");
   report("Fork", fork, "us");
   report("Step terminal, evaluation served from cache", cacheHit, "us");

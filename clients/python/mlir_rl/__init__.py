@@ -20,7 +20,7 @@ except ImportError as _e:  # pragma: no cover - only without generated stubs
         f"proto/mlir_rl/v1/env.proto ({_e})") from _e
 
 from . import errors  # noqa: E402
-from .client import list_benchmarks, make, version  # noqa: E402
+from .client import generator_families, list_benchmarks, make, version  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
 from .errors import (  # noqa: E402
     DeadlineExceededError,
@@ -37,6 +37,7 @@ from .errors import (  # noqa: E402
 __all__ = [
     "make",
     "list_benchmarks",
+    "generator_families",
     "version",
     "MlirRlEnv",
     "errors",

@@ -7,23 +7,38 @@ from typing import Any, Dict, List, Optional
 from .env import DEFAULT_SERVER, Connection, MlirRlEnv, benchmark_to_dict, message_to_dict
 from .v1 import env_pb2
 
-__all__ = ["make", "list_benchmarks", "version"]
+__all__ = ["make", "list_benchmarks", "generator_families", "version"]
 
 
-def make(benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER, **options: Any) -> MlirRlEnv:
+def make(benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER, mlir: Optional[str] = None,
+         **options: Any) -> MlirRlEnv:
     """An :class:`MlirRlEnv` on ``server``; ``options`` are the constructor's keyword arguments (session options
-    such as ``max_loops=8, reward_mode="immediate"``, and ``timeout``, ``render_mode``, ...)."""
-    return MlirRlEnv(benchmark, server=server, **options)
+    such as ``max_loops=8, reward_mode="immediate"``, and ``timeout``, ``render_mode``, ...). With ``mlir=TEXT``
+    the module (Linalg on tensors, or TOSA) is uploaded, validated by the server, and becomes the benchmark."""
+    return MlirRlEnv(benchmark, server=server, mlir=mlir, **options)
 
 
-def list_benchmarks(server: str = DEFAULT_SERVER, dataset: str = "", *,
+def list_benchmarks(server: str = DEFAULT_SERVER, dataset: str = "", *, split: str = "",
                     timeout: Optional[float] = 60.0) -> List[Dict[str, Any]]:
     """The server's benchmarks as dicts with keys uri, dataset, name, description, num_ops, op_families, dtype,
-    flops (all datasets when ``dataset`` is empty)."""
+    flops, bytes, arithmetic_intensity, split ("train", "eval", "user") and reference_ns (0 until measured); all
+    datasets when ``dataset`` is empty, all splits when ``split`` is empty. ``generator://<family>/<seed>`` URIs
+    (families: :func:`generator_families`) work wherever a benchmark URI does."""
     conn = Connection(server, timeout=timeout)
     try:
-        reply = conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset), idempotent=True)
+        reply = conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset, split=split),
+                          idempotent=True)
         return [benchmark_to_dict(b) for b in reply.benchmarks]
+    finally:
+        conn.release()
+
+
+def generator_families(server: str = DEFAULT_SERVER, *, timeout: Optional[float] = 60.0) -> List[str]:
+    """Families of generator://<family>/<seed> benchmarks (seeded random ops, disjoint from the eval split)."""
+    conn = Connection(server, timeout=timeout)
+    try:
+        return list(conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset="-"),
+                              idempotent=True).generator_families)
     finally:
         conn.release()
 

@@ -127,13 +127,17 @@ _REWARD_MODES = {
     "final": env_pb2.REWARD_MODE_FINAL,
     "immediate": env_pb2.REWARD_MODE_IMMEDIATE,
 }
-_INT_OPTIONS = ("max_loops", "actions_per_op", "max_steps", "num_threads", "max_vector_elements")
+_INT_OPTIONS = ("max_loops", "actions_per_op", "max_steps", "num_threads", "max_vector_elements", "max_accesses")
 _FLOAT_OPTIONS = ("transform_penalty", "execution_penalty")
 _MASKED_ACTION_MODES = {
     "reject": env_pb2.MASKED_ACTIONS_REJECT,
     "penalize": env_pb2.MASKED_ACTIONS_PENALIZE,
 }
-OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions")
+_INTERCHANGE_MODES = {
+    "level_pointers": env_pb2.INTERCHANGE_MODE_LEVEL_POINTERS,
+    "swaps": env_pb2.INTERCHANGE_MODE_SWAPS,
+}
+OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions", "interchange_mode")
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -147,7 +151,9 @@ def session_options(**options: Any) -> env_pb2.SessionOptions:
 
     ``reward_mode`` is ``"final"`` or ``"immediate"`` (or the proto enum value); ``tile_sizes`` a sequence of ints;
     ``masked_actions`` is ``"reject"`` (a masked action raises InvalidArgumentError) or ``"penalize"`` (it is a failed
-    step with the transform penalty, for agents that ignore masks, e.g. gymnasium's ``check_env``).
+    step with the transform penalty, for agents that ignore masks, e.g. gymnasium's ``check_env``);
+    ``interchange_mode`` is ``"level_pointers"`` (default) or ``"swaps"`` (head ``interchange`` picks one of the
+    3L-6 swaps of two loops 1-3 apart).
     Unknown names raise :class:`InvalidArgumentError` (a ``ValueError``); value ranges are checked by the server.
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
@@ -179,6 +185,12 @@ def session_options(**options: Any) -> env_pb2.SessionOptions:
         if not isinstance(masked, str) or masked.lower() not in _MASKED_ACTION_MODES:
             raise InvalidArgumentError(f"option 'masked_actions' must be 'reject' or 'penalize', got {masked!r}")
         msg.masked_actions = _MASKED_ACTION_MODES[masked.lower()]
+    interchange = options.get("interchange_mode")
+    if interchange is not None:
+        if not isinstance(interchange, str) or interchange.lower() not in _INTERCHANGE_MODES:
+            raise InvalidArgumentError(
+                f"option 'interchange_mode' must be 'level_pointers' or 'swaps', got {interchange!r}")
+        msg.interchange_mode = _INTERCHANGE_MODES[interchange.lower()]
     sizes = options.get("tile_sizes")
     if sizes is not None:
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
@@ -191,14 +203,24 @@ def session_options(**options: Any) -> env_pb2.SessionOptions:
 # Proto -> plain Python
 
 
+# Per message type: its fields as (name, repeated), read from the descriptor once rather than on every call.
+_message_fields: Dict[str, Tuple[Tuple[str, bool], ...]] = {}
+
+
+def _fields_of(descriptor: Any) -> Tuple[Tuple[str, bool], ...]:
+    fields = _message_fields.get(descriptor.full_name)
+    if fields is None:
+        fields = tuple((f.name, f.label == f.LABEL_REPEATED) for f in descriptor.fields)
+        _message_fields[descriptor.full_name] = fields
+    return fields
+
+
 def message_to_dict(message: Any) -> Dict[str, Any]:
     """The fields of a flat proto message (scalars and repeated scalars) as a plain dict, defaults included."""
     out: Dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.label == field.LABEL_REPEATED:
-            value = list(value)
-        out[field.name] = value
+    for name, repeated in _fields_of(message.DESCRIPTOR):
+        value = getattr(message, name)
+        out[name] = list(value) if repeated else value
     return out
 
 
@@ -208,7 +230,7 @@ def benchmark_to_dict(info: "env_pb2.BenchmarkInfo") -> Dict[str, Any]:
 
 def _outcome_to_dict(outcome: "env_pb2.StepOutcome") -> Dict[str, Any]:
     return {
-        "action": list(outcome.action.values),
+        "action": outcome.action.values[:],
         "applied": outcome.applied,
         "failure_reason": outcome.failure_reason,
         "description": outcome.description,
@@ -216,6 +238,20 @@ def _outcome_to_dict(outcome: "env_pb2.StepOutcome") -> Dict[str, Any]:
         "evaluation": message_to_dict(outcome.evaluation) if outcome.HasField("evaluation") else None,
         "apply_ms": outcome.apply_ms,
     }
+
+
+def _step_request(session_id: str, values: List[int]) -> "env_pb2.StepRequest":
+    """``StepRequest(session_id, actions=[Action(values)], observation=ObservationRequest())``, built without the
+    keyword constructor's intermediate messages."""
+    request = env_pb2.StepRequest(session_id=session_id)
+    request.actions.add().values.extend(values)
+    request.observation.SetInParent()
+    return request
+
+
+# The observation tensors head_masks() reads: the environment keeps its own copy of these (the arrays it returns
+# are the caller's to modify).
+_MASK_TENSORS = ("mask_type", "mask_tiles", "mask_interchange")
 
 
 def _normalize_benchmark(uri: str) -> str:
@@ -284,8 +320,9 @@ class MlirRlEnv(_EnvBase):
         auto_recover: when the server no longer knows the session (it restarted), rebuild the episode with
             ``Reset(replay_actions=...)`` from the actions recorded here and retry the call, once.
         max_loops, actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes,
-            num_threads, max_vector_elements, masked_actions: session options (``SessionOptions``); ``None`` = server
-            default.
+            num_threads, max_vector_elements, masked_actions, max_accesses, interchange_mode: session options
+            (``SessionOptions``);
+            ``None`` = server default.
 
     Attributes beyond Gymnasium's: ``head_names`` (one per entry of an action), ``type_names`` (values of head
     ``type``), ``tile_sizes`` (``tile_sizes[v]`` is the size a tile head value ``v`` means; 0 = not tiled),
@@ -301,7 +338,9 @@ class MlirRlEnv(_EnvBase):
                  max_steps: Optional[int] = None, reward_mode: Optional[str] = None,
                  transform_penalty: Optional[float] = None, execution_penalty: Optional[float] = None,
                  tile_sizes: Optional[Sequence[int]] = None, num_threads: Optional[int] = None,
-                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = None):
+                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = None,
+                 max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
+                 mlir: Optional[str] = None, description: str = ""):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
         self._obs: Optional["OrderedDict[str, np.ndarray]"] = None
@@ -311,12 +350,19 @@ class MlirRlEnv(_EnvBase):
         self._options = session_options(
             max_loops=max_loops, actions_per_op=actions_per_op, max_steps=max_steps, reward_mode=reward_mode,
             transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
-            num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions)
+            num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions,
+            max_accesses=max_accesses, interchange_mode=interchange_mode)
         self._default_benchmark = None if benchmark is None else _normalize_benchmark(benchmark)
         self._auto_recover = bool(auto_recover)
         self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
         self._closed = False
+        # Uploaded benchmarks (uri -> (text, description)), re-uploaded if a restarted server no longer knows them.
+        self._uploads: Dict[str, Tuple[str, str]] = {}
         try:
+            if mlir is not None:
+                if benchmark is not None:
+                    raise InvalidArgumentError("give either a benchmark URI or mlir text, not both")
+                self._default_benchmark = self.add_benchmark(mlir, description)["uri"]
             reply = self._conn.call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
             self._set_spaces(reply)
         except BaseException:
@@ -407,10 +453,11 @@ class MlirRlEnv(_EnvBase):
 
     # -- benchmarks --------------------------------------------------------------------------------------------
 
-    def list_benchmarks(self, dataset: str = "") -> List[Dict[str, Any]]:
-        """The server's benchmarks (all datasets when ``dataset`` is empty) as dicts of ``BenchmarkInfo`` fields."""
+    def list_benchmarks(self, dataset: str = "", split: str = "") -> List[Dict[str, Any]]:
+        """The server's benchmarks (all datasets / splits when empty) as dicts of ``BenchmarkInfo`` fields."""
         self._check_open()
-        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset), idempotent=True)
+        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset, split=split),
+                                idempotent=True)
         return [benchmark_to_dict(b) for b in reply.benchmarks]
 
     def version(self) -> Dict[str, str]:
@@ -419,8 +466,9 @@ class MlirRlEnv(_EnvBase):
 
     def _pick_benchmark(self) -> str:
         if self._benchmark_uris is None:
-            # Sorted, so the pick depends only on the seed and the set of benchmarks, not on the server's order.
-            self._benchmark_uris = sorted(b["uri"] for b in self.list_benchmarks())
+            # The training split (the eval split is held out), sorted so the pick depends only on the seed and the
+            # set of benchmarks, not on the server's order.
+            self._benchmark_uris = sorted(b["uri"] for b in self.list_benchmarks(split="train"))
         if not self._benchmark_uris:
             raise FailedPreconditionError("the server offers no benchmarks")
         return self._benchmark_uris[int(self.np_random.integers(len(self._benchmark_uris)))]
@@ -430,6 +478,8 @@ class MlirRlEnv(_EnvBase):
     @staticmethod
     def _action_values(action: Any) -> List[int]:
         """An action as a list of ints. Length, ranges and masks are the server's to check."""
+        if type(action) is np.ndarray and action.ndim == 1 and action.dtype.kind in "iu":
+            return action.tolist()  # the common case: Python ints without a per-element loop
         try:
             a = np.asarray(action)
         except Exception as e:  # noqa: BLE001 - anything numpy cannot read is a bad action
@@ -439,9 +489,9 @@ class MlirRlEnv(_EnvBase):
         if a.ndim != 1:
             raise InvalidArgumentError(f"an action must be a 1-D integer vector, got shape {a.shape}")
         if a.dtype.kind in "iu":
-            return [int(v) for v in a]
+            return a.tolist()
         if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-            return [int(v) for v in a]
+            return [int(v) for v in a.tolist()]
         if a.dtype.kind == "O" and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in a):
             return [int(v) for v in a]
         raise InvalidArgumentError(f"action values must be integers, got {a.tolist()!r}")
@@ -463,12 +513,27 @@ class MlirRlEnv(_EnvBase):
 
     # -- RPCs on the session -----------------------------------------------------------------------------------
 
+    def add_benchmark(self, mlir: str, description: str = "") -> Dict[str, Any]:
+        """Uploads a benchmark (Linalg on tensors, or TOSA) to the server; returns its info dict, whose ``uri``
+        (``benchmark://user/<hash>``) ``reset(options={"benchmark": uri})`` accepts. Rejections raise
+        InvalidArgumentError with MLIR's diagnostic (line and column)."""
+        reply = self._conn.call("AddBenchmark", env_pb2.AddBenchmarkRequest(mlir=mlir, description=description),
+                                idempotent=True)
+        self._uploads[reply.benchmark.uri] = (mlir, description)
+        return benchmark_to_dict(reply.benchmark)
+
     def _reset_rpc(self, benchmark: str, seed: int, replay: Sequence[Sequence[int]]) -> "env_pb2.ResetReply":
-        request = env_pb2.ResetRequest(
-            benchmark=benchmark, options=self._options, seed=seed,
-            replay_actions=[env_pb2.Action(values=list(a)) for a in replay],
-            observation=env_pb2.ObservationRequest())
-        return self._conn.call("Reset", request, idempotent=False)
+        request = env_pb2.ResetRequest(benchmark=benchmark, options=self._options, seed=seed)
+        for a in replay:
+            request.replay_actions.add().values.extend(a)
+        request.observation.SetInParent()
+        try:
+            return self._conn.call("Reset", request, idempotent=False)
+        except NotFoundError:
+            if benchmark not in self._uploads:
+                raise
+            self.add_benchmark(*self._uploads[benchmark])  # the server restarted: upload again (same URI)
+            return self._conn.call("Reset", request, idempotent=False)
 
     def _session_call(self, method: str, make_request: Callable[[str], Any], *, idempotent: bool) -> Any:
         """Calls ``method`` on the current session; when the server has lost the session (NOT_FOUND, e.g. after
@@ -547,14 +612,14 @@ class MlirRlEnv(_EnvBase):
         self._episode_benchmark = reply.benchmark or benchmark
         self._episode_seed = server_seed
         self._actions = [list(a) for a in replay]
-        self._obs = _spaces.observation_to_dict(reply.observation)
+        obs = self._take_observation(reply.observation)
         info: Dict[str, Any] = message_to_dict(reply.info)
         info["benchmark"] = self._episode_benchmark
         info["session_id"] = reply.session_id
         info["reference"] = message_to_dict(reply.reference) if reply.HasField("reference") else None
         info["terminated"] = bool(reply.terminated)
         info["truncated"] = bool(reply.truncated)
-        return self._copy_obs(), info
+        return obs, info
 
     def step(self, action: Any) -> Tuple["OrderedDict[str, np.ndarray]", float, bool, bool, Dict[str, Any]]:
         """Applies one action ``[type, tile_0, ..., tile_{L-1}, interchange]``.
@@ -564,20 +629,17 @@ class MlirRlEnv(_EnvBase):
         to apply is not an error: ``info["applied"]`` is False and the reward is the transform penalty.
         """
         values = self._action_values(action)
-        reply = self._session_call(
-            "Step", lambda sid: env_pb2.StepRequest(session_id=sid, actions=[env_pb2.Action(values=values)],
-                                                    observation=env_pb2.ObservationRequest()),
-            idempotent=False)
+        reply = self._session_call("Step", lambda sid: _step_request(sid, values), idempotent=False)
         if not reply.outcomes:
             # The server stopped before the action: the episode was already over.
             state = "truncated" if reply.truncated and not reply.terminated else "terminated"
             raise FailedPreconditionError(f"the episode is over ({state}): call reset() to start a new one")
         # Record what the server processed (including actions that failed to apply), for replay.
         self._actions.append(values)
-        self._obs = _spaces.observation_to_dict(reply.observation)
+        obs = self._take_observation(reply.observation)
         info = _outcome_to_dict(reply.outcomes[-1])
         info.update(message_to_dict(reply.info))
-        return self._copy_obs(), float(reply.reward), bool(reply.terminated), bool(reply.truncated), info
+        return obs, float(reply.reward), bool(reply.terminated), bool(reply.truncated), info
 
     def observe(self, include_ir: bool = False, include_schedule: bool = False
                 ) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, Any]]:
@@ -586,7 +648,7 @@ class MlirRlEnv(_EnvBase):
         request = env_pb2.ObservationRequest(include_ir=include_ir, include_schedule=include_schedule)
         reply = self._session_call(
             "Observe", lambda sid: env_pb2.ObserveRequest(session_id=sid, observation=request), idempotent=True)
-        self._obs = _spaces.observation_to_dict(reply.observation)
+        obs = self._take_observation(reply.observation)
         info = message_to_dict(reply.info)
         info["terminated"] = bool(reply.terminated)
         info["truncated"] = bool(reply.truncated)
@@ -594,7 +656,7 @@ class MlirRlEnv(_EnvBase):
             info["ir"] = reply.observation.ir
         if include_schedule:
             info["schedule"] = reply.observation.schedule
-        return self._copy_obs(), info
+        return obs, info
 
     def render(self) -> str:
         """The current payload IR text."""
@@ -671,6 +733,14 @@ class MlirRlEnv(_EnvBase):
         state = "closed" if self._closed else (f"session {self._session_id}" if self._session_id else "no episode")
         return f"MlirRlEnv({self.benchmark!r}, server={self.server!r}, {state})"
 
-    def _copy_obs(self) -> "OrderedDict[str, np.ndarray]":
-        assert self._obs is not None
-        return OrderedDict((k, v.copy()) for k, v in self._obs.items())
+    def _take_observation(self, observation: "env_pb2.Observation") -> "OrderedDict[str, np.ndarray]":
+        """The observation as fresh arrays for the caller; keeps a private copy of the mask tensors for
+        ``head_masks`` (so that the caller may modify what it got)."""
+        obs = _spaces.observation_to_dict(observation)
+        kept: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        for name in _MASK_TENSORS:
+            array = obs.get(name)
+            if array is not None:
+                kept[name] = array.copy()
+        self._obs = kept
+        return obs

@@ -324,31 +324,64 @@ def observation_space_from_proto(spaces: Iterable["env_pb2.Space"], seed: Any = 
 # Tensors -> numpy
 
 
+# How the wire bytes of each (proto dtype, shape) are decoded, computed once per distinct pair: the observation
+# tensors of a session keep their dtype and shape from step to step, so the hot path is a dict lookup, a length
+# check and one numpy conversion per tensor (no per-step dtype, byte-order or size arithmetic).
+# A spec is (numpy dtype, wire dtype, byte count, whether the shape is 1-D).
+_DecodeSpec = Tuple[np.dtype, np.dtype, int, bool]
+_decode_specs: "dict[Tuple[int, Tuple[int, ...]], _DecodeSpec]" = {}
+_MAX_DECODE_SPECS = 4096
+
+
+def _decode_spec(name: str, dtype_value: int, shape: Tuple[int, ...]) -> _DecodeSpec:
+    """The decoding of a tensor of ``dtype_value`` and ``shape`` (cached), or MlirRlError for an unsupported dtype
+    or a negative dimension (never cached)."""
+    key = (dtype_value, shape)
+    spec = _decode_specs.get(key)
+    if spec is not None:
+        return spec
+    dtype = numpy_dtype(dtype_value)
+    if any(d < 0 for d in shape):
+        raise MlirRlError(f"tensor {name!r} has a negative dimension in shape {list(shape)}")
+    # bool travels as one byte per element (any non-zero byte is true), everything else as little-endian values.
+    wire = np.dtype(np.uint8) if dtype.kind == "b" else dtype.newbyteorder("<")
+    spec = (dtype, wire, math.prod(shape) * wire.itemsize, len(shape) == 1)
+    if len(_decode_specs) < _MAX_DECODE_SPECS:
+        _decode_specs[key] = spec
+    return spec
+
+
+def _decode(name: str, dtype_value: int, shape: Tuple[int, ...], data: bytes) -> np.ndarray:
+    dtype, wire, nbytes, flat = _decode_specs.get((dtype_value, shape)) or _decode_spec(name, dtype_value, shape)
+    if len(data) != nbytes:
+        raise MlirRlError(f"tensor {name!r} has {len(data)} bytes of data, expected {nbytes} for shape "
+                          f"{list(shape)} and dtype {dtype}")
+    # frombuffer views the (immutable) bytes without copying; astype makes the one copy: a fresh, writable array
+    # of native byte order that owns its memory (uint8 -> bool maps every non-zero byte to True).
+    if flat:
+        return np.frombuffer(data, dtype=wire).astype(dtype)
+    return np.frombuffer(data, dtype=wire).reshape(shape).astype(dtype)
+
+
 def tensor_to_array(tensor: "env_pb2.Tensor") -> np.ndarray:
     """A writable numpy array (native byte order) from a proto ``Tensor`` (packed little-endian, row-major)."""
-    dtype = numpy_dtype(tensor.dtype)
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
-        raise MlirRlError(f"tensor {tensor.name!r} has a negative dimension in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if dtype.kind == "b":
-        wire = np.dtype(np.uint8)
-    else:
-        wire = dtype.newbyteorder("<")
-    if len(tensor.data) != count * wire.itemsize:
-        raise MlirRlError(f"tensor {tensor.name!r} has {len(tensor.data)} bytes of data, expected "
-                          f"{count * wire.itemsize} for shape {list(shape)} and dtype {dtype}")
-    flat = np.frombuffer(tensor.data, dtype=wire, count=count)
-    if dtype.kind == "b":
-        return (flat != 0).reshape(shape)  # a new array
-    return flat.astype(dtype, copy=True).reshape(shape)
+    return _decode(tensor.name, tensor.dtype, tuple(tensor.shape[:]), tensor.data)
 
 
 def observation_to_dict(observation: "env_pb2.Observation") -> "OrderedDict[str, np.ndarray]":
-    """The named tensors of a proto ``Observation`` as an ordered dict of numpy arrays."""
+    """The named tensors of a proto ``Observation`` as an ordered dict of fresh, writable numpy arrays."""
     out: "OrderedDict[str, np.ndarray]" = OrderedDict()
+    specs, frombuffer = _decode_specs, np.frombuffer
     for t in observation.tensors:
-        out[t.name] = tensor_to_array(t)
+        # _decode, inlined for a tensor of a known dtype and shape.
+        name, dtype_value, shape, data = t.name, t.dtype, tuple(t.shape[:]), t.data
+        spec = specs.get((dtype_value, shape))
+        if spec is None or len(data) != spec[2]:
+            out[name] = _decode(name, dtype_value, shape, data)
+        elif spec[3]:
+            out[name] = frombuffer(data, dtype=spec[1]).astype(spec[0])
+        else:
+            out[name] = frombuffer(data, dtype=spec[1]).reshape(shape).astype(spec[0])
     return out
 
 

@@ -1,0 +1,888 @@
+// The transformations of issue 3 — TILED_FUSION, IMG2COL, UNROLL, convolution VECTORIZATION, swap INTERCHANGE —
+// on every op family they apply to (matmul, batch_matmul, conv 2-D NHWC and NCHW, depthwise conv, pooling,
+// elementwise, generic contraction). Every test drives a Session, checks the result against the untransformed
+// reference through EvaluationService::evaluate (ok and correct), and checks that the exported schedule, replayed by
+// mlir-opt on the tagged benchmark, reproduces the session's IR. The modules are written here, small enough to
+// evaluate quickly.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include <unistd.h>
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Parser/Parser.h"
+
+#include "env/Session.h"
+#include "tests/unit/TestSupport.h"
+#include "transforms/Transform.h"
+
+namespace mlir_rl {
+namespace {
+
+using env::ActionType;
+using env::Session;
+using env::SessionConfig;
+
+// ---- modules ---------------------------------------------------------------------------------------------------
+// Tags follow program order (linalg.fill is not tagged); the schedule visits the last op first.
+
+// tag 0: add (32x64), tag 1: matmul (i, j, k) = (32, 48, 64) reading the add.
+const char *kMatmul = R"mlir(
+func.func @matmul(%A: tensor<32x64xf32>, %X: tensor<32x64xf32>, %B: tensor<64x48xf32>) -> tensor<32x48xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e0 = tensor.empty() : tensor<32x64xf32>
+  %a = linalg.add ins(%A, %X : tensor<32x64xf32>, tensor<32x64xf32>) outs(%e0 : tensor<32x64xf32>) -> tensor<32x64xf32>
+  %e = tensor.empty() : tensor<32x48xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<32x48xf32>) -> tensor<32x48xf32>
+  %r = linalg.matmul ins(%a, %B : tensor<32x64xf32>, tensor<64x48xf32>) outs(%f : tensor<32x48xf32>) -> tensor<32x48xf32>
+  return %r : tensor<32x48xf32>
+})mlir";
+
+// tag 0: matmul (i, j, k) = (32, 32, 64), tag 1: relu of it.
+const char *kMatmulRelu = R"mlir(
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @matmul_relu(%A: tensor<32x64xf32>, %B: tensor<64x32xf32>) -> tensor<32x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<32x32xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %m = linalg.matmul ins(%A, %B : tensor<32x64xf32>, tensor<64x32xf32>) outs(%f : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %e2 = tensor.empty() : tensor<32x32xf32>
+  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%m : tensor<32x32xf32>) outs(%e2 : tensor<32x32xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %y = arith.maximumf %x, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<32x32xf32>
+  return %r : tensor<32x32xf32>
+})mlir";
+
+// tag 0: mul (4x16x32), tag 1: batch_matmul (b, i, j, k) = (4, 16, 32, 32).
+const char *kBatchMatmul = R"mlir(
+func.func @batch_matmul(%A: tensor<4x16x32xf32>, %S: tensor<4x16x32xf32>, %B: tensor<4x32x32xf32>) -> tensor<4x16x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e0 = tensor.empty() : tensor<4x16x32xf32>
+  %a = linalg.mul ins(%A, %S : tensor<4x16x32xf32>, tensor<4x16x32xf32>) outs(%e0 : tensor<4x16x32xf32>) -> tensor<4x16x32xf32>
+  %e = tensor.empty() : tensor<4x16x32xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<4x16x32xf32>) -> tensor<4x16x32xf32>
+  %r = linalg.batch_matmul ins(%a, %B : tensor<4x16x32xf32>, tensor<4x32x32xf32>) outs(%f : tensor<4x16x32xf32>) -> tensor<4x16x32xf32>
+  return %r : tensor<4x16x32xf32>
+})mlir";
+
+// tag 0: relu of the input, tag 1: conv_2d_nhwc_hwcf, loops (n, oh, ow, f, kh, kw, c) = (1, 16, 16, 16, 3, 3, 8).
+const char *kConvNhwc = R"mlir(
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+func.func @conv_nhwc(%I: tensor<1x18x18x8xf32>, %F: tensor<3x3x8x16xf32>) -> tensor<1x16x16x16xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e0 = tensor.empty() : tensor<1x18x18x8xf32>
+  %x = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%I : tensor<1x18x18x8xf32>) outs(%e0 : tensor<1x18x18x8xf32>) {
+  ^bb0(%v: f32, %o: f32):
+    %y = arith.maximumf %v, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<1x18x18x8xf32>
+  %e = tensor.empty() : tensor<1x16x16x16xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  %r = linalg.conv_2d_nhwc_hwcf {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>}
+      ins(%x, %F : tensor<1x18x18x8xf32>, tensor<3x3x8x16xf32>) outs(%f : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  return %r : tensor<1x16x16x16xf32>
+})mlir";
+
+// tag 0: conv_2d_nhwc_hwcf with strides 2, loops (1, 8, 8, 16, 3, 3, 8).
+const char *kConvNhwcStrided = R"mlir(
+func.func @conv_nhwc_s2(%I: tensor<1x17x17x8xf32>, %F: tensor<3x3x8x16xf32>) -> tensor<1x8x8x16xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<1x8x8x16xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<1x8x8x16xf32>) -> tensor<1x8x8x16xf32>
+  %r = linalg.conv_2d_nhwc_hwcf {dilations = dense<1> : tensor<2xi64>, strides = dense<2> : tensor<2xi64>}
+      ins(%I, %F : tensor<1x17x17x8xf32>, tensor<3x3x8x16xf32>) outs(%f : tensor<1x8x8x16xf32>) -> tensor<1x8x8x16xf32>
+  return %r : tensor<1x8x8x16xf32>
+})mlir";
+
+// tag 0: relu, tag 1: conv_2d_nchw_fchw, loops (n, f, oh, ow, c, kh, kw) = (1, 16, 16, 16, 8, 3, 3).
+const char *kConvNchw = R"mlir(
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+func.func @conv_nchw(%I: tensor<1x8x18x18xf32>, %F: tensor<16x8x3x3xf32>) -> tensor<1x16x16x16xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e0 = tensor.empty() : tensor<1x8x18x18xf32>
+  %x = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%I : tensor<1x8x18x18xf32>) outs(%e0 : tensor<1x8x18x18xf32>) {
+  ^bb0(%v: f32, %o: f32):
+    %y = arith.maximumf %v, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<1x8x18x18xf32>
+  %e = tensor.empty() : tensor<1x16x16x16xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  %r = linalg.conv_2d_nchw_fchw {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>}
+      ins(%x, %F : tensor<1x8x18x18xf32>, tensor<16x8x3x3xf32>) outs(%f : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  return %r : tensor<1x16x16x16xf32>
+})mlir";
+
+// tag 0: conv_2d_nhwc_fhwc (img2col only; decompose does not support it), loops (1, 8, 8, 16, 3, 3, 8).
+const char *kConvFhwc = R"mlir(
+func.func @conv_fhwc(%I: tensor<1x10x10x8xf32>, %F: tensor<16x3x3x8xf32>) -> tensor<1x8x8x16xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<1x8x8x16xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<1x8x8x16xf32>) -> tensor<1x8x8x16xf32>
+  %r = linalg.conv_2d_nhwc_fhwc {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>}
+      ins(%I, %F : tensor<1x10x10x8xf32>, tensor<16x3x3x8xf32>) outs(%f : tensor<1x8x8x16xf32>) -> tensor<1x8x8x16xf32>
+  return %r : tensor<1x8x8x16xf32>
+})mlir";
+
+// tag 0: relu, tag 1: depthwise_conv_2d_nhwc_hwc, loops (n, oh, ow, c, kh, kw) = (1, 16, 16, 16, 3, 3).
+const char *kDepthwise = R"mlir(
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+func.func @depthwise(%I: tensor<1x18x18x16xf32>, %F: tensor<3x3x16xf32>) -> tensor<1x16x16x16xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e0 = tensor.empty() : tensor<1x18x18x16xf32>
+  %x = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%I : tensor<1x18x18x16xf32>) outs(%e0 : tensor<1x18x18x16xf32>) {
+  ^bb0(%v: f32, %o: f32):
+    %y = arith.maximumf %v, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<1x18x18x16xf32>
+  %e = tensor.empty() : tensor<1x16x16x16xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  %r = linalg.depthwise_conv_2d_nhwc_hwc {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>}
+      ins(%x, %F : tensor<1x18x18x16xf32>, tensor<3x3x16xf32>) outs(%f : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  return %r : tensor<1x16x16x16xf32>
+})mlir";
+
+// tag 0: relu, tag 1: pooling_nchw_max, loops (n, c, oh, ow, kh, kw) = (1, 16, 16, 16, 3, 3).
+const char *kPoolNchwMax = R"mlir(
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+func.func @pool_nchw_max(%I: tensor<1x16x18x18xf32>) -> tensor<1x16x16x16xf32> {
+  %zero = arith.constant 0.0 : f32
+  %lowest = arith.constant -3.40282347E+38 : f32
+  %e0 = tensor.empty() : tensor<1x16x18x18xf32>
+  %x = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%I : tensor<1x16x18x18xf32>) outs(%e0 : tensor<1x16x18x18xf32>) {
+  ^bb0(%v: f32, %o: f32):
+    %y = arith.maximumf %v, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<1x16x18x18xf32>
+  %w = tensor.empty() : tensor<3x3xf32>
+  %e = tensor.empty() : tensor<1x16x16x16xf32>
+  %f = linalg.fill ins(%lowest : f32) outs(%e : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  %r = linalg.pooling_nchw_max {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>}
+      ins(%x, %w : tensor<1x16x18x18xf32>, tensor<3x3xf32>) outs(%f : tensor<1x16x16x16xf32>) -> tensor<1x16x16x16xf32>
+  return %r : tensor<1x16x16x16xf32>
+})mlir";
+
+// Pooling variants (tag 0 each): nhwc sum (strides 2), nchw sum, nhwc max, nhwc min; loops of the NHWC forms
+// (n, oh, ow, c, kh, kw) = (1, 8, 8, 16, 2, 2), of the NCHW form (n, c, oh, ow, kh, kw) = (1, 16, 8, 8, 2, 2).
+std::string pooling(const std::string &op, bool nchw, bool strided, const std::string &init) {
+  std::string in = nchw ? (strided ? "1x16x16x16" : "1x16x9x9") : (strided ? "1x16x16x16" : "1x9x9x16");
+  std::string out = nchw ? "1x16x8x8" : "1x8x8x16";
+  std::string stride = strided ? "2" : "1";
+  return "func.func @pool(%I: tensor<" + in + "xf32>) -> tensor<" + out + "xf32> {\n"
+         "  %init = arith.constant " + init + " : f32\n"
+         "  %w = tensor.empty() : tensor<2x2xf32>\n"
+         "  %e = tensor.empty() : tensor<" + out + "xf32>\n"
+         "  %f = linalg.fill ins(%init : f32) outs(%e : tensor<" + out + "xf32>) -> tensor<" + out + "xf32>\n"
+         "  %r = linalg." + op + " {dilations = dense<1> : tensor<2xi64>, strides = dense<" + stride +
+         "> : tensor<2xi64>} ins(%I, %w : tensor<" + in + "xf32>, tensor<2x2xf32>) outs(%f : tensor<" + out +
+         "xf32>) -> tensor<" + out + "xf32>\n"
+         "  return %r : tensor<" + out + "xf32>\n}\n";
+}
+
+// tag 0: add, tag 1: relu of it; 64x128.
+const char *kElementwise = R"mlir(
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @add_relu(%X: tensor<64x128xf32>, %Y: tensor<64x128xf32>) -> tensor<64x128xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e0 = tensor.empty() : tensor<64x128xf32>
+  %s = linalg.add ins(%X, %Y : tensor<64x128xf32>, tensor<64x128xf32>) outs(%e0 : tensor<64x128xf32>) -> tensor<64x128xf32>
+  %e = tensor.empty() : tensor<64x128xf32>
+  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%s : tensor<64x128xf32>) outs(%e : tensor<64x128xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %y = arith.maximumf %x, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<64x128xf32>
+  return %r : tensor<64x128xf32>
+})mlir";
+
+// tag 0: scale of A, tag 1: C[i, j] = sum_{k, l} A[i, k, l] * B[k, l, j]; loops (i, j, k, l) = (16, 32, 8, 4).
+const char *kContraction = R"mlir(
+#a = affine_map<(i, j, k, l) -> (i, k, l)>
+#b = affine_map<(i, j, k, l) -> (k, l, j)>
+#c = affine_map<(i, j, k, l) -> (i, j)>
+#id3 = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
+func.func @contraction(%A: tensor<16x8x4xf32>, %B: tensor<8x4x32xf32>) -> tensor<16x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %half = arith.constant 0.5 : f32
+  %e0 = tensor.empty() : tensor<16x8x4xf32>
+  %s = linalg.generic {indexing_maps = [#id3, #id3], iterator_types = ["parallel", "parallel", "parallel"]}
+      ins(%A : tensor<16x8x4xf32>) outs(%e0 : tensor<16x8x4xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %y = arith.mulf %x, %half : f32
+    linalg.yield %y : f32
+  } -> tensor<16x8x4xf32>
+  %e = tensor.empty() : tensor<16x32xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<16x32xf32>) -> tensor<16x32xf32>
+  %r = linalg.generic {indexing_maps = [#a, #b, #c], iterator_types = ["parallel", "parallel", "reduction", "reduction"]}
+      ins(%s, %B : tensor<16x8x4xf32>, tensor<8x4x32xf32>) outs(%f : tensor<16x32xf32>) {
+  ^bb0(%x: f32, %y: f32, %acc: f32):
+    %p = arith.mulf %x, %y : f32
+    %q = arith.addf %acc, %p : f32
+    linalg.yield %q : f32
+  } -> tensor<16x32xf32>
+  return %r : tensor<16x32xf32>
+})mlir";
+
+// ---- helpers ---------------------------------------------------------------------------------------------------
+
+std::shared_ptr<const env::Benchmark> inlineBenchmark(const std::string &name, const std::string &text) {
+  // Never destroyed: the benchmarks' modules must not outlive the shared MLIRContext at exit.
+  static auto &cache = *new std::map<std::string, std::shared_ptr<const env::Benchmark>>();
+  auto it = cache.find(name);
+  if (it != cache.end()) return it->second;
+  auto b = env::Benchmark::parse(testing::context(), "benchmark://unit-transformations/" + name, text);
+  EXPECT_TRUE(b.ok()) << b.status();
+  if (!b.ok()) return nullptr;
+  cache[name] = *b;
+  return *b;
+}
+
+std::unique_ptr<Session> start(const std::string &name, const std::string &text, SessionConfig config = {}) {
+  auto b = inlineBenchmark(name, text);
+  if (!b) return nullptr;
+  auto s = Session::create(b, config, 0, &testing::evaluator());
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+int64_t tileValue(const SessionConfig &c, int64_t size) {
+  if (size == 0) return 0;
+  auto it = std::find(c.tileSizes.begin(), c.tileSizes.end(), size);
+  EXPECT_NE(it, c.tileSizes.end()) << "size " << size << " is not a candidate";
+  return (it - c.tileSizes.begin()) + 1;
+}
+
+// An action from tile *sizes*; `unroll` is UNROLL's factor (head tile_{L-1}).
+std::vector<int64_t> act(const Session &s, ActionType type, std::vector<int64_t> sizes = {}, int64_t pointer = 0,
+                         int64_t unroll = 0) {
+  const SessionConfig &c = s.config();
+  std::vector<int64_t> v(2 + c.maxLoops, 0);
+  v[0] = static_cast<int64_t>(type);
+  for (size_t i = 0; i < sizes.size(); ++i) v[1 + i] = tileValue(c, sizes[i]);
+  if (unroll) v[c.maxLoops] = tileValue(c, unroll);
+  v.back() = pointer;
+  return v;
+}
+
+// Steps and requires the action to be legal and applied.
+bool applyOk(Session &s, const std::vector<int64_t> &action) {
+  auto r = s.step(action);
+  if (!r.ok()) {
+    ADD_FAILURE() << "step rejected: " << r.status();
+    return false;
+  }
+  if (!r->applied) {
+    ADD_FAILURE() << r->description << " failed: " << r->failureReason;
+    return false;
+  }
+  return true;
+}
+
+bool typeLegal(const Session &s, ActionType t) { return s.mask().type[static_cast<int>(t)]; }
+std::string typeReason(const Session &s, ActionType t) { return s.mask().typeReasons[static_cast<int>(t)]; }
+
+mlir::OwningOpRef<mlir::ModuleOp> currentModule(const Session &s) {
+  return mlir::parseSourceString<mlir::ModuleOp>(s.currentIR(), testing::context());
+}
+
+int count(mlir::ModuleOp m, llvm::StringRef opName) {
+  int n = 0;
+  m.walk([&](mlir::Operation *op) { n += op->getName().getStringRef() == opName; });
+  return n;
+}
+
+// The session's current IR computes the reference's result.
+void expectCorrect(const Session &s) {
+  auto module = currentModule(s);
+  ASSERT_TRUE(module);
+  env::EvaluationRecord e = testing::evaluator().evaluate(s.benchmark(), *module, 0, 1);
+  EXPECT_TRUE(e.ok) << e.failure;
+  EXPECT_TRUE(e.correct) << "max abs error " << e.maxAbsError;
+}
+
+// Runs /usr/lib/llvm-19/bin/mlir-opt with `args` on `input`; returns stdout, or "" with a test failure.
+std::string mlirOpt(const std::string &input, const std::string &args) {
+  static int counter = 0;
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("mlir_rl_transformations_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "input.mlir") << input;
+  std::string command = "/usr/lib/llvm-19/bin/mlir-opt " + args + " " + (dir / "input.mlir").string() + " 2>" +
+                        (dir / "stderr").string();
+  std::string out;
+  FILE *pipe = popen(command.c_str(), "r");
+  if (!pipe) {
+    ADD_FAILURE() << "cannot run " << command;
+    return "";
+  }
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) out.append(buffer.data(), n);
+  int status = pclose(pipe);
+  if (status != 0) {
+    std::stringstream err;
+    err << std::ifstream(dir / "stderr").rdbuf();
+    ADD_FAILURE() << command << " failed: " << err.str();
+    out.clear();
+  }
+  std::filesystem::remove_all(dir);
+  return out;
+}
+
+// The exported schedule, applied by mlir-opt to the tagged benchmark, gives the session's IR (both printed by
+// mlir-opt, so SSA names and attribute aliases are normalized the same way).
+void expectReplayMatches(const Session &s) {
+  std::filesystem::path script = std::filesystem::temp_directory_path() /
+                                 ("mlir_rl_schedule_" + std::to_string(getpid()) + ".mlir");
+  std::ofstream(script) << s.schedule();
+  std::string replayed = mlirOpt(s.benchmark().taggedText(), "--transform-preload-library=transform-library-paths=" +
+                                                                 script.string() + " --transform-interpreter");
+  std::filesystem::remove(script);
+  ASSERT_FALSE(replayed.empty());
+  std::string a = mlirOpt(replayed, ""), b = mlirOpt(s.currentIR(), "");
+  ASSERT_FALSE(b.empty());
+  EXPECT_EQ(a, b) << "schedule:\n" << s.schedule();
+}
+
+void expectCorrectAndReplayable(const Session &s) {
+  expectCorrect(s);
+  expectReplayMatches(s);
+}
+
+// ---- TILED_FUSION ------------------------------------------------------------------------------------------------
+
+TEST(TiledFusion, MatmulFusesInputProducerAndFillThenTheProducerIsStillScheduled) {
+  auto s = start("matmul", kMatmul);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(typeLegal(*s, ActionType::TiledFusion)) << typeReason(*s, ActionType::TiledFusion);
+  // parallel (i, j) -> forall 8x16; reduction k tiled by 16 with scf.for after fusion.
+  auto r = s->step(act(*s, ActionType::TiledFusion, {8, 16, 16}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("fusing linalg.add, linalg.fill"), std::string::npos) << r->description;
+  auto m = currentModule(*s);
+  EXPECT_EQ(count(*m, "scf.forall"), 1);
+  EXPECT_EQ(count(*m, "linalg.add"), 1);   // the original was dead and is gone
+  EXPECT_EQ(count(*m, "linalg.fill"), 1);  // fused: a tile-sized fill inside the forall
+  auto add = transforms::findTaggedOps(*m, 0);
+  ASSERT_EQ(add.size(), 1u);
+  EXPECT_TRUE(transforms::isInsideForall(add[0]));
+  EXPECT_EQ(add[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{8, 64}));
+  m->walk([&](mlir::linalg::FillOp fill) { EXPECT_TRUE(transforms::isInsideForall(fill)); });
+  expectCorrectAndReplayable(*s);
+  // The producer (now the fused copy) is still the schedule's next op and can be transformed.
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::NoTransformation)));
+  EXPECT_EQ(s->status().currentOp, "linalg.add");
+  EXPECT_FALSE(typeLegal(*s, ActionType::TiledParallelization));  // nested parallelism is refused
+  EXPECT_FALSE(typeLegal(*s, ActionType::TiledFusion));
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {4, 16})));
+  ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  EXPECT_TRUE(s->status().terminated);
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(TiledFusion, ConsumerFusesMatmulWithItsFillAndTheFusedMatmulIsTransformedLater) {
+  auto s = start("matmul_relu", kMatmulRelu);
+  ASSERT_TRUE(s);
+  auto r = s->step(act(*s, ActionType::TiledFusion, {8, 16}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("fusing linalg.matmul, linalg.fill"), std::string::npos) << r->description;
+  auto m = currentModule(*s);
+  auto matmul = transforms::findTaggedOps(*m, 0);
+  ASSERT_EQ(matmul.size(), 1u);
+  EXPECT_TRUE(transforms::isInsideForall(matmul[0]));
+  EXPECT_EQ(matmul[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{8, 16, 64}));
+  int fillsInForall = 0;
+  m->walk([&](mlir::linalg::FillOp f) { fillsInForall += transforms::isInsideForall(f); });
+  EXPECT_EQ(fillsInForall, 1);
+  expectCorrectAndReplayable(*s);
+  // The matmul (fused copy): tile its reduction, unroll that loop, vectorize all copies.
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::NoTransformation)));
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 0, 1})));
+  ASSERT_TRUE(typeLegal(*s, ActionType::Unroll)) << typeReason(*s, ActionType::Unroll);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Unroll, {}, 0, 4)));
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  expectCorrectAndReplayable(*s);
+}
+
+struct FusionCase {
+  const char *name;
+  std::string text;
+  std::vector<int64_t> sizes;
+  const char *fused;  // expected in the description
+};
+
+TEST(TiledFusion, EveryFamilyComputesTheReference) {
+  std::vector<FusionCase> cases = {
+      {"batch_matmul", kBatchMatmul, {2, 8, 16, 8}, "fusing linalg.mul, linalg.fill"},
+      {"conv_nhwc", kConvNhwc, {0, 4, 8, 8, 0, 0, 4}, "fusing linalg.generic, linalg.fill"},
+      {"conv_nchw", kConvNchw, {0, 8, 4, 8, 4, 0, 0}, "fusing linalg.generic, linalg.fill"},
+      {"depthwise", kDepthwise, {0, 4, 8, 8, 0, 0}, "fusing linalg.generic, linalg.fill"},
+      {"pool_nchw_max", kPoolNchwMax, {0, 8, 4, 8, 0, 0}, "fusing linalg.generic, linalg.fill"},
+      {"add_relu", kElementwise, {16, 32}, "fusing linalg.add"},
+      {"contraction", kContraction, {8, 16, 4, 0}, "fusing linalg.generic, linalg.fill"},
+  };
+  for (const FusionCase &c : cases) {
+    SCOPED_TRACE(c.name);
+    auto s = start(c.name, c.text);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(typeLegal(*s, ActionType::TiledFusion)) << typeReason(*s, ActionType::TiledFusion);
+    auto r = s->step(act(*s, ActionType::TiledFusion, c.sizes));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->applied) << r->failureReason;
+    EXPECT_NE(r->description.find(c.fused), std::string::npos) << r->description;
+    auto m = currentModule(*s);
+    EXPECT_EQ(count(*m, "scf.forall"), 1);
+    auto producer = transforms::findTaggedOps(*m, 0);
+    ASSERT_EQ(producer.size(), 1u);
+    EXPECT_TRUE(transforms::isInsideForall(producer[0]));
+    expectCorrectAndReplayable(*s);
+  }
+}
+
+TEST(TiledFusion, MaskedWithoutAProducerAfterTilingAndInsideAForall) {
+  // A conv without a producer op for its input still has its fill to fuse.
+  auto strided = start("conv_nhwc_s2", kConvNhwcStrided);
+  ASSERT_TRUE(strided);
+  EXPECT_TRUE(typeLegal(*strided, ActionType::TiledFusion));
+  // An elementwise op on a function argument writing into a tensor.empty has nothing to fuse.
+  const char *noProducer = R"mlir(
+    #id = affine_map<(d0, d1) -> (d0, d1)>
+    func.func @relu(%X: tensor<64x64xf32>) -> tensor<64x64xf32> {
+      %zero = arith.constant 0.0 : f32
+      %e = tensor.empty() : tensor<64x64xf32>
+      %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+          ins(%X : tensor<64x64xf32>) outs(%e : tensor<64x64xf32>) {
+      ^bb0(%x: f32, %o: f32):
+        %y = arith.maximumf %x, %zero : f32
+        linalg.yield %y : f32
+      } -> tensor<64x64xf32>
+      return %r : tensor<64x64xf32>
+    })mlir";
+  auto lone = start("lone_relu", noProducer);
+  ASSERT_TRUE(lone);
+  EXPECT_FALSE(typeLegal(*lone, ActionType::TiledFusion));
+  EXPECT_NE(typeReason(*lone, ActionType::TiledFusion).find("produced"), std::string::npos);
+  EXPECT_EQ(lone->step(act(*lone, ActionType::TiledFusion, {8, 8})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A tiled matmul reads slices and loop-carried accumulators: nothing to fuse (never across a tiled reduction).
+  auto s = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 0, 16})));
+  EXPECT_FALSE(typeLegal(*s, ActionType::TiledFusion));
+  // After tiled parallelization the op sits in a forall.
+  auto t = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*t, act(*t, ActionType::TiledParallelization, {8, 8, 0})));
+  EXPECT_FALSE(typeLegal(*t, ActionType::TiledFusion));
+  EXPECT_NE(typeReason(*t, ActionType::TiledFusion).find("parallel loop"), std::string::npos);
+}
+
+TEST(TiledFusion, WithoutParallelTileItIsTiledParallelization) {
+  auto s = start("matmul", kMatmul);
+  auto r = s->step(act(*s, ActionType::TiledFusion, {0, 0, 16}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("nothing fused"), std::string::npos) << r->description;
+  auto m = currentModule(*s);
+  EXPECT_EQ(count(*m, "scf.forall"), 0);
+  EXPECT_EQ(count(*m, "scf.for"), 1);
+  expectCorrect(*s);
+}
+
+// ---- IMG2COL ---------------------------------------------------------------------------------------------------
+
+TEST(Img2Col, ConvolutionsBecomeTaggedContractionsAndComputeTheReference) {
+  struct Case {
+    const char *name;
+    std::string text;
+    int64_t tag;
+    const char *contraction;
+  };
+  std::vector<Case> cases = {
+      {"conv_nhwc", kConvNhwc, 1, "linalg.generic"},
+      {"conv_nhwc_s2", kConvNhwcStrided, 0, "linalg.generic"},
+      {"conv_nchw", kConvNchw, 1, "linalg.generic"},
+      {"conv_fhwc", kConvFhwc, 0, "linalg.generic"},
+      {"depthwise", kDepthwise, 1, "linalg.batch_matvec"},
+  };
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    auto s = start(c.name, c.text);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(typeLegal(*s, ActionType::Img2Col)) << typeReason(*s, ActionType::Img2Col);
+    ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Img2Col)));
+    auto m = currentModule(*s);
+    auto ops = transforms::findTaggedOps(*m, c.tag);
+    ASSERT_EQ(ops.size(), 1u);
+    EXPECT_EQ(ops[0]->getName().getStringRef(), c.contraction);
+    EXPECT_GE(ops[0].getNumReductionLoops(), 1u);
+    EXPECT_FALSE(typeLegal(*s, ActionType::Img2Col));  // no convolution any more
+    expectCorrectAndReplayable(*s);
+  }
+}
+
+TEST(Img2Col, TheContractionFusesThePackingAndVectorizes) {
+  auto s = start("conv_nhwc", kConvNhwc);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Img2Col)));
+  // The NHWC contraction: loops (n, m = oh*ow, f, k = kh*kw*c) = (1, 256, 16, 72).
+  auto module = currentModule(*s);
+  auto lop = transforms::findTaggedOp(*module, 1);
+  ASSERT_TRUE(lop);
+  ASSERT_EQ(lop.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{1, 256, 16, 72}));
+  ASSERT_TRUE(typeLegal(*s, ActionType::TiledFusion)) << typeReason(*s, ActionType::TiledFusion);
+  auto r = s->step(act(*s, ActionType::TiledFusion, {0, 32, 16, 0}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("fusing linalg.generic"), std::string::npos) << r->description;
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 8, 16, 1})));
+  ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(Img2Col, InsideTiledLoopsStaysCorrect) {
+  // Convolutions tiled first (the reduction loops become scf.for with the accumulator carried): img2col inside them.
+  struct Case {
+    const char *name;
+    std::string text;
+    ActionType type;
+    std::vector<int64_t> tiles;
+  };
+  std::vector<Case> cases = {
+      {"conv_nhwc", kConvNhwc, ActionType::TiledParallelization, {0, 8, 0, 8, 0, 1, 4}},
+      {"conv_nchw", kConvNchw, ActionType::Tiling, {0, 8, 4, 0, 4, 1, 0}},
+      {"conv_fhwc", kConvFhwc, ActionType::Tiling, {0, 2, 0, 8, 0, 0, 4}},
+      {"depthwise", kDepthwise, ActionType::TiledParallelization, {0, 8, 0, 8, 0, 0}},  // forall only: allowed
+  };
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    auto s = start(c.name, c.text);
+    ASSERT_TRUE(applyOk(*s, act(*s, c.type, c.tiles)));
+    ASSERT_TRUE(typeLegal(*s, ActionType::Img2Col)) << typeReason(*s, ActionType::Img2Col);
+    ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Img2Col)));
+    expectCorrectAndReplayable(*s);
+  }
+  // A depthwise convolution inside an scf.for is refused (its rewrite cannot be bufferized in place there).
+  auto d = start("depthwise", kDepthwise);
+  ASSERT_TRUE(applyOk(*d, act(*d, ActionType::Tiling, {0, 8, 0, 0, 0, 1})));
+  EXPECT_FALSE(typeLegal(*d, ActionType::Img2Col));
+  EXPECT_NE(typeReason(*d, ActionType::Img2Col).find("scf.for"), std::string::npos);
+}
+
+TEST(Img2Col, MaskedForPoolingMatmulAndDilatedConvolutions) {
+  auto pool = start("pool_nchw_max", kPoolNchwMax);
+  EXPECT_FALSE(typeLegal(*pool, ActionType::Img2Col));
+  auto mm = start("matmul", kMatmul);
+  EXPECT_FALSE(typeLegal(*mm, ActionType::Img2Col));
+  const char *dilated = R"mlir(
+    func.func @dilated(%I: tensor<1x12x12x8xf32>, %F: tensor<3x3x8x16xf32>) -> tensor<1x8x8x16xf32> {
+      %zero = arith.constant 0.0 : f32
+      %e = tensor.empty() : tensor<1x8x8x16xf32>
+      %f = linalg.fill ins(%zero : f32) outs(%e : tensor<1x8x8x16xf32>) -> tensor<1x8x8x16xf32>
+      %r = linalg.conv_2d_nhwc_hwcf {dilations = dense<2> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>}
+          ins(%I, %F : tensor<1x12x12x8xf32>, tensor<3x3x8x16xf32>) outs(%f : tensor<1x8x8x16xf32>) -> tensor<1x8x8x16xf32>
+      return %r : tensor<1x8x8x16xf32>
+    })mlir";
+  auto d = start("conv_dilated", dilated);
+  EXPECT_FALSE(typeLegal(*d, ActionType::Img2Col));
+  EXPECT_NE(typeReason(*d, ActionType::Img2Col).find("dilations"), std::string::npos);
+}
+
+// ---- UNROLL ----------------------------------------------------------------------------------------------------
+
+struct UnrollCase {
+  const char *name;
+  std::string text;
+  std::vector<int64_t> tiles;  // TILING first (creates the loops)
+  int64_t factor;
+  bool vectorize;              // then vectorize the unrolled copies
+};
+
+TEST(Unroll, EveryFamilyComputesTheReference) {
+  std::vector<UnrollCase> cases = {
+      {"matmul", kMatmul, {4, 16, 4}, 4, true},                      // k loop: 16 trips
+      {"batch_matmul", kBatchMatmul, {1, 4, 16, 2}, 8, true},        // k loop: 16 trips
+      {"conv_nhwc", kConvNhwc, {0, 2, 4, 8, 0, 0, 4}, 2, true},      // c loop: 2 trips (removed)
+      {"conv_nchw", kConvNchw, {0, 8, 2, 4, 4, 0, 0}, 2, true},      // c loop: 2 trips
+      {"depthwise", kDepthwise, {0, 1, 8, 8, 0, 0}, 2, true},        // c loop: 2 trips
+      {"pool_nchw_max", kPoolNchwMax, {0, 16, 2, 8, 0, 0}, 2, true}, // ow loop: 2 trips
+      {"add_relu", kElementwise, {8, 16}, 8, true},                  // j loop: 8 trips
+      {"contraction", kContraction, {4, 16, 2, 0}, 4, true},         // k loop: 4 trips
+  };
+  for (const UnrollCase &c : cases) {
+    SCOPED_TRACE(c.name);
+    auto s = start(c.name, c.text);
+    ASSERT_TRUE(s);
+    EXPECT_FALSE(typeLegal(*s, ActionType::Unroll));  // no loop yet
+    ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, c.tiles)));
+    ASSERT_TRUE(typeLegal(*s, ActionType::Unroll)) << typeReason(*s, ActionType::Unroll);
+    ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Unroll, {}, 0, c.factor)));
+    const auto &sched = s->benchmark().schedule();
+    auto module = currentModule(*s);
+    auto copies = transforms::findTaggedOps(*module, sched.front().tag);
+    EXPECT_EQ(copies.size(), static_cast<size_t>(c.factor));
+    if (c.vectorize) {
+      ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+      ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+    }
+    expectCorrectAndReplayable(*s);
+  }
+}
+
+TEST(Unroll, MaskAllowsOnlyDivisorsOfTheTripCountAndZeroPicksTheSmallest) {
+  auto s = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 16, 16})));  // innermost: k, 64 / 16 = 4 trips
+  env::ActionMask m = s->mask();
+  const auto &row = m.tiles[s->config().maxLoops - 1];
+  // Values: 0 default, 1..7 = sizes 1, 2, 4, 8, 16, 32, 64.
+  EXPECT_TRUE(row[0]);
+  EXPECT_FALSE(row[1]);  // factor 1 does nothing
+  EXPECT_TRUE(row[2]);
+  EXPECT_TRUE(row[3]);
+  EXPECT_FALSE(row[4]);  // 8 > 4 trips
+  auto masked = s->step(act(*s, ActionType::Unroll, {}, 0, 8));
+  EXPECT_EQ(masked.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(masked.status().message().find("tile_11"), std::string::npos);
+  auto r = s->step(act(*s, ActionType::Unroll));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("by 2"), std::string::npos) << r->description;
+  {
+    auto module = currentModule(*s);
+    EXPECT_EQ(transforms::findTaggedOps(*module, 1).size(), 2u);
+  }
+  // Two copies now; the loop has 2 trips left: only factor 2 (which removes the loop).
+  m = s->mask();
+  EXPECT_TRUE(m.tiles[s->config().maxLoops - 1][2]);
+  EXPECT_FALSE(m.tiles[s->config().maxLoops - 1][3]);
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(Unroll, MaskedForAnOpWithMaxLoopsLoops) {
+  SessionConfig c;
+  c.maxLoops = 3;
+  auto s = start("matmul", kMatmul, c);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 16, 16})));
+  EXPECT_FALSE(typeLegal(*s, ActionType::Unroll));
+  EXPECT_NE(typeReason(*s, ActionType::Unroll).find("tile_2"), std::string::npos);
+}
+
+// ---- VECTORIZATION of convolutions and pooling ------------------------------------------------------------------
+
+struct ConvVectorCase {
+  const char *name;
+  std::string text;
+  std::vector<int64_t> tiles;
+  bool smallUntiled = false;  // the untiled op is within the limits already (the fragment tiles oh and kh itself)
+};
+
+TEST(ConvVectorization, TiledConvolutionsAndPoolingVectorize) {
+  std::vector<ConvVectorCase> cases = {
+      // 1-D space after oh = kh = 1: n, ow, f, kw, c.
+      {"conv_nhwc", kConvNhwc, {0, 2, 4, 8, 0, 0, 4}},
+      {"conv_nhwc_s2", kConvNhwcStrided, {0, 1, 4, 8, 1, 0, 4}},  // already oh = kh = 1: nothing to tile first
+      {"conv_nchw", kConvNchw, {0, 8, 2, 4, 4, 0, 0}},
+      {"depthwise", kDepthwise, {0, 4, 8, 16, 0, 0}},
+      {"pool_nchw_max", kPoolNchwMax, {0, 16, 4, 8, 0, 0}},
+      {"pool_nhwc_sum_s2", pooling("pooling_nhwc_sum", false, true, "0.0"), {0, 2, 8, 16, 0, 0}, true},
+      {"pool_nchw_sum", pooling("pooling_nchw_sum", true, false, "0.0"), {0, 16, 2, 8, 0, 0}, true},
+      {"pool_nhwc_max", pooling("pooling_nhwc_max", false, false, "-3.40282347E+38"), {0, 2, 8, 16, 0, 0}, true},
+      {"pool_nhwc_min", pooling("pooling_nhwc_min", false, false, "3.40282347E+38"), {0, 2, 8, 16, 0, 0}, true},
+  };
+  for (const ConvVectorCase &c : cases) {
+    SCOPED_TRACE(c.name);
+    auto s = start(c.name, c.text);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(typeLegal(*s, ActionType::Vectorization), c.smallUntiled);
+    ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, c.tiles)));
+    ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+    auto r = s->step(act(*s, ActionType::Vectorization));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->applied) << r->failureReason;
+    auto m = currentModule(*s);
+    int convs = 0, vectors = 0;
+    m->walk([&](mlir::Operation *op) {
+      llvm::StringRef n = op->getName().getStringRef();
+      convs += n.starts_with("linalg.conv") || n.starts_with("linalg.depthwise") || n.starts_with("linalg.pooling");
+      vectors += n.starts_with("vector.");
+    });
+    EXPECT_EQ(convs, 0);
+    EXPECT_GT(vectors, 0);
+    expectCorrectAndReplayable(*s);
+  }
+}
+
+TEST(ConvVectorization, MaskedWhenTooWideOrNotDecomposable) {
+  auto s = start("conv_nhwc", kConvNhwc);
+  // f = 16 fits, but ow = 16 with c = 8, f = 16 gives 1-D space 16 * 16 * 3 * 8 > 512.
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 1, 0, 0, 1, 0, 0})));
+  EXPECT_FALSE(typeLegal(*s, ActionType::Vectorization));
+  EXPECT_NE(typeReason(*s, ActionType::Vectorization).find("exceeds"), std::string::npos);
+  // A small untiled pooling vectorizes at once: the fragment tiles output height and kernel height to 1 itself.
+  auto pool = start("pool_nhwc_sum_s2", pooling("pooling_nhwc_sum", false, true, "0.0"));
+  ASSERT_TRUE(typeLegal(*pool, ActionType::Vectorization)) << typeReason(*pool, ActionType::Vectorization);
+  ASSERT_TRUE(applyOk(*pool, act(*pool, ActionType::Vectorization)));
+  expectCorrectAndReplayable(*pool);
+  auto fhwc = start("conv_fhwc", kConvFhwc);
+  ASSERT_TRUE(applyOk(*fhwc, act(*fhwc, ActionType::Tiling, {0, 1, 4, 8, 1, 0, 4})));
+  EXPECT_FALSE(typeLegal(*fhwc, ActionType::Vectorization));
+  EXPECT_NE(typeReason(*fhwc, ActionType::Vectorization).find("cannot vectorize"), std::string::npos);
+}
+
+// ---- INTERCHANGE by enumerated swaps -----------------------------------------------------------------------------
+
+TEST(SwapInterchange, LayoutMasksAndOneStepSwaps) {
+  EXPECT_EQ(transforms::numSwaps(12), 30);
+  EXPECT_EQ(transforms::numSwaps(2), 1);
+  EXPECT_EQ(transforms::swapLoops(0, 12), (std::pair<int64_t, int64_t>{0, 1}));
+  EXPECT_EQ(transforms::swapLoops(10, 12), (std::pair<int64_t, int64_t>{10, 11}));
+  EXPECT_EQ(transforms::swapLoops(11, 12), (std::pair<int64_t, int64_t>{0, 2}));
+  EXPECT_EQ(transforms::swapLoops(21, 12), (std::pair<int64_t, int64_t>{0, 3}));
+  EXPECT_EQ(transforms::swapLoops(29, 12), (std::pair<int64_t, int64_t>{8, 11}));
+  EXPECT_EQ(transforms::swapLoops(30, 12), (std::pair<int64_t, int64_t>{-1, -1}));
+
+  SessionConfig c;
+  c.interchangeMode = env::InterchangeMode::Swaps;
+  auto s = start("matmul", kMatmul, c);
+  EXPECT_EQ(s->actionSpace().nvec().back(), 30);
+  env::ActionMask m = s->mask();
+  ASSERT_EQ(m.interchange.size(), 30u);
+  // matmul has 3 loops: swaps (0,1) = 0, (1,2) = 1, (0,2) = 11.
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(m.interchange[i], i == 0 || i == 1 || i == 11) << i;
+  auto r = s->step(act(*s, ActionType::Interchange, {}, 11));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("[2, 1, 0]"), std::string::npos) << r->description;
+  EXPECT_FALSE(s->status().interchangePending);
+  EXPECT_EQ(s->step(act(*s, ActionType::Interchange, {}, 2)).status().code(), absl::StatusCode::kInvalidArgument);
+  auto module = currentModule(*s);
+  auto op = transforms::findTaggedOp(*module, 1);
+  ASSERT_TRUE(op);
+  EXPECT_EQ(op.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{64, 48, 32}));
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(SwapInterchange, EveryFamilyComputesTheReference) {
+  SessionConfig c;
+  c.interchangeMode = env::InterchangeMode::Swaps;
+  struct Case {
+    const char *name;
+    std::string text;
+    int64_t swap;
+  };
+  std::vector<Case> cases = {
+      {"matmul", kMatmul, 1},                  // (1, 2): k before j
+      {"batch_matmul", kBatchMatmul, 21},      // (0, 3): distance 3
+      {"conv_nhwc", kConvNhwc, 3},             // (3, 4): kh before f
+      {"conv_nchw", kConvNchw, 12},            // (1, 3)
+      {"depthwise", kDepthwise, 2},            // (2, 3)
+      {"pool_nchw_max", kPoolNchwMax, 13},     // (2, 4)
+      {"add_relu", kElementwise, 0},           // (0, 1)
+      {"contraction", kContraction, 11},       // (0, 2): k outermost
+  };
+  for (const Case &k : cases) {
+    SCOPED_TRACE(k.name);
+    auto s = start(k.name, k.text, c);
+    ASSERT_TRUE(s);
+    ASSERT_TRUE(s->mask().interchange[k.swap]);
+    ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Interchange, {}, k.swap)));
+    expectCorrectAndReplayable(*s);
+  }
+}
+
+// ---- masks are honest -------------------------------------------------------------------------------------------
+
+// Random episodes choosing only unmasked values on every inline module: count the allowed actions that fail to
+// apply (the issue's bound is < 1%) and require every evaluated schedule to be correct. MLIR_RL_HONESTY_SEED picks
+// another seed; MLIR_RL_DEBUG_HONESTY=1 prints every action and the schedule of each failure.
+TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
+  std::vector<std::pair<const char *, std::string>> modules = {
+      {"matmul", kMatmul},           {"matmul_relu", kMatmulRelu},   {"batch_matmul", kBatchMatmul},
+      {"conv_nhwc", kConvNhwc},      {"conv_nhwc_s2", kConvNhwcStrided}, {"conv_nchw", kConvNchw},
+      {"conv_fhwc", kConvFhwc},      {"depthwise", kDepthwise},      {"pool_nchw_max", kPoolNchwMax},
+      {"add_relu", kElementwise},    {"contraction", kContraction},
+  };
+  std::mt19937_64 rng(getenv("MLIR_RL_HONESTY_SEED") ? std::strtoull(getenv("MLIR_RL_HONESTY_SEED"), nullptr, 10) : 7);
+  int steps = 0, failed = 0, evaluated = 0, wrong = 0;
+  std::map<int, int> byType, failedByType;
+  const int episodesPerModule = 6;  // each episode ends with an evaluation (compile + timed runs)
+  for (const auto &[name, text] : modules) {
+    for (int e = 0; e < episodesPerModule; ++e) {
+      SessionConfig c;
+      if (e % 2) c.interchangeMode = env::InterchangeMode::Swaps;
+      auto s = start(name, text, c);
+      ASSERT_TRUE(s);
+      while (!s->done()) {
+        env::ActionMask m = s->mask();
+        auto pick = [&](const std::vector<uint8_t> &mask) {
+          std::vector<int64_t> legal;
+          for (size_t v = 0; v < mask.size(); ++v)
+            if (mask[v]) legal.push_back(static_cast<int64_t>(v));
+          return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
+        };
+        // Favour transformations over NO_TRANSFORMATION so episodes go deep, and the new ones half of the time.
+        std::vector<uint8_t> types = m.type;
+        if (std::count(types.begin() + 1, types.end(), 1) > 0 && rng() % 4 != 0) types[0] = 0;
+        std::vector<uint8_t> newTypes(types.size(), 0);
+        for (ActionType t : {ActionType::TiledFusion, ActionType::Img2Col, ActionType::Unroll, ActionType::Vectorization})
+          newTypes[static_cast<int>(t)] = types[static_cast<int>(t)];
+        if (std::count(newTypes.begin(), newTypes.end(), 1) > 0 && rng() % 2 == 0) types = newTypes;
+        std::vector<int64_t> a{pick(types)};
+        for (const auto &row : m.tiles) a.push_back(pick(row));
+        a.push_back(pick(m.interchange));
+        if (getenv("MLIR_RL_DEBUG_HONESTY")) {
+          std::printf("  [%s] step %d:", name, s->status().step);
+          for (int64_t v : a) std::printf(" %lld", static_cast<long long>(v));
+          std::printf("\n");
+          std::fflush(stdout);
+        }
+        auto r = s->step(a);
+        ASSERT_TRUE(r.ok()) << name << ": masked action rejected: " << r.status();
+        ++steps;
+        ++byType[static_cast<int>(a[0])];
+        if (!r->applied) {
+          ++failed;
+          ++failedByType[static_cast<int>(a[0])];
+          std::printf("  [%s] allowed action failed: %s: %s\n", name, r->description.c_str(),
+                      r->failureReason.substr(0, 400).c_str());
+          if (getenv("MLIR_RL_DEBUG_HONESTY")) std::printf("%s\n", s->schedule().c_str());
+        }
+        if (r->evaluation) {
+          ++evaluated;
+          if (!r->evaluation->ok) {
+            ++wrong;
+            ADD_FAILURE() << name << ": evaluation failed: " << r->evaluation->failure << "\nschedule:\n"
+                          << s->schedule();
+          }
+        }
+      }
+    }
+  }
+  std::printf("[mask honesty] %d steps, %d allowed actions failed to apply (%.2f%%), %d schedules evaluated, %d "
+              "failed or wrong\n",
+              steps, failed, 100.0 * failed / std::max(1, steps), evaluated, wrong);
+  for (const auto &[type, n] : byType)
+    std::printf("  %-22s %4d steps, %d failed\n", env::actionTypeName(static_cast<ActionType>(type)), n,
+                failedByType[type]);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_LT(failed, std::max(1, steps / 100) + 1);
+}
+
+}  // namespace
+}  // namespace mlir_rl

@@ -1,0 +1,137 @@
+// Tiled fusion (MLIR RL's TPF): tiled parallelization of the op plus fusion of its producers into the scf.forall.
+//
+// Safety: the forall only ever tiles parallel loops (reduction tile 0), so each forall iteration computes complete
+// output tiles, and a producer fused into it computes exactly the slice that tile reads. That makes it safe to fuse
+// the linalg.fill initializing the destination too. Reduction loops are tiled with scf.for only after fusion, so every
+// fused producer sits outside the reduction loops; fusing a fill into a tiled reduction loop would re-initialize the
+// accumulator on every iteration (a wrong result, ../shared/notes/mlir19.md). Producers are only taken from the op's
+// own block: an op already tiled by scf.for reads slices and loop-carried values, never a producer directly, so
+// fusion never crosses an existing loop (and in particular never a tiled reduction).
+//
+// Tags: a fused producer keeps its tag on the tiled copy inside the forall; the original is erased by dead-code
+// elimination unless it has other users, in which case both carry the tag. Fragments match every op with a tag and
+// masks require legality for all of them, so the schedule can still transform the producer when it reaches it.
+#include "transforms/Transform.h"
+
+#include <set>
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Interfaces/TilingInterface.h"
+
+namespace mlir_rl::transforms {
+
+namespace {
+
+// The linalg op producing `value` when it can be fused into a forall around `consumer`, else null.
+mlir::linalg::LinalgOp fusableProducer(mlir::Value value, mlir::Operation *consumer) {
+  auto producer = value.getDefiningOp<mlir::linalg::LinalgOp>();
+  if (!producer || producer->getBlock() != consumer->getBlock() || !producer.hasPureTensorSemantics()) return {};
+  if (!mlir::isa<mlir::TilingInterface>(producer.getOperation())) return {};
+  // The slice a consumer tile reads is mapped back to the producer's loops through the result's indexing map.
+  auto result = mlir::cast<mlir::OpResult>(value);
+  if (!producer.getIndexingMapMatchingResult(result).isProjectedPermutation()) return {};
+  for (int64_t r : producer.getStaticLoopRanges())
+    if (mlir::ShapedType::isDynamic(r)) return {};
+  return producer;
+}
+
+}  // namespace
+
+FusionPlan planFusion(mlir::linalg::LinalgOp op, std::string &reason) {
+  FusionPlan plan;
+  if (!op) {
+    reason = "no op under the cursor";
+    return plan;
+  }
+  if (!op.hasPureTensorSemantics()) {
+    reason = "the op does not work on tensors";
+    return plan;
+  }
+  std::set<mlir::Operation *> seen;
+  for (mlir::OpOperand &operand : op->getOpOperands()) {
+    mlir::linalg::LinalgOp producer = fusableProducer(operand.get(), op);
+    if (!producer) continue;
+    // A destination producer must not reduce: its tile is computed once per forall iteration, before the op
+    // accumulates into it. linalg.fill and broadcasts (bias) qualify.
+    if (op.isDpsInit(&operand) && !mlir::isa<mlir::linalg::FillOp>(producer.getOperation()) &&
+        producer.getNumReductionLoops() != 0)
+      continue;
+    plan.operands.push_back(operand.getOperandNumber());
+    if (!seen.insert(producer.getOperation()).second) continue;
+    plan.producers.push_back(producer->getName().getStringRef().str());
+    if (mlir::isa<mlir::linalg::FillOp>(producer.getOperation())) continue;
+    for (mlir::OpOperand &init : producer.getDpsInitsMutable()) {
+      auto fill = init.get().getDefiningOp<mlir::linalg::FillOp>();
+      if (fill && fill->getBlock() == op->getBlock() && seen.insert(fill.getOperation()).second) {
+        plan.producerFills.push_back({operand.getOperandNumber(), init.getOperandNumber()});
+        plan.producers.push_back("linalg.fill");
+      }
+    }
+  }
+  if (plan.empty())
+    reason = "no operand of the op is produced by a linalg op in the op's block (a tiled op reads slices: fusion "
+             "never crosses its loops)";
+  return plan;
+}
+
+Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction,
+                             const FusionPlan &plan, llvm::StringRef prefix) {
+  std::vector<int64_t> parallelSizes(sizes.begin(), sizes.end());
+  std::vector<int64_t> reductionSizes(sizes.size(), 0);
+  bool anyParallel = false;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (i < isReduction.size() && isReduction[i]) {
+      reductionSizes[i] = sizes[i];
+      parallelSizes[i] = 0;
+    }
+    anyParallel |= parallelSizes[i] != 0;
+  }
+  // No parallel tile, no forall to fuse into: the same as tiled parallelization (reduction tiling or nothing).
+  if (!anyParallel || plan.empty()) return parallelTilingFragment(tag, sizes, isReduction, prefix);
+
+  std::string p = prefix.str();
+  const std::string handle = "(!transform.any_op) -> !transform.any_op";
+  std::string text = matchTaggedOp(tag, prefix);
+  std::vector<std::string> producers;
+  for (int64_t operand : plan.operands) {
+    std::string name = "%" + p + "_prod" + std::to_string(operand);
+    text += "    " + name + " = transform.get_producer_of_operand %" + p + "_op[" + std::to_string(operand) +
+            "] : " + handle + "\n";
+    producers.push_back(name);
+  }
+  for (auto [operand, init] : plan.producerFills) {
+    std::string name = "%" + p + "_fill" + std::to_string(operand) + "_" + std::to_string(init);
+    text += "    " + name + " = transform.get_producer_of_operand %" + p + "_prod" + std::to_string(operand) + "[" +
+            std::to_string(init) + "] : " + handle + "\n";
+    producers.push_back(name);
+  }
+  std::string all = producers.front();
+  if (producers.size() > 1) {
+    all = "%" + p + "_producers";
+    text += "    " + all + " = transform.merge_handles deduplicate ";
+    for (size_t i = 0; i < producers.size(); ++i) text += (i ? ", " : "") + producers[i];
+    text += " : !transform.any_op\n";
+  }
+  text += "    %" + p + "_func = transform.get_parent_op %" + p + "_op {op_name = \"func.func\"} : " + handle + "\n";
+  text += "    %" + p + "_par, %" + p + "_forall = transform.structured.tile_using_forall %" + p +
+          "_op tile_sizes " + formatList(parallelSizes) +
+          " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
+  // fuse_into_containing_op picks, one at a time, a producer that has a use inside the forall, so a producer's fill
+  // is fused after the producer itself.
+  text += "    %" + p + "_fused, %" + p + "_forall2 = transform.structured.fuse_into_containing_op " + all +
+          " into %" + p + "_forall : (!transform.any_op, !transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
+  // Originals left without users would keep the producer's tag on a dead full-size op.
+  text += "    transform.apply_dce to %" + p + "_func : !transform.any_op\n";
+  int numReductionLoops = 0;
+  for (int64_t s : reductionSizes) numReductionLoops += s != 0;
+  if (numReductionLoops > 0) {
+    std::string types = "!transform.any_op";
+    for (int i = 0; i < numReductionLoops; ++i) types += ", !transform.any_op";
+    text += "    %" + p + "_red, %" + p + "_loops:" + std::to_string(numReductionLoops) +
+            " = transform.structured.tile_using_for %" + p + "_par tile_sizes " + formatList(reductionSizes) +
+            " : (!transform.any_op) -> (" + types + ")\n";
+  }
+  return {text};
+}
+
+}  // namespace mlir_rl::transforms

@@ -1,0 +1,48 @@
+// Unroll: the innermost scf.for around the op (the closest enclosing one, e.g. a reduction loop made by tiling) is
+// unrolled by a factor with transform.loop.unroll. The op's copies in the unrolled body keep its tag, so later
+// transformations of the op (vectorization above all) apply to every copy. Factors must divide the trip count, so no
+// remainder loop is generated; a factor equal to the trip count removes the loop.
+#include "transforms/Transform.h"
+
+#include <set>
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
+
+namespace mlir_rl::transforms {
+
+std::vector<int64_t> innermostLoopTripCounts(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
+  std::vector<int64_t> tripCounts;
+  std::set<mlir::Operation *> loops;
+  for (mlir::linalg::LinalgOp op : ops) {
+    auto loop = op ? op->getParentOfType<mlir::scf::ForOp>() : mlir::scf::ForOp();
+    if (!loop) return {};
+    if (!loops.insert(loop.getOperation()).second) continue;
+    std::optional<int64_t> trips =
+        mlir::constantTripCount(loop.getLowerBound(), loop.getUpperBound(), loop.getStep());
+    if (!trips) return {};
+    tripCounts.push_back(*trips);
+  }
+  return tripCounts;
+}
+
+bool isLegalUnrollFactor(llvm::ArrayRef<int64_t> tripCounts, int64_t copies, int64_t factor) {
+  if (tripCounts.empty() || factor < 2 || copies * factor > kMaxUnrolledCopies) return false;
+  for (int64_t trips : tripCounts)
+    if (factor > trips || trips % factor != 0) return false;
+  return true;
+}
+
+Fragment unrollFragment(int64_t tag, int64_t factor, llvm::StringRef prefix) {
+  std::string p = prefix.str();
+  std::string text = matchTaggedOp(tag, prefix);
+  // deduplicate: copies of the op made by an earlier unroll share their loop, which must be unrolled once.
+  text += "    %" + p + "_loop = transform.get_parent_op %" + p +
+          "_op {deduplicate, op_name = \"scf.for\"} : (!transform.any_op) -> !transform.any_op\n";
+  text += "    transform.loop.unroll %" + p + "_loop {factor = " + std::to_string(factor) +
+          " : i64} : !transform.any_op\n";
+  return {text};
+}
+
+}  // namespace mlir_rl::transforms
