@@ -29,15 +29,7 @@ Fragment parallelTilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm
   text += "    %" + p + "_par, %" + p + "_forall = transform.structured.tile_using_forall %" + p +
           "_op tile_sizes " + formatList(parallelSizes) +
           " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
-  int numReductionLoops = 0;
-  for (int64_t s : reductionSizes) numReductionLoops += s != 0;
-  if (numReductionLoops > 0) {
-    std::string types = "!transform.any_op";
-    for (int i = 0; i < numReductionLoops; ++i) types += ", !transform.any_op";
-    text += "    %" + p + "_red, %" + p + "_loops:" + std::to_string(numReductionLoops) +
-            " = transform.structured.tile_using_for %" + p + "_par tile_sizes " + formatList(reductionSizes) +
-            " : (!transform.any_op) -> (" + types + ")\n";
-  }
+  text += tileUsingForStatement(p + "_par", reductionSizes, prefix, "red");
   return {text};
 }
 

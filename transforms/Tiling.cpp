@@ -14,12 +14,8 @@ Fragment tilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::String
   for (int64_t s : sizes) numLoops += s != 0;
   std::string p = prefix.str();
   if (numLoops == 0) return {"    // " + p + ": tiling with all sizes 0 leaves the op unchanged\n"};
-  std::string types = "!transform.any_op";
-  for (int i = 0; i < numLoops; ++i) types += ", !transform.any_op";
   std::string text = matchTaggedOp(tag, prefix);
-  text += "    %" + p + "_tiled, %" + p + "_loops:" + std::to_string(numLoops) +
-          " = transform.structured.tile_using_for %" + p + "_op tile_sizes " + formatList(sizes) +
-          " : (!transform.any_op) -> (" + types + ")\n";
+  text += tileUsingForStatement(p + "_op", sizes, prefix, "tiled");
   return {text};
 }
 

@@ -42,6 +42,11 @@ std::string matchTaggedOp(int64_t tag, llvm::StringRef prefix);
 // as generalization, and drop its discardable attributes).
 std::string retag(llvm::StringRef handle, int64_t tag, llvm::StringRef prefix);
 
+// Statement tiling the op held by `%<handle>` with scf.for loops (one per non-zero size), defining
+// `%<prefix>_<result>` (the tiled op) and `%<prefix>_loops`. Empty when every size is 0.
+std::string tileUsingForStatement(llvm::StringRef handle, llvm::ArrayRef<int64_t> sizes, llvm::StringRef prefix,
+                                  llvm::StringRef result);
+
 // Wraps fragments into a module holding `@__transform_main`, the entry point `--transform-interpreter` runs.
 std::string buildScript(llvm::ArrayRef<Fragment> fragments);
 

@@ -34,6 +34,19 @@ std::string retag(llvm::StringRef handle, int64_t tag, llvm::StringRef prefix) {
          "_tag : !transform.any_op, !transform.param<i64>\n";
 }
 
+std::string tileUsingForStatement(llvm::StringRef handle, llvm::ArrayRef<int64_t> sizes, llvm::StringRef prefix,
+                                  llvm::StringRef result) {
+  int numLoops = 0;
+  for (int64_t s : sizes) numLoops += s != 0;
+  if (numLoops == 0) return "";
+  std::string types = "!transform.any_op";
+  for (int i = 0; i < numLoops; ++i) types += ", !transform.any_op";
+  std::string p = prefix.str();
+  return "    %" + p + "_" + result.str() + ", %" + p + "_loops:" + std::to_string(numLoops) +
+         " = transform.structured.tile_using_for %" + handle.str() + " tile_sizes " + formatList(sizes) +
+         " : (!transform.any_op) -> (" + types + ")\n";
+}
+
 std::string buildScript(llvm::ArrayRef<Fragment> fragments) {
   std::string script =
       "module attributes {transform.with_named_sequence} {\n"
