@@ -37,8 +37,8 @@ ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of that dataset sampled (even
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
-ABSL_FLAG(std::string, idle_benchmark, "benchmark://nn-ops/matmul_512x512x512_f32",
-          "benchmark of the idle sessions (a model layer when the models dataset is present)");
+ABSL_FLAG(std::string, idle_benchmark, "benchmark://models/resnet18_layer1_0_conv1",
+          "benchmark of the idle sessions");
 
 namespace v1 = mlir_rl::v1;
 using Clock = std::chrono::steady_clock;
