@@ -424,3 +424,53 @@ def test_uploaded_tosa_module_becomes_a_working_episode(stub):
         assert steps < 50
     final = reply.outcomes[-1].evaluation
     assert final.correct and not final.failure, final.failure
+
+
+def test_random_policy_soak_over_the_suites():
+    """Random masked episodes over benchmarks of every suite (small ones, so evaluations stay short), bounded in
+    time: every step is answered, no server crash, and every evaluated candidate is either correct or a reported
+    failure, never a wrong speedup."""
+    proc = start_server(extra_args=["--timing_budget_s=0.2", "--eval_timeout_ceiling_s=120"])
+    rng = np.random.default_rng(123)
+    try:
+        channel = grpc.insecure_channel(proc.address)
+        s = rpc.MlirRlEnvStub(channel)
+        listed = s.ListBenchmarks(pb.ListBenchmarksRequest()).benchmarks
+        # The cheapest few of each suite (by FLOPs), plus generated ones.
+        uris = []
+        for dataset in ("nn-ops", "models", "lqcd"):
+            suite = sorted((b for b in listed if b.dataset == dataset), key=lambda b: b.flops)
+            uris += [b.uri for b in suite[:4]]
+        uris += [f"generator://{f}/{i}" for i, f in enumerate(["matmul", "conv2d_nhwc", "pooling_max", "relu"])]
+        deadline = time.monotonic() + 90
+        episodes = steps = evaluated = 0
+        while time.monotonic() < deadline:
+            uri = uris[episodes % len(uris)]
+            r = s.Reset(pb.ResetRequest(benchmark=uri, seed=episodes,
+                                        options=pb.SessionOptions(max_steps=8)), timeout=120)
+            obs, done = r.observation, r.terminated or r.truncated
+            while not done:
+                masks = {t.name: np.frombuffer(t.data, dtype=np.uint8).reshape(tuple(t.shape)) for t in obs.tensors
+                         if t.name.startswith("mask_")}
+                values = [int(rng.choice(np.flatnonzero(masks["mask_type"])))]
+                values += [int(rng.choice(np.flatnonzero(row))) for row in masks["mask_tiles"]]
+                values.append(int(rng.choice(np.flatnonzero(masks["mask_interchange"]))))
+                reply = s.Step(pb.StepRequest(session_id=r.session_id, actions=[pb.Action(values=values)]),
+                               timeout=300)
+                steps += 1
+                out = reply.outcomes[0]
+                if out.HasField("evaluation"):
+                    evaluated += 1
+                    ev = out.evaluation
+                    assert ev.correct or ev.failure, f"{uri}: an unchecked result"
+                    assert "wrong result" not in ev.failure, f"{uri}: a masked schedule computed a wrong result"
+                obs, done = reply.observation, reply.terminated or reply.truncated
+            s.Close(pb.CloseRequest(session_id=r.session_id))
+            episodes += 1
+        assert proc.proc.poll() is None, "the server died"
+        assert s.GetVersion(pb.GetVersionRequest(), timeout=10).protocol_version == "v1"
+        print(f"soak: {episodes} episodes, {steps} steps, {evaluated} evaluations over {len(uris)} benchmarks")
+        assert episodes >= len(uris) // 2
+        channel.close()
+    finally:
+        proc.stop()
