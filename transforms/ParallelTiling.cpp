@@ -8,18 +8,23 @@ namespace mlir_rl::transforms {
 
 bool isInsideForall(mlir::Operation *op) { return op && op->getParentOfType<mlir::scf::ForallOp>() != nullptr; }
 
-Fragment parallelTilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction,
-                                llvm::StringRef prefix) {
-  std::vector<int64_t> parallelSizes(sizes.begin(), sizes.end());
-  std::vector<int64_t> reductionSizes(sizes.size(), 0);
-  bool anyParallel = false;
+SplitSizes splitByLoopKind(llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction) {
+  SplitSizes split{std::vector<int64_t>(sizes.begin(), sizes.end()), std::vector<int64_t>(sizes.size(), 0), false};
   for (size_t i = 0; i < sizes.size(); ++i) {
     if (i < isReduction.size() && isReduction[i]) {
-      reductionSizes[i] = sizes[i];
-      parallelSizes[i] = 0;
+      split.reduction[i] = sizes[i];
+      split.parallel[i] = 0;
     }
-    anyParallel |= parallelSizes[i] != 0;
+    split.anyParallel |= split.parallel[i] != 0;
   }
+  return split;
+}
+
+Fragment parallelTilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction,
+                                llvm::StringRef prefix) {
+  SplitSizes split = splitByLoopKind(sizes, isReduction);
+  const std::vector<int64_t> &parallelSizes = split.parallel, &reductionSizes = split.reduction;
+  bool anyParallel = split.anyParallel;
   std::string p = prefix.str();
   if (!anyParallel) {
     // Nothing to parallelize: what remains is plain tiling of the reduction loops.

@@ -76,16 +76,9 @@ FusionPlan planFusion(mlir::linalg::LinalgOp op, std::string &reason) {
 
 Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction,
                              const FusionPlan &plan, llvm::StringRef prefix) {
-  std::vector<int64_t> parallelSizes(sizes.begin(), sizes.end());
-  std::vector<int64_t> reductionSizes(sizes.size(), 0);
-  bool anyParallel = false;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (i < isReduction.size() && isReduction[i]) {
-      reductionSizes[i] = sizes[i];
-      parallelSizes[i] = 0;
-    }
-    anyParallel |= parallelSizes[i] != 0;
-  }
+  SplitSizes split = splitByLoopKind(sizes, isReduction);
+  const std::vector<int64_t> &parallelSizes = split.parallel, &reductionSizes = split.reduction;
+  bool anyParallel = split.anyParallel;
   // No parallel tile, no forall to fuse into: the same as tiled parallelization (reduction tiling or nothing).
   if (!anyParallel || plan.empty()) return parallelTilingFragment(tag, sizes, isReduction, prefix);
 

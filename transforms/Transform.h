@@ -74,6 +74,13 @@ Fragment tilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::String
 // Reduction loops never go to scf.forall (that would race). Returns the fragment; `sizes` are per loop.
 Fragment parallelTilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction,
                                 llvm::StringRef prefix);
+// Tile sizes split by loop kind: parallel loops keep theirs in `parallel` (0 for reductions) and reductions in
+// `reduction` (0 for parallel loops).
+struct SplitSizes {
+  std::vector<int64_t> parallel, reduction;
+  bool anyParallel = false;
+};
+SplitSizes splitByLoopKind(llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> isReduction);
 // True when the op already sits inside an scf.forall (nested parallelism is refused).
 bool isInsideForall(mlir::Operation *op);
 

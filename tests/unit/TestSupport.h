@@ -7,6 +7,7 @@
 
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
+#include "env/Session.h"
 
 namespace mlir_rl::testing {
 
@@ -14,5 +15,10 @@ mlir::MLIRContext *context();
 env::BenchmarkRegistry &registry();
 env::EvaluationService &evaluator();
 std::shared_ptr<const env::Benchmark> benchmark(const std::string &name);  // name inside nn-ops
+
+// An action vector from tile *sizes* (not head values): `sizes[i]` for loop i (0: not tiled), `pointer` for the
+// interchange head, `unroll` for UNROLL's factor (head tile_{L-1}).
+std::vector<int64_t> act(const env::Session &s, env::ActionType type, std::vector<int64_t> sizes = {},
+                         int64_t pointer = 0, int64_t unroll = 0);
 
 }  // namespace mlir_rl::testing

@@ -14,6 +14,7 @@ namespace {
 using env::ActionType;
 using env::Session;
 using env::SessionConfig;
+using testing::act;
 
 std::unique_ptr<Session> start(const std::string &name, SessionConfig config = {}) {
   auto s = Session::create(testing::benchmark(name), config, 0, &testing::evaluator());
@@ -21,20 +22,6 @@ std::unique_ptr<Session> start(const std::string &name, SessionConfig config = {
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-// Builds an action vector from tile *sizes* (not head values).
-std::vector<int64_t> act(const Session &s, ActionType type, std::vector<int64_t> sizes = {}, int64_t pointer = 0) {
-  const SessionConfig &c = s.config();
-  std::vector<int64_t> v(2 + c.maxLoops, 0);
-  v[0] = static_cast<int64_t>(type);
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (sizes[i] == 0) continue;
-    auto it = std::find(c.tileSizes.begin(), c.tileSizes.end(), sizes[i]);
-    EXPECT_NE(it, c.tileSizes.end()) << "tile size " << sizes[i] << " is not a candidate";
-    v[1 + i] = (it - c.tileSizes.begin()) + 1;
-  }
-  v.back() = pointer;
-  return v;
-}
 
 const env::NamedTensor &tensor(const std::vector<env::NamedTensor> &obs, const std::string &name) {
   for (const auto &t : obs)

@@ -23,6 +23,7 @@ using env::DType;
 using env::NamedTensor;
 using env::Session;
 using env::SessionConfig;
+using testing::act;
 
 // ---- modules ---------------------------------------------------------------------------------------------------
 
@@ -109,19 +110,6 @@ std::unique_ptr<Session> openModule(const char *text, const std::string &name, S
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-std::vector<int64_t> act(const Session &s, ActionType type, std::vector<int64_t> sizes = {}, int64_t pointer = 0) {
-  const SessionConfig &c = s.config();
-  std::vector<int64_t> v(2 + c.maxLoops, 0);
-  v[0] = static_cast<int64_t>(type);
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    if (sizes[i] == 0) continue;
-    auto it = std::find(c.tileSizes.begin(), c.tileSizes.end(), sizes[i]);
-    EXPECT_NE(it, c.tileSizes.end()) << "tile size " << sizes[i] << " is not a candidate";
-    v[1 + i] = (it - c.tileSizes.begin()) + 1;
-  }
-  v.back() = pointer;
-  return v;
-}
 
 void step(Session &s, const std::vector<int64_t> &action) {
   auto r = s.step(action);

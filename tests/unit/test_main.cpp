@@ -33,6 +33,26 @@ std::shared_ptr<const env::Benchmark> benchmark(const std::string &name) {
   return b.ok() ? *b : nullptr;
 }
 
+namespace {
+int64_t tileValue(const env::SessionConfig &c, int64_t size) {
+  if (size == 0) return 0;
+  auto it = std::find(c.tileSizes.begin(), c.tileSizes.end(), size);
+  EXPECT_NE(it, c.tileSizes.end()) << "tile size " << size << " is not a candidate";
+  return (it - c.tileSizes.begin()) + 1;
+}
+}  // namespace
+
+std::vector<int64_t> act(const env::Session &s, env::ActionType type, std::vector<int64_t> sizes, int64_t pointer,
+                         int64_t unroll) {
+  const env::SessionConfig &c = s.config();
+  std::vector<int64_t> v(2 + c.maxLoops, 0);
+  v[0] = static_cast<int64_t>(type);
+  for (size_t i = 0; i < sizes.size(); ++i) v[1 + i] = tileValue(c, sizes[i]);
+  if (unroll) v[c.maxLoops] = tileValue(c, unroll);
+  v.back() = pointer;
+  return v;
+}
+
 }  // namespace mlir_rl::testing
 
 int main(int argc, char **argv) {

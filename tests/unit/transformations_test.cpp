@@ -30,6 +30,7 @@ namespace {
 using env::ActionType;
 using env::Session;
 using env::SessionConfig;
+using testing::act;
 
 // ---- modules ---------------------------------------------------------------------------------------------------
 // Tags follow program order (linalg.fill is not tagged); the schedule visits the last op first.
@@ -260,24 +261,7 @@ std::unique_ptr<Session> start(const std::string &name, const std::string &text,
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-int64_t tileValue(const SessionConfig &c, int64_t size) {
-  if (size == 0) return 0;
-  auto it = std::find(c.tileSizes.begin(), c.tileSizes.end(), size);
-  EXPECT_NE(it, c.tileSizes.end()) << "size " << size << " is not a candidate";
-  return (it - c.tileSizes.begin()) + 1;
-}
 
-// An action from tile *sizes*; `unroll` is UNROLL's factor (head tile_{L-1}).
-std::vector<int64_t> act(const Session &s, ActionType type, std::vector<int64_t> sizes = {}, int64_t pointer = 0,
-                         int64_t unroll = 0) {
-  const SessionConfig &c = s.config();
-  std::vector<int64_t> v(2 + c.maxLoops, 0);
-  v[0] = static_cast<int64_t>(type);
-  for (size_t i = 0; i < sizes.size(); ++i) v[1 + i] = tileValue(c, sizes[i]);
-  if (unroll) v[c.maxLoops] = tileValue(c, unroll);
-  v.back() = pointer;
-  return v;
-}
 
 // Steps and requires the action to be legal and applied.
 bool applyOk(Session &s, const std::vector<int64_t> &action) {
