@@ -80,11 +80,12 @@ const ScheduledOp *Session::currentOp() const {
 }
 
 mlir::linalg::LinalgOp Session::currentLinalgOp() const {
-  const ScheduledOp *op = currentOp();
-  return op ? transforms::findTaggedOp(*module_, op->tag) : mlir::linalg::LinalgOp();
+  const std::vector<mlir::linalg::LinalgOp> &ops = currentLinalgOps();
+  return ops.empty() ? mlir::linalg::LinalgOp() : ops.front();
 }
 
 void Session::advanceCursor() {
+  invalidate();
   ++cursor_;
   actionsOnOp_ = 0;
   historyOnOp_.clear();
@@ -113,14 +114,22 @@ int64_t resolveUnrollFactor(const DecodedAction &a, const std::vector<mlir::lina
 
 }  // namespace
 
-std::vector<mlir::linalg::LinalgOp> Session::currentLinalgOps() const {
-  const ScheduledOp *op = currentOp();
-  return op ? transforms::findTaggedOps(*module_, op->tag) : std::vector<mlir::linalg::LinalgOp>();
+const std::vector<mlir::linalg::LinalgOp> &Session::currentLinalgOps() const {
+  if (!cache_.ops) {
+    const ScheduledOp *op = currentOp();
+    cache_.ops = op ? transforms::findTaggedOps(*module_, op->tag) : std::vector<mlir::linalg::LinalgOp>();
+  }
+  return *cache_.ops;
+}
+
+const ActionMask &Session::mask() const {
+  if (!cache_.mask) cache_.mask = computeMask();
+  return *cache_.mask;
 }
 
 // Legality is checked against every op carrying the current tag (unrolled copies, a fused copy and an original with
 // other users): an action is legal only when it is legal for all of them, since fragments transform all of them.
-ActionMask Session::mask() const {
+ActionMask Session::computeMask() const {
   int L = config_.maxLoops, K = space_.numTileChoices();
   bool swaps = config_.interchangeMode == InterchangeMode::Swaps;
   ActionMask m;
@@ -144,7 +153,7 @@ ActionMask Session::mask() const {
   } else {
     m.type.assign(kNumActionTypes, 1);
   }
-  std::vector<mlir::linalg::LinalgOp> ops = currentLinalgOps();
+  const std::vector<mlir::linalg::LinalgOp> &ops = currentLinalgOps();
   if (ops.empty()) {
     for (int t = 1; t < kNumActionTypes; ++t) block(static_cast<ActionType>(t), "the op under the cursor is gone");
     return m;
@@ -260,7 +269,7 @@ std::optional<OpFamily> familyOfTag(const std::vector<ScheduledOp> &schedule, ml
 std::vector<NamedTensor> Session::observe() const {
   int L = config_.maxLoops, A = config_.maxAccesses;
   OpFeatures current(L, A), producer(L, A);
-  ActionMask m = mask();
+  const ActionMask &m = mask();
   if (const ScheduledOp *sop = currentOp()) current.opType[static_cast<int>(sop->family)] = 1.f;
   current.vectorizable[0] = m.type[static_cast<int>(ActionType::Vectorization)];
   if (mlir::linalg::LinalgOp op = currentLinalgOp()) {  // found once per observation
@@ -317,6 +326,7 @@ EpisodeStatus Session::status() const {
 bool Session::apply(transforms::Fragment fragment, std::string &failure) {
   mlir::OwningOpRef<mlir::ModuleOp> candidate(module_->clone());
   if (mlir::failed(transforms::applyFragments(*candidate, {fragment}, failure))) return false;
+  invalidate();  // the cached ops live in the module being replaced
   module_ = std::move(candidate);
   fragments_.push_back(std::move(fragment));
   return true;
@@ -376,8 +386,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   absl::StatusOr<DecodedAction> decoded = space_.decode(values);
   if (!decoded.ok()) return decoded.status();
   const DecodedAction &a = *decoded;
-  ActionMask m = mask();
-  absl::Status legal = space_.checkMask(a, m);
+  absl::Status legal = space_.checkMask(a, mask());
   if (!legal.ok() && !config_.penalizeMaskedActions) return legal;
 
   auto start = std::chrono::steady_clock::now();
@@ -488,6 +497,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
       actionsOnOp_ >= config_.actionsPerOp)
     advanceCursor();
   if (!terminated_ && config_.maxSteps > 0 && steps_ >= config_.maxSteps) truncated_ = true;
+  invalidate();
 
   addEvaluationReward(result, transformed);
   return result;
@@ -516,6 +526,7 @@ absl::StatusOr<StepResult> Session::penalizeMaskedAction(const DecodedAction &a,
   historyOnOp_.push_back(static_cast<int>(a.type));
   if (++actionsOnOp_ >= config_.actionsPerOp) advanceCursor();
   if (!terminated_ && config_.maxSteps > 0 && steps_ >= config_.maxSteps) truncated_ = true;
+  invalidate();
   addEvaluationReward(result, /*transformed=*/false);
   return result;
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "mlir/Dialect/Linalg/IR/LinalgInterfaces.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
@@ -53,7 +54,8 @@ class Session {
   absl::StatusOr<StepResult> step(const std::vector<int64_t> &action);
 
   std::vector<NamedTensor> observe() const;
-  ActionMask mask() const;
+  // Computed once per state (cached until the next step).
+  const ActionMask &mask() const;
   EpisodeStatus status() const;
   std::unique_ptr<Session> fork() const;
 
@@ -72,7 +74,11 @@ class Session {
   const ScheduledOp *currentOp() const;
   mlir::linalg::LinalgOp currentLinalgOp() const;
   // Every op carrying the current op's tag (unrolled and fused copies included); currentLinalgOp() is the first.
-  std::vector<mlir::linalg::LinalgOp> currentLinalgOps() const;
+  // Found by one module walk per state (cached).
+  const std::vector<mlir::linalg::LinalgOp> &currentLinalgOps() const;
+  ActionMask computeMask() const;
+  // Drops what was derived from the state; called whenever the module, the cursor or the open interchange changes.
+  void invalidate() const { cache_ = StateCache(); }
   void advanceCursor();
   // Applies a fragment to a clone; on success the clone becomes the state.
   bool apply(transforms::Fragment fragment, std::string &failure);
@@ -98,6 +104,12 @@ class Session {
   int steps_ = 0;
   bool terminated_ = false, truncated_ = false;
   double lastTimeNs_ = 0;                    // IMMEDIATE mode: time of the last evaluated state
+
+  struct StateCache {
+    std::optional<std::vector<mlir::linalg::LinalgOp>> ops;
+    std::optional<ActionMask> mask;
+  };
+  mutable StateCache cache_;
 };
 
 }  // namespace mlir_rl::env

@@ -1,5 +1,9 @@
 #include "server/Convert.h"
 
+#include <atomic>
+#include <random>
+
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 
 namespace mlir_rl::server {
@@ -15,6 +19,16 @@ v1::DType toProto(env::DType d) {
     case env::DType::Bool: return v1::DTYPE_BOOL;
   }
   return v1::DTYPE_UNSPECIFIED;
+}
+
+// Observation ids are unique in the server process and start at a random point, so that an id a client kept from
+// another session, or from before a server restart, never matches by accident.
+uint64_t nextObservationId() {
+  static std::atomic<uint64_t> next{[] {
+    std::random_device device;
+    return ((static_cast<uint64_t>(device()) << 32) | device()) >> 2 | 1;
+  }()};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -142,13 +156,19 @@ void fillEpisodeInfo(const env::EpisodeStatus &s, v1::EpisodeInfo &out) {
 }
 
 absl::Status fillObservation(const env::Session &session, const v1::ObservationRequest &request,
-                             v1::Observation &out) {
+                             ObservationLog &log, v1::Observation &out) {
   std::vector<env::NamedTensor> tensors = session.observe();
   for (const std::string &name : request.names()) {
     bool known = std::any_of(tensors.begin(), tensors.end(), [&](const env::NamedTensor &t) { return t.name == name; });
     if (!known) return absl::InvalidArgumentError(absl::StrCat("observation.names: unknown tensor '", name, "'"));
   }
-  for (env::NamedTensor &t : tensors) {
+  bool delta = request.since() != 0 && request.since() == log.lastId && request.names_size() == 0 &&
+               log.tensorHashes.size() == tensors.size();
+  std::vector<uint64_t> hashes(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    env::NamedTensor &t = tensors[i];
+    hashes[i] = absl::HashOf(t.name, t.bytes);
+    if (delta && hashes[i] == log.tensorHashes[i]) continue;
     if (request.names_size() > 0 &&
         std::find(request.names().begin(), request.names().end(), t.name) == request.names().end())
       continue;
@@ -158,6 +178,12 @@ absl::Status fillObservation(const env::Session &session, const v1::ObservationR
     for (int64_t d : t.shape) p->add_shape(d);
     p->set_data(std::move(t.bytes));
   }
+  // A subset (names) is not a full observation: later deltas are relative to full ones only.
+  log.lastId = nextObservationId();
+  out.set_id(log.lastId);
+  out.set_delta(delta);
+  if (request.names_size() == 0) log.tensorHashes = std::move(hashes);
+  else log.tensorHashes.clear();
   if (request.include_ir()) out.set_ir(session.currentIR());
   if (request.include_schedule()) out.set_schedule(session.schedule());
   return absl::OkStatus();

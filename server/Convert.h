@@ -10,6 +10,7 @@
 #include "env/Benchmark.h"
 #include "env/Config.h"
 #include "env/Session.h"
+#include "server/SessionRegistry.h"
 
 namespace mlir_rl::server {
 
@@ -24,9 +25,11 @@ void fillEvaluation(const env::EvaluationRecord &record, v1::Evaluation &out);
 void fillOutcome(const env::StepResult &result, v1::StepOutcome &out);
 void fillEpisodeInfo(const env::EpisodeStatus &status, v1::EpisodeInfo &out);
 
-// The observation a request asks for. INVALID_ARGUMENT for an unknown tensor name.
+// The observation a request asks for, numbered and recorded in `log` (the session's): only the tensors that changed
+// since observation `request.since` when that is the last one sent and no names are asked for. INVALID_ARGUMENT for
+// an unknown tensor name.
 absl::Status fillObservation(const env::Session &session, const v1::ObservationRequest &request,
-                             v1::Observation &out);
+                             ObservationLog &log, v1::Observation &out);
 
 std::vector<int64_t> toValues(const v1::Action &action);
 

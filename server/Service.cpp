@@ -98,7 +98,9 @@ grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *re
       return toGrpc(absl::Status(result.status().code(),
                                  absl::StrCat("replay_actions[", i, "]: ", result.status().message())));
   }
-  if (absl::Status s = fillObservation(**session, request->observation(), *reply->mutable_observation()); !s.ok())
+  ObservationLog log;
+  if (absl::Status s = fillObservation(**session, request->observation(), log, *reply->mutable_observation());
+      !s.ok())
     return toGrpc(s);
   env::EpisodeStatus status = (*session)->status();
   fillEpisodeInfo(status, *reply->mutable_info());
@@ -114,7 +116,12 @@ grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *re
     record.cached = true;
     fillEvaluation(record, *reply->mutable_reference());
   }
-  auto id = sessions_.add(std::move(*session));
+  if (!request->close_session_id().empty()) {
+    // Unknown or already closed is fine: the client only says it is done with it.
+    absl::Status closed = sessions_.remove(request->close_session_id());
+    if (!closed.ok() && !absl::IsNotFound(closed)) return toGrpc(closed);
+  }
+  auto id = sessions_.add(std::move(*session), std::move(log));
   if (!id.ok()) return toGrpc(id.status());
   reply->set_session_id(*id);
   reply->set_benchmark(uri);
@@ -149,7 +156,7 @@ grpc::Status EnvService::Step(grpc::ServerContext *, const v1::StepRequest *requ
   reply->set_terminated(status.terminated);
   reply->set_truncated(status.truncated);
   fillEpisodeInfo(status, *reply->mutable_info());
-  return toGrpc(fillObservation(s, request->observation(), *reply->mutable_observation()));
+  return toGrpc(fillObservation(s, request->observation(), session->slot->log, *reply->mutable_observation()));
 }
 
 grpc::Status EnvService::Observe(grpc::ServerContext *, const v1::ObserveRequest *request, v1::ObserveReply *reply) {
@@ -159,7 +166,8 @@ grpc::Status EnvService::Observe(grpc::ServerContext *, const v1::ObserveRequest
   reply->set_terminated(status.terminated);
   reply->set_truncated(status.truncated);
   fillEpisodeInfo(status, *reply->mutable_info());
-  return toGrpc(fillObservation(**session, request->observation(), *reply->mutable_observation()));
+  return toGrpc(
+      fillObservation(**session, request->observation(), session->slot->log, *reply->mutable_observation()));
 }
 
 grpc::Status EnvService::Fork(grpc::ServerContext *, const v1::ForkRequest *request, v1::ForkReply *reply) {

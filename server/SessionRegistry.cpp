@@ -13,7 +13,7 @@ std::string SessionRegistry::newId() {
   return absl::StrFormat("%016x%08x", rng(), static_cast<uint32_t>(++counter_));
 }
 
-absl::StatusOr<std::string> SessionRegistry::add(std::unique_ptr<env::Session> session) {
+absl::StatusOr<std::string> SessionRegistry::add(std::unique_ptr<env::Session> session, ObservationLog log) {
   std::unique_lock<std::shared_mutex> lock(mutex_);
   if (sessions_.size() >= maxSessions_)
     return absl::ResourceExhaustedError(
@@ -21,6 +21,7 @@ absl::StatusOr<std::string> SessionRegistry::add(std::unique_ptr<env::Session> s
   std::string id = newId();
   auto slot = std::make_shared<SessionSlot>();
   slot->session = std::move(session);
+  slot->log = std::move(log);
   sessions_.emplace(id, std::move(slot));
   return id;
 }

@@ -7,6 +7,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -14,9 +15,16 @@
 
 namespace mlir_rl::server {
 
+// What the session's client was last sent, for delta observations (ObservationRequest.since).
+struct ObservationLog {
+  uint64_t lastId = 0;                  // id of the last observation sent (0: none yet)
+  std::vector<uint64_t> tensorHashes;   // hash of each tensor of that observation, in Session::observe() order
+};
+
 struct SessionSlot {
   std::mutex mutex;
   std::unique_ptr<env::Session> session;  // null once closed
+  ObservationLog log;                     // guarded by mutex
 };
 
 class SessionRegistry {
@@ -24,7 +32,7 @@ class SessionRegistry {
   explicit SessionRegistry(size_t maxSessions) : maxSessions_(maxSessions) {}
 
   // RESOURCE_EXHAUSTED when the server already holds maxSessions sessions.
-  absl::StatusOr<std::string> add(std::unique_ptr<env::Session> session);
+  absl::StatusOr<std::string> add(std::unique_ptr<env::Session> session, ObservationLog log = {});
   // NOT_FOUND naming the id when it is unknown or closed.
   absl::StatusOr<std::shared_ptr<SessionSlot>> find(const std::string &id) const;
   absl::Status remove(const std::string &id);

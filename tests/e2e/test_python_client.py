@@ -212,6 +212,73 @@ def test_random_masked_episode(server):
         assert len(e.actions) == steps
 
 
+def _full_observation(env: mlir_rl.MlirRlEnv) -> dict:
+    """The session's observation with every tensor, asked for behind the environment's back (since = 0)."""
+    from mlir_rl import spaces
+    conn = Connection(env.server)
+    try:
+        reply = conn.call("Observe", env_pb2.ObserveRequest(session_id=env.session_id), idempotent=True)
+    finally:
+        conn.release()
+    return spaces.observation_to_dict(reply.observation)
+
+
+def test_delta_observations_rebuild_every_tensor(server):
+    # Steps fetch only the tensors that changed; what the environment returns must equal the full observation.
+    with mlir_rl.make(MATMUL, server=server) as e:
+        for seed in range(3):
+            obs, _ = e.reset(seed=seed)
+            assert obs_equal(obs, _full_observation(e))
+            rng = np.random.default_rng(seed)
+            done = False
+            while not done:
+                for array in obs.values():
+                    array[...] = 1  # the caller may scribble on what it got: the next observation is unaffected
+                obs, _, terminated, truncated, _ = e.step(sample_masked_action(e, rng))
+                done = terminated or truncated
+                assert obs_equal(obs, _full_observation(e))
+
+
+def test_a_missed_reply_gets_a_full_observation(server):
+    with mlir_rl.make(MATMUL, server=server) as e:
+        e.reset(seed=0)
+        # Someone else takes an observation of the session: the environment's id is no longer the latest, as
+        # after a lost reply. Its next step must not be a delta against the wrong base.
+        conn = Connection(server)
+        try:
+            conn.call("Observe", env_pb2.ObserveRequest(session_id=e.session_id, observation=env_pb2.ObservationRequest(
+                since=e._obs_id)), idempotent=True)
+        finally:
+            conn.release()
+        obs, _, _, _, _ = e.step(tiling_action(e))
+        assert obs_equal(obs, _full_observation(e))
+
+
+def test_reset_closes_the_previous_session(server):
+    with mlir_rl.make(MATMUL, server=server) as e:
+        e.reset(seed=0)
+        old = e.session_id
+        e.reset(seed=1)
+        conn = Connection(server)
+        try:
+            with pytest.raises(errors.NotFoundError):
+                conn.call("Observe", env_pb2.ObserveRequest(session_id=old), idempotent=True)
+        finally:
+            conn.release()
+        # A reset that fails (unknown benchmark) still closes the session it replaces, and the env can go on.
+        current = e.session_id
+        with pytest.raises(errors.NotFoundError):
+            e.reset(options={"benchmark": "benchmark://nn-ops/no_such_kernel"})
+        conn = Connection(server)
+        try:
+            with pytest.raises(errors.NotFoundError):
+                conn.call("Observe", env_pb2.ObserveRequest(session_id=current), idempotent=True)
+        finally:
+            conn.release()
+        e.reset(seed=2)
+        e.step(tiling_action(e))
+
+
 def test_reset_replay_actions_rebuilds_the_state(env):
     env.reset(seed=0)
     action = tiling_action(env)

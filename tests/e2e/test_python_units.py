@@ -400,6 +400,7 @@ class FakeServicer(env_pb2_grpc.MlirRlEnvServicer):
              "seed": request.seed if request.HasField("seed") else None}
         for a in request.replay_actions:
             self._apply(s, list(a.values), context)
+        self.sessions.pop(request.close_session_id, None)
         self.sessions[sid] = s
         return env_pb2.ResetReply(session_id=sid, observation=self._observation(s), info=self._info(s),
                                   benchmark=request.benchmark)

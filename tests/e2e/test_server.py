@@ -139,6 +139,65 @@ def test_unknown_observation_name(stub):
     assert [t.name for t in only.observation.tensors] == ["loop_bounds"]
 
 
+def _tensors(observation):
+    return {t.name: (t.dtype, tuple(t.shape), t.data) for t in observation.tensors}
+
+
+def test_delta_observations_carry_only_changed_tensors_and_never_go_stale(stub):
+    first = reset(stub)
+    sid, full0 = first.session_id, _tensors(first.observation)
+    assert first.observation.id != 0 and not first.observation.delta
+    # A step asking for the changes since the reset's observation: fewer tensors, and merged they are the full state.
+    step = stub.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [32, 32, 32])],
+                                    observation=pb.ObservationRequest(since=first.observation.id)))
+    assert step.observation.delta and step.observation.id != first.observation.id
+    changed = _tensors(step.observation)
+    assert "loop_bounds" in changed and "load_access" not in changed  # tiling changes bounds, not accesses
+    assert len(changed) < len(full0)
+    merged = dict(full0, **changed)
+    truth = _tensors(stub.Observe(pb.ObserveRequest(session_id=sid)).observation)
+    assert merged == truth
+    # A stale id (the client missed a reply), an id of another session, 0, or a names subset: every tensor again.
+    other = reset(stub)
+    for since in (first.observation.id, other.observation.id, 0):
+        reply = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(since=since)))
+        assert not reply.observation.delta and _tensors(reply.observation) == truth
+    latest = reply.observation.id
+    subset = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(
+        since=latest, names=["loop_bounds"])))
+    assert not subset.observation.delta and list(_tensors(subset.observation)) == ["loop_bounds"]
+    # A subset is not a full observation: a delta against it would miss tensors, so the next reply is full.
+    after = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(
+        since=subset.observation.id)))
+    assert not after.observation.delta and _tensors(after.observation) == truth
+    # Nothing changed since: an empty delta.
+    same = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(
+        since=after.observation.id)))
+    assert same.observation.delta and not same.observation.tensors
+    # A fork's session has sent nothing yet: its first reply is full whatever the client holds.
+    fork = stub.Fork(pb.ForkRequest(session_id=sid)).session_id
+    forked = stub.Observe(pb.ObserveRequest(session_id=fork, observation=pb.ObservationRequest(
+        since=same.observation.id)))
+    assert not forked.observation.delta and _tensors(forked.observation) == truth
+    for s in (sid, fork, other.session_id):
+        stub.Close(pb.CloseRequest(session_id=s))
+
+
+def test_reset_can_close_the_previous_session(stub):
+    old = reset(stub).session_id
+    new = reset(stub, close_session_id=old)
+    code, msg = code_and_message(stub.Observe, pb.ObserveRequest(session_id=old))
+    assert code == grpc.StatusCode.NOT_FOUND and old in msg
+    stub.Observe(pb.ObserveRequest(session_id=new.session_id))  # the new one works
+    # Closing an unknown or already closed session is no error; a Reset refused before it starts closes nothing.
+    again = reset(stub, close_session_id=old)
+    code, _ = code_and_message(reset, stub, "benchmark://nn-ops/does_not_exist", close_session_id=again.session_id)
+    assert code == grpc.StatusCode.NOT_FOUND
+    stub.Observe(pb.ObserveRequest(session_id=again.session_id))
+    for s in (new.session_id, again.session_id):
+        stub.Close(pb.CloseRequest(session_id=s))
+
+
 def test_batched_step_reports_which_action_failed(stub):
     sid = reset(stub).session_id
     code, msg = code_and_message(stub.Step, pb.StepRequest(

@@ -17,6 +17,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir_rl/v1/env.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -25,6 +26,7 @@
 #include "env/Evaluation.h"
 #include "env/Session.h"
 #include "runners/WorkerPool.h"
+#include "server/Convert.h"
 #include "server/Service.h"
 #include "support/Context.h"
 #include "support/Target.h"
@@ -37,6 +39,8 @@ ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of that dataset sampled (even
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
+ABSL_FLAG(std::string, sections, "latency,env,compile,workers,memory",
+          "comma-separated sections to run: latency (gRPC), env (in-process step work), compile, workers, memory");
 ABSL_FLAG(std::string, idle_benchmark, "benchmark://models/resnet18_layer1_0_conv1",
           "benchmark of the idle sessions");
 
@@ -70,6 +74,52 @@ std::vector<int64_t> action(int type, std::vector<int64_t> tileChoices = {}, int
   return v;
 }
 
+bool wants(const char *section) {
+  for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_sections), ','))
+    if (s == section) return true;
+  return false;
+}
+
+// The environment's share of a step, without RPC: Session::step, the observation and its translation to protobuf,
+// as the server does them for Step.
+void measureEnvironmentWork(mlir_rl::env::BenchmarkRegistry &benchmarks, mlir_rl::env::EvaluationService &evaluator,
+                            const std::string &uri, int iterations) {
+  auto bench = benchmarks.get(uri);
+  if (!bench.ok()) std::exit(1);
+  Stats step, observation, total;
+  std::map<std::string, Stats> byAction;
+  const std::vector<std::pair<const char *, std::vector<int64_t>>> script = {
+      {"TILING", action(1, {6, 6, 6})},
+      {"INTERCHANGE level pointer", action(3, {}, 2)},
+      {"INTERCHANGE completing", action(3, {}, 0)},
+      {"TILED_PARALLELIZATION", action(2, {0, 4, 4})},
+  };
+  for (int i = 0; i < iterations; ++i) {
+    auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
+    if (!session.ok()) std::exit(1);
+    for (const auto &[name, a] : script) {
+      auto t0 = Clock::now();
+      auto r = (*session)->step(a);
+      double stepUs = usSince(t0);
+      if (!r.ok() || !r->applied) std::exit(1);
+      auto t1 = Clock::now();
+      v1::Observation out;
+      mlir_rl::server::ObservationLog log;
+      (void)mlir_rl::server::fillObservation(**session, {}, log, out);
+      double observeUs = usSince(t1);
+      step.add(stepUs);
+      observation.add(observeUs);
+      total.add(stepUs + observeUs);
+      byAction[name].add(stepUs + observeUs);
+    }
+  }
+  std::printf("\n== environment work per non-evaluating step, in process (no RPC; %s)\n", uri.c_str());
+  report("Session::step", step, "us");
+  report("observation (features, masks, protobuf)", observation, "us");
+  report("step + observation", total, "us");
+  for (auto &[name, s] : byAction) report(("  " + name).c_str(), s, "us");
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -93,9 +143,12 @@ int main(int argc, char **argv) {
   auto stub = v1::MlirRlEnv::NewStub(channel);
   std::printf("mlir-rl-perf: service on 127.0.0.1:%d, host CPU %s\n\n", port, mlir_rl::support::hostCpuName().c_str());
 
-  // --- Latencies over loopback gRPC (C++ client) ---
+  int wrong = 0;
   const std::string uri = "benchmark://nn-ops/matmul_64x64x64_f32";
-  Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, fork, cacheHit, stepFusion, stepUnroll;
+  // --- Latencies over loopback gRPC (C++ client) ---
+  if (wants("latency")) {
+  Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, observeSmall, fork, cacheHit,
+      stepFusion, stepUnroll;
   for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
     v1::ResetRequest rq;
     rq.set_benchmark(uri);
@@ -104,15 +157,19 @@ int main(int argc, char **argv) {
     auto t = Clock::now();
     if (!stub->Reset(&c0, rq, &rr).ok()) return 1;
     reset.add(usSince(t));
+    // Like the Python client, steps ask only for the tensors that changed since the last observation.
+    uint64_t lastObservation = rr.observation().id();
     auto step = [&](const std::vector<int64_t> &a, Stats &into) {
       v1::StepRequest sq;
       sq.set_session_id(rr.session_id());
       v1::Action *one = sq.add_actions();
       for (int64_t v : a) one->add_values(v);
+      sq.mutable_observation()->set_since(lastObservation);
       v1::StepReply sr;
       grpc::ClientContext c;
       auto t1 = Clock::now();
       grpc::Status s = stub->Step(&c, sq, &sr);
+      lastObservation = sr.observation().id();
       into.add(usSince(t1));
       if (!s.ok() || !sr.outcomes(0).applied()) {
         std::fprintf(stderr, "step failed: %s %s\n", s.error_message().c_str(),
@@ -132,6 +189,12 @@ int main(int argc, char **argv) {
       auto t1 = Clock::now();
       stub->Observe(&c, oq, &orp);
       observe.add(usSince(t1));
+      // The same with one small tensor: the difference is what the full observation's bytes cost on the wire.
+      oq.mutable_observation()->add_names("progress");
+      grpc::ClientContext c1;
+      t1 = Clock::now();
+      stub->Observe(&c1, oq, &orp);
+      observeSmall.add(usSince(t1));
     }
     {
       v1::ForkRequest fq;
@@ -160,6 +223,7 @@ int main(int argc, char **argv) {
     // the k loop (8 trips) by 2; UNROLL's factor is in head tile_11 (value 2 = size 2).
     grpc::ClientContext c4;
     if (!stub->Reset(&c4, rq, &rr).ok()) return 1;
+    lastObservation = rr.observation().id();
     step(action(5, {5, 5, 4}), stepFusion);
     step(action(7, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}), stepUnroll);
     cq.set_session_id(rr.session_id());
@@ -183,11 +247,16 @@ int main(int argc, char **argv) {
   report("Step TILED_PARALLELIZATION (non-evaluating)", stepParallel, "us");
   report("Step TILED_FUSION (non-evaluating)", stepFusion, "us");
   report("Step UNROLL (non-evaluating)", stepUnroll, "us");
-  report("Observe", observe, "us");
+  report("Observe (all tensors)", observe, "us");
+  report("Observe (tensor 'progress' only)", observeSmall, "us");
   report("Fork", fork, "us");
   report("Step terminal, evaluation served from cache", cacheHit, "us");
 
+  }
+  if (wants("env")) measureEnvironmentWork(benchmarks, evaluator, uri, absl::GetFlag(FLAGS_iterations));
+
   // --- Compile time per candidate: random masked schedules, evaluated by worker processes as the server does ---
+  if (wants("compile")) {
   std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation, worker processes)\n");
   mlir_rl::runners::WorkerPoolOptions compileWorkers;
   compileWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
@@ -197,7 +266,7 @@ int main(int argc, char **argv) {
   std::map<std::string, int> failureKinds;
   Stats lower, jit, total;
   std::mt19937_64 rng(42);
-  int wrong = 0, failed = 0, evaluated = 0;
+  int failed = 0, evaluated = 0;
   std::vector<std::string> sampled;
   for (const std::string &b : benchmarks.uris()) {
     auto bench = benchmarks.get(b);
@@ -256,7 +325,9 @@ int main(int argc, char **argv) {
   for (const auto &[kind, n] : failureKinds) std::printf(" [%s: %d]", kind.c_str(), n);
   std::printf("\n");
 
+  }
   // --- Worker pool: timing spread and throughput ---
+  if (wants("workers")) {
   std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");
   auto bench = benchmarks.get("benchmark://nn-ops/matmul_256x256x256_f32");
   if (!bench.ok()) return 1;
@@ -340,7 +411,9 @@ int main(int argc, char **argv) {
     std::printf("%-48s %.2fx\n", "throughput ratio 2 workers / 1 worker", rate[2] / rate[1]);
   }
 
+  }
   // --- Memory of idle sessions ---
+  if (wants("memory")) {
   {
     auto rss = [] {
       std::ifstream status("/proc/self/status");
@@ -363,6 +436,7 @@ int main(int argc, char **argv) {
     std::printf("\n== memory\n%-48s %zu sessions of %s: process RSS %.1f MiB (+%.1f MiB, %.1f KiB/session)\n",
                 "idle sessions", ids.size(), absl::GetFlag(FLAGS_idle_benchmark).c_str(), after, after - before,
                 (after - before) * 1024.0 / std::max<size_t>(1, ids.size()));
+  }
   }
   server->Shutdown();
   return wrong == 0 ? 0 : 1;

@@ -25,8 +25,8 @@ import grpc
 import numpy as np
 
 from . import spaces as _spaces
-from .errors import (FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, UnavailableError,
-                     from_rpc_error)
+from .errors import (FailedPreconditionError, InternalError, InvalidArgumentError, MlirRlError, NotFoundError,
+                     UnavailableError, from_rpc_error)
 from .v1 import env_pb2, env_pb2_grpc
 
 __all__ = ["MlirRlEnv", "Connection", "session_options", "DEFAULT_SERVER", "DEFAULT_TIMEOUT"]
@@ -240,18 +240,13 @@ def _outcome_to_dict(outcome: "env_pb2.StepOutcome") -> Dict[str, Any]:
     }
 
 
-def _step_request(session_id: str, values: List[int]) -> "env_pb2.StepRequest":
-    """``StepRequest(session_id, actions=[Action(values)], observation=ObservationRequest())``, built without the
-    keyword constructor's intermediate messages."""
+def _step_request(session_id: str, values: List[int], since: int) -> "env_pb2.StepRequest":
+    """``StepRequest(session_id, actions=[Action(values)], observation=ObservationRequest(since=since))``, built
+    without the keyword constructor's intermediate messages."""
     request = env_pb2.StepRequest(session_id=session_id)
     request.actions.add().values.extend(values)
-    request.observation.SetInParent()
+    request.observation.since = since
     return request
-
-
-# The observation tensors head_masks() reads: the environment keeps its own copy of these (the arrays it returns
-# are the caller's to modify).
-_MASK_TENSORS = ("mask_type", "mask_tiles", "mask_interchange")
 
 
 def _normalize_benchmark(uri: str) -> str:
@@ -343,7 +338,10 @@ class MlirRlEnv(_EnvBase):
                  mlir: Optional[str] = None, description: str = ""):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
+        # The last full observation (private arrays) and its id: steps ask the server for the tensors that changed
+        # since (ObservationRequest.since) and this fills in the rest.
         self._obs: Optional["OrderedDict[str, np.ndarray]"] = None
+        self._obs_id = 0
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise InvalidArgumentError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
@@ -522,8 +520,10 @@ class MlirRlEnv(_EnvBase):
         self._uploads[reply.benchmark.uri] = (mlir, description)
         return benchmark_to_dict(reply.benchmark)
 
-    def _reset_rpc(self, benchmark: str, seed: int, replay: Sequence[Sequence[int]]) -> "env_pb2.ResetReply":
-        request = env_pb2.ResetRequest(benchmark=benchmark, options=self._options, seed=seed)
+    def _reset_rpc(self, benchmark: str, seed: int, replay: Sequence[Sequence[int]],
+                   close_session_id: Optional[str] = None) -> "env_pb2.ResetReply":
+        request = env_pb2.ResetRequest(benchmark=benchmark, options=self._options, seed=seed,
+                                       close_session_id=close_session_id or "")
         for a in replay:
             request.replay_actions.add().values.extend(a)
         request.observation.SetInParent()
@@ -564,11 +564,12 @@ class MlirRlEnv(_EnvBase):
     def _recover(self) -> None:
         reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
         self._session_id = reply.session_id
+        self._take_observation(reply.observation)  # the new session's first observation: later deltas build on it
         self.recoveries += 1
 
     def _close_session(self) -> None:
         sid, self._session_id = self._session_id, None
-        self._obs = None
+        self._obs, self._obs_id = None, 0
         if sid is None or self._conn.closed:
             return
         try:
@@ -606,8 +607,17 @@ class MlirRlEnv(_EnvBase):
         replay = [self._action_values(a) for a in (options.get("replay_actions") or [])]
         server_seed = 0 if seed is None else int(seed)
 
-        self._close_session()
-        reply = self._reset_rpc(benchmark, server_seed, replay)
+        # The previous session is closed by the Reset itself (one round trip instead of two).
+        previous, self._session_id = self._session_id, None
+        self._obs, self._obs_id = None, 0
+        try:
+            reply = self._reset_rpc(benchmark, server_seed, replay, close_session_id=previous)
+        except MlirRlError:
+            # A Reset refused before it got to closing (e.g. an unknown benchmark) leaves the old session open.
+            if previous is not None:
+                self._session_id = previous
+                self._close_session()
+            raise
         self._session_id = reply.session_id
         self._episode_benchmark = reply.benchmark or benchmark
         self._episode_seed = server_seed
@@ -629,7 +639,7 @@ class MlirRlEnv(_EnvBase):
         to apply is not an error: ``info["applied"]`` is False and the reward is the transform penalty.
         """
         values = self._action_values(action)
-        reply = self._session_call("Step", lambda sid: _step_request(sid, values), idempotent=False)
+        reply = self._session_call("Step", lambda sid: _step_request(sid, values, self._obs_id), idempotent=False)
         if not reply.outcomes:
             # The server stopped before the action: the episode was already over.
             state = "truncated" if reply.truncated and not reply.terminated else "terminated"
@@ -645,9 +655,11 @@ class MlirRlEnv(_EnvBase):
                 ) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, Any]]:
         """The current observation without acting: ``(obs, info)``; ``info`` holds the episode fields,
         ``terminated`` and ``truncated``, and ``ir`` / ``schedule`` when asked for."""
-        request = env_pb2.ObservationRequest(include_ir=include_ir, include_schedule=include_schedule)
-        reply = self._session_call(
-            "Observe", lambda sid: env_pb2.ObserveRequest(session_id=sid, observation=request), idempotent=True)
+        def make_request(sid: str) -> "env_pb2.ObserveRequest":
+            return env_pb2.ObserveRequest(session_id=sid, observation=env_pb2.ObservationRequest(
+                include_ir=include_ir, include_schedule=include_schedule, since=self._obs_id))
+
+        reply = self._session_call("Observe", make_request, idempotent=True)
         obs = self._take_observation(reply.observation)
         info = message_to_dict(reply.info)
         info["terminated"] = bool(reply.terminated)
@@ -689,6 +701,7 @@ class MlirRlEnv(_EnvBase):
             "_session_id": reply.session_id,
             "_actions": [list(a) for a in self._actions],
             "_obs": None if self._obs is None else OrderedDict((k, v.copy()) for k, v in self._obs.items()),
+            "_obs_id": 0,  # the copy's session has sent nothing yet: its first observation is a full one
             "action_space": copy.deepcopy(self.action_space),
             "observation_space": copy.deepcopy(self.observation_space),
             "recoveries": 0,
@@ -734,13 +747,15 @@ class MlirRlEnv(_EnvBase):
         return f"MlirRlEnv({self.benchmark!r}, server={self.server!r}, {state})"
 
     def _take_observation(self, observation: "env_pb2.Observation") -> "OrderedDict[str, np.ndarray]":
-        """The observation as fresh arrays for the caller; keeps a private copy of the mask tensors for
-        ``head_masks`` (so that the caller may modify what it got)."""
-        obs = _spaces.observation_to_dict(observation)
-        kept: "OrderedDict[str, np.ndarray]" = OrderedDict()
-        for name in _MASK_TENSORS:
-            array = obs.get(name)
-            if array is not None:
-                kept[name] = array.copy()
-        self._obs = kept
-        return obs
+        """The observation as fresh arrays for the caller (theirs to modify). A delta observation carries only the
+        tensors that changed since the one this environment holds; the rest come from its private copy."""
+        received = _spaces.observation_to_dict(observation)
+        if observation.delta:
+            if self._obs is None:
+                raise InternalError("the server sent a delta observation but this environment holds no full one")
+            kept = self._obs
+            kept.update(received)
+        else:
+            kept = received
+        self._obs, self._obs_id = kept, observation.id
+        return OrderedDict((name, array.copy()) for name, array in kept.items())
