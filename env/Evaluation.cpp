@@ -17,13 +17,6 @@ namespace mlir_rl::env {
 
 namespace {
 
-std::string printIR(mlir::ModuleOp module) {
-  std::string ir;
-  llvm::raw_string_ostream os(ir);
-  module->print(os, mlir::OpPrintingFlags().enableDebugInfo(false));
-  os.flush();
-  return ir;
-}
 
 // 128-bit key of a candidate: two independent 64-bit hashes of its IR text plus the measurement settings.
 std::string candidateKey(const std::string &ir, const std::string &benchmark, uint64_t seed, int threads) {
@@ -122,9 +115,21 @@ bool EvaluationService::knownReference(const Benchmark &benchmark, uint64_t seed
   return true;
 }
 
+std::string candidateText(mlir::ModuleOp candidate) {
+  std::string ir;
+  llvm::raw_string_ostream os(ir);
+  candidate->print(os, mlir::OpPrintingFlags().enableDebugInfo(false));
+  os.flush();
+  return ir;
+}
+
 EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::ModuleOp candidate, uint64_t seed,
                                              int threads) {
-  std::string ir = printIR(candidate);
+  return evaluate(benchmark, candidateText(candidate), seed, threads);
+}
+
+EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const std::string &ir, uint64_t seed,
+                                             int threads) {
   std::string key = candidateKey(ir, benchmark.info().uri, seed, threads);
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -147,7 +152,7 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::M
   }
   record.referenceNs = (*ref)->timing.medianNs;
   runners::ExecRequest request;
-  request.candidateIR = std::move(ir);
+  request.candidateIR = ir;
   request.referenceIR = benchmark.taggedText();
   request.seed = seed;
   request.numThreads = threads;

@@ -49,6 +49,9 @@ struct TimeoutPolicy {
   double forReference(double referenceNs) const;
 };
 
+// The text of a candidate as evaluation keys its cache and sends it to the executor (no debug locations).
+std::string candidateText(mlir::ModuleOp candidate);
+
 class EvaluationService {
  public:
   EvaluationService(runners::Executor *executor, runners::TimingOptions timing = {}, size_t cacheCapacity = 4096,
@@ -66,6 +69,8 @@ class EvaluationService {
   bool knownReference(const Benchmark &benchmark, uint64_t seed, int threads, runners::Timing &timing);
 
   EvaluationRecord evaluate(const Benchmark &benchmark, mlir::ModuleOp candidate, uint64_t seed, int threads);
+  // The same for a candidate already printed with candidateText().
+  EvaluationRecord evaluate(const Benchmark &benchmark, const std::string &candidateIR, uint64_t seed, int threads);
 
   EvaluationStats stats() const;
 

@@ -53,14 +53,14 @@ absl::StatusOr<std::unique_ptr<Session>> Session::create(std::shared_ptr<const B
                                                          EvaluationService *evaluator) {
   if (absl::Status s = config.validate(); !s.ok()) return s;
   std::unique_ptr<Session> session(new Session(std::move(benchmark), std::move(config), seed, evaluator));
-  session->module_ = session->benchmark_->module().clone();
+  session->state_ = PayloadState::root(session->benchmark_);
   if (session->benchmark_->schedule().empty()) session->terminated_ = true;
   return session;
 }
 
 std::unique_ptr<Session> Session::fork() const {
   std::unique_ptr<Session> copy(new Session(benchmark_, config_, seed_, evaluator_));
-  copy->module_ = module_.get().clone();
+  copy->state_ = state_;  // states are immutable: shared, not copied
   copy->cursor_ = cursor_;
   copy->actionsOnOp_ = actionsOnOp_;
   copy->historyOnOp_ = historyOnOp_;
@@ -117,7 +117,7 @@ int64_t resolveUnrollFactor(const DecodedAction &a, const std::vector<mlir::lina
 const std::vector<mlir::linalg::LinalgOp> &Session::currentLinalgOps() const {
   if (!cache_.ops) {
     const ScheduledOp *op = currentOp();
-    cache_.ops = op ? transforms::findTaggedOps(*module_, op->tag) : std::vector<mlir::linalg::LinalgOp>();
+    cache_.ops = op ? transforms::findTaggedOps(state_->module(), op->tag) : std::vector<mlir::linalg::LinalgOp>();
   }
   return *cache_.ops;
 }
@@ -323,12 +323,28 @@ EpisodeStatus Session::status() const {
   return s;
 }
 
-bool Session::apply(transforms::Fragment fragment, std::string &failure) {
-  mlir::OwningOpRef<mlir::ModuleOp> candidate(module_->clone());
-  if (mlir::failed(transforms::applyFragments(*candidate, {fragment}, failure))) return false;
-  invalidate();  // the cached ops live in the module being replaced
-  module_ = std::move(candidate);
-  fragments_.push_back(std::move(fragment));
+bool Session::apply(const std::function<transforms::Fragment(llvm::StringRef)> &make, std::string &failure) {
+  // The transition is keyed by the fragment with a fixed prefix (value names do not change what it does); the
+  // schedule keeps the step's own prefix so that fragments of one script never clash.
+  std::string key = make("t").text;
+  // Both fragments are made from the state the action applies to (vectorization reads the ops it transforms).
+  transforms::Fragment scheduled = make(absl::StrCat("s", steps_));
+  std::optional<Transition> known = transitions_->find(state_->id(), key);
+  if (!known) {
+    Transition t;
+    mlir::OwningOpRef<mlir::ModuleOp> candidate(state_->module().clone());
+    if (mlir::succeeded(transforms::applyFragments(*candidate, {transforms::Fragment{key}}, t.failure)))
+      t.state = PayloadState::derived(std::move(candidate));
+    transitions_->insert(state_->id(), key, t);
+    known = std::move(t);
+  }
+  if (!known->state) {
+    failure = known->failure;
+    return false;
+  }
+  invalidate();  // the cached ops live in the state being left
+  state_ = std::move(known->state);
+  fragments_.push_back(std::move(scheduled));
   return true;
 }
 
@@ -370,7 +386,7 @@ std::string Session::describe(const DecodedAction &a) const {
 }
 
 double Session::evaluateState(StepResult &result) {
-  EvaluationRecord record = evaluator_->evaluate(*benchmark_, *module_, seed_, config_.numThreads);
+  EvaluationRecord record = evaluator_->evaluate(*benchmark_, state_->text(), seed_, config_.numThreads);
   result.evaluation = record;
   if (!record.ok) return config_.executionPenalty;
   double before = config_.rewardMode == RewardMode::Immediate && lastTimeNs_ > 0 ? lastTimeNs_ : record.referenceNs;
@@ -398,7 +414,6 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   const ScheduledOp *op = currentOp();
   mlir::linalg::LinalgOp lop = currentLinalgOp();
   int numLoops = lop ? static_cast<int>(lop.getNumLoops()) : 0;
-  std::string prefix = absl::StrCat("s", steps_);
   bool completedTransformation = true;  // counts against the op's budget
   bool transformed = false;             // the module changed
   std::string failure;
@@ -410,7 +425,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
     case ActionType::Tiling: {
       std::vector<int64_t> sizes(a.tileSizes.begin(), a.tileSizes.begin() + numLoops);
       bool any = std::any_of(sizes.begin(), sizes.end(), [](int64_t s) { return s != 0; });
-      transformed = any && apply(transforms::tilingFragment(op->tag, sizes, prefix), failure);
+      transformed = any && apply([&](llvm::StringRef p) { return transforms::tilingFragment(op->tag, sizes, p); }, failure);
       result.applied = !any || transformed;
       break;
     }
@@ -419,7 +434,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
       llvm::SmallVector<bool> isReduction;
       for (auto it : lop.getIteratorTypesArray()) isReduction.push_back(it == mlir::utils::IteratorType::reduction);
       bool any = std::any_of(sizes.begin(), sizes.end(), [](int64_t s) { return s != 0; });
-      transformed = any && apply(transforms::parallelTilingFragment(op->tag, sizes, isReduction, prefix), failure);
+      transformed = any && apply([&](llvm::StringRef p) { return transforms::parallelTilingFragment(op->tag, sizes, isReduction, p); }, failure);
       result.applied = !any || transformed;
       break;
     }
@@ -431,19 +446,19 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
       transforms::FusionPlan plan = transforms::planFusion(lop, why);
       bool any = std::any_of(sizes.begin(), sizes.end(), [](int64_t s) { return s != 0; });
       transformed =
-          any && apply(transforms::tiledFusionFragment(op->tag, sizes, isReduction, plan, prefix), failure);
+          any && apply([&](llvm::StringRef p) { return transforms::tiledFusionFragment(op->tag, sizes, isReduction, plan, p); }, failure);
       result.applied = !any || transformed;
       break;
     }
     case ActionType::Img2Col: {
       bool depthwise = mlir::isa<mlir::linalg::DepthwiseConv2DNhwcHwcOp>(lop.getOperation());
-      transformed = apply(transforms::img2colFragment(op->tag, depthwise, prefix), failure);
+      transformed = apply([&](llvm::StringRef p) { return transforms::img2colFragment(op->tag, depthwise, p); }, failure);
       result.applied = transformed;
       break;
     }
     case ActionType::Unroll: {
       int64_t factor = resolveUnrollFactor(a, currentLinalgOps(), config_);
-      if (factor > 1) transformed = apply(transforms::unrollFragment(op->tag, factor, prefix), failure);
+      if (factor > 1) transformed = apply([&](llvm::StringRef p) { return transforms::unrollFragment(op->tag, factor, p); }, failure);
       else failure = "no legal unroll factor";
       result.applied = transformed;
       break;
@@ -454,7 +469,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
         std::vector<int64_t> permutation = transforms::swapPermutation(a.pointer, config_.maxLoops, numLoops);
         result.description = absl::StrCat("INTERCHANGE op ", op->tag, " (", op->name, ") permutation ",
                                           transforms::formatList(permutation));
-        transformed = apply(transforms::interchangeFragment(op->tag, permutation, prefix), failure);
+        transformed = apply([&](llvm::StringRef p) { return transforms::interchangeFragment(op->tag, permutation, p); }, failure);
         result.applied = transformed;
         break;
       }
@@ -471,12 +486,12 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
                                         transforms::formatList(permutation));
       bool identity = true;
       for (int i = 0; i < numLoops; ++i) identity &= permutation[i] == i;
-      transformed = !identity && apply(transforms::interchangeFragment(op->tag, permutation, prefix), failure);
+      transformed = !identity && apply([&](llvm::StringRef p) { return transforms::interchangeFragment(op->tag, permutation, p); }, failure);
       result.applied = identity || transformed;
       break;
     }
     case ActionType::Vectorization:
-      transformed = apply(transforms::vectorizationFragmentFor(currentLinalgOps(), op->tag, prefix), failure);
+      transformed = apply([&](llvm::StringRef p) { return transforms::vectorizationFragmentFor(currentLinalgOps(), op->tag, p); }, failure);
       result.applied = transformed;
       break;
   }
@@ -534,7 +549,7 @@ absl::StatusOr<StepResult> Session::penalizeMaskedAction(const DecodedAction &a,
 std::string Session::currentIR() const {
   std::string out;
   llvm::raw_string_ostream os(out);
-  module_.get()->print(os);
+  state_->module()->print(os);
   return out;
 }
 

@@ -4,6 +4,7 @@
 // transform penalty with MLIR's reason. State is deterministic given (benchmark, config, seed, actions).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "env/Benchmark.h"
 #include "env/Config.h"
 #include "env/Evaluation.h"
+#include "env/StateCache.h"
 #include "env/Tensor.h"
 #include "transforms/Transform.h"
 
@@ -81,7 +83,9 @@ class Session {
   void invalidate() const { cache_ = StateCache(); }
   void advanceCursor();
   // Applies a fragment to a clone; on success the clone becomes the state.
-  bool apply(transforms::Fragment fragment, std::string &failure);
+  // Moves to the state the fragment (made for a given value-name prefix) gives, found in the transition cache or
+  // made by applying it to a clone; on failure the state is unchanged and `failure` says why.
+  bool apply(const std::function<transforms::Fragment(llvm::StringRef)> &make, std::string &failure);
   double evaluateState(StepResult &result);
   // Evaluates the state when the reward mode asks for it after this step, adding the reward to `result`.
   void addEvaluationReward(StepResult &result, bool transformed);
@@ -94,7 +98,8 @@ class Session {
   uint64_t seed_;
   EvaluationService *evaluator_;
 
-  mlir::OwningOpRef<mlir::ModuleOp> module_;
+  std::shared_ptr<const PayloadState> state_;  // immutable, possibly shared with other sessions
+  TransitionCache *transitions_ = &TransitionCache::shared();
   size_t cursor_ = 0;                        // index into benchmark_->schedule()
   int actionsOnOp_ = 0;
   std::vector<int> historyOnOp_;             // action types applied to the current op

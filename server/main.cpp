@@ -20,6 +20,7 @@
 
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
+#include "env/StateCache.h"
 #include "runners/WorkerPool.h"
 #include "server/Service.h"
 #include "support/Context.h"
@@ -35,6 +36,9 @@ ABSL_FLAG(int, max_message_mb, 64, "maximum request size in MiB");
 ABSL_FLAG(int, max_actions_per_step, 1024, "maximum actions in one Step or replay list");
 ABSL_FLAG(double, timing_budget_s, 2.0, "time budget for the timed repetitions of one evaluation, in seconds");
 ABSL_FLAG(int, cache_entries, 4096, "entries of the evaluation cache");
+ABSL_FLAG(int, transition_cache_mb, 256,
+          "estimated MiB of transformed IR the transition cache may hold (steps already taken by any session cost a "
+          "lookup instead of a transformation); 0 disables it");
 ABSL_FLAG(std::string, cache_dir, "",
           "keep reference times and measured candidates here across restarts (per machine identity; empty: memory only)");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
@@ -125,6 +129,12 @@ int main(int argc, char **argv) {
                                        absl::GetFlag(FLAGS_eval_timeout_multiple),
                                        absl::GetFlag(FLAGS_eval_timeout_ceiling_s)};
   mlir_rl::env::EvaluationService evaluator(executor.get(), timing, absl::GetFlag(FLAGS_cache_entries), timeouts);
+  if (absl::GetFlag(FLAGS_transition_cache_mb) < 0) {
+    spdlog::error("--transition_cache_mb must be >= 0, not {}", absl::GetFlag(FLAGS_transition_cache_mb));
+    return 2;
+  }
+  mlir_rl::env::TransitionCache::shared().setBudget(static_cast<size_t>(absl::GetFlag(FLAGS_transition_cache_mb))
+                                                    << 20);
   if (std::string dir = absl::GetFlag(FLAGS_cache_dir); !dir.empty()) {
     if (absl::Status s = evaluator.persistTo(dir, mlir_rl::support::machineIdentity()); !s.ok()) {
       spdlog::error("{}", std::string(s.message()));

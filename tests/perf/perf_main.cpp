@@ -25,6 +25,7 @@
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
 #include "env/Session.h"
+#include "env/StateCache.h"
 #include "runners/WorkerPool.h"
 #include "server/Convert.h"
 #include "server/Service.h"
@@ -74,6 +75,85 @@ std::vector<int64_t> action(int type, std::vector<int64_t> tileChoices = {}, int
   return v;
 }
 
+constexpr size_t kTransitionBudget = 256u << 20;  // the server's default (--transition_cache_mb)
+
+// Non-evaluating steps of a random masked policy over a spread of built-in benchmarks, as a training run sees them:
+// delta observations, the transition cache on (most states are new at first, the first steps of each episode recur).
+void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegistry &benchmarks, int steps) {
+  std::vector<std::string> uris;
+  for (const std::string &uri : benchmarks.uris())
+    if (uri.find("nn-ops/") != std::string::npos || uri.find("models/resnet18") != std::string::npos)
+      uris.push_back(uri);
+  std::mt19937_64 rng(7);
+  Stats all;
+  std::map<std::string, Stats> byType;
+  const char *names[] = {"NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION",
+                         "TILED_FUSION", "IMG2COL", "UNROLL"};
+  auto before = mlir_rl::env::TransitionCache::shared().stats();
+  int episodes = 0;
+  while (static_cast<int>(all.values.size()) < steps) {
+    v1::ResetRequest rq;
+    rq.set_benchmark(uris[std::uniform_int_distribution<size_t>(0, uris.size() - 1)(rng)]);
+    v1::ResetReply rr;
+    grpc::ClientContext c0;
+    if (!stub.Reset(&c0, rq, &rr).ok()) std::exit(1);
+    ++episodes;
+    std::map<std::string, std::string> tensors;  // the client's merged copy of the observation
+    auto take = [&](const v1::Observation &o) {
+      if (!o.delta()) tensors.clear();
+      for (const v1::Tensor &t : o.tensors()) tensors[t.name()] = t.data();
+    };
+    take(rr.observation());
+    uint64_t last = rr.observation().id();
+    bool done = rr.terminated() || rr.truncated();
+    while (!done) {
+      auto pick = [&](const std::string &mask, size_t offset, size_t n) {
+        std::vector<int64_t> legal;
+        for (size_t v = 0; v < n; ++v)
+          if (mask[offset + v]) legal.push_back(static_cast<int64_t>(v));
+        return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
+      };
+      const std::string &types = tensors["mask_type"], &tiles = tensors["mask_tiles"],
+                        &pointer = tensors["mask_interchange"];
+      std::vector<int64_t> a{pick(types, 0, types.size())};
+      size_t K = tiles.size() / 12;
+      for (size_t i = 0; i < 12; ++i) a.push_back(pick(tiles, i * K, K));
+      a.push_back(pick(pointer, 0, pointer.size()));
+      v1::StepRequest sq;
+      sq.set_session_id(rr.session_id());
+      v1::Action *one = sq.add_actions();
+      for (int64_t v : a) one->add_values(v);
+      sq.mutable_observation()->set_since(last);
+      v1::StepReply sr;
+      grpc::ClientContext c;
+      auto t = Clock::now();
+      grpc::Status status = stub.Step(&c, sq, &sr);
+      double us = usSince(t);
+      if (!status.ok()) {
+        std::fprintf(stderr, "random policy: %s\n", status.error_message().c_str());
+        std::exit(1);
+      }
+      take(sr.observation());
+      last = sr.observation().id();
+      done = sr.terminated() || sr.truncated();
+      if (sr.outcomes(0).has_evaluation()) continue;  // an evaluating step: not this figure
+      all.add(us);
+      byType[names[a[0]]].add(us);
+    }
+    v1::CloseRequest cq;
+    cq.set_session_id(rr.session_id());
+    v1::CloseReply cr;
+    grpc::ClientContext c1;
+    stub.Close(&c1, cq, &cr);
+  }
+  auto after = mlir_rl::env::TransitionCache::shared().stats();
+  uint64_t hits = after.hits - before.hits, lookups = hits + after.misses - before.misses;
+  std::printf("\n== non-evaluating steps of a random masked policy (%d episodes over %zu benchmarks; transitions "
+              "found in the cache: %.0f %%)\n", episodes, uris.size(), lookups ? 100.0 * hits / lookups : 0.0);
+  report("Step, all action types", all, "us");
+  for (auto &[name, stats] : byType) report(("  " + name).c_str(), stats, "us");
+}
+
 bool wants(const char *section) {
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_sections), ','))
     if (s == section) return true;
@@ -83,7 +163,7 @@ bool wants(const char *section) {
 // The environment's share of a step, without RPC: Session::step, the observation and its translation to protobuf,
 // as the server does them for Step.
 void measureEnvironmentWork(mlir_rl::env::BenchmarkRegistry &benchmarks, mlir_rl::env::EvaluationService &evaluator,
-                            const std::string &uri, int iterations) {
+                            const std::string &uri, int iterations, const char *label) {
   auto bench = benchmarks.get(uri);
   if (!bench.ok()) std::exit(1);
   Stats step, observation, total;
@@ -113,7 +193,7 @@ void measureEnvironmentWork(mlir_rl::env::BenchmarkRegistry &benchmarks, mlir_rl
       byAction[name].add(stepUs + observeUs);
     }
   }
-  std::printf("\n== environment work per non-evaluating step, in process (no RPC; %s)\n", uri.c_str());
+  std::printf("\n== environment work per non-evaluating step, in process (no RPC; %s; %s)\n", uri.c_str(), label);
   report("Session::step", step, "us");
   report("observation (features, masks, protobuf)", observation, "us");
   report("step + observation", total, "us");
@@ -146,7 +226,11 @@ int main(int argc, char **argv) {
   int wrong = 0;
   const std::string uri = "benchmark://nn-ops/matmul_64x64x64_f32";
   // --- Latencies over loopback gRPC (C++ client) ---
-  if (wants("latency")) {
+  // Each latency figure twice: first with the transition cache off (every step applies its transformation, as on a
+  // state no session has reached before), then on (the same steps again: states already reached).
+  for (bool revisit : {false, true}) {
+  if (!wants("latency")) break;
+  mlir_rl::env::TransitionCache::shared().setBudget(revisit ? kTransitionBudget : 0);
   Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, observeSmall, fork, cacheHit,
       stepFusion, stepUnroll;
   for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
@@ -238,7 +322,8 @@ int main(int argc, char **argv) {
     stub->GetVersion(&c, {}, &vr);
     floor.add(usSince(t));
   }
-  std::printf("== latency over loopback gRPC, C++ client (matmul 64^3)\n");
+  std::printf("\n== latency over loopback gRPC, C++ client (matmul 64^3), %s\n",
+              revisit ? "states reached before (transition cache hits)" : "new states (transition cache off)");
   report("GetVersion (the RPC floor: no environment work)", floor, "us");
   report("Reset", reset, "us");
   report("Step TILING (non-evaluating)", stepTiling, "us");
@@ -251,9 +336,16 @@ int main(int argc, char **argv) {
   report("Observe (tensor 'progress' only)", observeSmall, "us");
   report("Fork", fork, "us");
   report("Step terminal, evaluation served from cache", cacheHit, "us");
-
   }
-  if (wants("env")) measureEnvironmentWork(benchmarks, evaluator, uri, absl::GetFlag(FLAGS_iterations));
+  mlir_rl::env::TransitionCache::shared().setBudget(kTransitionBudget);
+  if (wants("latency")) measureRandomPolicy(*stub, benchmarks, absl::GetFlag(FLAGS_iterations) * 5);
+  if (wants("env"))
+    for (bool revisit : {false, true}) {
+      mlir_rl::env::TransitionCache::shared().setBudget(revisit ? kTransitionBudget : 0);
+      measureEnvironmentWork(benchmarks, evaluator, uri, absl::GetFlag(FLAGS_iterations),
+                             revisit ? "states reached before" : "new states");
+    }
+  mlir_rl::env::TransitionCache::shared().setBudget(kTransitionBudget);
 
   // --- Compile time per candidate: random masked schedules, evaluated by worker processes as the server does ---
   if (wants("compile")) {

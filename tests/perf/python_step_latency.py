@@ -22,10 +22,10 @@ import numpy as np  # noqa: E402
 import mlir_rl  # noqa: E402
 
 
-def start_server(binary: Path):
+def start_server(binary: Path, extra_args=()):
     tmp = tempfile.mkdtemp(prefix="mlir-rl-perf-")
     port_file = Path(tmp) / "port"
-    proc = subprocess.Popen([str(binary), "--port=0", f"--port_file={port_file}", "--log_level=warn"],
+    proc = subprocess.Popen([str(binary), "--port=0", f"--port_file={port_file}", "--log_level=warn", *extra_args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -36,35 +36,47 @@ def start_server(binary: Path):
     raise RuntimeError("server did not start")
 
 
+def measure(binary: Path, iterations: int, extra_args, label: str) -> None:
+    proc, address = start_server(binary, extra_args)
+    try:
+        env = mlir_rl.make("benchmark://nn-ops/matmul_64x64x64_f32", server=address)
+        tiling = np.zeros(len(env.action_space.nvec), dtype=np.int64)
+        tiling[0] = env.type_names.index("TILING")
+        tiling[1:4] = env.tile_sizes.index(32)
+        pointer = np.zeros(len(env.action_space.nvec), dtype=np.int64)
+        pointer[0] = env.type_names.index("INTERCHANGE")
+        pointer[-1] = 2  # the first level pointer of an interchange: no transformation yet
+        resets, steps, pointers = [], [], []
+        for _ in range(iterations):
+            t = time.perf_counter()
+            env.reset(seed=0)
+            resets.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            env.step(tiling)
+            steps.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            env.step(pointer)
+            pointers.append(time.perf_counter() - t)
+        env.close()
+        print(f"\n== Python client (mlir_rl), matmul 64^3, {label}")
+        for name, values in (("Python reset", resets), ("Python step TILING (non-evaluating)", steps),
+                             ("Python step INTERCHANGE level pointer", pointers)):
+            v = np.array(values) * 1e6
+            print(f"{name:48s} n={len(v):<5d} p50 {np.percentile(v, 50):9.1f} us   p99 {np.percentile(v, 99):9.1f} us")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--server-bin", default=os.environ.get("MLIR_RL_SERVER_BIN",
                                                                str(ROOT / "build" / "bin" / "mlir-rl-server")))
     args = parser.parse_args()
-    proc, address = start_server(Path(args.server_bin))
-    try:
-        env = mlir_rl.make("benchmark://nn-ops/matmul_64x64x64_f32", server=address)
-        tiling = env.type_names.index("TILING")
-        size32 = env.tile_sizes.index(32)
-        action = np.zeros(len(env.action_space.nvec), dtype=np.int64)
-        action[0] = tiling
-        action[1:4] = size32
-        resets, steps = [], []
-        for _ in range(args.iterations):
-            t = time.perf_counter()
-            env.reset(seed=0)
-            resets.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            env.step(action)
-            steps.append(time.perf_counter() - t)
-        env.close()
-        for name, values in (("Python reset", resets), ("Python step TILING (non-evaluating)", steps)):
-            v = np.array(values) * 1e6
-            print(f"{name:48s} n={len(v):<5d} p50 {np.percentile(v, 50):9.1f} us   p99 {np.percentile(v, 99):9.1f} us")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    binary = Path(args.server_bin)
+    measure(binary, args.iterations, ["--transition_cache_mb=0"], "new states (transition cache off)")
+    measure(binary, args.iterations, [], "states reached before (transition cache hits)")
     return 0
 
 

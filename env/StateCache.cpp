@@ -1,0 +1,117 @@
+#include "env/StateCache.h"
+
+#include <atomic>
+
+#include "absl/hash/hash.h"
+
+#include "env/Benchmark.h"
+#include "env/Evaluation.h"
+
+namespace mlir_rl::env {
+
+namespace {
+
+// Derived states are numbered; roots are named by a hash of their benchmark's text with the top bit set, so the two
+// kinds never collide.
+constexpr uint64_t kRootBit = uint64_t{1} << 63;
+
+uint64_t textHash(const std::string &text) {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a: stable across processes and runs
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+size_t countOps(mlir::ModuleOp module) {
+  size_t n = 0;
+  module->walk([&](mlir::Operation *) { ++n; });
+  return n;
+}
+
+// Rough heap cost of an op in memory (operation, operands, results, attribute dictionary) for the cache budget.
+constexpr size_t kBytesPerOp = 256;
+
+}  // namespace
+
+std::shared_ptr<const PayloadState> PayloadState::root(std::shared_ptr<const Benchmark> benchmark) {
+  std::shared_ptr<PayloadState> s(new PayloadState());
+  s->id_ = kRootBit | textHash(benchmark->taggedText());
+  s->module_ = benchmark->module();
+  s->numOps_ = countOps(s->module_);
+  s->owner_ = std::move(benchmark);
+  return s;
+}
+
+std::shared_ptr<const PayloadState> PayloadState::derived(mlir::OwningOpRef<mlir::ModuleOp> module) {
+  static std::atomic<uint64_t> next{1};
+  std::shared_ptr<PayloadState> s(new PayloadState());
+  s->id_ = next.fetch_add(1, std::memory_order_relaxed);
+  s->module_ = *module;
+  s->owned_ = std::move(module);
+  s->numOps_ = countOps(s->module_);
+  return s;
+}
+
+const std::string &PayloadState::text() const {
+  std::call_once(printed_, [this] { text_ = candidateText(module_); });
+  return text_;
+}
+
+size_t TransitionCache::KeyHash::operator()(const Key &k) const { return absl::HashOf(k.parent, k.fragment); }
+
+TransitionCache::TransitionCache(size_t budgetBytes) : budget_(budgetBytes) {}
+
+TransitionCache &TransitionCache::shared() {
+  // Never destroyed: its modules belong to an MLIRContext that static destruction may already have torn down.
+  static TransitionCache *cache = new TransitionCache(256u << 20);
+  return *cache;
+}
+
+void TransitionCache::setBudget(size_t budgetBytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  budget_ = budgetBytes;
+  evictLocked();
+}
+
+std::optional<Transition> TransitionCache::find(uint64_t parent, const std::string &fragment) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = entries_.find(Key{parent, fragment});
+  if (it == entries_.end()) {
+    ++stats_.misses;
+    return std::nullopt;
+  }
+  ++stats_.hits;
+  lru_.splice(lru_.begin(), lru_, it->second.lru);
+  return it->second.transition;
+}
+
+void TransitionCache::insert(uint64_t parent, const std::string &fragment, Transition transition) {
+  size_t bytes = sizeof(Entry) + 2 * fragment.size() + transition.failure.size() +
+                 (transition.state ? transition.state->numOps() * kBytesPerOp : 0);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (bytes > budget_) return;
+  Key key{parent, fragment};
+  if (entries_.count(key)) return;  // another session got there first: same result
+  lru_.push_front(key);
+  entries_.emplace(std::move(key), Entry{std::move(transition), bytes, lru_.begin()});
+  stats_.bytes += bytes;
+  evictLocked();
+}
+
+void TransitionCache::evictLocked() {
+  while (stats_.bytes > budget_ && !lru_.empty()) {
+    auto it = entries_.find(lru_.back());
+    stats_.bytes -= it->second.bytes;
+    entries_.erase(it);
+    lru_.pop_back();
+    ++stats_.evictions;
+  }
+}
+
+TransitionCache::Stats TransitionCache::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Stats s = stats_;
+  s.entries = entries_.size();
+  return s;
+}
+
+}  // namespace mlir_rl::env

@@ -1,0 +1,102 @@
+// Payload states shared by sessions, and the transitions between them.
+//
+// A session's module is an immutable PayloadState: a transformation never changes a state, it clones it and makes a
+// new one (copy on write). Because a state is determined by its parent and the fragment applied to it, the cache
+// remembers each transition (parent state, fragment text) -> child state or failure reason. A step that any session
+// of this process already took - the first steps of every episode on a benchmark, a replay, a search revisiting a
+// node - then costs a lookup instead of clone + transform + verify, and sessions at the same state share one module
+// (forks and idle sessions cost no copy).
+//
+// States are only read once built, from any thread (walks, features, printing, cloning); nothing may mutate
+// `module()`. The cache is bounded by an estimate of the IR it holds (least recently used transitions go first);
+// a state stays alive as long as a session or a transition refers to it.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+namespace mlir_rl::env {
+
+class Benchmark;
+
+class PayloadState {
+ public:
+  // The benchmark's own module (not copied; kept alive by `owner`). Its id is derived from the benchmark text, so
+  // every session of the same benchmark starts from the same node of the transition graph.
+  static std::shared_ptr<const PayloadState> root(std::shared_ptr<const Benchmark> benchmark);
+  // A module made by a transformation; takes ownership.
+  static std::shared_ptr<const PayloadState> derived(mlir::OwningOpRef<mlir::ModuleOp> module);
+
+  uint64_t id() const { return id_; }
+  mlir::ModuleOp module() const { return module_; }
+  size_t numOps() const { return numOps_; }
+  // The module printed (generic form off, as the runner parses it); computed once.
+  const std::string &text() const;
+
+ private:
+  PayloadState() = default;
+  uint64_t id_ = 0;
+  mlir::ModuleOp module_;
+  mlir::OwningOpRef<mlir::ModuleOp> owned_;
+  std::shared_ptr<const Benchmark> owner_;
+  size_t numOps_ = 0;
+  mutable std::once_flag printed_;
+  mutable std::string text_;
+};
+
+// What applying a fragment to a state gave: the new state, or the reason it failed.
+struct Transition {
+  std::shared_ptr<const PayloadState> state;  // null on failure
+  std::string failure;
+};
+
+class TransitionCache {
+ public:
+  // `budgetBytes` bounds the estimated size of the IR held only by the cache (0: remember nothing).
+  explicit TransitionCache(size_t budgetBytes);
+
+  // The process-wide cache sessions use (budget set with setBudget, e.g. from a server flag).
+  static TransitionCache &shared();
+  void setBudget(size_t budgetBytes);
+
+  std::optional<Transition> find(uint64_t parent, const std::string &fragment);
+  void insert(uint64_t parent, const std::string &fragment, Transition transition);
+
+  struct Stats {
+    uint64_t hits = 0, misses = 0, evictions = 0;
+    size_t entries = 0, bytes = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Key {
+    uint64_t parent;
+    std::string fragment;
+    bool operator==(const Key &o) const { return parent == o.parent && fragment == o.fragment; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key &k) const;
+  };
+  struct Entry {
+    Transition transition;
+    size_t bytes;
+    std::list<Key>::iterator lru;
+  };
+  void evictLocked();
+
+  mutable std::mutex mutex_;
+  size_t budget_;
+  std::unordered_map<Key, Entry, KeyHash> entries_;
+  std::list<Key> lru_;  // most recently used first
+  Stats stats_;
+};
+
+}  // namespace mlir_rl::env

@@ -1,0 +1,169 @@
+// Shared payload states and the transition cache: a step another session already took is found again, shared
+// states never change under a session, the budget bounds the cache, and concurrent sessions end in exactly the
+// states a fresh, uncached replay of their actions gives.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <thread>
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include "env/Session.h"
+#include "env/StateCache.h"
+#include "tests/unit/TestSupport.h"
+
+namespace mlir_rl {
+namespace {
+
+using env::ActionType;
+using env::PayloadState;
+using env::Session;
+using env::TransitionCache;
+using testing::act;
+
+constexpr size_t kDefaultBudget = 256u << 20;
+
+std::unique_ptr<Session> start(const std::string &name) {
+  auto s = Session::create(testing::benchmark(name), {}, 0, &testing::evaluator());
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+std::string observationBytes(const Session &s) {
+  std::string out;
+  for (const env::NamedTensor &t : s.observe()) out += t.name + ":" + t.bytes + ";";
+  return out;
+}
+
+TEST(TransitionCache, SecondSessionTakingTheSameStepHitsAndGetsTheSameState) {
+  TransitionCache &cache = TransitionCache::shared();
+  auto a = start("matmul_128x128x128_f32"), b = start("matmul_128x128x128_f32");
+  auto before = cache.stats();
+  ASSERT_TRUE(a->step(act(*a, ActionType::Tiling, {32, 16, 8})).ok());
+  auto afterFirst = cache.stats();
+  ASSERT_TRUE(b->step(act(*b, ActionType::Tiling, {32, 16, 8})).ok());
+  auto afterSecond = cache.stats();
+  EXPECT_EQ(afterSecond.hits, afterFirst.hits + 1);
+  EXPECT_EQ(afterSecond.misses, afterFirst.misses);
+  EXPECT_GE(afterFirst.misses + afterFirst.hits, before.misses + before.hits + 1);
+  EXPECT_EQ(a->currentIR(), b->currentIR());
+  EXPECT_EQ(observationBytes(*a), observationBytes(*b));
+  // The schedules name their values after their own steps, whatever state they share.
+  EXPECT_EQ(a->schedule(), b->schedule());
+  // A different action is a different transition.
+  ASSERT_TRUE(b->step(act(*b, ActionType::Tiling, {0, 0, 4})).ok());
+  EXPECT_EQ(cache.stats().hits, afterSecond.hits);
+  EXPECT_NE(a->currentIR(), b->currentIR());
+}
+
+TEST(TransitionCache, SharedStatesNeverChangeUnderASession) {
+  auto a = start("matmul_64x64x64_f32");
+  ASSERT_TRUE(a->step(act(*a, ActionType::Tiling, {32, 32, 32})).ok());
+  auto b = a->fork();  // shares a's state
+  std::string shared = a->currentIR(), observed = observationBytes(*a);
+  ASSERT_TRUE(b->step(act(*b, ActionType::Tiling, {8, 16, 1})).ok());
+  ASSERT_TRUE(b->step(act(*b, ActionType::Vectorization)).ok());
+  EXPECT_EQ(a->currentIR(), shared);
+  EXPECT_EQ(observationBytes(*a), observed);
+  // A new session of the benchmark starts from the benchmark's own module, untouched by either.
+  auto c = start("matmul_64x64x64_f32");
+  std::string pristine;
+  llvm::raw_string_ostream os(pristine);
+  testing::benchmark("matmul_64x64x64_f32")->module()->print(os);
+  EXPECT_EQ(c->currentIR(), os.str());
+}
+
+TEST(TransitionCache, BudgetBoundsWhatItHoldsLeastRecentlyUsedFirst) {
+  auto base = testing::benchmark("matmul_64x64x64_f32");
+  auto state = [&] { return PayloadState::derived(mlir::OwningOpRef<mlir::ModuleOp>(base->module().clone())); };
+  size_t one = state()->numOps() * 256;
+  TransitionCache cache(3 * one + 3 * 1024);  // room for three states and their keys
+  for (int i = 0; i < 3; ++i) cache.insert(1, "f" + std::to_string(i), {state(), ""});
+  EXPECT_EQ(cache.stats().entries, 3u);
+  ASSERT_TRUE(cache.find(1, "f0"));  // f0 is now the most recently used
+  cache.insert(1, "f3", {state(), ""});
+  EXPECT_EQ(cache.stats().evictions, 1u);
+  EXPECT_TRUE(cache.find(1, "f0"));
+  EXPECT_FALSE(cache.find(1, "f1"));  // the least recently used went first
+  EXPECT_TRUE(cache.find(1, "f3"));
+  EXPECT_FALSE(cache.find(2, "f3"));  // another parent
+  // Failures are transitions too; the state a session holds outlives its eviction.
+  cache.insert(7, "bad", {nullptr, "transformation failed: reason"});
+  auto failed = cache.find(7, "bad");
+  ASSERT_TRUE(failed);
+  EXPECT_FALSE(failed->state);
+  EXPECT_EQ(failed->failure, "transformation failed: reason");
+  std::shared_ptr<const PayloadState> held = cache.find(1, "f3")->state;
+  cache.setBudget(0);
+  EXPECT_EQ(cache.stats().entries, 0u);
+  EXPECT_GT(held->numOps(), 0u);
+  cache.insert(1, "f4", {state(), ""});
+  EXPECT_FALSE(cache.find(1, "f4"));  // a zero budget remembers nothing
+}
+
+// Random masked episodes, as (benchmark, actions) and where they ended.
+struct Episode {
+  std::string benchmark;
+  std::vector<std::vector<int64_t>> actions;
+  std::string ir, observation;
+  std::vector<double> rewards;
+};
+
+Episode play(const std::string &benchmark, uint64_t seed, int maxSteps) {
+  Episode e{benchmark, {}, "", "", {}};
+  auto s = start(benchmark);
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < maxSteps && !s->done(); ++i) {
+    env::ActionMask m = s->mask();
+    auto pick = [&](const std::vector<uint8_t> &mask) {
+      std::vector<int64_t> legal;
+      for (size_t v = 0; v < mask.size(); ++v)
+        if (mask[v]) legal.push_back(static_cast<int64_t>(v));
+      return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
+    };
+    // Any legal type but the ones that end the op (NO_TRANSFORMATION, VECTORIZATION): no evaluation happens.
+    std::vector<uint8_t> types = m.type;
+    types[static_cast<int>(ActionType::NoTransformation)] = types[static_cast<int>(ActionType::Vectorization)] = 0;
+    if (std::find(types.begin(), types.end(), 1) == types.end()) break;
+    std::vector<int64_t> a{pick(types)};
+    for (const auto &row : m.tiles) a.push_back(pick(row));
+    a.push_back(pick(m.interchange));
+    auto r = s->step(a);
+    if (!r.ok()) break;  // a masked combination of heads: end the episode here
+    e.actions.push_back(a);
+    e.rewards.push_back(r->reward);
+  }
+  e.ir = s->currentIR();
+  e.observation = observationBytes(*s);
+  return e;
+}
+
+TEST(TransitionCache, ConcurrentSessionsEndWhereAnUncachedReplayEnds) {
+  const std::vector<std::string> benchmarks = {"matmul_64x64x64_f32", "matmul_128x128x128_f32",
+                                               "add_128x768_f32"};
+  std::vector<Episode> episodes(24);
+  // Two threads; the same seeds recur so that sessions meet at shared states and reuse each other's transitions.
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < episodes.size(); i += 2)
+        episodes[i] = play(benchmarks[i % benchmarks.size()], i % 6, 4);
+    });
+  for (auto &th : threads) th.join();
+  size_t steps = 0;
+  for (const Episode &e : episodes) steps += e.actions.size();
+  EXPECT_GE(steps, 2 * episodes.size());  // the episodes did move
+  // The same actions with the cache off: every transformation applied afresh.
+  TransitionCache::shared().setBudget(0);
+  for (const Episode &e : episodes) {
+    auto s = start(e.benchmark);
+    for (const auto &a : e.actions) ASSERT_TRUE(s->step(a).ok());
+    EXPECT_EQ(s->currentIR(), e.ir) << e.benchmark;
+    EXPECT_EQ(observationBytes(*s), e.observation) << e.benchmark;
+  }
+  TransitionCache::shared().setBudget(kDefaultBudget);
+}
+
+}  // namespace
+}  // namespace mlir_rl
