@@ -33,6 +33,8 @@
 #include "support/Target.h"
 
 ABSL_FLAG(int, iterations, 300, "Reset/Step iterations for the latency figures");
+ABSL_FLAG(std::string, latency_benchmark, "benchmark://nn-ops/matmul_64x64x64_f32",
+          "benchmark of the latency and env figures (its ops must accept the scripted actions)");
 ABSL_FLAG(int, schedules_per_benchmark, 4, "random schedules compiled per benchmark for the compile-time figure");
 ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "benchmarks directory");
 ABSL_FLAG(std::string, compile_dataset, "nn-ops", "dataset whose benchmarks the compile-time figure samples");
@@ -40,8 +42,9 @@ ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of that dataset sampled (even
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
-ABSL_FLAG(std::string, sections, "latency,env,compile,workers,memory",
-          "comma-separated sections to run: latency (gRPC), env (in-process step work), compile, workers, memory");
+ABSL_FLAG(std::string, sections, "latency,policy,env,compile,workers,memory",
+          "comma-separated sections to run: latency (gRPC), policy (random-policy steps over gRPC), env (in-process "
+          "step work), compile, workers, memory");
 ABSL_FLAG(std::string, idle_benchmark, "benchmark://models/resnet18_layer1_0_conv1",
           "benchmark of the idle sessions");
 
@@ -85,7 +88,7 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
     if (uri.find("nn-ops/") != std::string::npos || uri.find("models/resnet18") != std::string::npos)
       uris.push_back(uri);
   std::mt19937_64 rng(7);
-  Stats all;
+  Stats all, applied;
   std::map<std::string, Stats> byType;
   const char *names[] = {"NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION",
                          "TILED_FUSION", "IMG2COL", "UNROLL"};
@@ -138,6 +141,7 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
       done = sr.terminated() || sr.truncated();
       if (sr.outcomes(0).has_evaluation()) continue;  // an evaluating step: not this figure
       all.add(us);
+      applied.add(sr.outcomes(0).apply_ms() * 1000.0);
       byType[names[a[0]]].add(us);
     }
     v1::CloseRequest cq;
@@ -151,6 +155,7 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
   std::printf("\n== non-evaluating steps of a random masked policy (%d episodes over %zu benchmarks; transitions "
               "found in the cache: %.0f %%)\n", episodes, uris.size(), lookups ? 100.0 * hits / lookups : 0.0);
   report("Step, all action types", all, "us");
+  report("  of which applying the action (server)", applied, "us");
   for (auto &[name, stats] : byType) report(("  " + name).c_str(), stats, "us");
 }
 
@@ -211,7 +216,11 @@ int main(int argc, char **argv) {
   if (!benchmarks.scan().ok()) return 2;
   mlir_rl::runners::TimingOptions timing;
   timing.budgetSeconds = 0.5;
-  mlir_rl::runners::InProcessExecutor executor(context.get());
+  // The service evaluates in a worker process, as the server does, so this process's figures are the environment's.
+  mlir_rl::runners::WorkerPoolOptions serviceWorkers;
+  serviceWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
+  serviceWorkers.workers = 1;
+  mlir_rl::runners::WorkerPool executor(serviceWorkers);
   mlir_rl::env::EvaluationService evaluator(&executor, timing);
   mlir_rl::server::EnvService service(&benchmarks, &evaluator, {});
   grpc::ServerBuilder builder;
@@ -224,7 +233,7 @@ int main(int argc, char **argv) {
   std::printf("mlir-rl-perf: service on 127.0.0.1:%d, host CPU %s\n\n", port, mlir_rl::support::hostCpuName().c_str());
 
   int wrong = 0;
-  const std::string uri = "benchmark://nn-ops/matmul_64x64x64_f32";
+  const std::string uri = absl::GetFlag(FLAGS_latency_benchmark);
   // --- Latencies over loopback gRPC (C++ client) ---
   // Each latency figure twice: first with the transition cache off (every step applies its transformation, as on a
   // state no session has reached before), then on (the same steps again: states already reached).
@@ -338,7 +347,7 @@ int main(int argc, char **argv) {
   report("Step terminal, evaluation served from cache", cacheHit, "us");
   }
   mlir_rl::env::TransitionCache::shared().setBudget(kTransitionBudget);
-  if (wants("latency")) measureRandomPolicy(*stub, benchmarks, absl::GetFlag(FLAGS_iterations) * 5);
+  if (wants("policy")) measureRandomPolicy(*stub, benchmarks, absl::GetFlag(FLAGS_iterations) * 5);
   if (wants("env"))
     for (bool revisit : {false, true}) {
       mlir_rl::env::TransitionCache::shared().setBudget(revisit ? kTransitionBudget : 0);
