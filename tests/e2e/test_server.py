@@ -54,6 +54,13 @@ def test_health_service_reports_serving(server):
                                 response_deserializer=lambda b: b)
     # HealthCheckRequest{} is empty; HealthCheckResponse{status: SERVING (1)} encodes as field 1 varint 1.
     assert check(b"", timeout=10) == b"\x08\x01"
+    # HealthCheckRequest{service: "..."}: field 1, length-delimited.
+    def named(service: str) -> bytes:
+        return b"\x0a" + bytes([len(service)]) + service.encode()
+    assert check(named("mlir_rl.v1.MlirRlEnv"), timeout=10) == b"\x08\x01"
+    with pytest.raises(grpc.RpcError) as err:
+        check(named("no.such.Service"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND and "no.such.Service" in err.value.details()
     channel.close()
 
 
