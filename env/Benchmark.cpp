@@ -309,11 +309,6 @@ std::vector<BenchmarkInfo> BenchmarkRegistry::list(const std::string &dataset) {
   return out;
 }
 
-bool BenchmarkRegistry::isLoaded(const std::string &uri) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return loaded_.count(uri) > 0 || generated_.count(uri) > 0;
-}
-
 std::vector<std::string> BenchmarkRegistry::uris() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::string> out;

@@ -86,8 +86,6 @@ class BenchmarkRegistry {
   // generator://<family>/<seed>: generated on first use (see Generators.h), cached up to maxGenerated.
   size_t maxGenerated = 4096;
   std::vector<std::string> uris() const;
-  // True when get(uri) would return at once (parsed or generated already, never reads a file).
-  bool isLoaded(const std::string &uri) const;
 
  private:
   mlir::MLIRContext *ctx_;

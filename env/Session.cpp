@@ -518,17 +518,6 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   return result;
 }
 
-bool Session::mayEvaluate(const std::vector<int64_t> &action) const {
-  if (done() || action.empty() || action[0] < 0 || action[0] >= kNumActionTypes) return false;  // refused at once
-  if (config_.rewardMode == RewardMode::Immediate) return true;
-  // FINAL: only the step that ends the episode evaluates.
-  if (config_.maxSteps > 0 && steps_ + 1 >= config_.maxSteps) return true;
-  if (cursor_ + 1 < benchmark_->schedule().size()) return false;  // an op follows the current one
-  auto type = static_cast<ActionType>(action[0]);
-  return type == ActionType::NoTransformation || type == ActionType::Vectorization ||
-         actionsOnOp_ + 1 >= config_.actionsPerOp;
-}
-
 void Session::addEvaluationReward(StepResult &result, bool transformed) {
   if (config_.rewardMode == RewardMode::Immediate && transformed) {
     result.reward += evaluateState(result);

@@ -55,10 +55,6 @@ class Session {
   // transformation that fails to apply is not an error: it is a StepResult with applied = false.
   absl::StatusOr<StepResult> step(const std::vector<int64_t> &action);
 
-  // False when step(action) surely does not evaluate (so it returns in about the time a transformation takes);
-  // true when it may (the reward mode asks for a measurement after it). Cheap: reads the action's type only.
-  bool mayEvaluate(const std::vector<int64_t> &action) const;
-
   std::vector<NamedTensor> observe() const;
   // Computed once per state (cached until the next step).
   const ActionMask &mask() const;

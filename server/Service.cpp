@@ -37,106 +37,25 @@ absl::StatusOr<LockedSession> lockSession(const SessionRegistry &registry, const
 }  // namespace
 
 EnvService::EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationService *evaluator, ServiceLimits limits)
-    : benchmarks_(benchmarks), evaluator_(evaluator), limits_(limits), sessions_(limits.maxSessions) {
-  unsigned threads = limits.blockingThreads > 0
-                         ? static_cast<unsigned>(limits.blockingThreads)
-                         : std::max(8u, 2 * llvm::hardware_concurrency().compute_thread_count());
-  blocking_ = std::make_unique<llvm::StdThreadPool>(llvm::hardware_concurrency(threads));
-}
+    : benchmarks_(benchmarks), evaluator_(evaluator), limits_(limits), sessions_(limits.maxSessions) {}
 
-EnvService::~EnvService() { blocking_->wait(); }
-
-grpc::ServerUnaryReactor *EnvService::dispatch(grpc::CallbackServerContext *context, bool inlineCall,
-                                               std::function<grpc::Status()> call) {
-  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
-  if (inlineCall) {
-    reactor->Finish(call());
-  } else {
-    blocking_->async([reactor, call = std::move(call)] { reactor->Finish(call()); });
-  }
-  return reactor;
-}
-
-bool EnvService::sessionIsFree(const std::string &id) const {
-  auto slot = sessions_.find(id);
-  if (!slot.ok()) return true;  // unknown: the call answers NOT_FOUND at once
-  std::unique_lock<std::mutex> lock((*slot)->mutex, std::try_to_lock);
-  return lock.owns_lock();
-}
-
-grpc::ServerUnaryReactor *EnvService::ListBenchmarks(grpc::CallbackServerContext *c,
-                                                     const v1::ListBenchmarksRequest *rq, v1::ListBenchmarksReply *rp) {
-  return dispatch(c, false, [=] { return doListBenchmarks(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::Reset(grpc::CallbackServerContext *c, const v1::ResetRequest *rq,
-                                            v1::ResetReply *rp) {
-  // Inline only when nothing can take long: a loaded benchmark, no replay, no upload, a session to close that is free.
-  bool quick = rq->mlir().empty() && rq->replay_actions_size() == 0 && benchmarks_->isLoaded(rq->benchmark()) &&
-               (rq->close_session_id().empty() || sessionIsFree(rq->close_session_id()));
-  return dispatch(c, quick, [=] { return doReset(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::Step(grpc::CallbackServerContext *c, const v1::StepRequest *rq,
-                                           v1::StepReply *rp) {
-  bool quick = false;
-  if (rq->actions_size() == 1) {
-    if (auto slot = sessions_.find(rq->session_id()); slot.ok()) {
-      std::unique_lock<std::mutex> lock((*slot)->mutex, std::try_to_lock);
-      quick = lock.owns_lock() && (*slot)->session &&
-              !(*slot)->session->mayEvaluate(toValues(rq->actions(0)));
-    }
-  }
-  return dispatch(c, quick, [=] { return doStep(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::Observe(grpc::CallbackServerContext *c, const v1::ObserveRequest *rq,
-                                              v1::ObserveReply *rp) {
-  return dispatch(c, sessionIsFree(rq->session_id()), [=] { return doObserve(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::Fork(grpc::CallbackServerContext *c, const v1::ForkRequest *rq,
-                                           v1::ForkReply *rp) {
-  return dispatch(c, sessionIsFree(rq->session_id()), [=] { return doFork(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::Close(grpc::CallbackServerContext *c, const v1::CloseRequest *rq,
-                                            v1::CloseReply *rp) {
-  return dispatch(c, sessionIsFree(rq->session_id()), [=] { return doClose(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::ExportSchedule(grpc::CallbackServerContext *c,
-                                                     const v1::ExportScheduleRequest *rq,
-                                                     v1::ExportScheduleReply *rp) {
-  return dispatch(c, false, [=] { return doExportSchedule(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::AddBenchmark(grpc::CallbackServerContext *c, const v1::AddBenchmarkRequest *rq,
-                                                   v1::AddBenchmarkReply *rp) {
-  return dispatch(c, false, [=] { return doAddBenchmark(rq, rp); });
-}
-
-grpc::ServerUnaryReactor *EnvService::GetVersion(grpc::CallbackServerContext *context, const v1::GetVersionRequest *,
-                                                 v1::GetVersionReply *reply) {
+grpc::Status EnvService::GetVersion(grpc::ServerContext *, const v1::GetVersionRequest *, v1::GetVersionReply *reply) {
   reply->set_server_version(MLIR_RL_VERSION);
   reply->set_protocol_version("v1");
   reply->set_mlir_version(LLVM_VERSION_STRING);
   reply->set_host_cpu(support::hostCpuName());
-  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor *EnvService::GetSpaces(grpc::CallbackServerContext *context,
-                                                const v1::GetSpacesRequest *request, v1::GetSpacesReply *reply) {
-  grpc::ServerUnaryReactor *reactor = context->DefaultReactor();
+grpc::Status EnvService::GetSpaces(grpc::ServerContext *, const v1::GetSpacesRequest *request,
+                                   v1::GetSpacesReply *reply) {
   auto config = toConfig(request->options());
-  if (config.ok()) fillSpaces(*config, *reply);
-  reactor->Finish(toGrpc(config.status()));
-  return reactor;
+  if (!config.ok()) return toGrpc(config.status());
+  fillSpaces(*config, *reply);
+  return grpc::Status::OK;
 }
 
-grpc::Status EnvService::doListBenchmarks(const v1::ListBenchmarksRequest *request,
+grpc::Status EnvService::ListBenchmarks(grpc::ServerContext *, const v1::ListBenchmarksRequest *request,
                                         v1::ListBenchmarksReply *reply) {
   const std::string &split = request->split();
   if (!split.empty() && split != "train" && split != "eval" && split != "user")
@@ -154,7 +73,7 @@ grpc::Status EnvService::doListBenchmarks(const v1::ListBenchmarksRequest *reque
   return grpc::Status::OK;
 }
 
-grpc::Status EnvService::doReset(const v1::ResetRequest *request, v1::ResetReply *reply) {
+grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *request, v1::ResetReply *reply) {
   if (request->benchmark().empty() && request->mlir().empty())
     return toGrpc(absl::InvalidArgumentError("benchmark is empty: give a URI such as benchmark://nn-ops/matmul_64x64x64_f32 "
                                              "(ListBenchmarks shows them), or the module itself in `mlir`"));
@@ -211,7 +130,7 @@ grpc::Status EnvService::doReset(const v1::ResetRequest *request, v1::ResetReply
   return grpc::Status::OK;
 }
 
-grpc::Status EnvService::doStep(const v1::StepRequest *request, v1::StepReply *reply) {
+grpc::Status EnvService::Step(grpc::ServerContext *, const v1::StepRequest *request, v1::StepReply *reply) {
   if (request->actions_size() == 0) return toGrpc(absl::InvalidArgumentError("actions is empty: send at least one"));
   if (request->actions_size() > limits_.maxActionsPerStep)
     return toGrpc(absl::InvalidArgumentError(absl::StrCat("actions holds ", request->actions_size(),
@@ -240,7 +159,7 @@ grpc::Status EnvService::doStep(const v1::StepRequest *request, v1::StepReply *r
   return toGrpc(fillObservation(s, request->observation(), session->slot->log, *reply->mutable_observation()));
 }
 
-grpc::Status EnvService::doObserve(const v1::ObserveRequest *request, v1::ObserveReply *reply) {
+grpc::Status EnvService::Observe(grpc::ServerContext *, const v1::ObserveRequest *request, v1::ObserveReply *reply) {
   auto session = lockSession(sessions_, request->session_id());
   if (!session.ok()) return toGrpc(session.status());
   env::EpisodeStatus status = (*session)->status();
@@ -251,7 +170,7 @@ grpc::Status EnvService::doObserve(const v1::ObserveRequest *request, v1::Observ
       fillObservation(**session, request->observation(), session->slot->log, *reply->mutable_observation()));
 }
 
-grpc::Status EnvService::doFork(const v1::ForkRequest *request, v1::ForkReply *reply) {
+grpc::Status EnvService::Fork(grpc::ServerContext *, const v1::ForkRequest *request, v1::ForkReply *reply) {
   std::unique_ptr<env::Session> copy;
   {
     auto session = lockSession(sessions_, request->session_id());
@@ -264,12 +183,12 @@ grpc::Status EnvService::doFork(const v1::ForkRequest *request, v1::ForkReply *r
   return grpc::Status::OK;
 }
 
-grpc::Status EnvService::doClose(const v1::CloseRequest *request, v1::CloseReply *) {
+grpc::Status EnvService::Close(grpc::ServerContext *, const v1::CloseRequest *request, v1::CloseReply *) {
   if (request->session_id().empty()) return toGrpc(absl::InvalidArgumentError("session_id is empty"));
   return toGrpc(sessions_.remove(request->session_id()));
 }
 
-grpc::Status EnvService::doExportSchedule(const v1::ExportScheduleRequest *request,
+grpc::Status EnvService::ExportSchedule(grpc::ServerContext *, const v1::ExportScheduleRequest *request,
                                         v1::ExportScheduleReply *reply) {
   auto session = lockSession(sessions_, request->session_id());
   if (!session.ok()) return toGrpc(session.status());
@@ -285,7 +204,7 @@ grpc::Status EnvService::doExportSchedule(const v1::ExportScheduleRequest *reque
   return grpc::Status::OK;
 }
 
-grpc::Status EnvService::doAddBenchmark(const v1::AddBenchmarkRequest *request,
+grpc::Status EnvService::AddBenchmark(grpc::ServerContext *, const v1::AddBenchmarkRequest *request,
                                       v1::AddBenchmarkReply *reply) {
   auto benchmark = benchmarks_->addUpload(request->mlir(), request->description());
   if (!benchmark.ok()) return toGrpc(benchmark.status());

@@ -30,9 +30,7 @@ ABSL_FLAG(std::string, address, "127.0.0.1", "address to listen on (0.0.0.0 for 
 ABSL_FLAG(int, port, 50051, "port to listen on (0: any free port; see --port_file)");
 ABSL_FLAG(std::string, port_file, "", "write the port actually bound to this file once the server is serving");
 ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "directory of <dataset>/<name>.mlir benchmarks");
-ABSL_FLAG(int, threads, 0,
-          "threads for calls that may block (evaluating steps, replays, uploads; 0: max(8, 2 x CPUs)); calls that "
-          "cannot block run on gRPC's own threads");
+ABSL_FLAG(int, threads, 0, "maximum RPC worker threads (0: gRPC's default)");
 ABSL_FLAG(int, max_sessions, 10000, "maximum concurrent sessions");
 ABSL_FLAG(int, max_message_mb, 64, "maximum request size in MiB");
 ABSL_FLAG(int, max_actions_per_step, 1024, "maximum actions in one Step or replay list");
@@ -148,7 +146,6 @@ int main(int argc, char **argv) {
   mlir_rl::server::ServiceLimits limits;
   limits.maxSessions = absl::GetFlag(FLAGS_max_sessions);
   limits.maxActionsPerStep = absl::GetFlag(FLAGS_max_actions_per_step);
-  limits.blockingThreads = absl::GetFlag(FLAGS_threads);
   mlir_rl::server::EnvService service(&benchmarks, &evaluator, limits);
 
   // Our own health service (grpc.health.v1 Check): gRPC's default one costs every call tens of microseconds here.
@@ -162,6 +159,11 @@ int main(int argc, char **argv) {
   builder.RegisterService(&health);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024);
   builder.SetMaxSendMessageSize(256 * 1024 * 1024);
+  if (int threads = absl::GetFlag(FLAGS_threads); threads > 0) {
+    grpc::ResourceQuota quota("mlir-rl");
+    quota.SetMaxThreads(threads);
+    builder.SetResourceQuota(quota);
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     spdlog::error("cannot listen on {}", address);

@@ -2,7 +2,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 
 #include "mlir/Parser/Parser.h"
 
@@ -280,52 +279,6 @@ TEST(Env, PenalizeModeTurnsMaskedActionsIntoFailedSteps) {
   const env::EvaluationRecord &e = *last->evaluation;
   EXPECT_TRUE(e.ok) << e.failure;
   EXPECT_NEAR(last->reward, c.transformPenalty + std::log10(e.referenceNs / e.timing.medianNs), 1e-9);
-}
-
-}  // namespace
-}  // namespace mlir_rl
-
-namespace mlir_rl {
-namespace {
-
-// The server runs a step on gRPC's own thread only when mayEvaluate says it will not evaluate: that must hold for
-// every step of random episodes in both reward modes (and multi-op benchmarks, budgets and step limits).
-TEST(Env, MayEvaluateIsFalseOnlyForStepsThatDoNotEvaluate) {
-  std::mt19937_64 rng(3);
-  int quick = 0, evaluated = 0;
-  for (env::RewardMode mode : {env::RewardMode::Final, env::RewardMode::Immediate}) {
-    for (const char *name : {"matmul_64x64x64_f32", "add_128x768_f32"}) {
-      for (int episode = 0; episode < 6; ++episode) {
-        SessionConfig config;
-        config.rewardMode = mode;
-        config.maxSteps = episode % 2 ? 4 : 0;
-        config.actionsPerOp = 3;
-        auto s = start(name, config);
-        while (s && !s->done()) {
-          env::ActionMask m = s->mask();
-          auto pick = [&](const std::vector<uint8_t> &mask) {
-            std::vector<int64_t> legal;
-            for (size_t v = 0; v < mask.size(); ++v)
-              if (mask[v]) legal.push_back(static_cast<int64_t>(v));
-            return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
-          };
-          std::vector<int64_t> a{pick(m.type)};
-          for (const auto &row : m.tiles) a.push_back(pick(row));
-          a.push_back(pick(m.interchange));
-          bool may = s->mayEvaluate(a);
-          auto r = s->step(a);
-          if (!r.ok()) continue;  // a masked head combination: refused, state unchanged
-          if (r->evaluation) ++evaluated;
-          if (!may) {
-            ++quick;
-            EXPECT_FALSE(r->evaluation.has_value()) << name << " step " << s->status().step;
-          }
-        }
-      }
-    }
-  }
-  EXPECT_GT(quick, 10);
-  EXPECT_GT(evaluated, 10);
 }
 
 }  // namespace
