@@ -56,8 +56,10 @@ std::string toLLVMPipeline(int numThreads) {
 }
 
 mlir::LogicalResult runPipeline(mlir::ModuleOp module, const std::string &pipeline, const char *stage,
-                                support::DiagnosticCapture &capture, std::string &error) {
+                                const LoweringOptions &options, support::DiagnosticCapture &capture,
+                                std::string &error) {
   mlir::PassManager pm(module.getContext());
+  if (options.printTiming) pm.enableTiming();
   std::string parseErrors;
   llvm::raw_string_ostream errs(parseErrors);
   if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, errs))) {
@@ -106,11 +108,12 @@ mlir::LogicalResult prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel,
 
 mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options, std::string &error) {
   support::DiagnosticCapture capture;
-  if (mlir::failed(runPipeline(module, kBufferize, "bufferization", capture, error))) return mlir::failure();
+  if (mlir::failed(runPipeline(module, kBufferize, "bufferization", options, capture, error))) return mlir::failure();
   // Keep accumulators in registers across the reduction loop (e.g. the C tile of a matmul).
   module.walk([](mlir::func::FuncOp func) { mlir::linalg::hoistRedundantVectorTransfers(func); });
   if (mlir::failed(lowerVectors(module, capture, error))) return mlir::failure();
-  return runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", capture, error);
+  return runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture,
+                     error);
 }
 
 }  // namespace mlir_rl::runners

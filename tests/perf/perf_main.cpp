@@ -9,6 +9,7 @@
 #include <thread>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,6 +18,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir_rl/v1/env.grpc.pb.h"
 #include "spdlog/spdlog.h"
@@ -32,8 +35,16 @@
 ABSL_FLAG(int, iterations, 300, "Reset/Step iterations for the latency figures");
 ABSL_FLAG(int, schedules_per_benchmark, 4, "random schedules compiled per benchmark for the compile-time figure");
 ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "benchmarks directory");
-ABSL_FLAG(std::string, compile_dataset, "nn-ops", "dataset whose benchmarks the compile-time figure samples");
-ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of that dataset sampled (evenly spaced by name)");
+ABSL_FLAG(std::string, compile_dataset, "models,lqcd",
+          "comma-separated datasets whose benchmarks the compile-time figure samples (default: the eval split "
+          "without models-full, whose benchmarks are whole networks)");
+ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of those datasets sampled (evenly spaced by name, 0 = all)");
+ABSL_FLAG(int, compile_seed, 42, "seed of the random schedules of the compile-time figure");
+ABSL_FLAG(int, slowest, 10, "slowest candidates listed after the compile-time figure");
+ABSL_FLAG(std::string, dump_slowest_dir, "",
+          "if set, the IR (and actions) of the slowest candidates are written there as slowest_<rank>.mlir");
+ABSL_FLAG(std::string, sections, "latency,compile,workers,memory",
+          "comma-separated sections to run: latency, compile, workers, memory");
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
@@ -93,255 +104,306 @@ int main(int argc, char **argv) {
   auto stub = v1::MlirRlEnv::NewStub(channel);
   std::printf("mlir-rl-perf: service on 127.0.0.1:%d, host CPU %s\n\n", port, mlir_rl::support::hostCpuName().c_str());
 
+  std::set<std::string> sections;
+  for (absl::string_view v : absl::StrSplit(absl::GetFlag(FLAGS_sections), ',', absl::SkipEmpty()))
+    sections.insert(std::string(v));
+  int wrong = 0;
+
   // --- Latencies over loopback gRPC (C++ client) ---
-  const std::string uri = "benchmark://nn-ops/matmul_64x64x64_f32";
-  Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, fork, cacheHit, stepFusion, stepUnroll;
-  for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
-    v1::ResetRequest rq;
-    rq.set_benchmark(uri);
-    v1::ResetReply rr;
-    grpc::ClientContext c0;
-    auto t = Clock::now();
-    if (!stub->Reset(&c0, rq, &rr).ok()) return 1;
-    reset.add(usSince(t));
-    auto step = [&](const std::vector<int64_t> &a, Stats &into) {
-      v1::StepRequest sq;
-      sq.set_session_id(rr.session_id());
-      v1::Action *one = sq.add_actions();
-      for (int64_t v : a) one->add_values(v);
-      v1::StepReply sr;
-      grpc::ClientContext c;
-      auto t1 = Clock::now();
-      grpc::Status s = stub->Step(&c, sq, &sr);
-      into.add(usSince(t1));
-      if (!s.ok() || !sr.outcomes(0).applied()) {
-        std::fprintf(stderr, "step failed: %s %s\n", s.error_message().c_str(),
-                     sr.outcomes_size() ? sr.outcomes(0).failure_reason().c_str() : "");
-        std::exit(1);
+  if (sections.count("latency")) {
+    const std::string uri = "benchmark://nn-ops/matmul_64x64x64_f32";
+    Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, fork, cacheHit, stepFusion,
+        stepUnroll;
+    for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
+      v1::ResetRequest rq;
+      rq.set_benchmark(uri);
+      v1::ResetReply rr;
+      grpc::ClientContext c0;
+      auto t = Clock::now();
+      if (!stub->Reset(&c0, rq, &rr).ok()) return 1;
+      reset.add(usSince(t));
+      auto step = [&](const std::vector<int64_t> &a, Stats &into) {
+        v1::StepRequest sq;
+        sq.set_session_id(rr.session_id());
+        v1::Action *one = sq.add_actions();
+        for (int64_t v : a) one->add_values(v);
+        v1::StepReply sr;
+        grpc::ClientContext c;
+        auto t1 = Clock::now();
+        grpc::Status s = stub->Step(&c, sq, &sr);
+        into.add(usSince(t1));
+        if (!s.ok() || !sr.outcomes(0).applied()) {
+          std::fprintf(stderr, "step failed: %s %s\n", s.error_message().c_str(),
+                       sr.outcomes_size() ? sr.outcomes(0).failure_reason().c_str() : "");
+          std::exit(1);
+        }
+      };
+      step(action(1, {6, 6, 6}), stepTiling);    // TILING [32, 32, 32]
+      step(action(3, {}, 2), stepPointer);       // INTERCHANGE: first level pointer (no transformation yet)
+      step(action(3, {}, 0), stepInterchange);   // INTERCHANGE: completes -> generalize + interchange
+      step(action(2, {0, 4, 4}), stepParallel);  // TILED_PARALLELIZATION on the interchanged op
+      {
+        v1::ObserveRequest oq;
+        oq.set_session_id(rr.session_id());
+        v1::ObserveReply orp;
+        grpc::ClientContext c;
+        auto t1 = Clock::now();
+        stub->Observe(&c, oq, &orp);
+        observe.add(usSince(t1));
       }
-    };
-    step(action(1, {6, 6, 6}), stepTiling);          // TILING [32, 32, 32]
-    step(action(3, {}, 2), stepPointer);             // INTERCHANGE: first level pointer (no transformation yet)
-    step(action(3, {}, 0), stepInterchange);         // INTERCHANGE: completes -> generalize + interchange
-    step(action(2, {0, 4, 4}), stepParallel);        // TILED_PARALLELIZATION on the interchanged op
-    {
-      v1::ObserveRequest oq;
-      oq.set_session_id(rr.session_id());
-      v1::ObserveReply orp;
-      grpc::ClientContext c;
-      auto t1 = Clock::now();
-      stub->Observe(&c, oq, &orp);
-      observe.add(usSince(t1));
-    }
-    {
-      v1::ForkRequest fq;
-      fq.set_session_id(rr.session_id());
-      v1::ForkReply fr;
-      grpc::ClientContext c;
-      auto t1 = Clock::now();
-      stub->Fork(&c, fq, &fr);
-      fork.add(usSince(t1));
+      {
+        v1::ForkRequest fq;
+        fq.set_session_id(rr.session_id());
+        v1::ForkReply fr;
+        grpc::ClientContext c;
+        auto t1 = Clock::now();
+        stub->Fork(&c, fq, &fr);
+        fork.add(usSince(t1));
+        v1::CloseRequest cq;
+        cq.set_session_id(fr.session_id());
+        v1::CloseReply cr;
+        grpc::ClientContext c2;
+        stub->Close(&c2, cq, &cr);
+      }
+      // The terminal step evaluates; after the first iteration the same candidate is a cache hit.
+      Stats terminal;
+      step(action(0), terminal);
+      if (i > 0) cacheHit.add(terminal.values[0]);
       v1::CloseRequest cq;
-      cq.set_session_id(fr.session_id());
+      cq.set_session_id(rr.session_id());
       v1::CloseReply cr;
-      grpc::ClientContext c2;
-      stub->Close(&c2, cq, &cr);
+      grpc::ClientContext c3;
+      stub->Close(&c3, cq, &cr);
+      // A second episode (never evaluated): TILED_FUSION [16, 16, 8] fuses the fill into the forall, then UNROLL of
+      // the k loop (8 trips) by 2; UNROLL's factor is in head tile_11 (value 2 = size 2).
+      grpc::ClientContext c4;
+      if (!stub->Reset(&c4, rq, &rr).ok()) return 1;
+      step(action(5, {5, 5, 4}), stepFusion);
+      step(action(7, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}), stepUnroll);
+      cq.set_session_id(rr.session_id());
+      grpc::ClientContext c5;
+      stub->Close(&c5, cq, &cr);
     }
-    // The terminal step evaluates; after the first iteration the same candidate is a cache hit.
-    Stats terminal;
-    step(action(0), terminal);
-    if (i > 0) cacheHit.add(terminal.values[0]);
-    v1::CloseRequest cq;
-    cq.set_session_id(rr.session_id());
-    v1::CloseReply cr;
-    grpc::ClientContext c3;
-    stub->Close(&c3, cq, &cr);
-    // A second episode (never evaluated): TILED_FUSION [16, 16, 8] fuses the fill into the forall, then UNROLL of
-    // the k loop (8 trips) by 2; UNROLL's factor is in head tile_11 (value 2 = size 2).
-    grpc::ClientContext c4;
-    if (!stub->Reset(&c4, rq, &rr).ok()) return 1;
-    step(action(5, {5, 5, 4}), stepFusion);
-    step(action(7, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}), stepUnroll);
-    cq.set_session_id(rr.session_id());
-    grpc::ClientContext c5;
-    stub->Close(&c5, cq, &cr);
+    Stats floor;
+    for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
+      v1::GetVersionReply vr;
+      grpc::ClientContext c;
+      auto t = Clock::now();
+      stub->GetVersion(&c, {}, &vr);
+      floor.add(usSince(t));
+    }
+    std::printf("== latency over loopback gRPC, C++ client (matmul 64^3)\n");
+    report("GetVersion (the RPC floor: no environment work)", floor, "us");
+    report("Reset", reset, "us");
+    report("Step TILING (non-evaluating)", stepTiling, "us");
+    report("Step INTERCHANGE level pointer (no transform)", stepPointer, "us");
+    report("Step INTERCHANGE completing (generalize+permute)", stepInterchange, "us");
+    report("Step TILED_PARALLELIZATION (non-evaluating)", stepParallel, "us");
+    report("Step TILED_FUSION (non-evaluating)", stepFusion, "us");
+    report("Step UNROLL (non-evaluating)", stepUnroll, "us");
+    report("Observe", observe, "us");
+    report("Fork", fork, "us");
+    report("Step terminal, evaluation served from cache", cacheHit, "us");
   }
-  Stats floor;
-  for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
-    v1::GetVersionReply vr;
-    grpc::ClientContext c;
-    auto t = Clock::now();
-    stub->GetVersion(&c, {}, &vr);
-    floor.add(usSince(t));
-  }
-  std::printf("== latency over loopback gRPC, C++ client (matmul 64^3)\n");
-  report("GetVersion (the RPC floor: no environment work)", floor, "us");
-  report("Reset", reset, "us");
-  report("Step TILING (non-evaluating)", stepTiling, "us");
-  report("Step INTERCHANGE level pointer (no transform)", stepPointer, "us");
-  report("Step INTERCHANGE completing (generalize+permute)", stepInterchange, "us");
-  report("Step TILED_PARALLELIZATION (non-evaluating)", stepParallel, "us");
-  report("Step TILED_FUSION (non-evaluating)", stepFusion, "us");
-  report("Step UNROLL (non-evaluating)", stepUnroll, "us");
-  report("Observe", observe, "us");
-  report("Fork", fork, "us");
-  report("Step terminal, evaluation served from cache", cacheHit, "us");
 
   // --- Compile time per candidate: random masked schedules, evaluated by worker processes as the server does ---
-  std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation, worker processes)\n");
-  mlir_rl::runners::WorkerPoolOptions compileWorkers;
-  compileWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
-  compileWorkers.workers = 1;
-  mlir_rl::runners::WorkerPool compilePool(compileWorkers);
-  mlir_rl::env::EvaluationService workerEvaluator(&compilePool, timing);
-  std::map<std::string, int> failureKinds;
-  Stats lower, jit, total;
-  std::mt19937_64 rng(42);
-  int wrong = 0, failed = 0, evaluated = 0;
-  std::vector<std::string> sampled;
-  for (const std::string &b : benchmarks.uris()) {
-    auto bench = benchmarks.get(b);
-    if (bench.ok() && (*bench)->info().dataset == absl::GetFlag(FLAGS_compile_dataset)) sampled.push_back(b);
-  }
-  if (int keep = absl::GetFlag(FLAGS_compile_benchmarks); keep > 0 && static_cast<int>(sampled.size()) > keep) {
-    std::vector<std::string> evenly;
-    for (int i = 0; i < keep; ++i) evenly.push_back(sampled[i * sampled.size() / keep]);
-    sampled = evenly;
-  }
-  for (const std::string &b : sampled) {
-    auto bench = benchmarks.get(b);
-    Stats perBenchmark;
-    for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
-      auto session = mlir_rl::env::Session::create(*bench, {}, 0, &workerEvaluator);
-      if (!session.ok()) return 1;
-      auto &s = **session;
-      while (!s.done()) {
-        mlir_rl::env::ActionMask m = s.mask();
-        auto pick = [&](const std::vector<uint8_t> &mask) {
-          std::vector<int64_t> legal;
-          for (size_t v = 0; v < mask.size(); ++v)
-            if (mask[v]) legal.push_back(static_cast<int64_t>(v));
-          return legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
-        };
-        std::vector<int64_t> a{pick(m.type)};
-        for (const auto &row : m.tiles) a.push_back(pick(row));
-        a.push_back(pick(m.interchange));
-        auto r = s.step(a);
-        if (!r.ok()) {
-          std::fprintf(stderr, "masked action rejected: %s\n", std::string(r.status().message()).c_str());
-          return 1;
-        }
-        if (r->evaluation && !r->evaluation->cached) {
-          ++evaluated;
-          const auto &e = *r->evaluation;
-          if (!e.ok) {
-            (e.failureKind == mlir_rl::runners::FailureKind::WrongResult ? wrong : failed) += 1;
-            ++failureKinds[mlir_rl::runners::failureKindName(e.failureKind)];
-            if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
+  if (sections.count("compile")) {
+    std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation, worker processes)\n");
+    mlir_rl::runners::WorkerPoolOptions compileWorkers;
+    compileWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
+    compileWorkers.workers = 1;
+    mlir_rl::runners::WorkerPool compilePool(compileWorkers);
+    mlir_rl::env::EvaluationService workerEvaluator(&compilePool, timing);
+    std::map<std::string, int> failureKinds;
+    Stats lower, jit, total;
+    std::mt19937_64 rng(absl::GetFlag(FLAGS_compile_seed));
+    int failed = 0, evaluated = 0, timedOut = 0;
+    const double kTimeoutFloorMs = mlir_rl::env::TimeoutPolicy().floorSeconds * 1000;
+    struct Candidate {
+      double lowerMs, jitMs;
+      std::string benchmark, actions, ir;
+    };
+    std::vector<Candidate> candidates;
+    std::set<std::string> datasets;
+    for (absl::string_view d : absl::StrSplit(absl::GetFlag(FLAGS_compile_dataset), ',', absl::SkipEmpty()))
+      datasets.insert(std::string(d));
+    std::printf("datasets %s\n", absl::StrJoin(datasets, ",").c_str());
+    std::vector<std::string> sampled;
+    for (const std::string &b : benchmarks.uris()) {
+      auto bench = benchmarks.get(b);
+      if (bench.ok() && datasets.count((*bench)->info().dataset)) sampled.push_back(b);
+    }
+    if (int keep = absl::GetFlag(FLAGS_compile_benchmarks); keep > 0 && static_cast<int>(sampled.size()) > keep) {
+      std::vector<std::string> evenly;
+      for (int i = 0; i < keep; ++i) evenly.push_back(sampled[i * sampled.size() / keep]);
+      sampled = evenly;
+    }
+    for (const std::string &b : sampled) {
+      auto bench = benchmarks.get(b);
+      Stats perBenchmark;
+      for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
+        auto session = mlir_rl::env::Session::create(*bench, {}, 0, &workerEvaluator);
+        if (!session.ok()) return 1;
+        auto &s = **session;
+        while (!s.done()) {
+          mlir_rl::env::ActionMask m = s.mask();
+          auto pick = [&](const std::vector<uint8_t> &mask) {
+            std::vector<int64_t> legal;
+            for (size_t v = 0; v < mask.size(); ++v)
+              if (mask[v]) legal.push_back(static_cast<int64_t>(v));
+            return legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
+          };
+          std::vector<int64_t> a{pick(m.type)};
+          for (const auto &row : m.tiles) a.push_back(pick(row));
+          a.push_back(pick(m.interchange));
+          auto r = s.step(a);
+          if (!r.ok()) {
+            std::fprintf(stderr, "masked action rejected: %s\n", std::string(r.status().message()).c_str());
+            return 1;
           }
-          lower.add(e.lowerMs);
-          jit.add(e.jitMs);
-          total.add(e.lowerMs + e.jitMs);
-          perBenchmark.add(e.lowerMs + e.jitMs);
+          if (r->evaluation && !r->evaluation->cached) {
+            ++evaluated;
+            const auto &e = *r->evaluation;
+            if (!e.ok) {
+              (e.failureKind == mlir_rl::runners::FailureKind::WrongResult ? wrong : failed) += 1;
+              ++failureKinds[mlir_rl::runners::failureKindName(e.failureKind)];
+              if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
+            }
+            std::string actions;
+            for (const auto &act : s.actions()) actions += "[" + absl::StrJoin(act, ",") + "]";
+            if (e.failureKind == mlir_rl::runners::FailureKind::Timeout) {
+              // The worker was killed, so the compile time is unknown: counted as the time-out floor (a lower bound
+              // when the compile was what hung).
+              ++timedOut;
+              total.add(kTimeoutFloorMs);
+              perBenchmark.add(kTimeoutFloorMs);
+              candidates.push_back({0, kTimeoutFloorMs, b, "(timed out) " + actions, s.currentIR()});
+              continue;
+            }
+            lower.add(e.lowerMs);
+            jit.add(e.jitMs);
+            total.add(e.lowerMs + e.jitMs);
+            perBenchmark.add(e.lowerMs + e.jitMs);
+            candidates.push_back({e.lowerMs, e.jitMs, b, actions, s.currentIR()});
+          }
         }
       }
+      std::printf("  %-52s candidates %-3zu compile p50 %7.1f ms  max %7.1f ms\n", b.c_str(),
+                  perBenchmark.values.size(), perBenchmark.q(0.5), perBenchmark.q(1.0));
     }
-    std::printf("  %-52s candidates %-3zu compile p50 %7.1f ms  max %7.1f ms\n", b.c_str(), perBenchmark.values.size(),
-                perBenchmark.q(0.5), perBenchmark.q(1.0));
+    report("lower (MLIR passes)", lower, "ms");
+    report("JIT (LLVM O3 codegen)", jit, "ms");
+    report("compile = lower + JIT", total, "ms");
+    if (timedOut > 0)
+      std::printf("%d candidates timed out: compile time unknown, counted as %.0f ms in the compile figure\n",
+                  timedOut, kTimeoutFloorMs);
+    std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d", evaluated, wrong, failed);
+    for (const auto &[kind, n] : failureKinds) std::printf(" [%s: %d]", kind.c_str(), n);
+    std::printf("\n");
+    std::sort(candidates.begin(), candidates.end(),
+              [](const Candidate &a, const Candidate &b) { return a.lowerMs + a.jitMs > b.lowerMs + b.jitMs; });
+    const std::string dumpDir = absl::GetFlag(FLAGS_dump_slowest_dir);
+    for (int i = 0; i < std::min<int>(absl::GetFlag(FLAGS_slowest), candidates.size()); ++i) {
+      const Candidate &c = candidates[i];
+      std::printf("  slowest %2d: lower %7.1f ms  JIT %7.1f ms  %s %s\n", i + 1, c.lowerMs, c.jitMs,
+                  c.benchmark.c_str(), c.actions.c_str());
+      if (!dumpDir.empty()) {
+        std::ofstream out(dumpDir + "/slowest_" + std::to_string(i + 1) + ".mlir");
+        out << "// " << c.benchmark << " actions " << c.actions << " lower " << c.lowerMs << " ms JIT " << c.jitMs
+            << " ms\n"
+            << c.ir;
+      }
+    }
   }
-  report("lower (MLIR passes)", lower, "ms");
-  report("JIT (LLVM O3 codegen)", jit, "ms");
-  report("compile = lower + JIT", total, "ms");
-  std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d", evaluated, wrong, failed);
-  for (const auto &[kind, n] : failureKinds) std::printf(" [%s: %d]", kind.c_str(), n);
-  std::printf("\n");
 
   // --- Worker pool: timing spread and throughput ---
-  std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");
-  auto bench = benchmarks.get("benchmark://nn-ops/matmul_256x256x256_f32");
-  if (!bench.ok()) return 1;
-  auto candidateFor = [&](std::vector<int64_t> tileChoices) {
-    auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
-    std::vector<int64_t> a(14, 0);
-    a[0] = 1;
-    for (size_t i = 0; i < tileChoices.size(); ++i) a[1 + i] = tileChoices[i];
-    (void)(*session)->step(a);
-    return (*session)->currentIR();
-  };
-  mlir_rl::runners::WorkerPoolOptions poolOptions;
-  poolOptions.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
-  {
-    poolOptions.workers = 1;
-    mlir_rl::runners::WorkerPool pool(poolOptions);
-    mlir_rl::runners::ExecRequest rq;
-    rq.candidateIR = candidateFor({4, 5, 1});  // tiled 8x16x1, not vectorized
-    rq.referenceIR = (*bench)->taggedText();
-    rq.timing = timing;
-    Stats medians;
-    for (int i = 0; i < absl::GetFlag(FLAGS_spread_evaluations); ++i) {
-      auto r = pool.execute(rq);
-      if (!r.ok()) {
-        std::fprintf(stderr, "spread evaluation failed: %s\n", r.message.c_str());
-        return 1;
-      }
-      medians.add(r.timing.medianNs);
-    }
-    double mean = 0, var = 0;
-    for (double v : medians.values) mean += v;
-    mean /= medians.values.size();
-    for (double v : medians.values) var += (v - mean) * (v - mean);
-    var /= std::max<size_t>(1, medians.values.size() - 1);
-    std::printf("%-48s n=%-5zu mean %.3f ms  CV %.2f %%  (min %.3f, max %.3f ms)\n",
-                "repeated evaluations of one candidate", medians.values.size(), mean / 1e6,
-                100.0 * std::sqrt(var) / mean, medians.q(0) / 1e6, medians.q(1) / 1e6);
-  }
-  {
-    std::vector<std::string> candidates;
-    const std::vector<std::vector<int64_t>> tilings = {{4, 5, 1}, {3, 5, 1}, {4, 4, 1}, {5, 4, 2}, {3, 3, 3},
-                                                       {6, 6, 6}, {4, 6, 2}, {2, 5, 1}, {5, 5, 5}, {3, 4, 4}};
-    for (int i = 0; i < absl::GetFlag(FLAGS_throughput_candidates); ++i)
-      candidates.push_back(candidateFor(tilings[i % tilings.size()]));
-    double rate[3] = {0, 0, 0};
-    for (int workers : {1, 2}) {
-      poolOptions.workers = workers;
+  if (sections.count("workers")) {
+    std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");
+    auto bench = benchmarks.get("benchmark://nn-ops/matmul_256x256x256_f32");
+    if (!bench.ok()) return 1;
+    auto candidateFor = [&](std::vector<int64_t> tileChoices) {
+      auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
+      std::vector<int64_t> a(14, 0);
+      a[0] = 1;
+      for (size_t i = 0; i < tileChoices.size(); ++i) a[1 + i] = tileChoices[i];
+      (void)(*session)->step(a);
+      return (*session)->currentIR();
+    };
+    mlir_rl::runners::WorkerPoolOptions poolOptions;
+    poolOptions.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
+    {
+      poolOptions.workers = 1;
       mlir_rl::runners::WorkerPool pool(poolOptions);
-      // Spawn and warm every worker's reference outside the measured part.
-      {
-        std::vector<std::thread> warm;
-        for (int w = 0; w < workers; ++w)
-          warm.emplace_back([&] {
-            mlir_rl::runners::ExecRequest rq;
-            rq.candidateIR = rq.referenceIR = (*bench)->taggedText();
-            rq.time = false;
-            pool.execute(rq);
-          });
-        for (auto &t : warm) t.join();
+      mlir_rl::runners::ExecRequest rq;
+      rq.candidateIR = candidateFor({4, 5, 1});  // tiled 8x16x1, not vectorized
+      rq.referenceIR = (*bench)->taggedText();
+      rq.timing = timing;
+      Stats medians;
+      for (int i = 0; i < absl::GetFlag(FLAGS_spread_evaluations); ++i) {
+        auto r = pool.execute(rq);
+        if (!r.ok()) {
+          std::fprintf(stderr, "spread evaluation failed: %s\n", r.message.c_str());
+          return 1;
+        }
+        medians.add(r.timing.medianNs);
       }
-      std::atomic<size_t> next{0};
-      auto t0 = Clock::now();
-      std::vector<std::thread> clients;
-      for (int c = 0; c < workers; ++c)
-        clients.emplace_back([&] {
-          for (size_t i = next++; i < candidates.size(); i = next++) {
-            mlir_rl::runners::ExecRequest rq;
-            rq.candidateIR = candidates[i];
-            rq.referenceIR = (*bench)->taggedText();
-            rq.timing = timing;
-            pool.execute(rq);
-          }
-        });
-      for (auto &t : clients) t.join();
-      double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-      rate[workers] = candidates.size() / seconds;
-      std::printf("%-48s %zu candidates in %.2f s: %.2f evaluations/s\n",
-                  workers == 1 ? "throughput, 1 worker" : "throughput, 2 workers", candidates.size(), seconds,
-                  rate[workers]);
+      double mean = 0, var = 0;
+      for (double v : medians.values) mean += v;
+      mean /= medians.values.size();
+      for (double v : medians.values) var += (v - mean) * (v - mean);
+      var /= std::max<size_t>(1, medians.values.size() - 1);
+      std::printf("%-48s n=%-5zu mean %.3f ms  CV %.2f %%  (min %.3f, max %.3f ms)\n",
+                  "repeated evaluations of one candidate", medians.values.size(), mean / 1e6,
+                  100.0 * std::sqrt(var) / mean, medians.q(0) / 1e6, medians.q(1) / 1e6);
     }
-    std::printf("%-48s %.2fx\n", "throughput ratio 2 workers / 1 worker", rate[2] / rate[1]);
+    {
+      std::vector<std::string> candidates;
+      const std::vector<std::vector<int64_t>> tilings = {{4, 5, 1}, {3, 5, 1}, {4, 4, 1}, {5, 4, 2}, {3, 3, 3},
+                                                         {6, 6, 6}, {4, 6, 2}, {2, 5, 1}, {5, 5, 5}, {3, 4, 4}};
+      for (int i = 0; i < absl::GetFlag(FLAGS_throughput_candidates); ++i)
+        candidates.push_back(candidateFor(tilings[i % tilings.size()]));
+      double rate[3] = {0, 0, 0};
+      for (int workers : {1, 2}) {
+        poolOptions.workers = workers;
+        mlir_rl::runners::WorkerPool pool(poolOptions);
+        // Spawn and warm every worker's reference outside the measured part.
+        {
+          std::vector<std::thread> warm;
+          for (int w = 0; w < workers; ++w)
+            warm.emplace_back([&] {
+              mlir_rl::runners::ExecRequest rq;
+              rq.candidateIR = rq.referenceIR = (*bench)->taggedText();
+              rq.time = false;
+              pool.execute(rq);
+            });
+          for (auto &t : warm) t.join();
+        }
+        std::atomic<size_t> next{0};
+        auto t0 = Clock::now();
+        std::vector<std::thread> clients;
+        for (int c = 0; c < workers; ++c)
+          clients.emplace_back([&] {
+            for (size_t i = next++; i < candidates.size(); i = next++) {
+              mlir_rl::runners::ExecRequest rq;
+              rq.candidateIR = candidates[i];
+              rq.referenceIR = (*bench)->taggedText();
+              rq.timing = timing;
+              pool.execute(rq);
+            }
+          });
+        for (auto &t : clients) t.join();
+        double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        rate[workers] = candidates.size() / seconds;
+        std::printf("%-48s %zu candidates in %.2f s: %.2f evaluations/s\n",
+                    workers == 1 ? "throughput, 1 worker" : "throughput, 2 workers", candidates.size(), seconds,
+                    rate[workers]);
+      }
+      std::printf("%-48s %.2fx\n", "throughput ratio 2 workers / 1 worker", rate[2] / rate[1]);
+    }
   }
 
   // --- Memory of idle sessions ---
-  {
+  if (sections.count("memory")) {
     auto rss = [] {
       std::ifstream status("/proc/self/status");
       std::string line;
