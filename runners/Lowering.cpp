@@ -18,6 +18,10 @@ namespace {
 
 // Vector lowering to what convert-vector-to-llvm accepts: contractions become outer products and then FMAs,
 // transfers become 1-D (register-width after unrolling), transposes/broadcasts/shape casts are expanded.
+// Canonicalization runs as a separate step: in one greedy set with lower_broadcast it loops forever on a broadcast
+// that only adds leading unit dimensions (vector<2x1xf32> to vector<1x1x2x1xf32>: lowered to vector.insert chains,
+// which canonicalization folds back into the same broadcast). convert-vector-to-llvm lowers the broadcasts that
+// canonicalization leaves.
 constexpr const char kVectorLowering[] = R"mlir(
 module attributes {transform.with_named_sequence} {
   transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {
@@ -31,6 +35,8 @@ module attributes {transform.with_named_sequence} {
       transform.apply_patterns.vector.lower_masks
       transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1
       transform.apply_patterns.vector.lower_outerproduct
+    } : !transform.any_op
+    transform.apply_patterns to %f {
       transform.apply_patterns.canonicalization
     } : !transform.any_op
     transform.yield
