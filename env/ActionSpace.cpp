@@ -84,7 +84,8 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
       if (!mask.tiles[i][action.tileChoices[i]])
         return absl::InvalidArgumentError(absl::StrCat(
             "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
-            ") is masked: the op has no loop ", i, " or the size does not divide its bound"));
+            ") is masked: the op has no loop ", i, ", the size does not divide its bound, or the op is nested too "
+            "deep for another loop level (the mask's reasons say which)"));
   }
   if (action.type == ActionType::Unroll && !mask.tiles[unrollHead()][action.unrollChoice])
     return absl::InvalidArgumentError(absl::StrCat(

@@ -4,6 +4,7 @@
 // remainder loop is generated; a factor equal to the trip count removes the loop.
 #include "transforms/Transform.h"
 
+#include <map>
 #include <set>
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -32,6 +33,37 @@ bool isLegalUnrollFactor(llvm::ArrayRef<int64_t> tripCounts, int64_t copies, int
   for (int64_t trips : tripCounts)
     if (factor > trips || trips % factor != 0) return false;
   return true;
+}
+
+int maxCopiesPerLoopBody(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
+  std::map<mlir::Block *, int> perBody;
+  int most = 0;
+  for (mlir::linalg::LinalgOp op : ops)
+    if (op && mlir::isa_and_nonnull<mlir::scf::ForOp>(op->getParentOp()))
+      most = std::max(most, ++perBody[op->getBlock()]);
+  return most;
+}
+
+std::string unrolledCopiesReason(int copies) {
+  return "the op has " + std::to_string(copies) + " unrolled copies in one scf.for body: giving each copy loops of "
+         "its own would chain sibling loops through the enclosing loop, which MLIR 19's bufferization analyses in "
+         "exponential time (tile before unrolling)";
+}
+
+std::string unrollLoopNestBlocker(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
+  for (mlir::linalg::LinalgOp op : ops) {
+    auto loop = op ? op->getParentOfType<mlir::scf::ForOp>() : mlir::scf::ForOp();
+    if (!loop) continue;
+    bool nested = false;
+    loop.getBody()->walk([&](mlir::scf::ForOp) {
+      nested = true;
+      return mlir::WalkResult::interrupt();
+    });
+    if (nested)
+      return "the innermost scf.for around the op holds other scf.for loops: unrolling it would chain copies of them "
+             "through the loop, which MLIR 19's bufferization analyses in exponential time";
+  }
+  return "";
 }
 
 Fragment unrollFragment(int64_t tag, int64_t factor, llvm::StringRef prefix) {
