@@ -91,7 +91,8 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
     return absl::InvalidArgumentError(absl::StrCat(
         "head 'tile_", unrollHead(), "' = ", action.unrollChoice, " (unroll factor ", action.unrollFactor,
         ") is masked: the factor must be > 1 and divide the trip count of the innermost loop around the op, and the "
-        "op may have at most ", transforms::kMaxUnrolledCopies, " copies"));
+        "op may have at most ", transforms::kMaxUnrolledCopies, " copies and ", transforms::kMaxUnrolledElements,
+        " iteration-space elements over all copies"));
   if (action.type == ActionType::Interchange && !mask.interchange[action.pointer])
     return absl::InvalidArgumentError(
         config_.interchangeMode == InterchangeMode::Swaps

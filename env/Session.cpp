@@ -98,8 +98,10 @@ namespace {
 std::vector<int64_t> legalUnrollFactors(const std::vector<mlir::linalg::LinalgOp> &ops, const SessionConfig &config) {
   std::vector<int64_t> factors;
   std::vector<int64_t> tripCounts = transforms::innermostLoopTripCounts(ops);
+  int64_t elements = transforms::totalIterationElements(ops);
   for (int64_t f : config.tileSizes)
-    if (transforms::isLegalUnrollFactor(tripCounts, static_cast<int64_t>(ops.size()), f)) factors.push_back(f);
+    if (transforms::isLegalUnrollFactor(tripCounts, static_cast<int64_t>(ops.size()), elements, f))
+      factors.push_back(f);
   return factors;
 }
 
@@ -283,7 +285,9 @@ ActionMask Session::mask() const {
     std::vector<int64_t> factors = legalUnrollFactors(ops, config_);
     if (factors.empty())
       block(ActionType::Unroll, absl::StrCat("no candidate factor > 1 divides the trip count of the innermost loop "
-                                             "(or the op would exceed ", transforms::kMaxUnrolledCopies, " copies)"));
+                                             "(or the op would exceed ", transforms::kMaxUnrolledCopies, " copies or ",
+                                             transforms::kMaxUnrolledElements,
+                                             " iteration-space elements over all copies: tile it smaller first)"));
     for (int k = 1; k < K; ++k)
       if (std::find(factors.begin(), factors.end(), config_.tileSizes[k - 1]) != factors.end())
         m.tiles[unrollHead][k] = 1;

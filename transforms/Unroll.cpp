@@ -10,6 +10,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
+#include "mlir/IR/BuiltinTypes.h"
 
 namespace mlir_rl::transforms {
 
@@ -28,8 +29,28 @@ std::vector<int64_t> innermostLoopTripCounts(llvm::ArrayRef<mlir::linalg::Linalg
   return tripCounts;
 }
 
-bool isLegalUnrollFactor(llvm::ArrayRef<int64_t> tripCounts, int64_t copies, int64_t factor) {
+int64_t totalIterationElements(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
+  constexpr int64_t kSaturated = int64_t{1} << 40;
+  int64_t total = 0;
+  for (mlir::linalg::LinalgOp op : ops) {
+    if (!op) continue;
+    // Convolutions vectorize through their 1-D form, whose output-height and kernel-height loops stay loops.
+    auto [ohLoop, khLoop] = decomposableConvLoops(op);
+    llvm::SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+    int64_t elements = 1;
+    for (int i = 0; i < static_cast<int>(ranges.size()); ++i) {
+      if (i == ohLoop || i == khLoop) continue;
+      bool saturates = mlir::ShapedType::isDynamic(ranges[i]) || ranges[i] > kSaturated / elements;
+      elements = saturates ? kSaturated : elements * ranges[i];
+    }
+    total = std::min(kSaturated, total + elements);
+  }
+  return total;
+}
+
+bool isLegalUnrollFactor(llvm::ArrayRef<int64_t> tripCounts, int64_t copies, int64_t elements, int64_t factor) {
   if (tripCounts.empty() || factor < 2 || copies * factor > kMaxUnrolledCopies) return false;
+  if (elements > kMaxUnrolledElements / factor) return false;
   for (int64_t trips : tripCounts)
     if (factor > trips || trips % factor != 0) return false;
   return true;

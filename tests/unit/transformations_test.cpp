@@ -633,7 +633,7 @@ TEST(Unroll, EveryFamilyComputesTheReference) {
 
 TEST(Unroll, MaskAllowsOnlyDivisorsOfTheTripCountAndZeroPicksTheSmallest) {
   auto s = start("matmul", kMatmul);
-  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 16, 16})));  // innermost: k, 64 / 16 = 4 trips
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {4, 8, 16})));  // innermost: k, 64 / 16 = 4 trips
   env::ActionMask m = s->mask();
   const auto &row = m.tiles[s->config().maxLoops - 1];
   // Values: 0 default, 1..7 = sizes 1, 2, 4, 8, 16, 32, 64.
@@ -713,6 +713,31 @@ TEST(Tiling, LoopDepthIsBounded) {
   ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
   ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
   expectCorrectAndReplayable(*s);
+}
+
+// Unrolled code is bounded by the copies' iteration spaces together (transforms::kMaxUnrolledElements).
+TEST(Unroll, FactorsBoundedByTheUnrolledIterationSpace) {
+  auto s = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 16, 8})));  // 1024 elements; k loop: 8 trips
+  env::ActionMask m = s->mask();
+  const auto &row = m.tiles[s->config().maxLoops - 1];
+  EXPECT_TRUE(row[2]);   // 2 copies: 2048 elements
+  EXPECT_FALSE(row[3]);  // 4 copies: 4096
+  auto big = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*big, act(*big, ActionType::Tiling, {8, 16, 16})));  // 2048 elements: no factor fits
+  EXPECT_FALSE(typeLegal(*big, ActionType::Unroll));
+  EXPECT_NE(typeReason(*big, ActionType::Unroll).find("iteration-space elements"), std::string::npos)
+      << typeReason(*big, ActionType::Unroll);
+  // A convolution counts without its output-height and kernel-height loops (they stay loops when it vectorizes).
+  auto conv = start("conv_nhwc", kConvNhwc);
+  ASSERT_TRUE(applyOk(*conv, act(*conv, ActionType::Tiling, {0, 2, 4, 8, 0, 0, 4})));  // 2304 elements, 384 counted
+  {
+    auto module = currentModule(*conv);
+    EXPECT_EQ(transforms::totalIterationElements(
+                  transforms::findTaggedOps(*module, conv->benchmark().schedule().front().tag)),
+              384);
+  }
+  EXPECT_TRUE(typeLegal(*conv, ActionType::Unroll)) << typeReason(*conv, ActionType::Unroll);
 }
 
 TEST(Unroll, MaskedForAnOpWithMaxLoopsLoops) {
