@@ -8,6 +8,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "llvm/Support/CommandLine.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
@@ -32,6 +34,7 @@ ABSL_FLAG(bool, loop_vectorize, true, "LLVM loop vectorizer");
 ABSL_FLAG(bool, slp_vectorize, true, "LLVM SLP vectorizer");
 ABSL_FLAG(bool, loop_unroll, true, "LLVM loop unrolling");
 ABSL_FLAG(bool, loop_interleave, true, "LLVM loop interleaving");
+ABSL_FLAG(std::string, llvm_args, "", "space-separated LLVM command-line options (experiments, e.g. -disable-lsr)");
 ABSL_FLAG(bool, staged, true, "time the stages separately (lower, translate, opt, codegen) before the full compile");
 ABSL_FLAG(bool, run, false, "also run and time the kernel (median of adaptive samples, 1 thread)");
 
@@ -45,6 +48,12 @@ int main(int argc, char **argv) {
   if (files.size() != 2) {
     std::fprintf(stderr, "usage: mlir-rl-compile [flags] FILE.mlir\n");
     return 2;
+  }
+  if (std::string args = absl::GetFlag(FLAGS_llvm_args); !args.empty()) {
+    std::vector<std::string> words = absl::StrSplit(args, ' ', absl::SkipEmpty());
+    std::vector<const char *> argv{"mlir-rl-compile"};
+    for (const std::string &w : words) argv.push_back(w.c_str());
+    llvm::cl::ParseCommandLineOptions(static_cast<int>(argv.size()), argv.data());
   }
   auto ctx = mlir_rl::support::createContext();
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::parseSourceFile<mlir::ModuleOp>(files[1], ctx.get());
