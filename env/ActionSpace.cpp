@@ -84,13 +84,15 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
       if (!mask.tiles[i][action.tileChoices[i]])
         return absl::InvalidArgumentError(absl::StrCat(
             "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
-            ") is masked: the op has no loop ", i, " or the size does not divide its bound"));
+            ") is masked: the op has no loop ", i, ", the size does not divide its bound, or the op is nested too "
+            "deep for another loop level (the mask's reasons say which)"));
   }
   if (action.type == ActionType::Unroll && !mask.tiles[unrollHead()][action.unrollChoice])
     return absl::InvalidArgumentError(absl::StrCat(
         "head 'tile_", unrollHead(), "' = ", action.unrollChoice, " (unroll factor ", action.unrollFactor,
         ") is masked: the factor must be > 1 and divide the trip count of the innermost loop around the op, and the "
-        "op may have at most ", transforms::kMaxUnrolledCopies, " copies"));
+        "op may have at most ", transforms::kMaxUnrolledCopies, " copies and ", transforms::kMaxUnrolledElements,
+        " iteration-space elements over all copies"));
   if (action.type == ActionType::Interchange && !mask.interchange[action.pointer])
     return absl::InvalidArgumentError(
         config_.interchangeMode == InterchangeMode::Swaps

@@ -99,8 +99,10 @@ namespace {
 std::vector<int64_t> legalUnrollFactors(const std::vector<mlir::linalg::LinalgOp> &ops, const SessionConfig &config) {
   std::vector<int64_t> factors;
   std::vector<int64_t> tripCounts = transforms::innermostLoopTripCounts(ops);
+  int64_t elements = transforms::totalIterationElements(ops);
   for (int64_t f : config.tileSizes)
-    if (transforms::isLegalUnrollFactor(tripCounts, static_cast<int64_t>(ops.size()), f)) factors.push_back(f);
+    if (transforms::isLegalUnrollFactor(tripCounts, static_cast<int64_t>(ops.size()), elements, f))
+      factors.push_back(f);
   return factors;
 }
 
@@ -164,8 +166,16 @@ ActionMask Session::computeMask() const {
   int numLoops = static_cast<int>(bounds.size());
   std::vector<llvm::SmallVector<int64_t>> allBounds;
   for (mlir::linalg::LinalgOp o : ops) allBounds.push_back(o.getStaticLoopRanges());
-  bool anyTiling = false, anyParallelTiling = false;
+  // Loop levels left before bufferization gets slow (transforms::kMaxLoopDepth): each loop tiled to a size below its
+  // bound adds one (parallelization adds one scf.forall for all its parallel loops, but the tile heads are shared).
+  // When fewer levels are left than loops could be tiled, only the first loops that can shrink keep sizes below
+  // their bound.
+  int depth = 0;
+  for (mlir::linalg::LinalgOp o : ops) depth = std::max(depth, transforms::loopDepth(o));
+  int levelsLeft = transforms::kMaxLoopDepth - depth;
+  bool anyTiling = false, anyParallelTiling = false, depthLimited = false, parallelDepthLimited = false;
   for (int i = 0; i < std::min(numLoops, L); ++i) {
+    bool loopShrinks = false;
     for (int k = 1; k < K; ++k) {
       int64_t size = config_.tileSizes[k - 1];
       bool legal = true, shrinks = false;
@@ -178,12 +188,19 @@ ActionMask Session::computeMask() const {
         shrinks |= size < b[i];
       }
       if (!legal) continue;
+      if (shrinks && levelsLeft <= 0) {
+        depthLimited = true;
+        parallelDepthLimited |= iterators[i] == mlir::utils::IteratorType::parallel;
+        continue;
+      }
       m.tiles[i][k] = 1;
       if (shrinks) {
+        loopShrinks = true;
         anyTiling = true;
         if (iterators[i] == mlir::utils::IteratorType::parallel) anyParallelTiling = true;
       }
     }
+    levelsLeft -= loopShrinks;
   }
   if (!pendingPermutation_.empty()) {
     for (int i = 0; i < std::min(numLoops, L); ++i)
@@ -202,13 +219,17 @@ ActionMask Session::computeMask() const {
       block(static_cast<ActionType>(t), absl::StrCat("the op has ", numLoops, " loops, more than max_loops = ", L));
     return m;
   }
-  if (!anyTiling) block(ActionType::Tiling, "no loop has a tile size smaller than its bound that divides it");
+  const std::string tooDeep = absl::StrCat(
+      "the op is inside ", depth, " loop levels; MLIR 19's bufferization doubles its time with each level, so "
+      "transformations may not take it past ", transforms::kMaxLoopDepth);
+  if (!anyTiling)
+    block(ActionType::Tiling, depthLimited ? tooDeep : "no loop has a tile size smaller than its bound that divides it");
   bool insideForall = std::any_of(ops.begin(), ops.end(), [](mlir::linalg::LinalgOp o) {
     return transforms::isInsideForall(o);
   });
   for (ActionType t : {ActionType::TiledParallelization, ActionType::TiledFusion}) {
     if (!anyParallelTiling)
-      block(t, "no parallel loop has a tile size smaller than its bound");
+      block(t, parallelDepthLimited ? tooDeep : "no parallel loop has a tile size smaller than its bound");
     else if (insideForall)
       block(t, "the op is already inside a parallel loop");
   }
@@ -228,6 +249,32 @@ ActionMask Session::computeMask() const {
       break;
     }
   }
+  // Unrolled copies side by side in a loop body must not get loops of their own (TILED_FUSION is refused for
+  // copies above). Vectorizing a convolution tiles its output-height and kernel-height loops to 1 unless they are 1
+  // already: two levels at most, allowed for a pair of copies.
+  if (int copies = transforms::maxCopiesPerLoopBody(ops); copies > 1) {
+    for (ActionType t : {ActionType::Tiling, ActionType::TiledParallelization})
+      if (m.type[static_cast<int>(t)]) block(t, transforms::unrolledCopiesReason(copies));
+    if (auto [ohLoop, khLoop] = transforms::decomposableConvLoops(op);
+        ohLoop >= 0 && copies > transforms::kMaxCopiesForConvVectorization &&
+        m.type[static_cast<int>(ActionType::Vectorization)] &&
+        std::any_of(allBounds.begin(), allBounds.end(),
+                    [&](const auto &b) { return b[ohLoop] != 1 || b[khLoop] != 1; }))
+      block(ActionType::Vectorization,
+            absl::StrCat(transforms::unrolledCopiesReason(copies), "; vectorizing a convolution tiles its "
+                         "output-height and kernel-height loops to 1 first (allowed for up to ",
+                         transforms::kMaxCopiesForConvVectorization, " copies)"));
+  }
+  // Vectorizing a convolution adds up to two loops (output height and kernel height tiled to 1).
+  if (auto [ohLoop, khLoop] = transforms::decomposableConvLoops(op);
+      ohLoop >= 0 && m.type[static_cast<int>(ActionType::Vectorization)]) {
+    int addedLoops = 0;
+    for (int loop : {ohLoop, khLoop})
+      addedLoops += std::any_of(allBounds.begin(), allBounds.end(), [&](const auto &b) { return b[loop] != 1; });
+    if (depth + addedLoops > transforms::kMaxLoopDepth)
+      block(ActionType::Vectorization, tooDeep + " (vectorizing a convolution tiles its output-height and "
+                                                 "kernel-height loops to 1 first)");
+  }
   for (mlir::linalg::LinalgOp o : ops) {
     std::string img2colBlocker = transforms::img2colBlocker(o);
     if (!img2colBlocker.empty()) {
@@ -241,11 +288,15 @@ ActionMask Session::computeMask() const {
                                            " tiles its last loop and cannot carry an unroll factor"));
   } else if (transforms::innermostLoopTripCounts(ops).empty()) {
     block(ActionType::Unroll, "no scf.for with a constant trip count around the op (tile it first)");
+  } else if (std::string nest = transforms::unrollLoopNestBlocker(ops); !nest.empty()) {
+    block(ActionType::Unroll, nest);
   } else {
     std::vector<int64_t> factors = legalUnrollFactors(ops, config_);
     if (factors.empty())
       block(ActionType::Unroll, absl::StrCat("no candidate factor > 1 divides the trip count of the innermost loop "
-                                             "(or the op would exceed ", transforms::kMaxUnrolledCopies, " copies)"));
+                                             "(or the op would exceed ", transforms::kMaxUnrolledCopies, " copies or ",
+                                             transforms::kMaxUnrolledElements,
+                                             " iteration-space elements over all copies: tile it smaller first)"));
     for (int k = 1; k < K; ++k)
       if (std::find(factors.begin(), factors.end(), config_.tileSizes[k - 1]) != factors.end())
         m.tiles[unrollHead][k] = 1;

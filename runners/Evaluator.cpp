@@ -10,9 +10,11 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Passes/OptimizationLevel.h"
+#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Target/TargetMachine.h"
 
@@ -95,6 +97,15 @@ void *checkedMalloc(size_t bytes) {
   return p;
 }
 
+llvm::CodeGenOptLevel codegenLevel(int level) {
+  switch (level) {
+    case 0: return llvm::CodeGenOptLevel::None;
+    case 1: return llvm::CodeGenOptLevel::Less;
+    case 2: return llvm::CodeGenOptLevel::Default;
+    default: return llvm::CodeGenOptLevel::Aggressive;
+  }
+}
+
 // Marker MLIR puts in the "allocated" field of memrefs that point at globals (never to be freed).
 constexpr int64_t kGlobalMarker = 0xdeadbeef;
 
@@ -142,6 +153,35 @@ std::vector<Buffer> makeInputs(const KernelSignature &signature, uint64_t seed) 
   return inputs;
 }
 
+// mlir::makeOptimizingTransformer with the tuning options exposed (it enables all four).
+std::function<llvm::Error(llvm::Module *)> makeLlvmOptimizer(const LlvmOptions &options,
+                                                             llvm::TargetMachine *targetMachine) {
+  return [options, targetMachine](llvm::Module *m) -> llvm::Error {
+    llvm::OptimizationLevel level = options.optLevel <= 0   ? llvm::OptimizationLevel::O0
+                                    : options.optLevel == 1 ? llvm::OptimizationLevel::O1
+                                    : options.optLevel == 2 ? llvm::OptimizationLevel::O2
+                                                            : llvm::OptimizationLevel::O3;
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PipelineTuningOptions tuning;
+    tuning.LoopUnrolling = options.loopUnrolling;
+    tuning.LoopInterleaving = options.loopInterleaving;
+    tuning.LoopVectorization = options.loopVectorization;
+    tuning.SLPVectorization = options.slpVectorization;
+    llvm::PassBuilder pb(targetMachine, tuning);
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(level);
+    mpm.run(*m, mam);
+    return llvm::Error::success();
+  };
+}
+
 CompiledKernel::~CompiledKernel() = default;
 
 std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const CompileOptions &options,
@@ -164,20 +204,20 @@ std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const C
     error = "cannot detect the host target: " + llvm::toString(builder.takeError());
     return nullptr;
   }
-  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  builder->setCodeGenOptLevel(codegenLevel(options.llvm.codegenLevel));
   auto tm = builder->createTargetMachine();
   if (!tm) {
     error = "cannot create the host target machine: " + llvm::toString(tm.takeError());
     return nullptr;
   }
   // ExecutionEngineOptions::transformer is a function_ref: keep the callable alive in a named variable.
-  std::function<llvm::Error(llvm::Module *)> transformer = mlir::makeOptimizingTransformer(3, 0, tm->get());
+  std::function<llvm::Error(llvm::Module *)> transformer = makeLlvmOptimizer(options.llvm, tm->get());
   static const std::string runnerUtils = std::string(MLIR_RL_LLVM_LIB_DIR) + "/libmlir_c_runner_utils.so";
   static const std::string openmp = std::string(MLIR_RL_LLVM_LIB_DIR) + "/libomp.so";
   llvm::SmallVector<llvm::StringRef, 2> libs{runnerUtils, openmp};
   mlir::ExecutionEngineOptions engineOptions;
   engineOptions.transformer = transformer;
-  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  engineOptions.jitCodeGenOptLevel = codegenLevel(options.llvm.codegenLevel);
   engineOptions.sharedLibPaths = libs;
   engineOptions.enableGDBNotificationListener = false;
   engineOptions.enablePerfNotificationListener = false;

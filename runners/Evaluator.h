@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,11 @@
 
 namespace mlir {
 class ExecutionEngine;
+}
+namespace llvm {
+class Error;
+class Module;
+class TargetMachine;
 }
 
 namespace mlir_rl::runners {
@@ -68,8 +74,20 @@ class CompiledKernel {
   double lowerMs_ = 0, jitMs_ = 0;
 };
 
+// LLVM's part of compilation: the mid-level pipeline (PassBuilder's per-module default pipeline at `optLevel`, with
+// PipelineTuningOptions) and the code generator's level.
+struct LlvmOptions {
+  int optLevel = 3;         // 0-3
+  int codegenLevel = 3;     // 0-3 (llvm::CodeGenOptLevel None/Less/Default/Aggressive)
+  bool loopVectorization = true;
+  bool slpVectorization = true;
+  bool loopUnrolling = true;
+  bool loopInterleaving = true;
+};
+
 struct CompileOptions {
   int numThreads = 1;
+  LlvmOptions llvm;
   // Worker processes only: a failed heap allocation in the kernel ends the process with kOutOfMemoryExitCode
   // and a message on stderr, instead of a null pointer the kernel would write through.
   bool exitOnAllocationFailure = false;
@@ -83,6 +101,10 @@ class Compiler {
   static std::unique_ptr<CompiledKernel> compile(mlir::ModuleOp module, const CompileOptions &options,
                                                  std::string &error);
 };
+
+// The LLVM IR optimizer for ExecutionEngineOptions::transformer. `targetMachine` must outlive it.
+std::function<llvm::Error(llvm::Module *)> makeLlvmOptimizer(const LlvmOptions &options,
+                                                             llvm::TargetMachine *targetMachine);
 
 // Inputs for `signature`, argument i filled from hash(seed, i).
 std::vector<Buffer> makeInputs(const KernelSignature &signature, uint64_t seed);

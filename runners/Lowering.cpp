@@ -18,6 +18,10 @@ namespace {
 
 // Vector lowering to what convert-vector-to-llvm accepts: contractions become outer products and then FMAs,
 // transfers become 1-D (register-width after unrolling), transposes/broadcasts/shape casts are expanded.
+// Canonicalization runs as a separate step: in one greedy set with lower_broadcast it loops forever on a broadcast
+// that only adds leading unit dimensions (vector<2x1xf32> to vector<1x1x2x1xf32>: lowered to vector.insert chains,
+// which canonicalization folds back into the same broadcast). convert-vector-to-llvm lowers the broadcasts that
+// canonicalization leaves.
 constexpr const char kVectorLowering[] = R"mlir(
 module attributes {transform.with_named_sequence} {
   transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {
@@ -31,6 +35,8 @@ module attributes {transform.with_named_sequence} {
       transform.apply_patterns.vector.lower_masks
       transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1
       transform.apply_patterns.vector.lower_outerproduct
+    } : !transform.any_op
+    transform.apply_patterns to %f {
       transform.apply_patterns.canonicalization
     } : !transform.any_op
     transform.yield
@@ -56,8 +62,10 @@ std::string toLLVMPipeline(int numThreads) {
 }
 
 mlir::LogicalResult runPipeline(mlir::ModuleOp module, const std::string &pipeline, const char *stage,
-                                support::DiagnosticCapture &capture, std::string &error) {
+                                const LoweringOptions &options, support::DiagnosticCapture &capture,
+                                std::string &error) {
   mlir::PassManager pm(module.getContext());
+  if (options.printTiming) pm.enableTiming();
   std::string parseErrors;
   llvm::raw_string_ostream errs(parseErrors);
   if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, errs))) {
@@ -106,11 +114,12 @@ mlir::LogicalResult prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel,
 
 mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options, std::string &error) {
   support::DiagnosticCapture capture;
-  if (mlir::failed(runPipeline(module, kBufferize, "bufferization", capture, error))) return mlir::failure();
+  if (mlir::failed(runPipeline(module, kBufferize, "bufferization", options, capture, error))) return mlir::failure();
   // Keep accumulators in registers across the reduction loop (e.g. the C tile of a matmul).
   module.walk([](mlir::func::FuncOp func) { mlir::linalg::hoistRedundantVectorTransfers(func); });
   if (mlir::failed(lowerVectors(module, capture, error))) return mlir::failure();
-  return runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", capture, error);
+  return runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture,
+                     error);
 }
 
 }  // namespace mlir_rl::runners

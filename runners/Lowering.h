@@ -14,6 +14,7 @@ namespace mlir_rl::runners {
 
 struct LoweringOptions {
   int numThreads = 1;  // OpenMP threads for parallel loops (0: the OpenMP runtime's default)
+  bool printTiming = false;  // MLIR pass timing of each pipeline on stderr (tools only)
 };
 
 // Marks `kernel` for the C interface and its arguments read-only. Call before lowerToLLVM.

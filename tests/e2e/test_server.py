@@ -226,14 +226,14 @@ def test_step_after_end_is_failed_precondition(stub):
 
 
 def test_tiled_fusion_and_unroll_are_applied_checked_and_replayable(stub):
-    """TILED_FUSION fuses the matmul's fill into its forall; UNROLL unrolls the reduction loop; the result is correct
-    and a replay rebuilds the same IR."""
-    actions = [action(TILED_FUSION, [16, 16, 8]), action(UNROLL, unroll=4), action(TILING, [8, 16, 1])]
+    """TILED_FUSION fuses the matmul's fill into its forall; UNROLL unrolls the reduction loop (tiled first: unrolled
+    copies sharing a loop body get no loops of their own); the result is correct and a replay rebuilds the same IR."""
+    actions = [action(TILED_FUSION, [16, 16, 8]), action(TILING, [8, 16, 1]), action(UNROLL, unroll=4)]
     sid = reset(stub).session_id
     reply = stub.Step(pb.StepRequest(session_id=sid, actions=actions), timeout=120)
     assert [o.applied for o in reply.outcomes] == [True, True, True], [o.failure_reason for o in reply.outcomes]
     assert "fusing linalg.fill" in reply.outcomes[0].description
-    assert "by 4" in reply.outcomes[1].description
+    assert "by 4" in reply.outcomes[2].description
     done = stub.Step(pb.StepRequest(session_id=sid, actions=[action(VECTORIZATION)]), timeout=120)
     assert done.terminated and done.outcomes[0].applied, done.outcomes[0].failure_reason
     assert done.outcomes[0].evaluation.correct, done.outcomes[0].evaluation.failure
@@ -247,7 +247,7 @@ def test_tiled_fusion_and_unroll_are_applied_checked_and_replayable(stub):
     sid = reset(stub).session_id
     code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid, actions=[action(IMG2COL)]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "IMG2COL" in msg
-    stub.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [0, 0, 16])]))  # k loop: 4 trips
+    stub.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [4, 8, 16])]))  # k loop: 4 trips
     code, msg = code_and_message(stub.Step, pb.StepRequest(session_id=sid, actions=[action(UNROLL, unroll=8)]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "tile_11" in msg
 

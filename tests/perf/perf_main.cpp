@@ -9,6 +9,7 @@
 #include <thread>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir_rl/v1/env.grpc.pb.h"
@@ -37,8 +39,14 @@ ABSL_FLAG(std::string, latency_benchmark, "benchmark://nn-ops/matmul_64x64x64_f3
           "benchmark of the latency and env figures (its ops must accept the scripted actions)");
 ABSL_FLAG(int, schedules_per_benchmark, 4, "random schedules compiled per benchmark for the compile-time figure");
 ABSL_FLAG(std::string, benchmarks_dir, MLIR_RL_BENCHMARKS_DIR, "benchmarks directory");
-ABSL_FLAG(std::string, compile_dataset, "nn-ops", "dataset whose benchmarks the compile-time figure samples");
-ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of that dataset sampled (evenly spaced by name)");
+ABSL_FLAG(std::string, compile_dataset, "models,lqcd",
+          "comma-separated datasets whose benchmarks the compile-time figure samples (default: the eval split "
+          "without models-full, whose benchmarks are whole networks)");
+ABSL_FLAG(int, compile_benchmarks, 12, "benchmarks of those datasets sampled (evenly spaced by name, 0 = all)");
+ABSL_FLAG(int, compile_seed, 42, "seed of the random schedules of the compile-time figure");
+ABSL_FLAG(int, slowest, 10, "slowest candidates listed after the compile-time figure");
+ABSL_FLAG(std::string, dump_slowest_dir, "",
+          "if set, the IR (and actions) of the slowest candidates are written there as slowest_<rank>.mlir");
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
@@ -358,75 +366,114 @@ int main(int argc, char **argv) {
 
   // --- Compile time per candidate: random masked schedules, evaluated by worker processes as the server does ---
   if (wants("compile")) {
-  std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation, worker processes)\n");
-  mlir_rl::runners::WorkerPoolOptions compileWorkers;
-  compileWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
-  compileWorkers.workers = 1;
-  mlir_rl::runners::WorkerPool compilePool(compileWorkers);
-  mlir_rl::env::EvaluationService workerEvaluator(&compilePool, timing);
-  std::map<std::string, int> failureKinds;
-  Stats lower, jit, total;
-  std::mt19937_64 rng(42);
-  int failed = 0, evaluated = 0;
-  std::vector<std::string> sampled;
-  for (const std::string &b : benchmarks.uris()) {
-    auto bench = benchmarks.get(b);
-    if (bench.ok() && (*bench)->info().dataset == absl::GetFlag(FLAGS_compile_dataset)) sampled.push_back(b);
-  }
-  if (int keep = absl::GetFlag(FLAGS_compile_benchmarks); keep > 0 && static_cast<int>(sampled.size()) > keep) {
-    std::vector<std::string> evenly;
-    for (int i = 0; i < keep; ++i) evenly.push_back(sampled[i * sampled.size() / keep]);
-    sampled = evenly;
-  }
-  for (const std::string &b : sampled) {
-    auto bench = benchmarks.get(b);
-    Stats perBenchmark;
-    for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
-      auto session = mlir_rl::env::Session::create(*bench, {}, 0, &workerEvaluator);
-      if (!session.ok()) return 1;
-      auto &s = **session;
-      while (!s.done()) {
-        mlir_rl::env::ActionMask m = s.mask();
-        auto pick = [&](const std::vector<uint8_t> &mask) {
-          std::vector<int64_t> legal;
-          for (size_t v = 0; v < mask.size(); ++v)
-            if (mask[v]) legal.push_back(static_cast<int64_t>(v));
-          return legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
-        };
-        std::vector<int64_t> a{pick(m.type)};
-        for (const auto &row : m.tiles) a.push_back(pick(row));
-        a.push_back(pick(m.interchange));
-        auto r = s.step(a);
-        if (!r.ok()) {
-          std::fprintf(stderr, "masked action rejected: %s\n", std::string(r.status().message()).c_str());
-          return 1;
-        }
-        if (r->evaluation && !r->evaluation->cached) {
-          ++evaluated;
-          const auto &e = *r->evaluation;
-          if (!e.ok) {
-            (e.failureKind == mlir_rl::runners::FailureKind::WrongResult ? wrong : failed) += 1;
-            ++failureKinds[mlir_rl::runners::failureKindName(e.failureKind)];
-            if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
+    std::printf("\n== compile time per candidate (random masked schedules, FINAL evaluation, worker processes)\n");
+    mlir_rl::runners::WorkerPoolOptions compileWorkers;
+    compileWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
+    compileWorkers.workers = 1;
+    mlir_rl::runners::WorkerPool compilePool(compileWorkers);
+    mlir_rl::env::EvaluationService workerEvaluator(&compilePool, timing);
+    std::map<std::string, int> failureKinds;
+    Stats lower, jit, total;
+    std::mt19937_64 rng(absl::GetFlag(FLAGS_compile_seed));
+    int failed = 0, evaluated = 0, timedOut = 0;
+    const double kTimeoutFloorMs = mlir_rl::env::TimeoutPolicy().floorSeconds * 1000;
+    struct Candidate {
+      double lowerMs, jitMs;
+      std::string benchmark, actions, ir;
+    };
+    std::vector<Candidate> candidates;
+    std::set<std::string> datasets;
+    for (absl::string_view d : absl::StrSplit(absl::GetFlag(FLAGS_compile_dataset), ',', absl::SkipEmpty()))
+      datasets.insert(std::string(d));
+    std::printf("datasets %s\n", absl::StrJoin(datasets, ",").c_str());
+    std::vector<std::string> sampled;
+    for (const std::string &b : benchmarks.uris()) {
+      auto bench = benchmarks.get(b);
+      if (bench.ok() && datasets.count((*bench)->info().dataset)) sampled.push_back(b);
+    }
+    if (int keep = absl::GetFlag(FLAGS_compile_benchmarks); keep > 0 && static_cast<int>(sampled.size()) > keep) {
+      std::vector<std::string> evenly;
+      for (int i = 0; i < keep; ++i) evenly.push_back(sampled[i * sampled.size() / keep]);
+      sampled = evenly;
+    }
+    for (const std::string &b : sampled) {
+      auto bench = benchmarks.get(b);
+      Stats perBenchmark;
+      for (int k = 0; k < absl::GetFlag(FLAGS_schedules_per_benchmark); ++k) {
+        auto session = mlir_rl::env::Session::create(*bench, {}, 0, &workerEvaluator);
+        if (!session.ok()) return 1;
+        auto &s = **session;
+        while (!s.done()) {
+          mlir_rl::env::ActionMask m = s.mask();
+          auto pick = [&](const std::vector<uint8_t> &mask) {
+            std::vector<int64_t> legal;
+            for (size_t v = 0; v < mask.size(); ++v)
+              if (mask[v]) legal.push_back(static_cast<int64_t>(v));
+            return legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
+          };
+          std::vector<int64_t> a{pick(m.type)};
+          for (const auto &row : m.tiles) a.push_back(pick(row));
+          a.push_back(pick(m.interchange));
+          auto r = s.step(a);
+          if (!r.ok()) {
+            std::fprintf(stderr, "masked action rejected: %s\n", std::string(r.status().message()).c_str());
+            return 1;
           }
-          lower.add(e.lowerMs);
-          jit.add(e.jitMs);
-          total.add(e.lowerMs + e.jitMs);
-          perBenchmark.add(e.lowerMs + e.jitMs);
+          if (r->evaluation && !r->evaluation->cached) {
+            ++evaluated;
+            const auto &e = *r->evaluation;
+            if (!e.ok) {
+              (e.failureKind == mlir_rl::runners::FailureKind::WrongResult ? wrong : failed) += 1;
+              ++failureKinds[mlir_rl::runners::failureKindName(e.failureKind)];
+              if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
+            }
+            std::string actions;
+            for (const auto &act : s.actions()) actions += "[" + absl::StrJoin(act, ",") + "]";
+            if (e.failureKind == mlir_rl::runners::FailureKind::Timeout) {
+              // The worker was killed, so the compile time is unknown: counted as the time-out floor (a lower bound
+              // when the compile was what hung).
+              ++timedOut;
+              total.add(kTimeoutFloorMs);
+              perBenchmark.add(kTimeoutFloorMs);
+              candidates.push_back({0, kTimeoutFloorMs, b, "(timed out) " + actions, s.currentIR()});
+              continue;
+            }
+            lower.add(e.lowerMs);
+            jit.add(e.jitMs);
+            total.add(e.lowerMs + e.jitMs);
+            perBenchmark.add(e.lowerMs + e.jitMs);
+            candidates.push_back({e.lowerMs, e.jitMs, b, actions, s.currentIR()});
+          }
         }
       }
+      std::printf("  %-52s candidates %-3zu compile p50 %7.1f ms  max %7.1f ms\n", b.c_str(),
+                  perBenchmark.values.size(), perBenchmark.q(0.5), perBenchmark.q(1.0));
     }
-    std::printf("  %-52s candidates %-3zu compile p50 %7.1f ms  max %7.1f ms\n", b.c_str(), perBenchmark.values.size(),
-                perBenchmark.q(0.5), perBenchmark.q(1.0));
+    report("lower (MLIR passes)", lower, "ms");
+    report("JIT (LLVM O3 codegen)", jit, "ms");
+    report("compile = lower + JIT", total, "ms");
+    if (timedOut > 0)
+      std::printf("%d candidates timed out: compile time unknown, counted as %.0f ms in the compile figure\n",
+                  timedOut, kTimeoutFloorMs);
+    std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d", evaluated, wrong, failed);
+    for (const auto &[kind, n] : failureKinds) std::printf(" [%s: %d]", kind.c_str(), n);
+    std::printf("\n");
+    std::sort(candidates.begin(), candidates.end(),
+              [](const Candidate &a, const Candidate &b) { return a.lowerMs + a.jitMs > b.lowerMs + b.jitMs; });
+    const std::string dumpDir = absl::GetFlag(FLAGS_dump_slowest_dir);
+    for (int i = 0; i < std::min<int>(absl::GetFlag(FLAGS_slowest), candidates.size()); ++i) {
+      const Candidate &c = candidates[i];
+      std::printf("  slowest %2d: lower %7.1f ms  JIT %7.1f ms  %s %s\n", i + 1, c.lowerMs, c.jitMs,
+                  c.benchmark.c_str(), c.actions.c_str());
+      if (!dumpDir.empty()) {
+        std::ofstream out(dumpDir + "/slowest_" + std::to_string(i + 1) + ".mlir");
+        out << "// " << c.benchmark << " actions " << c.actions << " lower " << c.lowerMs << " ms JIT " << c.jitMs
+            << " ms\n"
+            << c.ir;
+      }
+    }
   }
-  report("lower (MLIR passes)", lower, "ms");
-  report("JIT (LLVM O3 codegen)", jit, "ms");
-  report("compile = lower + JIT", total, "ms");
-  std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d", evaluated, wrong, failed);
-  for (const auto &[kind, n] : failureKinds) std::printf(" [%s: %d]", kind.c_str(), n);
-  std::printf("\n");
 
-  }
   // --- Worker pool: timing spread and throughput ---
   if (wants("workers")) {
   std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");

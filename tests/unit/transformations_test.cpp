@@ -602,6 +602,8 @@ TEST(Unroll, EveryFamilyComputesTheReference) {
   std::vector<UnrollCase> cases = {
       {"matmul", kMatmul, {4, 16, 4}, 4, true},                      // k loop: 16 trips
       {"batch_matmul", kBatchMatmul, {1, 4, 16, 2}, 8, true},        // k loop: 16 trips
+      // Convolutions: vectorizing the 2 copies tiles their output-height and kernel-height loops to 1 (allowed for
+      // up to kMaxCopiesForConvVectorization copies; see Unroll.CopiesInOneLoopBodyGetNoLoopsOfTheirOwn).
       {"conv_nhwc", kConvNhwc, {0, 2, 4, 8, 0, 0, 4}, 2, true},      // c loop: 2 trips (removed)
       {"conv_nchw", kConvNchw, {0, 8, 2, 4, 4, 0, 0}, 2, true},      // c loop: 2 trips
       {"depthwise", kDepthwise, {0, 1, 8, 8, 0, 0}, 2, true},        // c loop: 2 trips
@@ -631,7 +633,7 @@ TEST(Unroll, EveryFamilyComputesTheReference) {
 
 TEST(Unroll, MaskAllowsOnlyDivisorsOfTheTripCountAndZeroPicksTheSmallest) {
   auto s = start("matmul", kMatmul);
-  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 16, 16})));  // innermost: k, 64 / 16 = 4 trips
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {4, 8, 16})));  // innermost: k, 64 / 16 = 4 trips
   env::ActionMask m = s->mask();
   const auto &row = m.tiles[s->config().maxLoops - 1];
   // Values: 0 default, 1..7 = sizes 1, 2, 4, 8, 16, 32, 64.
@@ -656,6 +658,86 @@ TEST(Unroll, MaskAllowsOnlyDivisorsOfTheTripCountAndZeroPicksTheSmallest) {
   EXPECT_TRUE(m.tiles[s->config().maxLoops - 1][2]);
   EXPECT_FALSE(m.tiles[s->config().maxLoops - 1][3]);
   expectCorrectAndReplayable(*s);
+}
+
+// MLIR 19's bufferization is exponential in the number of sibling loops chained through an enclosing scf.for, so
+// unrolled copies side by side in a loop body get no loops of their own: tile before unrolling.
+TEST(Unroll, CopiesInOneLoopBodyGetNoLoopsOfTheirOwn) {
+  auto s = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {4, 16, 4})));  // k loop: 16 trips
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Unroll, {}, 0, 4)));
+  for (ActionType t : {ActionType::Tiling, ActionType::TiledParallelization}) {
+    EXPECT_FALSE(typeLegal(*s, t));
+    EXPECT_NE(typeReason(*s, t).find("tile before unrolling"), std::string::npos) << typeReason(*s, t);
+  }
+  EXPECT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+  auto r = s->step(act(*s, ActionType::Tiling, {2, 0, 0}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+
+  // Four convolution copies whose output-height / kernel-height loops vectorization would tile (two are allowed:
+  // Unroll.EveryFamilyComputesTheReference).
+  auto c = start("conv_nhwc", kConvNhwc);
+  ASSERT_TRUE(applyOk(*c, act(*c, ActionType::Tiling, {0, 2, 4, 8, 0, 0, 2})));  // c loop: 4 trips
+  ASSERT_TRUE(applyOk(*c, act(*c, ActionType::Unroll, {}, 0, 4)));
+  EXPECT_FALSE(typeLegal(*c, ActionType::Vectorization));
+  EXPECT_NE(typeReason(*c, ActionType::Vectorization).find("output-height"), std::string::npos)
+      << typeReason(*c, ActionType::Vectorization);
+}
+
+// MLIR 19's bufferization doubles its time with every loop level around an op: tiling stops at kMaxLoopDepth levels,
+// and with fewer levels left than loops to tile, only the first loops that can shrink keep sizes below their bound.
+TEST(Tiling, LoopDepthIsBounded) {
+  auto s = start("conv_nhwc", kConvNhwc);  // loops n, oh, ow, f, kh, kw, c = 1, 16, 16, 16, 3, 3, 8
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 8, 8, 8, 1, 1, 4})));  // 6 levels
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 4, 4, 4, 0, 0, 2})));  // 10
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 2, 2, 2, 0, 0, 1})));  // 14
+  {
+    auto module = currentModule(*s);
+    ASSERT_EQ(transforms::loopDepth(transforms::findTaggedOps(*module, s->benchmark().schedule().front().tag).front()),
+              14);
+  }
+  // Bounds now 1, 2, 2, 2, 1, 1, 1: oh, ow and f could shrink but 2 levels are left: oh and ow keep size 1.
+  env::ActionMask m = s->mask();
+  EXPECT_TRUE(m.tiles[1][1]);
+  EXPECT_TRUE(m.tiles[2][1]);
+  EXPECT_FALSE(m.tiles[3][1]);
+  EXPECT_TRUE(m.tiles[3][2]);  // size 2 = the bound: no new level
+  auto masked = s->step(act(*s, ActionType::Tiling, {0, 0, 0, 1}));
+  EXPECT_EQ(masked.status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 1, 1, 0})));  // 16 levels: none left
+  for (ActionType t : {ActionType::Tiling, ActionType::TiledParallelization}) {
+    EXPECT_FALSE(typeLegal(*s, t));
+    EXPECT_NE(typeReason(*s, t).find("loop levels"), std::string::npos) << typeReason(*s, t);
+  }
+  // Output height and kernel height are 1 already: vectorization adds no loop.
+  ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  expectCorrectAndReplayable(*s);
+}
+
+// Unrolled code is bounded by the copies' iteration spaces together (transforms::kMaxUnrolledElements).
+TEST(Unroll, FactorsBoundedByTheUnrolledIterationSpace) {
+  auto s = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 16, 8})));  // 1024 elements; k loop: 8 trips
+  env::ActionMask m = s->mask();
+  const auto &row = m.tiles[s->config().maxLoops - 1];
+  EXPECT_TRUE(row[2]);   // 2 copies: 2048 elements
+  EXPECT_FALSE(row[3]);  // 4 copies: 4096
+  auto big = start("matmul", kMatmul);
+  ASSERT_TRUE(applyOk(*big, act(*big, ActionType::Tiling, {8, 16, 16})));  // 2048 elements: no factor fits
+  EXPECT_FALSE(typeLegal(*big, ActionType::Unroll));
+  EXPECT_NE(typeReason(*big, ActionType::Unroll).find("iteration-space elements"), std::string::npos)
+      << typeReason(*big, ActionType::Unroll);
+  // A convolution counts without its output-height and kernel-height loops (they stay loops when it vectorizes).
+  auto conv = start("conv_nhwc", kConvNhwc);
+  ASSERT_TRUE(applyOk(*conv, act(*conv, ActionType::Tiling, {0, 2, 4, 8, 0, 0, 4})));  // 2304 elements, 384 counted
+  {
+    auto module = currentModule(*conv);
+    EXPECT_EQ(transforms::totalIterationElements(
+                  transforms::findTaggedOps(*module, conv->benchmark().schedule().front().tag)),
+              384);
+  }
+  EXPECT_TRUE(typeLegal(*conv, ActionType::Unroll)) << typeReason(*conv, ActionType::Unroll);
 }
 
 TEST(Unroll, MaskedForAnOpWithMaxLoopsLoops) {

@@ -3,6 +3,7 @@
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Parser/Parser.h"
 
 #include "tests/unit/TestSupport.h"
 #include "transforms/Transform.h"
@@ -43,6 +44,43 @@ TEST(Transforms, ParallelTilingPutsOnlyParallelLoopsInForall) {
   ASSERT_TRUE(op);
   EXPECT_TRUE(isInsideForall(op));
   EXPECT_EQ(op.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{16, 16, 8}));
+}
+
+TEST(Transforms, UnrolledCopiesInOneLoopBodyAreCounted) {
+  auto m = fresh("matmul_64x64x64_f32");
+  std::string error;
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 4}, "t")}, error))) << error;
+  EXPECT_EQ(maxCopiesPerLoopBody(findTaggedOps(*m, 0)), 1);
+  EXPECT_EQ(unrollLoopNestBlocker(findTaggedOps(*m, 0)), "");
+  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {unrollFragment(0, 4, "u")}, error))) << error;
+  auto copies = findTaggedOps(*m, 0);
+  ASSERT_EQ(copies.size(), 4u);
+  EXPECT_EQ(maxCopiesPerLoopBody(copies), 4);
+  EXPECT_EQ(maxCopiesPerLoopBody({copies[0]}), 1);
+  EXPECT_NE(unrolledCopiesReason(4).find("exponential"), std::string::npos);
+}
+
+TEST(Transforms, UnrollRefusedWhenTheLoopHoldsOtherLoops) {
+  const char *text = R"mlir(
+    func.func @f(%A: tensor<8x8xf32>, %B: tensor<8x8xf32>) -> tensor<8x8xf32> {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c8 = arith.constant 8 : index
+      %r = scf.for %i = %c0 to %c8 step %c1 iter_args(%t = %B) -> (tensor<8x8xf32>) {
+        %inner = scf.for %j = %c0 to %c8 step %c1 iter_args(%u = %t) -> (tensor<8x8xf32>) {
+          scf.yield %u : tensor<8x8xf32>
+        }
+        %s = linalg.add {rl.op = 0 : i64} ins(%A, %inner : tensor<8x8xf32>, tensor<8x8xf32>)
+            outs(%inner : tensor<8x8xf32>) -> tensor<8x8xf32>
+        scf.yield %s : tensor<8x8xf32>
+      }
+      return %r : tensor<8x8xf32>
+    })mlir";
+  auto m = mlir::parseSourceString<mlir::ModuleOp>(text, testing::context());
+  ASSERT_TRUE(m);
+  auto ops = findTaggedOps(*m, 0);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_NE(unrollLoopNestBlocker(ops).find("other scf.for"), std::string::npos);
 }
 
 TEST(Transforms, InterchangeGeneralizesAndPermutes) {
