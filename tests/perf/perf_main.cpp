@@ -320,12 +320,12 @@ int main(int argc, char **argv) {
     v1::CloseReply cr;
     grpc::ClientContext c3;
     stub->Close(&c3, cq, &cr);
-    // A second episode (never evaluated): TILED_FUSION [16, 16, 8] fuses the fill into the forall, then UNROLL of
+    // A second episode (never evaluated): TILED_FUSION [8, 8, 8] fuses the fill into the forall, then UNROLL of
     // the k loop (8 trips) by 2; UNROLL's factor is in head tile_11 (value 2 = size 2).
     grpc::ClientContext c4;
     if (!stub->Reset(&c4, rq, &rr).ok()) return 1;
     lastObservation = rr.observation().id();
-    step(action(5, {5, 5, 4}), stepFusion);
+    step(action(5, {4, 4, 4}), stepFusion);
     step(action(7, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}), stepUnroll);
     cq.set_session_id(rr.session_id());
     grpc::ClientContext c5;
