@@ -212,15 +212,20 @@ def test_random_masked_episode(server):
         assert len(e.actions) == steps
 
 
-def _full_observation(env: mlir_rl.MlirRlEnv) -> dict:
-    """The session's observation with every tensor, asked for behind the environment's back (since = 0)."""
-    from mlir_rl import spaces
-    conn = Connection(env.server)
+def _raw_observe(server: str, session_id: str, since: int = 0) -> "env_pb2.ObserveReply":
+    """Observe on a connection of its own, behind any environment's back."""
+    conn = Connection(server)
     try:
-        reply = conn.call("Observe", env_pb2.ObserveRequest(session_id=env.session_id), idempotent=True)
+        return conn.call("Observe", env_pb2.ObserveRequest(
+            session_id=session_id, observation=env_pb2.ObservationRequest(since=since)), idempotent=True)
     finally:
         conn.release()
-    return spaces.observation_to_dict(reply.observation)
+
+
+def _full_observation(env: mlir_rl.MlirRlEnv) -> dict:
+    """The session's observation with every tensor (since = 0)."""
+    from mlir_rl import spaces
+    return spaces.observation_to_dict(_raw_observe(env.server, env.session_id).observation)
 
 
 def test_delta_observations_rebuild_every_tensor(server):
@@ -244,12 +249,7 @@ def test_a_missed_reply_gets_a_full_observation(server):
         e.reset(seed=0)
         # Someone else takes an observation of the session: the environment's id is no longer the latest, as
         # after a lost reply. Its next step must not be a delta against the wrong base.
-        conn = Connection(server)
-        try:
-            conn.call("Observe", env_pb2.ObserveRequest(session_id=e.session_id, observation=env_pb2.ObservationRequest(
-                since=e._obs_id)), idempotent=True)
-        finally:
-            conn.release()
+        _raw_observe(server, e.session_id, since=e._obs_id)
         obs, _, _, _, _ = e.step(tiling_action(e))
         assert obs_equal(obs, _full_observation(e))
 
@@ -259,22 +259,14 @@ def test_reset_closes_the_previous_session(server):
         e.reset(seed=0)
         old = e.session_id
         e.reset(seed=1)
-        conn = Connection(server)
-        try:
-            with pytest.raises(errors.NotFoundError):
-                conn.call("Observe", env_pb2.ObserveRequest(session_id=old), idempotent=True)
-        finally:
-            conn.release()
+        with pytest.raises(errors.NotFoundError):
+            _raw_observe(server, old)
         # A reset that fails (unknown benchmark) still closes the session it replaces, and the env can go on.
         current = e.session_id
         with pytest.raises(errors.NotFoundError):
             e.reset(options={"benchmark": "benchmark://nn-ops/no_such_kernel"})
-        conn = Connection(server)
-        try:
-            with pytest.raises(errors.NotFoundError):
-                conn.call("Observe", env_pb2.ObserveRequest(session_id=current), idempotent=True)
-        finally:
-            conn.release()
+        with pytest.raises(errors.NotFoundError):
+            _raw_observe(server, current)
         e.reset(seed=2)
         e.step(tiling_action(e))
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <random>
 
 #include "mlir/IR/MLIRContext.h"
 
@@ -20,5 +21,8 @@ std::shared_ptr<const env::Benchmark> benchmark(const std::string &name);  // na
 // interchange head, `unroll` for UNROLL's factor (head tile_{L-1}).
 std::vector<int64_t> act(const env::Session &s, env::ActionType type, std::vector<int64_t> sizes = {},
                          int64_t pointer = 0, int64_t unroll = 0);
+
+// A value the mask allows, drawn uniformly (0 when it allows none).
+int64_t pickLegal(const std::vector<uint8_t> &mask, std::mt19937_64 &rng);
 
 }  // namespace mlir_rl::testing

@@ -116,12 +116,7 @@ Episode play(const std::string &benchmark, uint64_t seed, int maxSteps) {
   std::mt19937_64 rng(seed);
   for (int i = 0; i < maxSteps && !s->done(); ++i) {
     env::ActionMask m = s->mask();
-    auto pick = [&](const std::vector<uint8_t> &mask) {
-      std::vector<int64_t> legal;
-      for (size_t v = 0; v < mask.size(); ++v)
-        if (mask[v]) legal.push_back(static_cast<int64_t>(v));
-      return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
-    };
+    auto pick = [&](const std::vector<uint8_t> &mask) { return testing::pickLegal(mask, rng); };
     // Any legal type but the ones that end the op (NO_TRANSFORMATION, VECTORIZATION): no evaluation happens.
     std::vector<uint8_t> types = m.type;
     types[static_cast<int>(ActionType::NoTransformation)] = types[static_cast<int>(ActionType::Vectorization)] = 0;

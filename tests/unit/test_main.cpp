@@ -53,6 +53,13 @@ std::vector<int64_t> act(const env::Session &s, env::ActionType type, std::vecto
   return v;
 }
 
+int64_t pickLegal(const std::vector<uint8_t> &mask, std::mt19937_64 &rng) {
+  std::vector<int64_t> legal;
+  for (size_t v = 0; v < mask.size(); ++v)
+    if (mask[v]) legal.push_back(static_cast<int64_t>(v));
+  return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
+}
+
 }  // namespace mlir_rl::testing
 
 int main(int argc, char **argv) {

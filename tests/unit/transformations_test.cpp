@@ -896,12 +896,7 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
       ASSERT_TRUE(s);
       while (!s->done()) {
         env::ActionMask m = s->mask();
-        auto pick = [&](const std::vector<uint8_t> &mask) {
-          std::vector<int64_t> legal;
-          for (size_t v = 0; v < mask.size(); ++v)
-            if (mask[v]) legal.push_back(static_cast<int64_t>(v));
-          return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
-        };
+        auto pick = [&](const std::vector<uint8_t> &mask) { return testing::pickLegal(mask, rng); };
         // Favour transformations over NO_TRANSFORMATION so episodes go deep, and the new ones half of the time.
         std::vector<uint8_t> types = m.type;
         if (std::count(types.begin() + 1, types.end(), 1) > 0 && rng() % 4 != 0) types[0] = 0;
