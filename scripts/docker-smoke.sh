@@ -386,7 +386,7 @@ runtime_check() {
       test -e "$f" || { echo "missing $f"; exit 1; }
       if ldd "$f" | grep "not found"; then echo "unresolved libraries in $f"; exit 1; fi
     done
-    for l in libgrpc++.so.1.51 libprotobuf.so.32 libspdlog.so.1.10 libabsl_synchronization.so.20220623; do
+    for l in libgrpc++.so.1.51 libprotobuf.so.32 libspdlog.so.1.10 libabsl_synchronization.so.20220623 libtcmalloc_minimal.so.4; do
       ldconfig -p | grep -q "$l" || { echo "missing $l"; exit 1; }
     done
     id mlirrl

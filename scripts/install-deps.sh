@@ -10,6 +10,8 @@ PACKAGES=(
   llvm-19-dev libmlir-19-dev mlir-19-tools libomp-19-dev
   # RPC and service libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libspdlog-dev
+  # allocator of the server, the runner and the perf program (CMakeLists.txt: MLIR_RL_TCMALLOC)
+  libtcmalloc-minimal4
   # tests
   libgtest-dev libgmock-dev
   # Python client and its tests (these serve /usr/bin/python3)
