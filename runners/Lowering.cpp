@@ -50,14 +50,17 @@ constexpr const char kBufferize[] =
     "canonicalize,cse,func.func(buffer-hoisting),buffer-deallocation-pipeline,convert-bufferization-to-memref,canonicalize,"
     "loop-invariant-code-motion,cse";
 
+// Math before vectors: convert-math-to-libm scalarizes math ops that have no LLVM intrinsic (erf, tanh, atan, ...)
+// on vectors into vector.extract / libm call / vector.insert, and those vector ops must still meet
+// convert-vector-to-llvm (after it they survived as vector ops or unrealized casts, e.g. a vectorized GELU's erf).
 std::string toLLVMPipeline(int numThreads) {
   return "func.func(convert-linalg-to-loops),scf-forall-to-parallel,"
          "convert-scf-to-openmp{num-threads=" +
          std::to_string(numThreads) +
          "},canonicalize,"
          "func.func(convert-vector-to-scf{full-unroll=true}),lower-affine,convert-scf-to-cf,canonicalize,"
-         "expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-vector-to-llvm,"
-         "convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,convert-index-to-llvm,"
+         "expand-strided-metadata,lower-affine,finalize-memref-to-llvm,convert-math-to-llvm,convert-math-to-libm,"
+         "convert-vector-to-llvm,convert-arith-to-llvm,convert-index-to-llvm,"
          "convert-func-to-llvm,convert-cf-to-llvm,convert-openmp-to-llvm,reconcile-unrealized-casts";
 }
 

@@ -47,6 +47,9 @@ ABSL_FLAG(int, compile_seed, 42, "seed of the random schedules of the compile-ti
 ABSL_FLAG(int, slowest, 10, "slowest candidates listed after the compile-time figure");
 ABSL_FLAG(std::string, dump_slowest_dir, "",
           "if set, the IR (and actions) of the slowest candidates are written there as slowest_<rank>.mlir");
+ABSL_FLAG(std::string, compile_filter, "", "only benchmarks whose URI contains this (compile-time figure)");
+ABSL_FLAG(std::string, dump_failures_dir, "",
+          "if set, the IR (and actions) of candidates that failed to compile or run are written there");
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
@@ -389,7 +392,9 @@ int main(int argc, char **argv) {
     std::vector<std::string> sampled;
     for (const std::string &b : benchmarks.uris()) {
       auto bench = benchmarks.get(b);
-      if (bench.ok() && datasets.count((*bench)->info().dataset)) sampled.push_back(b);
+      if (bench.ok() && datasets.count((*bench)->info().dataset) &&
+          b.find(absl::GetFlag(FLAGS_compile_filter)) != std::string::npos)
+        sampled.push_back(b);
     }
     if (int keep = absl::GetFlag(FLAGS_compile_benchmarks); keep > 0 && static_cast<int>(sampled.size()) > keep) {
       std::vector<std::string> evenly;
@@ -426,6 +431,12 @@ int main(int argc, char **argv) {
               (e.failureKind == mlir_rl::runners::FailureKind::WrongResult ? wrong : failed) += 1;
               ++failureKinds[mlir_rl::runners::failureKindName(e.failureKind)];
               if (!e.failure.empty()) std::fprintf(stderr, "  %s: %s\n", b.c_str(), e.failure.substr(0, 300).c_str());
+              if (std::string dir = absl::GetFlag(FLAGS_dump_failures_dir); !dir.empty()) {
+                std::ofstream out(dir + "/failure_" + std::to_string(evaluated) + ".mlir");
+                out << "// " << b << " " << mlir_rl::runners::failureKindName(e.failureKind) << " actions";
+                for (const auto &act : s.actions()) out << " [" << absl::StrJoin(act, ",") << "]";
+                out << "\n" << s.currentIR();
+              }
             }
             std::string actions;
             for (const auto &act : s.actions()) actions += "[" + absl::StrJoin(act, ",") + "]";
