@@ -194,6 +194,7 @@ std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const C
   if (mlir::failed(prepareKernel(*clone, kernel->signature_.name, error))) return nullptr;
   LoweringOptions lowering;
   lowering.numThreads = options.numThreads;
+  if (options.noaliasArguments) lowering.noaliasKernel = kernel->signature_.name;
   if (mlir::failed(lowerToLLVM(*clone, lowering, error))) return nullptr;
   kernel->lowerMs_ = msSince(start);
 

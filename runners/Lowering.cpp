@@ -121,8 +121,18 @@ mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &op
   // Keep accumulators in registers across the reduction loop (e.g. the C tile of a matmul).
   module.walk([](mlir::func::FuncOp func) { mlir::linalg::hoistRedundantVectorTransfers(func); });
   if (mlir::failed(lowerVectors(module, capture, error))) return mlir::failure();
-  return runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture,
-                     error);
+  if (mlir::failed(runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture,
+                               error)))
+    return mlir::failure();
+  if (!options.noaliasKernel.empty()) {
+    if (auto func = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(options.noaliasKernel)) {
+      mlir::UnitAttr unit = mlir::UnitAttr::get(module.getContext());
+      for (unsigned i = 0; i < func.getNumArguments(); ++i)
+        if (mlir::isa<mlir::LLVM::LLVMPointerType>(func.getArgument(i).getType()))
+          func.setArgAttr(i, mlir::LLVM::LLVMDialect::getNoAliasAttrName(), unit);
+    }
+  }
+  return mlir::success();
 }
 
 }  // namespace mlir_rl::runners

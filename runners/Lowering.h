@@ -15,6 +15,9 @@ namespace mlir_rl::runners {
 struct LoweringOptions {
   int numThreads = 1;  // OpenMP threads for parallel loops (0: the OpenMP runtime's default)
   bool printTiming = false;  // MLIR pass timing of each pipeline on stderr (tools only)
+  // When set, the kernel's pointer arguments are marked llvm.noalias: the runner passes distinct, read-only input
+  // buffers, and without it LLVM versions loops with run-time alias checks.
+  std::string noaliasKernel;
 };
 
 // Marks `kernel` for the C interface and its arguments read-only. Call before lowerToLLVM.

@@ -36,6 +36,7 @@ ABSL_FLAG(bool, loop_unroll, true, "LLVM loop unrolling");
 ABSL_FLAG(bool, loop_interleave, true, "LLVM loop interleaving");
 ABSL_FLAG(std::string, llvm_args, "", "space-separated LLVM command-line options (experiments, e.g. -disable-lsr)");
 ABSL_FLAG(bool, staged, true, "time the stages separately (lower, translate, opt, codegen) before the full compile");
+ABSL_FLAG(bool, noalias, true, "mark the kernel's pointer arguments noalias (as the runner does)");
 ABSL_FLAG(bool, run, false, "also run and time the kernel (median of adaptive samples, 1 thread)");
 
 using Clock = std::chrono::steady_clock;
@@ -71,11 +72,13 @@ int main(int argc, char **argv) {
   options.llvm.slpVectorization = absl::GetFlag(FLAGS_slp_vectorize);
   options.llvm.loopUnrolling = absl::GetFlag(FLAGS_loop_unroll);
   options.llvm.loopInterleaving = absl::GetFlag(FLAGS_loop_interleave);
+  options.noaliasArguments = absl::GetFlag(FLAGS_noalias);
   if (absl::GetFlag(FLAGS_staged)) {
     mlir::OwningOpRef<mlir::ModuleOp> clone(module->clone());
     auto t = Clock::now();
     mlir_rl::runners::LoweringOptions lowering;
     lowering.printTiming = absl::GetFlag(FLAGS_mlir_timing);
+    if (options.noaliasArguments) lowering.noaliasKernel = signature.name;
     if (mlir::failed(mlir_rl::runners::prepareKernel(*clone, signature.name, error)) ||
         mlir::failed(mlir_rl::runners::lowerToLLVM(*clone, lowering, error))) {
       std::fprintf(stderr, "%s\n", error.c_str());
