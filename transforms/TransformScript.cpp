@@ -1,5 +1,8 @@
 #include "transforms/Transform.h"
 
+#include <mutex>
+#include <unordered_map>
+
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Transform/IR/TransformOps.h"
 #include "mlir/Dialect/Transform/Transforms/TransformInterpreterUtils.h"
@@ -56,21 +59,67 @@ std::string buildScript(llvm::ArrayRef<Fragment> fragments) {
   return script;
 }
 
+namespace {
+
+// Parsed transform scripts, reused across steps: the same fragment text recurs (the same action on the same op
+// from many states), and parsing was ≈12 % of a step. A script module is lent to one caller at a time (the
+// interpreter only reads it, but exclusive use needs no argument about that), returned after use, and dropped when
+// the pool is full. Leaked on purpose: its modules belong to an MLIRContext static destruction may have torn down.
+class ScriptPool {
+ public:
+  static ScriptPool &shared() {
+    static ScriptPool *pool = new ScriptPool();
+    return *pool;
+  }
+
+  mlir::OwningOpRef<mlir::ModuleOp> take(const std::string &script, mlir::MLIRContext *ctx) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = idle_.find(script);
+      if (it != idle_.end() && it->second.context == ctx) {
+        mlir::OwningOpRef<mlir::ModuleOp> module = std::move(it->second.module);
+        idle_.erase(it);
+        return module;
+      }
+    }
+    // The script is generated from this folder's templates (each one is replayed through mlir-opt, which verifies
+    // it, by the export tests), so the parser does not verify it again.
+    return mlir::parseSourceString<mlir::ModuleOp>(script, mlir::ParserConfig(ctx, /*verifyAfterParse=*/false));
+  }
+
+  void give(const std::string &script, mlir::OwningOpRef<mlir::ModuleOp> module) {
+    mlir::MLIRContext *ctx = module->getContext();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (idle_.size() >= kMaxScripts) idle_.erase(idle_.begin());  // any one: the pool is a cache, not an LRU
+    idle_.try_emplace(script, Entry{std::move(module), ctx});
+  }
+
+ private:
+  struct Entry {
+    mlir::OwningOpRef<mlir::ModuleOp> module;
+    mlir::MLIRContext *context = nullptr;
+  };
+  static constexpr size_t kMaxScripts = 1024;  // a parsed script of a few transform ops: a few KiB
+  std::mutex mutex_;
+  std::unordered_map<std::string, Entry> idle_;
+};
+
+}  // namespace
+
 mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragment> fragments, std::string &error) {
   mlir::MLIRContext *ctx = payload.getContext();
   support::DiagnosticCapture capture;
   std::string script = buildScript(fragments);
-  // The script is generated from this folder's templates (each one is replayed through mlir-opt, which verifies it,
-  // by the export tests), so the parser does not verify it again on every step.
-  mlir::OwningOpRef<mlir::ModuleOp> scriptModule =
-      mlir::parseSourceString<mlir::ModuleOp>(script, mlir::ParserConfig(ctx, /*verifyAfterParse=*/false));
+  mlir::OwningOpRef<mlir::ModuleOp> scriptModule = ScriptPool::shared().take(script, ctx);
   if (!scriptModule) {
     error = "internal error: transform script does not parse: " + capture.take();
     return mlir::failure();
   }
   auto entry = scriptModule->lookupSymbol<mlir::transform::NamedSequenceOp>("__transform_main");
   mlir::transform::TransformOptions options;
-  if (mlir::failed(mlir::transform::applyTransformNamedSequence(payload, entry, *scriptModule, options))) {
+  mlir::LogicalResult applied = mlir::transform::applyTransformNamedSequence(payload, entry, *scriptModule, options);
+  ScriptPool::shared().give(script, std::move(scriptModule));
+  if (mlir::failed(applied)) {
     error = capture.take();
     if (error.empty()) error = "transformation failed";
     return mlir::failure();

@@ -33,6 +33,26 @@ TEST(Transforms, TilingKeepsTagAndShrinksLoops) {
   EXPECT_EQ(count(*m, "scf.for"), 2);
 }
 
+// Parsed scripts are pooled and reused (TransformScript.cpp): applying one again, to another payload and after a
+// failed application of another script, must do exactly what the freshly parsed script did.
+TEST(Transforms, ReusedScriptsTransformLikeFreshOnes) {
+  std::string first, error;
+  for (int round = 0; round < 3; ++round) {
+    auto failing = fresh("matmul_64x64x64_f32");
+    ASSERT_TRUE(mlir::failed(applyFragments(*failing, {interchangeFragment(0, {1, 0}, "x")}, error)));
+    auto m = fresh("matmul_64x64x64_f32");
+    ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 1}, "t")}, error))) << error;
+    ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {vectorizationFragment(0, "v")}, error))) << error;
+    EXPECT_EQ(count(*m, "scf.for"), 3);
+    EXPECT_GT(count(*m, "vector.transfer_read"), 0);
+    std::string ir;
+    llvm::raw_string_ostream os(ir);
+    m->print(os);
+    if (round == 0) first = ir;
+    EXPECT_EQ(ir, first) << "round " << round;
+  }
+}
+
 TEST(Transforms, ParallelTilingPutsOnlyParallelLoopsInForall) {
   auto m = fresh("matmul_64x64x64_f32");
   std::string error;
