@@ -1,6 +1,7 @@
-// Vectorization: the op becomes vector operations over its whole (tiled) iteration space, followed by the
-// patterns that turn broadcast-multiply-reduce into vector.contract and fold transposed transfers. What remains is
-// lowered to the native vector width by the runner.
+// Vectorization: the op becomes vector operations over its whole (tiled) iteration space. The runner's lowering
+// then turns broadcast-multiply-reduce into vector.contract, folds transposed transfers and canonicalizes, once per
+// candidate (runners/Lowering.cpp: those patterns cost ≈0.8 ms per step when the fragment applied them) and lowers
+// what remains to the native vector width.
 //
 // 2-D convolutions and pooling do not vectorize directly (../shared/notes/mlir19.md): their output-height and
 // kernel-height loops are tiled to 1 (when they are not 1 already), `transform.structured.decompose` rewrites the op
@@ -128,31 +129,10 @@ std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorEle
   return "";
 }
 
-namespace {
-
-std::string cleanupPatterns(const std::string &p) {
-  return "    transform.apply_patterns to %" + p + "_func {\n"
-         "      transform.apply_patterns.vector.reduction_to_contract\n"
-         "      transform.apply_patterns.vector.transfer_permutation_patterns\n"
-         "      transform.apply_patterns.vector.cast_away_vector_leading_one_dim\n"
-         "      transform.apply_patterns.canonicalization\n"
-         "    } : !transform.any_op\n";
-}
-
-std::string parentFunc(const std::string &p) {
-  // deduplicate: several ops may carry the tag (unrolled or fused copies), all in the same function.
-  return "    %" + p + "_func = transform.get_parent_op %" + p +
-         "_op {deduplicate, op_name = \"func.func\"} : (!transform.any_op) -> !transform.any_op\n";
-}
-
-}  // namespace
-
 Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix) {
   std::string p = prefix.str();
   std::string text = matchTaggedOp(tag, prefix);
-  text += parentFunc(p);
   text += "    transform.structured.vectorize %" + p + "_op : !transform.any_op\n";
-  text += cleanupPatterns(p);
   return {text};
 }
 
@@ -170,7 +150,6 @@ Fragment vectorizationFragmentFor(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, in
   int numLoops = (sizes[ohLoop] != 0) + (sizes[khLoop] != 0);
   std::string p = prefix.str();
   std::string text = matchTaggedOp(tag, prefix);
-  text += parentFunc(p);
   std::string target = p + "_op";
   if (numLoops > 0) {
     std::string types = "!transform.any_op";
@@ -183,7 +162,6 @@ Fragment vectorizationFragmentFor(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, in
   text += "    %" + p + "_1d = transform.structured.decompose %" + target +
           " : (!transform.any_op) -> !transform.any_op\n";
   text += "    transform.structured.vectorize %" + p + "_1d : !transform.any_op\n";
-  text += cleanupPatterns(p);
   return {text};
 }
 
