@@ -339,6 +339,47 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _allowed_cpus(pid: int, tid: int) -> str:
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return next(line.split(":", 1)[1].strip() for line in f if line.startswith("Cpus_allowed_list"))
+
+
+def test_rpc_cpus_pins_the_rpc_threads_and_workers_keep_their_own():
+    import os
+    cpus = sorted(os.sched_getaffinity(0))
+    proc = start_server(extra_args=["--rpc_cpus=%d" % cpus[0], "--workers=%d" % len(cpus)])
+    try:
+        s = rpc.MlirRlEnvStub(grpc.insecure_channel(proc.address))
+        sid = reset(s).session_id
+        reply = s.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [4, 4, 4])]))
+        assert reply.outcomes[0].applied
+        pid = proc.proc.pid
+        names = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names[int(tid)] = f.read().strip()
+        rpc_threads = [t for t, n in names.items() if n.startswith("grpcpp_sync_ser")]
+        assert rpc_threads, names
+        assert all(_allowed_cpus(pid, t) == str(cpus[0]) for t in rpc_threads)
+        # An evaluation starts the workers; each is pinned to its own CPU, whatever the RPC threads' CPUs are.
+        s.Step(pb.StepRequest(session_id=sid, actions=[action(0)]), timeout=120)
+        workers = _children(pid)
+        assert workers
+        assert sorted(_allowed_cpus(w, w) for w in workers) == sorted(str(c) for c in cpus)[:len(workers)]
+    finally:
+        assert proc.stop(signal.SIGTERM) == 0
+
+
+@pytest.mark.parametrize("value", ["99999", "1-0", "x", "0,,1"])
+def test_bad_rpc_cpus_are_refused_with_the_reason(value):
+    import subprocess
+    from conftest import server_binary
+    out = subprocess.run([str(server_binary()), "--port=0", "--rpc_cpus=" + value], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert "--rpc_cpus" in out.stderr + out.stdout and f"CPU list '{value}'" in out.stderr + out.stdout
+
+
 def test_worker_killed_mid_evaluation_is_survived():
     proc = start_server(extra_args=["--workers=1"])
     try:

@@ -31,6 +31,7 @@
 #include "runners/WorkerPool.h"
 #include "server/Convert.h"
 #include "server/Service.h"
+#include "support/Affinity.h"
 #include "support/Context.h"
 #include "support/Target.h"
 
@@ -50,6 +51,9 @@ ABSL_FLAG(std::string, dump_slowest_dir, "",
 ABSL_FLAG(std::string, compile_filter, "", "only benchmarks whose URI contains this (compile-time figure)");
 ABSL_FLAG(std::string, dump_failures_dir, "",
           "if set, the IR (and actions) of candidates that failed to compile or run are written there");
+ABSL_FLAG(std::string, cpus, "",
+          "pin this whole process (client, service, its worker) to these CPUs, e.g. 0: the latency figures with the "
+          "client and the server's RPC threads on one core, as with mlir-rl-server --rpc_cpus and taskset");
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
@@ -220,6 +224,14 @@ void measureEnvironmentWork(mlir_rl::env::BenchmarkRegistry &benchmarks, mlir_rl
 
 int main(int argc, char **argv) {
   absl::ParseCommandLine(argc, argv);
+  if (std::string list = absl::GetFlag(FLAGS_cpus); !list.empty()) {
+    std::vector<int> cpus;
+    std::string error;
+    if (!mlir_rl::support::parseCpuList(list, cpus, error) || !mlir_rl::support::pinCallingThread(cpus, error)) {
+      std::fprintf(stderr, "--cpus: %s\n", error.c_str());
+      return 2;
+    }
+  }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures appear as they are measured, even if the run is cut short
   spdlog::set_level(spdlog::level::warn);
   auto context = mlir_rl::support::createContext();
@@ -241,7 +253,9 @@ int main(int argc, char **argv) {
   auto server = builder.BuildAndStart();
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
   auto stub = v1::MlirRlEnv::NewStub(channel);
-  std::printf("mlir-rl-perf: service on 127.0.0.1:%d, host CPU %s\n\n", port, mlir_rl::support::hostCpuName().c_str());
+  std::printf("mlir-rl-perf: service on 127.0.0.1:%d, host CPU %s%s\n\n", port, mlir_rl::support::hostCpuName().c_str(),
+              absl::GetFlag(FLAGS_cpus).empty() ? ""
+                                                : (", whole process pinned to CPU(s) " + absl::GetFlag(FLAGS_cpus)).c_str());
 
   int wrong = 0;
   const std::string uri = absl::GetFlag(FLAGS_latency_benchmark);
@@ -342,8 +356,9 @@ int main(int argc, char **argv) {
     stub->GetVersion(&c, {}, &vr);
     floor.add(usSince(t));
   }
-  std::printf("\n== latency over loopback gRPC, C++ client (matmul 64^3), %s\n",
-              revisit ? "states reached before (transition cache hits)" : "new states (transition cache off)");
+  std::printf("\n== latency over loopback gRPC, C++ client (matmul 64^3), %s%s\n",
+              revisit ? "states reached before (transition cache hits)" : "new states (transition cache off)",
+              absl::GetFlag(FLAGS_cpus).empty() ? "" : ", client and server on one core");
   report("GetVersion (the RPC floor: no environment work)", floor, "us");
   report("Reset", reset, "us");
   report("Step TILING (non-evaluating)", stepTiling, "us");

@@ -77,6 +77,16 @@ def main() -> int:
     binary = Path(args.server_bin)
     measure(binary, args.iterations, ["--transition_cache_mb=0"], "new states (transition cache off)")
     measure(binary, args.iterations, [], "states reached before (transition cache hits)")
+    # The agent and the server's RPC threads on one core: no cross-core wake-up per call.
+    if hasattr(os, "sched_setaffinity") and 0 in os.sched_getaffinity(0):
+        mask = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {0})
+        try:
+            measure(binary, args.iterations, ["--transition_cache_mb=0", "--rpc_cpus=0"],
+                    "new states, agent and server RPC threads on CPU 0")
+            measure(binary, args.iterations, ["--rpc_cpus=0"], "states reached before, agent and server RPC threads on CPU 0")
+        finally:
+            os.sched_setaffinity(0, mask)
     return 0
 
 

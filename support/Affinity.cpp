@@ -1,0 +1,68 @@
+#include "support/Affinity.h"
+
+#include <sched.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace mlir_rl::support {
+
+namespace {
+
+bool parseNumber(const std::string &s, int &out) {
+  if (s.empty() || s.size() > 6) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  out = std::atoi(s.c_str());
+  return true;
+}
+
+}  // namespace
+
+bool parseCpuList(const std::string &text, std::vector<int> &cpus, std::string &error) {
+  cpus.clear();
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+    error = std::string("cannot read this process's CPU affinity: ") + std::strerror(errno);
+    return false;
+  }
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    size_t dash = item.find('-');
+    int first = 0, last = 0;
+    bool ok = dash == std::string::npos ? parseNumber(item, first) && (last = first, true)
+                                        : parseNumber(item.substr(0, dash), first) &&
+                                              parseNumber(item.substr(dash + 1), last) && first <= last;
+    if (!ok) {
+      error = "'" + item + "' in CPU list '" + text + "' is not a CPU number or an ascending range (e.g. 0,2-3)";
+      return false;
+    }
+    for (int c = first; c <= last; ++c) {
+      if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed)) {
+        error = "CPU " + std::to_string(c) + " in CPU list '" + text + "' is not available to this process";
+        return false;
+      }
+      cpus.push_back(c);
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return true;
+}
+
+bool pinCallingThread(const std::vector<int> &cpus, std::string &error) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cpus) CPU_SET(c, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    error = std::string("sched_setaffinity: ") + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace mlir_rl::support
