@@ -38,6 +38,17 @@ TEST(Runners, MatmulMatchesNaiveCpp) {
   EXPECT_GT(kernel->jitMs(), 0.0);
 }
 
+// Compiles `text` as the runner does and runs it once on inputs made from `seed`.
+void compileAndRun(const char *text, uint64_t seed, std::vector<Buffer> &inputs, std::vector<Buffer> &outputs) {
+  auto module = mlir::parseSourceString<mlir::ModuleOp>(text, testing::context());
+  ASSERT_TRUE(module);
+  std::string error;
+  auto kernel = runners::Compiler::compile(*module, {}, error);
+  ASSERT_TRUE(kernel) << error;
+  inputs = runners::makeInputs(kernel->signature(), seed);
+  ASSERT_TRUE(kernel->run(inputs, outputs, error)) << error;
+}
+
 // A broadcast that only adds leading unit dimensions: MLIR 19's broadcast lowering and canonicalization rewrite it
 // into each other forever when they share one greedy pattern set (the compile never finished).
 TEST(Runners, BroadcastAddingLeadingUnitDimsLowersAndComputes) {
@@ -52,14 +63,8 @@ TEST(Runners, BroadcastAddingLeadingUnitDimsLowersAndComputes) {
           : vector<1x1x2x1xf32>, tensor<1x1x2x1xf32>
       return %w : tensor<1x1x2x1xf32>
     })mlir";
-  auto module = mlir::parseSourceString<mlir::ModuleOp>(text, testing::context());
-  ASSERT_TRUE(module);
-  std::string error;
-  auto kernel = runners::Compiler::compile(*module, {}, error);
-  ASSERT_TRUE(kernel) << error;
-  auto inputs = runners::makeInputs(kernel->signature(), 3);
-  std::vector<Buffer> outputs;
-  ASSERT_TRUE(kernel->run(inputs, outputs, error)) << error;
+  std::vector<Buffer> inputs, outputs;
+  ASSERT_NO_FATAL_FAILURE(compileAndRun(text, 3, inputs, outputs));
   ASSERT_EQ(outputs.size(), 1u);
   EXPECT_EQ(0, std::memcmp(outputs[0].data(), inputs[0].data(), 2 * sizeof(float)));
 }
@@ -83,14 +88,8 @@ TEST(Runners, LibmMathOnVectorsLowersAndComputes) {
       %w1 = vector.transfer_write %t, %o1[%c0] {in_bounds = [true]} : vector<8xf32>, tensor<8xf32>
       return %w, %w1 : tensor<2x4xf32>, tensor<8xf32>
     })mlir";
-  auto module = mlir::parseSourceString<mlir::ModuleOp>(text, testing::context());
-  ASSERT_TRUE(module);
-  std::string error;
-  auto kernel = runners::Compiler::compile(*module, {}, error);
-  ASSERT_TRUE(kernel) << error;
-  auto inputs = runners::makeInputs(kernel->signature(), 5);
-  std::vector<Buffer> outputs;
-  ASSERT_TRUE(kernel->run(inputs, outputs, error)) << error;
+  std::vector<Buffer> inputs, outputs;
+  ASSERT_NO_FATAL_FAILURE(compileAndRun(text, 5, inputs, outputs));
   ASSERT_EQ(outputs.size(), 2u);
   for (int k = 0; k < 2; ++k) {
     const float *in = static_cast<const float *>(inputs[k].data());
