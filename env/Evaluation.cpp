@@ -41,7 +41,7 @@ double TimeoutPolicy::forReference(double referenceNs) const {
 
 EvaluationService::EvaluationService(runners::Executor *executor, runners::TimingOptions timing,
                                      size_t cacheCapacity, TimeoutPolicy timeouts)
-    : executor_(executor), timing_(timing), cacheCapacity_(cacheCapacity), timeouts_(timeouts) {}
+    : executor_(executor), timing_(timing), timeouts_(timeouts), cache_(cacheCapacity) {}
 
 std::shared_ptr<EvaluationService::ReferenceEntry> EvaluationService::referenceEntry(const std::string &key) {
   std::lock_guard<std::mutex> lock(mutex_);
@@ -134,11 +134,9 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.evaluations;
-    auto it = cache_.find(key);
-    if (it != cache_.end()) {
+    if (EvaluationRecord *found = cache_.find(key)) {
       ++stats_.cacheHits;
-      lru_.splice(lru_.begin(), lru_, it->second.second);
-      EvaluationRecord hit = it->second.first;
+      EvaluationRecord hit = *found;
       hit.cached = true;
       return hit;
     }
@@ -181,17 +179,12 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
     default: break;
   }
   // Internal failures (e.g. the worker pool shutting down) say nothing about the candidate: do not cache them.
-  if (result.failure != runners::FailureKind::Internal && cache_.count(key) == 0) {
+  if (result.failure != runners::FailureKind::Internal && !cache_.contains(key)) {
     if (record.ok)
       persist(absl::StrCat("C\t", key, "\t", num(record.timing.medianNs), "\t", num(record.timing.minNs), "\t",
                            num(record.timing.spread), "\t", record.timing.repetitions, "\t", num(record.lowerMs), "\t",
                            num(record.jitMs), "\t", num(record.referenceNs), "\t", num(record.maxAbsError)));
-    lru_.push_front(key);
-    cache_.emplace(key, std::make_pair(record, lru_.begin()));
-    while (cache_.size() > cacheCapacity_) {
-      cache_.erase(lru_.back());
-      lru_.pop_back();
-    }
+    cache_.insert(key, record);
   }
   return record;
 }
@@ -249,16 +242,8 @@ void EvaluationService::loadPersisted(const std::string &path) {
       r.maxAbsError = v[7];
       r.speedup = r.timing.medianNs > 0 ? r.referenceNs / r.timing.medianNs : 0;
       std::lock_guard<std::mutex> lock(mutex_);
-      if (cache_.count(f[1]) == 0) {
-        lru_.push_front(f[1]);
-        cache_.emplace(f[1], std::make_pair(r, lru_.begin()));
-      }
+      cache_.insert(f[1], r);  // later lines are newer: with a full cache the oldest go
     }
-  }
-  std::lock_guard<std::mutex> lock(mutex_);
-  while (cache_.size() > cacheCapacity_) {
-    cache_.erase(lru_.back());
-    lru_.pop_back();
   }
 }
 

@@ -6,18 +6,17 @@
 
 #include <cstdint>
 #include <fstream>
-#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "mlir/IR/BuiltinOps.h"
 
 #include "env/Benchmark.h"
+#include "env/LruCache.h"
 #include "runners/Evaluator.h"
 #include "runners/Executor.h"
 
@@ -91,13 +90,10 @@ class EvaluationService {
 
   runners::Executor *executor_;
   runners::TimingOptions timing_;
-  size_t cacheCapacity_;
   TimeoutPolicy timeouts_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<ReferenceEntry>> references_;
-  // LRU cache of candidate results.
-  std::list<std::string> lru_;
-  std::unordered_map<std::string, std::pair<EvaluationRecord, std::list<std::string>::iterator>> cache_;
+  LruCache<std::string, EvaluationRecord> cache_;  // candidate results by candidateKey (cost: 1 per entry)
   EvaluationStats stats_;
   // Reference times read from disk: key -> (full key with the benchmark text's hash, timing).
   std::map<std::string, std::pair<std::string, std::shared_ptr<const Reference>>> pendingReferences_;

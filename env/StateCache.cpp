@@ -58,7 +58,7 @@ const std::string &PayloadState::text() const {
 
 size_t TransitionCache::KeyHash::operator()(const Key &k) const { return absl::HashOf(k.parent, k.fragment); }
 
-TransitionCache::TransitionCache(size_t budgetBytes) : budget_(budgetBytes) {}
+TransitionCache::TransitionCache(size_t budgetBytes) : entries_(budgetBytes) {}
 
 TransitionCache &TransitionCache::shared() {
   // Never destroyed: its modules belong to an MLIRContext that static destruction may already have torn down.
@@ -68,50 +68,28 @@ TransitionCache &TransitionCache::shared() {
 
 void TransitionCache::setBudget(size_t budgetBytes) {
   std::lock_guard<std::mutex> lock(mutex_);
-  budget_ = budgetBytes;
-  evictLocked();
+  entries_.setBudget(budgetBytes);
 }
 
 std::optional<Transition> TransitionCache::find(uint64_t parent, const std::string &fragment) {
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = entries_.find(Key{parent, fragment});
-  if (it == entries_.end()) {
-    ++stats_.misses;
-    return std::nullopt;
-  }
-  ++stats_.hits;
-  lru_.splice(lru_.begin(), lru_, it->second.lru);
-  return it->second.transition;
+  Transition *found = entries_.find(Key{parent, fragment});
+  ++(found ? hits_ : misses_);
+  if (!found) return std::nullopt;
+  return *found;
 }
 
 void TransitionCache::insert(uint64_t parent, const std::string &fragment, Transition transition) {
-  size_t bytes = sizeof(Entry) + 2 * fragment.size() + transition.failure.size() +
+  size_t bytes = sizeof(Key) + sizeof(Transition) + 2 * fragment.size() + transition.failure.size() +
                  (transition.state ? transition.state->numOps() * kBytesPerOp : 0);
   std::lock_guard<std::mutex> lock(mutex_);
-  if (bytes > budget_) return;
-  Key key{parent, fragment};
-  if (entries_.count(key)) return;  // another session got there first: same result
-  lru_.push_front(key);
-  entries_.emplace(std::move(key), Entry{std::move(transition), bytes, lru_.begin()});
-  stats_.bytes += bytes;
-  evictLocked();
-}
-
-void TransitionCache::evictLocked() {
-  while (stats_.bytes > budget_ && !lru_.empty()) {
-    auto it = entries_.find(lru_.back());
-    stats_.bytes -= it->second.bytes;
-    entries_.erase(it);
-    lru_.pop_back();
-    ++stats_.evictions;
-  }
+  // Already present: another session got there first, with the same result.
+  entries_.insert(Key{parent, fragment}, std::move(transition), bytes);
 }
 
 TransitionCache::Stats TransitionCache::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  Stats s = stats_;
-  s.entries = entries_.size();
-  return s;
+  return Stats{hits_, misses_, entries_.evictions(), entries_.size(), entries_.cost()};
 }
 
 }  // namespace mlir_rl::env

@@ -13,15 +13,15 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
+
+#include "env/LruCache.h"
 
 namespace mlir_rl::env {
 
@@ -85,18 +85,10 @@ class TransitionCache {
   struct KeyHash {
     size_t operator()(const Key &k) const;
   };
-  struct Entry {
-    Transition transition;
-    size_t bytes;
-    std::list<Key>::iterator lru;
-  };
-  void evictLocked();
 
   mutable std::mutex mutex_;
-  size_t budget_;
-  std::unordered_map<Key, Entry, KeyHash> entries_;
-  std::list<Key> lru_;  // most recently used first
-  Stats stats_;
+  LruCache<Key, Transition, KeyHash> entries_;  // cost: estimated bytes
+  uint64_t hits_ = 0, misses_ = 0;
 };
 
 }  // namespace mlir_rl::env

@@ -36,6 +36,25 @@ std::string observationBytes(const Session &s) {
   return out;
 }
 
+// The LRU map both caches (transitions, evaluation results) are built on.
+TEST(LruCache, EvictsLeastRecentlyUsedByCostAndRefusesWhatCannotFit) {
+  env::LruCache<int, std::string> lru(10);
+  EXPECT_TRUE(lru.insert(1, "a", 4));
+  EXPECT_TRUE(lru.insert(2, "b", 4));
+  EXPECT_FALSE(lru.insert(2, "other", 1));  // present: kept as it was
+  EXPECT_EQ(*lru.find(2), "b");
+  ASSERT_NE(lru.find(1), nullptr);          // 1 is now the most recently used
+  EXPECT_TRUE(lru.insert(3, "c", 4));       // 12 > 10: 2 goes
+  EXPECT_EQ(lru.find(2), nullptr);
+  EXPECT_NE(lru.find(1), nullptr);
+  EXPECT_EQ(lru.cost(), 8u);
+  EXPECT_EQ(lru.evictions(), 1u);
+  EXPECT_FALSE(lru.insert(4, "d", 11));     // more than the whole budget
+  lru.setBudget(4);                          // shrinking evicts down to the budget: 3 is older than 1
+  EXPECT_EQ(lru.size(), 1u);
+  EXPECT_NE(lru.find(1), nullptr);
+}
+
 TEST(TransitionCache, SecondSessionTakingTheSameStepHitsAndGetsTheSameState) {
   TransitionCache &cache = TransitionCache::shared();
   auto a = start("matmul_128x128x128_f32"), b = start("matmul_128x128x128_f32");
