@@ -16,7 +16,7 @@
 #include "mlir/IR/BuiltinOps.h"
 
 #include "env/Benchmark.h"
-#include "env/LruCache.h"
+#include "support/LruCache.h"
 #include "runners/Evaluator.h"
 #include "runners/Executor.h"
 
@@ -93,7 +93,7 @@ class EvaluationService {
   TimeoutPolicy timeouts_;
   mutable std::mutex mutex_;
   std::map<std::string, std::shared_ptr<ReferenceEntry>> references_;
-  LruCache<std::string, EvaluationRecord> cache_;  // candidate results by candidateKey (cost: 1 per entry)
+  support::LruCache<std::string, EvaluationRecord> cache_;  // candidate results by candidateKey (cost: 1 per entry)
   EvaluationStats stats_;
   // Reference times read from disk: key -> (full key with the benchmark text's hash, timing).
   std::map<std::string, std::pair<std::string, std::shared_ptr<const Reference>>> pendingReferences_;

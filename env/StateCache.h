@@ -21,7 +21,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
-#include "env/LruCache.h"
+#include "support/LruCache.h"
 
 namespace mlir_rl::env {
 
@@ -87,7 +87,7 @@ class TransitionCache {
   };
 
   mutable std::mutex mutex_;
-  LruCache<Key, Transition, KeyHash> entries_;  // cost: estimated bytes
+  support::LruCache<Key, Transition, KeyHash> entries_;  // cost: estimated bytes
   uint64_t hits_ = 0, misses_ = 0;
 };
 

@@ -1,7 +1,6 @@
 #include "transforms/Transform.h"
 
 #include <mutex>
-#include <unordered_map>
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Transform/IR/TransformOps.h"
@@ -12,6 +11,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include "support/Diagnostics.h"
+#include "support/LruCache.h"
 
 namespace mlir_rl::transforms {
 
@@ -63,8 +63,9 @@ namespace {
 
 // Parsed transform scripts, reused across steps: the same fragment text recurs (the same action on the same op
 // from many states), and parsing was ≈12 % of a step. A script module is lent to one caller at a time (the
-// interpreter only reads it, but exclusive use needs no argument about that), returned after use, and dropped when
-// the pool is full. Leaked on purpose: its modules belong to an MLIRContext static destruction may have torn down.
+// interpreter only reads it, but exclusive use needs no argument about that) and returned after use; the least
+// recently used go when the pool is full. Leaked on purpose: its modules belong to an MLIRContext static destruction
+// may have torn down.
 class ScriptPool {
  public:
   static ScriptPool &shared() {
@@ -75,12 +76,7 @@ class ScriptPool {
   mlir::OwningOpRef<mlir::ModuleOp> take(const std::string &script, mlir::MLIRContext *ctx) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = idle_.find(script);
-      if (it != idle_.end() && it->second.context == ctx) {
-        mlir::OwningOpRef<mlir::ModuleOp> module = std::move(it->second.module);
-        idle_.erase(it);
-        return module;
-      }
+      if (auto module = idle_.take(script); module && (*module)->getContext() == ctx) return std::move(*module);
     }
     // The script is generated from this folder's templates (each one is replayed through mlir-opt, which verifies
     // it, by the export tests), so the parser does not verify it again.
@@ -88,20 +84,13 @@ class ScriptPool {
   }
 
   void give(const std::string &script, mlir::OwningOpRef<mlir::ModuleOp> module) {
-    mlir::MLIRContext *ctx = module->getContext();
     std::lock_guard<std::mutex> lock(mutex_);
-    if (idle_.size() >= kMaxScripts) idle_.erase(idle_.begin());  // any one: the pool is a cache, not an LRU
-    idle_.try_emplace(script, Entry{std::move(module), ctx});
+    idle_.insert(script, std::move(module));
   }
 
  private:
-  struct Entry {
-    mlir::OwningOpRef<mlir::ModuleOp> module;
-    mlir::MLIRContext *context = nullptr;
-  };
-  static constexpr size_t kMaxScripts = 1024;  // a parsed script of a few transform ops: a few KiB
   std::mutex mutex_;
-  std::unordered_map<std::string, Entry> idle_;
+  support::LruCache<std::string, mlir::OwningOpRef<mlir::ModuleOp>> idle_{1024};  // a parsed script: a few KiB
 };
 
 }  // namespace

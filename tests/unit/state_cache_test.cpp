@@ -11,6 +11,7 @@
 
 #include "env/Session.h"
 #include "env/StateCache.h"
+#include "support/LruCache.h"
 #include "tests/unit/TestSupport.h"
 
 namespace mlir_rl {
@@ -38,7 +39,7 @@ std::string observationBytes(const Session &s) {
 
 // The LRU map both caches (transitions, evaluation results) are built on.
 TEST(LruCache, EvictsLeastRecentlyUsedByCostAndRefusesWhatCannotFit) {
-  env::LruCache<int, std::string> lru(10);
+  support::LruCache<int, std::string> lru(10);
   EXPECT_TRUE(lru.insert(1, "a", 4));
   EXPECT_TRUE(lru.insert(2, "b", 4));
   EXPECT_FALSE(lru.insert(2, "other", 1));  // present: kept as it was
@@ -53,6 +54,9 @@ TEST(LruCache, EvictsLeastRecentlyUsedByCostAndRefusesWhatCannotFit) {
   lru.setBudget(4);                          // shrinking evicts down to the budget: 3 is older than 1
   EXPECT_EQ(lru.size(), 1u);
   EXPECT_NE(lru.find(1), nullptr);
+  EXPECT_EQ(lru.take(1), std::optional<std::string>("a"));  // handed over and gone
+  EXPECT_EQ(lru.take(1), std::nullopt);
+  EXPECT_EQ(lru.cost(), 0u);
 }
 
 TEST(TransitionCache, SecondSessionTakingTheSameStepHitsAndGetsTheSameState) {

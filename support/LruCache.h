@@ -1,15 +1,16 @@
 // A least-recently-used map bounded by a total cost (entries, or estimated bytes). Not thread-safe: its owners
-// (EvaluationService, TransitionCache) guard it with their own mutex.
+// (EvaluationService, TransitionCache, the transform script pool) guard it with their own mutex.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 
-namespace mlir_rl::env {
+namespace mlir_rl::support {
 
 template <typename Key, typename Value, typename Hash = std::hash<Key>>
 class LruCache {
@@ -25,6 +26,17 @@ class LruCache {
   }
 
   bool contains(const Key &key) const { return entries_.count(key) != 0; }
+
+  // Removes `key` and hands its value over; nullopt when absent.
+  std::optional<Value> take(const Key &key) {
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return std::nullopt;
+    std::optional<Value> value(std::move(it->second.value));
+    cost_ -= it->second.cost;
+    order_.erase(it->second.position);
+    entries_.erase(it);
+    return value;
+  }
 
   // Adds `key` as the most recently used entry unless it is present or costs more than the whole budget (false
   // then), and evicts least recently used entries until the total cost fits the budget.
@@ -70,4 +82,4 @@ class LruCache {
   std::unordered_map<Key, Entry, Hash> entries_;
 };
 
-}  // namespace mlir_rl::env
+}  // namespace mlir_rl::support
