@@ -117,16 +117,16 @@ int64_t resolveUnrollFactor(const DecodedAction &a, const std::vector<mlir::lina
 }  // namespace
 
 const std::vector<mlir::linalg::LinalgOp> &Session::currentLinalgOps() const {
-  if (!cache_.ops) {
+  if (!derived_.ops) {
     const ScheduledOp *op = currentOp();
-    cache_.ops = op ? transforms::findTaggedOps(state_->module(), op->tag) : std::vector<mlir::linalg::LinalgOp>();
+    derived_.ops = op ? transforms::findTaggedOps(state_->module(), op->tag) : std::vector<mlir::linalg::LinalgOp>();
   }
-  return *cache_.ops;
+  return *derived_.ops;
 }
 
 const ActionMask &Session::mask() const {
-  if (!cache_.mask) cache_.mask = computeMask();
-  return *cache_.mask;
+  if (!derived_.mask) derived_.mask = computeMask();
+  return *derived_.mask;
 }
 
 // Legality is checked against every op carrying the current tag (unrolled copies, a fused copy and an original with

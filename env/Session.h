@@ -80,7 +80,7 @@ class Session {
   const std::vector<mlir::linalg::LinalgOp> &currentLinalgOps() const;
   ActionMask computeMask() const;
   // Drops what was derived from the state; called whenever the module, the cursor or the open interchange changes.
-  void invalidate() const { cache_ = StateCache(); }
+  void invalidate() const { derived_ = Derived(); }
   void advanceCursor();
   // Applies a fragment to a clone; on success the clone becomes the state.
   // Moves to the state the fragment (made for a given value-name prefix) gives, found in the transition cache or
@@ -110,11 +110,12 @@ class Session {
   bool terminated_ = false, truncated_ = false;
   double lastTimeNs_ = 0;                    // IMMEDIATE mode: time of the last evaluated state
 
-  struct StateCache {
+  // What is derived from (state, cursor, open interchange), computed on demand.
+  struct Derived {
     std::optional<std::vector<mlir::linalg::LinalgOp>> ops;
     std::optional<ActionMask> mask;
   };
-  mutable StateCache cache_;
+  mutable Derived derived_;
 };
 
 }  // namespace mlir_rl::env

@@ -85,6 +85,25 @@ void report(const char *name, Stats &s, const char *unit, double scale = 1.0) {
               unit, s.q(0.99) / scale, unit, s.q(1.0) / scale, unit);
 }
 
+// Microseconds one unary call takes, made with a fresh client context.
+template <typename Call>
+double timeCall(Call call) {
+  grpc::ClientContext context;
+  auto t = Clock::now();
+  call(&context);
+  return usSince(t);
+}
+
+// One action for `session`, asking (like the Python client) only for the tensors changed since observation `since`.
+v1::StepRequest stepRequest(const std::string &session, const std::vector<int64_t> &values, uint64_t since) {
+  v1::StepRequest request;
+  request.set_session_id(session);
+  v1::Action *one = request.add_actions();
+  for (int64_t v : values) one->add_values(v);
+  request.mutable_observation()->set_since(since);
+  return request;
+}
+
 std::vector<int64_t> action(int type, std::vector<int64_t> tileChoices = {}, int64_t pointer = 0) {
   std::vector<int64_t> v(14, 0);
   v[0] = type;
@@ -137,11 +156,7 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
       size_t K = tiles.size() / 12;
       for (size_t i = 0; i < 12; ++i) a.push_back(pick(tiles, i * K, K));
       a.push_back(pick(pointer, 0, pointer.size()));
-      v1::StepRequest sq;
-      sq.set_session_id(rr.session_id());
-      v1::Action *one = sq.add_actions();
-      for (int64_t v : a) one->add_values(v);
-      sq.mutable_observation()->set_since(last);
+      v1::StepRequest sq = stepRequest(rr.session_id(), a, last);
       v1::StepReply sr;
       grpc::ClientContext c;
       auto t = Clock::now();
@@ -278,11 +293,7 @@ int main(int argc, char **argv) {
     // Like the Python client, steps ask only for the tensors that changed since the last observation.
     uint64_t lastObservation = rr.observation().id();
     auto step = [&](const std::vector<int64_t> &a, Stats &into) {
-      v1::StepRequest sq;
-      sq.set_session_id(rr.session_id());
-      v1::Action *one = sq.add_actions();
-      for (int64_t v : a) one->add_values(v);
-      sq.mutable_observation()->set_since(lastObservation);
+      v1::StepRequest sq = stepRequest(rr.session_id(), a, lastObservation);
       v1::StepReply sr;
       grpc::ClientContext c;
       auto t1 = Clock::now();
@@ -303,30 +314,20 @@ int main(int argc, char **argv) {
       v1::ObserveRequest oq;
       oq.set_session_id(rr.session_id());
       v1::ObserveReply orp;
-      grpc::ClientContext c;
-      auto t1 = Clock::now();
-      stub->Observe(&c, oq, &orp);
-      observe.add(usSince(t1));
+      observe.add(timeCall([&](grpc::ClientContext *c) { stub->Observe(c, oq, &orp); }));
       // The same with one small tensor: the difference is what the full observation's bytes cost on the wire.
       oq.mutable_observation()->add_names("progress");
-      grpc::ClientContext c1;
-      t1 = Clock::now();
-      stub->Observe(&c1, oq, &orp);
-      observeSmall.add(usSince(t1));
+      observeSmall.add(timeCall([&](grpc::ClientContext *c) { stub->Observe(c, oq, &orp); }));
     }
     {
       v1::ForkRequest fq;
       fq.set_session_id(rr.session_id());
       v1::ForkReply fr;
-      grpc::ClientContext c;
-      auto t1 = Clock::now();
-      stub->Fork(&c, fq, &fr);
-      fork.add(usSince(t1));
+      fork.add(timeCall([&](grpc::ClientContext *c) { stub->Fork(c, fq, &fr); }));
       v1::CloseRequest cq;
       cq.set_session_id(fr.session_id());
       v1::CloseReply cr;
-      grpc::ClientContext c2;
-      stub->Close(&c2, cq, &cr);
+      timeCall([&](grpc::ClientContext *c) { stub->Close(c, cq, &cr); });
     }
     // The terminal step evaluates; after the first iteration the same candidate is a cache hit.
     Stats terminal;
@@ -351,10 +352,7 @@ int main(int argc, char **argv) {
   Stats floor;
   for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
     v1::GetVersionReply vr;
-    grpc::ClientContext c;
-    auto t = Clock::now();
-    stub->GetVersion(&c, {}, &vr);
-    floor.add(usSince(t));
+    floor.add(timeCall([&](grpc::ClientContext *c) { stub->GetVersion(c, {}, &vr); }));
   }
   std::printf("\n== latency over loopback gRPC, C++ client (matmul 64^3), %s%s\n",
               revisit ? "states reached before (transition cache hits)" : "new states (transition cache off)",
