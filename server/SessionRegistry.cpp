@@ -7,10 +7,13 @@
 
 namespace mlir_rl::server {
 
+SessionRegistry::SessionRegistry(size_t maxSessions) : maxSessions_(maxSessions), rng_(std::random_device{}()) {}
+
 std::string SessionRegistry::newId() {
   // Unguessable enough to keep clients from stepping on each other's sessions by accident, unique by the counter.
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  return absl::StrFormat("%016x%08x", rng(), static_cast<uint32_t>(++counter_));
+  // One generator per registry, seeded once (called under the map lock): seeding per RPC thread cost a cpuid trap
+  // (std::random_device) on every thread gRPC started.
+  return absl::StrFormat("%016x%08x", rng_(), static_cast<uint32_t>(++counter_));
 }
 
 absl::StatusOr<std::string> SessionRegistry::add(std::unique_ptr<env::Session> session, ObservationLog log) {

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <mutex>
+#include <random>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -29,7 +30,7 @@ struct SessionSlot {
 
 class SessionRegistry {
  public:
-  explicit SessionRegistry(size_t maxSessions) : maxSessions_(maxSessions) {}
+  explicit SessionRegistry(size_t maxSessions);
 
   // RESOURCE_EXHAUSTED when the server already holds maxSessions sessions.
   absl::StatusOr<std::string> add(std::unique_ptr<env::Session> session, ObservationLog log = {});
@@ -39,11 +40,12 @@ class SessionRegistry {
   size_t size() const;
 
  private:
-  std::string newId();
+  std::string newId();  // under mutex_ (exclusive)
   size_t maxSessions_;
   mutable std::shared_mutex mutex_;
   std::unordered_map<std::string, std::shared_ptr<SessionSlot>> sessions_;
   uint64_t counter_ = 0;
+  std::mt19937_64 rng_;
 };
 
 }  // namespace mlir_rl::server

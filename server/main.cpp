@@ -21,6 +21,7 @@
 #include "env/Evaluation.h"
 #include "env/StateCache.h"
 #include "runners/WorkerPool.h"
+#include "server/GrpcSetup.h"
 #include "server/Health.h"
 #include "server/Service.h"
 #include "support/Affinity.h"
@@ -83,6 +84,7 @@ void serveUntilSignalled(grpc::Server *server, mlir_rl::server::HealthService *h
 int main(int argc, char **argv) {
   absl::SetProgramUsageMessage("mlir-rl-server: reinforcement-learning environment for MLIR loop transformations");
   absl::ParseCommandLine(argc, argv);
+  mlir_rl::server::configureGrpcProcess();
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
 
   // Block the shutdown signals before any thread starts, so only the waiter thread receives them.
@@ -172,6 +174,7 @@ int main(int argc, char **argv) {
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   builder.RegisterService(&health);
+  mlir_rl::server::configureServerBuilder(builder, absl::GetFlag(FLAGS_threads));
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024);
   builder.SetMaxSendMessageSize(256 * 1024 * 1024);
   if (int threads = absl::GetFlag(FLAGS_threads); threads > 0) {

@@ -20,7 +20,12 @@ int64_t nativeVectorBytes() {
   return bytes;
 }
 
-std::string hostCpuName() { return llvm::sys::getHostCPUName().str(); }
+std::string hostCpuName() {
+  // Computed once: LLVM asks the CPU (cpuid) on every call, and each cpuid is a trap to the hypervisor on a VM
+  // (tens of microseconds per call here), which GetVersion used to pay on every RPC.
+  static const std::string name = llvm::sys::getHostCPUName().str();
+  return name;
+}
 
 std::string machineIdentity() {
   std::string model = "unknown";

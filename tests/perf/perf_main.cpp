@@ -30,6 +30,7 @@
 #include "env/StateCache.h"
 #include "runners/WorkerPool.h"
 #include "server/Convert.h"
+#include "server/GrpcSetup.h"
 #include "server/Service.h"
 #include "support/Affinity.h"
 #include "support/Context.h"
@@ -239,6 +240,7 @@ void measureEnvironmentWork(mlir_rl::env::BenchmarkRegistry &benchmarks, mlir_rl
 
 int main(int argc, char **argv) {
   absl::ParseCommandLine(argc, argv);
+  mlir_rl::server::configureGrpcProcess();
   if (std::string list = absl::GetFlag(FLAGS_cpus); !list.empty()) {
     std::vector<int> cpus;
     std::string error;
@@ -265,6 +267,7 @@ int main(int argc, char **argv) {
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  mlir_rl::server::configureServerBuilder(builder);
   auto server = builder.BuildAndStart();
   auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
   auto stub = v1::MlirRlEnv::NewStub(channel);
