@@ -121,6 +121,12 @@ mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragme
   return mlir::success();
 }
 
+llvm::ArrayRef<int64_t> LoopRanges::of(mlir::linalg::LinalgOp op) {
+  auto [it, inserted] = ranges_.try_emplace(op.getOperation());
+  if (inserted) it->second = op.getStaticLoopRanges();
+  return it->second;
+}
+
 mlir::linalg::LinalgOp findTaggedOp(mlir::ModuleOp module, int64_t tag) {
   mlir::linalg::LinalgOp found;
   module.walk([&](mlir::linalg::LinalgOp op) {
