@@ -380,8 +380,9 @@ bool Session::apply(const std::function<transforms::Fragment(llvm::StringRef)> &
   // The transition is keyed by the fragment with a fixed prefix (value names do not change what it does); the
   // schedule keeps the step's own prefix so that fragments of one script never clash.
   std::string key = make("t").text;
-  // Both fragments are made from the state the action applies to (vectorization reads the ops it transforms).
-  transforms::Fragment scheduled = make(absl::StrCat("s", steps_));
+  // Made from the state the action applies to (vectorization reads the ops it transforms); renaming the values is
+  // all that distinguishes the scheduled copy.
+  transforms::Fragment scheduled = transforms::renamePrefix({key}, "t", absl::StrCat("s", steps_));
   std::optional<Transition> known = transitions_->find(state_->id(), key);
   if (!known) {
     Transition t;

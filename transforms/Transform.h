@@ -37,6 +37,10 @@ struct Fragment {
   std::string text;
 };
 
+// The same fragment with its values named `%<to>_...` instead of `%<from>_...` (what building it with prefix `to`
+// gives, without reading the payload again).
+Fragment renamePrefix(const Fragment &fragment, llvm::StringRef from, llvm::StringRef to);
+
 // Statement matching the op tagged `tag` into `%<prefix>_op`.
 std::string matchTaggedOp(int64_t tag, llvm::StringRef prefix);
 
