@@ -145,8 +145,13 @@ bool classifyArith(llvm::StringRef name, ArithKind &kind) {
 }
 
 void extractOpFeatures(mlir::linalg::LinalgOp op, OpFeatures &f) {
+  transforms::LoopRanges ranges;
+  extractOpFeatures(op, f, ranges);
+}
+
+void extractOpFeatures(mlir::linalg::LinalgOp op, OpFeatures &f, transforms::LoopRanges &loopRanges) {
   int L = f.maxLoops, A = f.maxAccesses;
-  llvm::SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+  llvm::ArrayRef<int64_t> ranges = loopRanges.of(op);
   llvm::SmallVector<mlir::utils::IteratorType> its = op.getIteratorTypesArray();
   for (int i = 0; i < std::min<int>(L, ranges.size()); ++i) {
     f.bounds[i] = mlir::ShapedType::isDynamic(ranges[i]) ? 0 : ranges[i];

@@ -16,6 +16,10 @@
 #include "env/Config.h"
 #include "env/Tensor.h"
 
+namespace mlir_rl::transforms {
+class LoopRanges;
+}
+
 namespace mlir {
 class AffineExpr;
 namespace linalg {
@@ -50,8 +54,9 @@ struct OpFeatures {
 };
 
 // Fills bounds, iterators, access matrices, access ranks and op counts of `op` (opType and vectorizable are the
-// caller's: they depend on the schedule and on the mask).
+// caller's: they depend on the schedule and on the mask). `ranges` memoizes the op's loop ranges.
 void extractOpFeatures(mlir::linalg::LinalgOp op, OpFeatures &out);
+void extractOpFeatures(mlir::linalg::LinalgOp op, OpFeatures &out, transforms::LoopRanges &ranges);
 
 // The producer of `op`: the scheduled linalg op (tagged rl.op, so never linalg.fill) that defines its first operand
 // having one — inputs in order, then inits. Values are traced back through what the transformations insert

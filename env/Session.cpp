@@ -96,10 +96,11 @@ void Session::advanceCursor() {
 namespace {
 
 // UNROLL factors (candidate tile sizes) legal for the innermost scf.for loops around `ops`, in candidate order.
-std::vector<int64_t> legalUnrollFactors(const std::vector<mlir::linalg::LinalgOp> &ops, const SessionConfig &config) {
+std::vector<int64_t> legalUnrollFactors(const std::vector<mlir::linalg::LinalgOp> &ops, const SessionConfig &config,
+                                        transforms::LoopRanges &ranges) {
   std::vector<int64_t> factors;
   std::vector<int64_t> tripCounts = transforms::innermostLoopTripCounts(ops);
-  int64_t elements = transforms::totalIterationElements(ops);
+  int64_t elements = transforms::totalIterationElements(ops, ranges);
   for (int64_t f : config.tileSizes)
     if (transforms::isLegalUnrollFactor(tripCounts, static_cast<int64_t>(ops.size()), elements, f))
       factors.push_back(f);
@@ -108,9 +109,9 @@ std::vector<int64_t> legalUnrollFactors(const std::vector<mlir::linalg::LinalgOp
 
 // UNROLL's factor: the chosen one, or for head value 0 the smallest legal one (0 when there is none).
 int64_t resolveUnrollFactor(const DecodedAction &a, const std::vector<mlir::linalg::LinalgOp> &ops,
-                            const SessionConfig &config) {
+                            const SessionConfig &config, transforms::LoopRanges &ranges) {
   if (a.unrollFactor != 0) return a.unrollFactor;
-  std::vector<int64_t> legal = legalUnrollFactors(ops, config);
+  std::vector<int64_t> legal = legalUnrollFactors(ops, config, ranges);
   return legal.empty() ? 0 : *std::min_element(legal.begin(), legal.end());
 }
 
@@ -161,11 +162,12 @@ ActionMask Session::computeMask() const {
     return m;
   }
   mlir::linalg::LinalgOp op = ops.front();
-  llvm::SmallVector<int64_t> bounds = op.getStaticLoopRanges();
+  transforms::LoopRanges &ranges = derived_.ranges;
+  llvm::ArrayRef<int64_t> bounds = ranges.of(op);
   auto iterators = op.getIteratorTypesArray();
   int numLoops = static_cast<int>(bounds.size());
-  std::vector<llvm::SmallVector<int64_t>> allBounds;
-  for (mlir::linalg::LinalgOp o : ops) allBounds.push_back(o.getStaticLoopRanges());
+  std::vector<llvm::ArrayRef<int64_t>> allBounds;
+  for (mlir::linalg::LinalgOp o : ops) allBounds.push_back(ranges.of(o));
   // Loop levels left before bufferization gets slow (transforms::kMaxLoopDepth): each loop tiled to a size below its
   // bound adds one (parallelization adds one scf.forall for all its parallel loops, but the tile heads are shared).
   // When fewer levels are left than loops could be tiled, only the first loops that can shrink keep sizes below
@@ -243,7 +245,7 @@ ActionMask Session::computeMask() const {
   }
   if (numLoops < 2) block(ActionType::Interchange, "the op has fewer than 2 loops");
   for (mlir::linalg::LinalgOp o : ops) {
-    std::string vectorBlocker = transforms::vectorizationBlocker(o, config_.maxVectorElements);
+    std::string vectorBlocker = transforms::vectorizationBlocker(o, config_.maxVectorElements, ranges);
     if (!vectorBlocker.empty()) {
       block(ActionType::Vectorization, vectorBlocker);
       break;
@@ -291,7 +293,7 @@ ActionMask Session::computeMask() const {
   } else if (std::string nest = transforms::unrollLoopNestBlocker(ops); !nest.empty()) {
     block(ActionType::Unroll, nest);
   } else {
-    std::vector<int64_t> factors = legalUnrollFactors(ops, config_);
+    std::vector<int64_t> factors = legalUnrollFactors(ops, config_, ranges);
     if (factors.empty())
       block(ActionType::Unroll, absl::StrCat("no candidate factor > 1 divides the trip count of the innermost loop "
                                              "(or the op would exceed ", transforms::kMaxUnrolledCopies, " copies or ",
@@ -324,13 +326,13 @@ std::vector<NamedTensor> Session::observe() const {
   if (const ScheduledOp *sop = currentOp()) current.opType[static_cast<int>(sop->family)] = 1.f;
   current.vectorizable[0] = m.type[static_cast<int>(ActionType::Vectorization)];
   if (mlir::linalg::LinalgOp op = currentLinalgOp()) {  // found once per observation
-    extractOpFeatures(op, current);
+    extractOpFeatures(op, current, derived_.ranges);
     if (mlir::linalg::LinalgOp p = findProducer(op)) {
-      extractOpFeatures(p, producer);
+      extractOpFeatures(p, producer, derived_.ranges);
       OpFamily family = familyOfTag(benchmark_->schedule(), p).value_or(classifyOp(p));
       producer.opType[static_cast<int>(family)] = 1.f;
       producer.vectorizable[0] = static_cast<int>(p.getNumLoops()) <= L &&
-                                 transforms::vectorizationBlocker(p, config_.maxVectorElements).empty();
+                                 transforms::vectorizationBlocker(p, config_.maxVectorElements, derived_.ranges).empty();
     }
   }
   std::vector<int64_t> progress{static_cast<int64_t>(cursor_), static_cast<int64_t>(benchmark_->schedule().size()),
@@ -378,8 +380,9 @@ bool Session::apply(const std::function<transforms::Fragment(llvm::StringRef)> &
   // The transition is keyed by the fragment with a fixed prefix (value names do not change what it does); the
   // schedule keeps the step's own prefix so that fragments of one script never clash.
   std::string key = make("t").text;
-  // Both fragments are made from the state the action applies to (vectorization reads the ops it transforms).
-  transforms::Fragment scheduled = make(absl::StrCat("s", steps_));
+  // Made from the state the action applies to (vectorization reads the ops it transforms); renaming the values is
+  // all that distinguishes the scheduled copy.
+  transforms::Fragment scheduled = transforms::renamePrefix({key}, "t", absl::StrCat("s", steps_));
   std::optional<Transition> known = transitions_->find(state_->id(), key);
   if (!known) {
     Transition t;
@@ -424,7 +427,7 @@ std::string Session::describe(const DecodedAction &a) const {
                                          : absl::StrCat(" fusing ", absl::StrJoin(plan.producers, ", ")));
     }
     case ActionType::Unroll:
-      return absl::StrCat("UNROLL", target, " innermost loop by ", resolveUnrollFactor(a, currentLinalgOps(), config_));
+      return absl::StrCat("UNROLL", target, " innermost loop by ", resolveUnrollFactor(a, currentLinalgOps(), config_, derived_.ranges));
     case ActionType::Interchange:
       if (config_.interchangeMode == InterchangeMode::Swaps) {
         auto [first, second] = transforms::swapLoops(a.pointer, config_.maxLoops);
@@ -508,7 +511,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
       break;
     }
     case ActionType::Unroll: {
-      int64_t factor = resolveUnrollFactor(a, currentLinalgOps(), config_);
+      int64_t factor = resolveUnrollFactor(a, currentLinalgOps(), config_, derived_.ranges);
       if (factor > 1) transformed = apply([&](llvm::StringRef p) { return transforms::unrollFragment(op->tag, factor, p); }, failure);
       else failure = "no legal unroll factor";
       result.applied = transformed;

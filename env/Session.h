@@ -114,6 +114,7 @@ class Session {
   struct Derived {
     std::optional<std::vector<mlir::linalg::LinalgOp>> ops;
     std::optional<ActionMask> mask;
+    transforms::LoopRanges ranges;  // loop ranges of the state's ops, computed once each
   };
   mutable Derived derived_;
 };

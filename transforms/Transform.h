@@ -9,12 +9,14 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Support/LogicalResult.h"
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 
 namespace mlir {
@@ -34,6 +36,10 @@ inline constexpr const char kOpTagAttr[] = "rl.op";
 struct Fragment {
   std::string text;
 };
+
+// The same fragment with its values named `%<to>_...` instead of `%<from>_...` (what building it with prefix `to`
+// gives, without reading the payload again).
+Fragment renamePrefix(const Fragment &fragment, llvm::StringRef from, llvm::StringRef to);
 
 // Statement matching the op tagged `tag` into `%<prefix>_op`.
 std::string matchTaggedOp(int64_t tag, llvm::StringRef prefix);
@@ -64,6 +70,17 @@ std::vector<mlir::linalg::LinalgOp> findTaggedOps(mlir::ModuleOp module, int64_t
 
 // Formats a list of integers as `[a, b, c]`.
 std::string formatList(llvm::ArrayRef<int64_t> values);
+
+// The static loop ranges of linalg ops, each computed once: LinalgOp::getStaticLoopRanges concatenates, inverts and
+// composes the op's indexing maps on every call, and masks and observations ask for the same op's ranges several
+// times. Valid only while the ops are neither changed nor erased (e.g. for one immutable state); keyed by address.
+class LoopRanges {
+ public:
+  llvm::ArrayRef<int64_t> of(mlir::linalg::LinalgOp op);
+
+ private:
+  std::unordered_map<mlir::Operation *, llvm::SmallVector<int64_t, 8>> ranges_;  // node-based: references stay valid
+};
 
 // ---- Tiling.cpp: loops of the op tiled with scf.for -----------------------------------------------------------
 // A tile size is legal for a loop when it is 0 (do not tile) or a divisor of the loop's static bound.
@@ -110,6 +127,7 @@ std::vector<int64_t> swapPermutation(int64_t index, int64_t maxLoops, int64_t nu
 // output-height and kernel-height loops are tiled to 1, the op is decomposed to its 1-D form, and that is vectorized;
 // the size limits then apply to the 1-D iteration space.
 std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements);
+std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements, LoopRanges &ranges);
 // The fragment for non-convolution ops (structured.vectorize + cleanup patterns).
 Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix);
 // The fragment for the ops carrying `tag` as they are now: the convolution path (tile output height and kernel
@@ -159,6 +177,7 @@ std::vector<int64_t> innermostLoopTripCounts(llvm::ArrayRef<mlir::linalg::Linalg
 // The iteration-space elements of `ops` together (saturating; dynamic bounds count as the saturated value); for
 // convolutions that vectorize through their 1-D form, without the output-height and kernel-height loops.
 int64_t totalIterationElements(llvm::ArrayRef<mlir::linalg::LinalgOp> ops);
+int64_t totalIterationElements(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, LoopRanges &ranges);
 bool isLegalUnrollFactor(llvm::ArrayRef<int64_t> tripCounts, int64_t copies, int64_t elements, int64_t factor);
 // MLIR 19's one-shot bufferization derives the buffer type of an scf.for iter_arg from its init and its yielded value,
 // recursively and without memoization, so sibling scf.for loops chained through the iter_args of an enclosing scf.for

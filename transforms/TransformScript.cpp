@@ -24,6 +24,19 @@ std::string formatList(llvm::ArrayRef<int64_t> values) {
   return out + "]";
 }
 
+Fragment renamePrefix(const Fragment &fragment, llvm::StringRef from, llvm::StringRef to) {
+  const std::string needle = "%" + from.str() + "_", replacement = "%" + to.str() + "_";
+  std::string out;
+  out.reserve(fragment.text.size() + fragment.text.size() / 8);
+  size_t pos = 0;
+  for (size_t hit; (hit = fragment.text.find(needle, pos)) != std::string::npos; pos = hit + needle.size()) {
+    out.append(fragment.text, pos, hit - pos);
+    out += replacement;
+  }
+  out.append(fragment.text, pos, std::string::npos);
+  return {out};
+}
+
 std::string matchTaggedOp(int64_t tag, llvm::StringRef prefix) {
   return "    %" + prefix.str() + "_op = transform.structured.match attributes{" + kOpTagAttr + " = " +
          std::to_string(tag) + " : i64} in %root : (!transform.any_op) -> !transform.any_op\n";
@@ -119,6 +132,12 @@ mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragme
     return mlir::failure();
   }
   return mlir::success();
+}
+
+llvm::ArrayRef<int64_t> LoopRanges::of(mlir::linalg::LinalgOp op) {
+  auto [it, inserted] = ranges_.try_emplace(op.getOperation());
+  if (inserted) it->second = op.getStaticLoopRanges();
+  return it->second;
 }
 
 mlir::linalg::LinalgOp findTaggedOp(mlir::ModuleOp module, int64_t tag) {

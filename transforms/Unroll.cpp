@@ -30,13 +30,18 @@ std::vector<int64_t> innermostLoopTripCounts(llvm::ArrayRef<mlir::linalg::Linalg
 }
 
 int64_t totalIterationElements(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
+  LoopRanges ranges;
+  return totalIterationElements(ops, ranges);
+}
+
+int64_t totalIterationElements(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, LoopRanges &loopRanges) {
   constexpr int64_t kSaturated = int64_t{1} << 40;
   int64_t total = 0;
   for (mlir::linalg::LinalgOp op : ops) {
     if (!op) continue;
     // Convolutions vectorize through their 1-D form, whose output-height and kernel-height loops stay loops.
     auto [ohLoop, khLoop] = decomposableConvLoops(op);
-    llvm::SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+    llvm::ArrayRef<int64_t> ranges = loopRanges.of(op);
     int64_t elements = 1;
     for (int i = 0; i < static_cast<int>(ranges.size()); ++i) {
       if (i == ohLoop || i == khLoop) continue;

@@ -29,9 +29,9 @@ int64_t largestElementBytes(mlir::linalg::LinalgOp op) {
 }
 
 // The convolution path: limits on the iteration space of the 1-D op that decomposition leaves.
-std::string convVectorizationBlocker(mlir::linalg::LinalgOp op, int ohLoop, int khLoop, int64_t maxVectorElements) {
+std::string convVectorizationBlocker(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> ranges, int ohLoop, int khLoop,
+                                     int64_t maxVectorElements) {
   if (!op.hasPureTensorSemantics()) return "the op does not work on tensors";
-  llvm::SmallVector<int64_t> ranges = op.getStaticLoopRanges();
   int64_t elements = 1;
   for (int i = 0; i < static_cast<int>(ranges.size()); ++i) {
     if (mlir::ShapedType::isDynamic(ranges[i])) return "the op has dynamic loop bounds";
@@ -69,9 +69,14 @@ std::pair<int, int> decomposableConvLoops(mlir::linalg::LinalgOp op) {
 }
 
 std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements) {
+  LoopRanges ranges;
+  return vectorizationBlocker(op, maxVectorElements, ranges);
+}
+
+std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements, LoopRanges &loopRanges) {
   if (!op) return "no op under the cursor";
   if (auto [ohLoop, khLoop] = decomposableConvLoops(op); ohLoop >= 0)
-    return convVectorizationBlocker(op, ohLoop, khLoop, maxVectorElements);
+    return convVectorizationBlocker(op, loopRanges.of(op), ohLoop, khLoop, maxVectorElements);
   // Other named convolutions pass MLIR's precondition but fail to vectorize (e.g. conv_2d_nhwc_fhwc); only the 1-D
   // forms (what decomposition produces) vectorize.
   if (mlir::isa<mlir::linalg::ConvolutionOpInterface>(op.getOperation()) &&
@@ -80,7 +85,7 @@ std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorEle
                  mlir::linalg::PoolingNcwSumOp, mlir::linalg::PoolingNcwMaxOp>(op.getOperation()))
     return "MLIR cannot vectorize " + op->getName().getStringRef().str() +
            " (no 1-D decomposition for this form; img2col turns it into a vectorizable contraction)";
-  llvm::SmallVector<int64_t> ranges = op.getStaticLoopRanges();
+  llvm::ArrayRef<int64_t> ranges = loopRanges.of(op);
   int64_t elements = 1;
   for (int64_t r : ranges) {
     if (mlir::ShapedType::isDynamic(r)) return "the op has dynamic loop bounds";

@@ -1,6 +1,8 @@
 // Transforms: each fragment applies to the op family it targets, keeps the tag, and fails cleanly otherwise.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Parser/Parser.h"
@@ -127,6 +129,36 @@ TEST(Transforms, VectorizationBlockedUntilTiledSmall) {
   // The multiply-reduce becomes a vector.contract in the runner's lowering (vector cleanup), not in the step.
   EXPECT_EQ(count(*m, "vector.transfer_read"), 3);
   EXPECT_GE(count(*m, "vector.multi_reduction") + count(*m, "vector.contract"), 1);
+}
+
+// Session::apply builds each fragment once (value prefix "t", the transition-cache key) and renames its values for
+// the schedule: the renamed text must be exactly what building with the schedule's prefix gives.
+TEST(Transforms, RenamedFragmentsEqualFragmentsBuiltWithThePrefix) {
+  auto conv = testing::benchmark("conv2d_nchw_1x128x30x30_128x128x3x3_s1_f32");  // read only
+  std::vector<mlir::linalg::LinalgOp> convOps = findTaggedOps(conv->module(), 0);
+  ASSERT_FALSE(convOps.empty());
+  ASSERT_NE(vectorizationFragmentFor(convOps, 0, "t").text.find("decompose"), std::string::npos);  // the conv path
+  FusionPlan plan;
+  plan.operands = {0, 2};
+  plan.producerFills = {{0, 1}};
+  plan.producers = {"a", "b"};
+  std::vector<std::function<Fragment(llvm::StringRef)>> builders = {
+      [](llvm::StringRef p) { return tilingFragment(3, {8, 0, 4}, p); },
+      [](llvm::StringRef p) { return parallelTilingFragment(3, {8, 4, 2}, {false, false, true}, p); },
+      [](llvm::StringRef p) { return parallelTilingFragment(3, {0, 0, 2}, {false, false, true}, p); },
+      [&](llvm::StringRef p) { return tiledFusionFragment(3, {8, 4, 2}, {false, false, true}, plan, p); },
+      [](llvm::StringRef p) { return interchangeFragment(3, {2, 0, 1}, p); },
+      [](llvm::StringRef p) { return img2colFragment(3, false, p); },
+      [](llvm::StringRef p) { return img2colFragment(3, true, p); },
+      [](llvm::StringRef p) { return unrollFragment(3, 4, p); },
+      [](llvm::StringRef p) { return vectorizationFragment(3, p); },
+      [&](llvm::StringRef p) { return vectorizationFragmentFor(convOps, 0, p); },
+  };
+  for (const auto &make : builders) {
+    std::string key = make("t").text;
+    EXPECT_EQ(renamePrefix({key}, "t", "s12").text, make("s12").text);
+    EXPECT_EQ(renamePrefix({key}, "t", "t").text, key);
+  }
 }
 
 TEST(Transforms, FailureReportsDiagnosticAndScriptIsReplayable) {
