@@ -174,7 +174,6 @@ int main(int argc, char **argv) {
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   builder.RegisterService(&health);
-  mlir_rl::server::configureServerBuilder(builder, absl::GetFlag(FLAGS_threads));
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) * 1024 * 1024);
   builder.SetMaxSendMessageSize(256 * 1024 * 1024);
   if (int threads = absl::GetFlag(FLAGS_threads); threads > 0) {

@@ -1,6 +1,7 @@
-// mlir-rl-perf: figures, not assertions. Starts the real service on a loopback port in this process and measures
-// over real gRPC: Reset latency, non-evaluating Step latency by action type, cache-hit evaluation latency; then
-// compile time (lower + JIT) per candidate over random masked schedules of every built-in benchmark.
+// mlir-rl-perf: figures, not assertions. Starts real mlir-rl-server processes on loopback ports and measures over
+// real gRPC, as a separate agent process would: Reset latency, non-evaluating Step latency by action type, cache-hit
+// evaluation latency, a random policy's steps, idle-session memory; in this process: the environment's own share of
+// a step, compile time (lower + JIT) per candidate over random masked schedules, evaluation spread and throughput.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,6 +14,13 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include <csignal>
+#include <filesystem>
+
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <grpcpp/grpcpp.h>
 
@@ -31,7 +39,6 @@
 #include "runners/WorkerPool.h"
 #include "server/Convert.h"
 #include "server/GrpcSetup.h"
-#include "server/Service.h"
 #include "support/Affinity.h"
 #include "support/Context.h"
 #include "support/Target.h"
@@ -53,8 +60,9 @@ ABSL_FLAG(std::string, compile_filter, "", "only benchmarks whose URI contains t
 ABSL_FLAG(std::string, dump_failures_dir, "",
           "if set, the IR (and actions) of candidates that failed to compile or run are written there");
 ABSL_FLAG(std::string, cpus, "",
-          "pin this whole process (client, service, its worker) to these CPUs, e.g. 0: the latency figures with the "
-          "client and the server's RPC threads on one core, as with mlir-rl-server --rpc_cpus and taskset");
+          "pin this process (the client) to these CPUs and start the servers with --rpc_cpus on the same CPUs, e.g. "
+          "0: the latency figures with the agent and the server's RPC threads on one core");
+ABSL_FLAG(std::string, server_bin, "", "mlir-rl-server to measure (default: next to this executable)");
 ABSL_FLAG(int, spread_evaluations, 20, "repeated evaluations of one candidate for the spread figure");
 ABSL_FLAG(int, throughput_candidates, 16, "distinct candidates evaluated for the 1-vs-2-worker throughput figure");
 ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
@@ -127,7 +135,6 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
   std::map<std::string, Stats> byType;
   const char *names[] = {"NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION",
                          "TILED_FUSION", "IMG2COL", "UNROLL"};
-  auto before = mlir_rl::env::TransitionCache::shared().stats();
   int episodes = 0;
   while (static_cast<int>(all.values.size()) < steps) {
     v1::ResetRequest rq;
@@ -181,14 +188,76 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
     grpc::ClientContext c1;
     stub.Close(&c1, cq, &cr);
   }
-  auto after = mlir_rl::env::TransitionCache::shared().stats();
-  uint64_t hits = after.hits - before.hits, lookups = hits + after.misses - before.misses;
-  std::printf("\n== non-evaluating steps of a random masked policy (%d episodes over %zu benchmarks; transitions "
-              "found in the cache: %.0f %%)\n", episodes, uris.size(), lookups ? 100.0 * hits / lookups : 0.0);
+  std::printf("\n== non-evaluating steps of a random masked policy (%d episodes over %zu benchmarks; server with its "
+              "transition cache on: mostly new states)%s\n", episodes, uris.size(),
+              absl::GetFlag(FLAGS_cpus).empty() ? "" : ", client and server on one core");
   report("Step, all action types", all, "us");
   report("  of which applying the action (server)", applied, "us");
   for (auto &[name, stats] : byType) report(("  " + name).c_str(), stats, "us");
 }
+
+// A real mlir-rl-server process on a free loopback port (the figures an agent in another process sees). It dies with
+// this process, and is stopped with SIGTERM when this object goes.
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> extraArgs) {
+    std::string binary = absl::GetFlag(FLAGS_server_bin);
+    if (binary.empty())
+      binary = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "mlir-rl-server").string();
+    char dirTemplate[] = "/tmp/mlir-rl-perf-XXXXXX";
+    if (!mkdtemp(dirTemplate)) fail("cannot create a temporary directory");
+    dir_ = dirTemplate;
+    std::string portFile = dir_ + "/port";
+    std::vector<std::string> args = {binary, "--port=0", "--port_file=" + portFile, "--log_level=warn",
+                                     "--benchmarks_dir=" + absl::GetFlag(FLAGS_benchmarks_dir)};
+    if (!absl::GetFlag(FLAGS_cpus).empty()) args.push_back("--rpc_cpus=" + absl::GetFlag(FLAGS_cpus));
+    args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+    pid_ = fork();
+    if (pid_ < 0) fail("fork failed");
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      // The server takes its CPUs from --rpc_cpus and its workers pin themselves: not this process's affinity.
+      cpu_set_t all;
+      CPU_ZERO(&all);
+      for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
+      sched_setaffinity(0, sizeof(all), &all);
+      std::vector<char *> argv;
+      for (std::string &a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    for (int waited = 0; port_ == 0; waited += 20) {
+      std::ifstream in(portFile);
+      if (!(in >> port_)) port_ = 0;
+      int status = 0;
+      if (port_ == 0 && (waitpid(pid_, &status, WNOHANG) == pid_ || waited > 120000))
+        fail("the server (" + binary + ") did not start");
+      if (port_ == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    stub_ = v1::MlirRlEnv::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+  }
+  ~ServerProcess() {
+    stub_.reset();
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    std::filesystem::remove_all(dir_);
+  }
+  v1::MlirRlEnv::Stub &stub() { return *stub_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  [[noreturn]] static void fail(const std::string &what) {
+    std::fprintf(stderr, "mlir-rl-perf: %s\n", what.c_str());
+    std::exit(1);
+  }
+  std::string dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::unique_ptr<v1::MlirRlEnv::Stub> stub_;
+};
 
 bool wants(const char *section) {
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_sections), ','))
@@ -278,18 +347,10 @@ int main(int argc, char **argv) {
   serviceWorkers.workers = 1;
   mlir_rl::runners::WorkerPool executor(serviceWorkers);
   mlir_rl::env::EvaluationService evaluator(&executor, timing);
-  mlir_rl::server::EnvService service(&benchmarks, &evaluator, {});
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  mlir_rl::server::configureServerBuilder(builder);
-  auto server = builder.BuildAndStart();
-  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
-  auto stub = v1::MlirRlEnv::NewStub(channel);
-  std::printf("mlir-rl-perf: service on 127.0.0.1:%d, host CPU %s%s\n\n", port, mlir_rl::support::hostCpuName().c_str(),
-              absl::GetFlag(FLAGS_cpus).empty() ? ""
-                                                : (", whole process pinned to CPU(s) " + absl::GetFlag(FLAGS_cpus)).c_str());
+  std::printf("mlir-rl-perf: host CPU %s%s\n\n", mlir_rl::support::hostCpuName().c_str(),
+              absl::GetFlag(FLAGS_cpus).empty()
+                  ? ""
+                  : (", client on CPU(s) " + absl::GetFlag(FLAGS_cpus) + ", servers' RPC threads too").c_str());
 
   int wrong = 0;
   const std::string uri = absl::GetFlag(FLAGS_latency_benchmark);
@@ -298,7 +359,8 @@ int main(int argc, char **argv) {
   // state no session has reached before), then on (the same steps again: states already reached).
   for (bool revisit : {false, true}) {
   if (!wants("latency")) break;
-  mlir_rl::env::TransitionCache::shared().setBudget(revisit ? kTransitionBudget : 0);
+  ServerProcess server({"--workers=1", revisit ? "--transition_cache_mb=256" : "--transition_cache_mb=0"});
+  v1::MlirRlEnv::Stub *stub = &server.stub();
   Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, observeSmall, fork, cacheHit,
       stepFusion, stepUnroll;
   for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
@@ -389,8 +451,10 @@ int main(int argc, char **argv) {
   report("Fork", fork, "us");
   report("Step terminal, evaluation served from cache", cacheHit, "us");
   }
-  mlir_rl::env::TransitionCache::shared().setBudget(kTransitionBudget);
-  if (wants("policy")) measureRandomPolicy(*stub, benchmarks, absl::GetFlag(FLAGS_iterations) * 5);
+  if (wants("policy")) {
+    ServerProcess server({"--workers=1"});
+    measureRandomPolicy(server.stub(), benchmarks, absl::GetFlag(FLAGS_iterations) * 5);
+  }
   if (wants("env"))
     for (bool revisit : {false, true}) {
       mlir_rl::env::TransitionCache::shared().setBudget(revisit ? kTransitionBudget : 0);
@@ -606,8 +670,10 @@ int main(int argc, char **argv) {
   // --- Memory of idle sessions ---
   if (wants("memory")) {
   {
-    auto rss = [] {
-      std::ifstream status("/proc/self/status");
+    ServerProcess server({"--workers=1"});
+    v1::MlirRlEnv::Stub *stub = &server.stub();
+    auto rss = [&] {
+      std::ifstream status("/proc/" + std::to_string(server.pid()) + "/status");
       std::string line;
       while (std::getline(status, line))
         if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // MiB
@@ -624,11 +690,10 @@ int main(int argc, char **argv) {
       ids.push_back(rr.session_id());
     }
     double after = rss();
-    std::printf("\n== memory\n%-48s %zu sessions of %s: process RSS %.1f MiB (+%.1f MiB, %.1f KiB/session)\n",
+    std::printf("\n== memory\n%-48s %zu sessions of %s: server RSS %.1f MiB (+%.1f MiB, %.1f KiB/session)\n",
                 "idle sessions", ids.size(), absl::GetFlag(FLAGS_idle_benchmark).c_str(), after, after - before,
                 (after - before) * 1024.0 / std::max<size_t>(1, ids.size()));
   }
   }
-  server->Shutdown();
   return wrong == 0 ? 0 : 1;
 }
