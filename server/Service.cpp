@@ -1,5 +1,10 @@
 #include "server/Service.h"
 
+#include <sched.h>
+
+#include <atomic>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "llvm/Config/llvm-config.h"
 #include "spdlog/spdlog.h"
@@ -37,7 +42,16 @@ absl::StatusOr<LockedSession> lockSession(const SessionRegistry &registry, const
 }  // namespace
 
 EnvService::EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationService *evaluator, ServiceLimits limits)
-    : benchmarks_(benchmarks), evaluator_(evaluator), limits_(limits), sessions_(limits.maxSessions) {}
+    : benchmarks_(benchmarks), evaluator_(evaluator), limits_(limits), sessions_(limits.maxSessions) {
+  // StepMany's helpers: one per CPU this process may use (--rpc_cpus narrows it) beside the calling RPC thread.
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  int usable = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  if (usable > 1)
+    batchPool_ = std::make_unique<llvm::StdThreadPool>(llvm::hardware_concurrency(usable - 1));
+}
+
+EnvService::~EnvService() = default;
 
 grpc::Status EnvService::GetVersion(grpc::ServerContext *, const v1::GetVersionRequest *, v1::GetVersionReply *reply) {
   reply->set_server_version(MLIR_RL_VERSION);
@@ -131,6 +145,53 @@ grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *re
 }
 
 grpc::Status EnvService::Step(grpc::ServerContext *, const v1::StepRequest *request, v1::StepReply *reply) {
+  return stepOne(*request, reply);
+}
+
+grpc::Status EnvService::StepMany(grpc::ServerContext *, const v1::StepManyRequest *request,
+                                  v1::StepManyReply *reply) {
+  const int n = request->steps_size();
+  if (n == 0) return toGrpc(absl::InvalidArgumentError("steps is empty: send at least one StepRequest"));
+  if (static_cast<size_t>(n) > limits_.maxSessions)
+    return toGrpc(absl::InvalidArgumentError(
+        absl::StrCat("steps holds ", n, " entries, more than the server's ", limits_.maxSessions, " sessions")));
+  // Entries run concurrently, so one session in two entries would make their order undefined.
+  absl::flat_hash_map<std::string, int> firstEntry;
+  for (int i = 0; i < n; ++i) {
+    auto [it, inserted] = firstEntry.emplace(request->steps(i).session_id(), i);
+    if (!inserted)
+      return toGrpc(absl::InvalidArgumentError(absl::StrCat("session '", request->steps(i).session_id(),
+                                                            "' appears in steps[", it->second, "] and steps[", i,
+                                                            "]: one entry per session")));
+  }
+  for (int i = 0; i < n; ++i) reply->add_results();
+  auto run = [&](int i) {
+    v1::StepManyResult *result = reply->mutable_results(i);
+    grpc::Status status = stepOne(request->steps(i), result->mutable_reply());
+    if (!status.ok()) {
+      result->clear_reply();
+      result->set_code(static_cast<int>(status.error_code()));
+      result->set_message(status.error_message());
+    }
+  };
+  if (n == 1 || !batchPool_) {
+    for (int i = 0; i < n; ++i) run(i);
+    return grpc::Status::OK;
+  }
+  // The calling thread takes entries too, so a batch never waits for a pool thread to wake up when it could work.
+  std::atomic<int> next{0};
+  auto drain = [&] {
+    for (int i = next.fetch_add(1); i < n; i = next.fetch_add(1)) run(i);
+  };
+  llvm::ThreadPoolTaskGroup group(*batchPool_);
+  for (int t = 1; t < std::min<int>(n, batchPool_->getMaxConcurrency() + 1); ++t) group.async(drain);
+  drain();
+  group.wait();
+  return grpc::Status::OK;
+}
+
+grpc::Status EnvService::stepOne(const v1::StepRequest &stepRequest, v1::StepReply *reply) {
+  const v1::StepRequest *request = &stepRequest;
   if (request->actions_size() == 0) return toGrpc(absl::InvalidArgumentError("actions is empty: send at least one"));
   if (request->actions_size() > limits_.maxActionsPerStep)
     return toGrpc(absl::InvalidArgumentError(absl::StrCat("actions holds ", request->actions_size(),

@@ -581,3 +581,65 @@ def test_random_policy_soak_over_the_suites():
         channel.close()
     finally:
         proc.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# StepMany: several sessions in one call
+
+
+def _tensors(observation):
+    return {t.name: (tuple(t.shape), t.data) for t in observation.tensors}
+
+
+def test_step_many_matches_separate_steps(stub):
+    scripts = [[action(TILING, [32, 32, 32]), action(INTERCHANGE, pointer=2)],
+               [action(TILED_PARALLELIZATION, [16, 16, 0])],
+               [action(TILING, [8, 8, 8]), action(UNROLL, unroll=2)]]
+    batched = [reset(stub).session_id for _ in scripts]
+    alone = [reset(stub).session_id for _ in scripts]
+    reply = stub.StepMany(pb.StepManyRequest(steps=[
+        pb.StepRequest(session_id=sid, actions=acts) for sid, acts in zip(batched, scripts)]), timeout=300)
+    assert len(reply.results) == len(scripts)
+    for sid, acts, result in zip(alone, scripts, reply.results):
+        assert result.code == 0, result.message
+        single = stub.Step(pb.StepRequest(session_id=sid, actions=acts), timeout=300)
+        got = result.reply
+        assert [o.applied for o in got.outcomes] == [o.applied for o in single.outcomes] == [True] * len(acts)
+        assert [o.description for o in got.outcomes] == [o.description for o in single.outcomes]
+        assert got.reward == single.reward
+        assert (got.terminated, got.truncated, got.info.step) == (single.terminated, single.truncated, len(acts))
+        assert _tensors(got.observation) == _tensors(single.observation)
+    for sid in batched + alone:
+        stub.Close(pb.CloseRequest(session_id=sid))
+
+
+def test_step_many_failed_entries_leave_the_others_alone(stub):
+    good = reset(stub).session_id
+    masked = reset(stub).session_id
+    reply = stub.StepMany(pb.StepManyRequest(steps=[
+        pb.StepRequest(session_id="no-such-session", actions=[action(TILING, [8, 8, 8])]),
+        pb.StepRequest(session_id=good, actions=[action(TILING, [8, 8, 8])]),
+        pb.StepRequest(session_id=masked, actions=[pb.Action(values=[99] + [0] * 13)]),
+        pb.StepRequest(session_id=reset(stub).session_id),  # no actions
+    ]), timeout=120)
+    codes = [r.code for r in reply.results]
+    assert codes == [grpc.StatusCode.NOT_FOUND.value[0], 0, grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                     grpc.StatusCode.INVALID_ARGUMENT.value[0]]
+    assert "no-such-session" in reply.results[0].message
+    assert not reply.results[0].HasField("reply")
+    assert reply.results[1].reply.outcomes[0].applied
+    assert "actions is empty" in reply.results[3].message
+    # The session whose entry failed is unchanged and still usable.
+    after = stub.Step(pb.StepRequest(session_id=masked, actions=[action(TILING, [8, 8, 8])]), timeout=120)
+    assert after.outcomes[0].applied and after.info.step == 1
+
+
+def test_step_many_refuses_an_empty_batch_and_a_session_twice(stub):
+    code, message = code_and_message(stub.StepMany, pb.StepManyRequest(), timeout=30)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "steps is empty" in message
+    sid = reset(stub).session_id
+    twice = pb.StepManyRequest(steps=[pb.StepRequest(session_id=sid, actions=[action(0)])] * 2)
+    code, message = code_and_message(stub.StepMany, twice, timeout=30)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and sid in message and "steps[0] and steps[1]" in message
+    # Nothing was applied: the session is still at step 0.
+    assert stub.Observe(pb.ObserveRequest(session_id=sid)).info.step == 0
