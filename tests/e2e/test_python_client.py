@@ -540,3 +540,68 @@ def test_generators_and_splits(server):
         obs, info = e.reset(seed=0)
         assert info["num_ops"] == 1
         assert obs["loop_bounds"][0] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Vector environment (StepMany)
+
+
+def test_vector_env_steps_like_separate_envs(server):
+    rng = np.random.default_rng(5)
+    with mlir_rl.make_vec(3, MATMUL, server=server) as envs, mlir_rl.make(MATMUL, server=server) as single:
+        obs, infos = envs.reset(seed=10)
+        assert envs.num_envs == 3 and all(v.shape[0] == 3 for v in obs.values())
+        assert list(infos["_session_id"]) == [True] * 3 and len(set(infos["session_id"])) == 3
+        assert envs.action_masks().shape == (3, sum(envs.nvec))
+        first = envs.envs[1]
+        reference, _ = single.reset(seed=11)  # sub-environment 1 was seeded 10 + 1
+        for name, value in reference.items():
+            np.testing.assert_array_equal(obs[name][1], value)
+        for _ in range(3):
+            actions = np.stack([sample_masked_action(e, rng) for e in envs.envs])
+            # Keep the episodes going: no NO_TRANSFORMATION, no VECTORIZATION (they end the op).
+            for i, e in enumerate(envs.envs):
+                if actions[i][0] in (type_index(e, "NO_TRANSFORMATION"), type_index(e, "VECTORIZATION")):
+                    actions[i] = tiling_action(e, prefer=8) if split_masks(e)[0][type_index(e, "TILING")] else \
+                        actions[i]
+            obs, rewards, terminated, truncated, infos = envs.step(actions)
+            expected = single.step(actions[1])
+            assert rewards.shape == terminated.shape == truncated.shape == (3,)
+            for name, value in expected[0].items():
+                np.testing.assert_array_equal(obs[name][1], value)
+            assert rewards[1] == expected[1] and terminated[1] == expected[2] and truncated[1] == expected[3]
+            assert infos["description"][1] == expected[4]["description"] and infos["_description"].all()
+            if terminated[1] or truncated[1]:
+                break
+        assert first.actions == single.actions
+
+
+def test_vector_env_resets_ended_episodes_in_the_same_step(server):
+    with mlir_rl.make_vec(2, MATMUL, server=server, max_steps=1) as envs:
+        envs.reset(seed=0)
+        before = [e.session_id for e in envs.envs]
+        actions = np.stack([tiling_action(e) for e in envs.envs])
+        obs, rewards, terminated, truncated, infos = envs.step(actions)
+        assert truncated.all() and not terminated.any()
+        assert infos["_final_observation"].all() and infos["_final_info"].all()
+        assert infos["final_info"][0]["step"] == 1 and infos["final_info"][0]["applied"]
+        # The returned observation starts the next episode; the final one shows the tiled state.
+        assert (obs["progress"][:, 2] == 0).all() and infos["final_observation"][0]["progress"][2] == 1
+        assert [e.session_id for e in envs.envs] != before and all(e.actions == [] for e in envs.envs)
+        assert not np.array_equal(infos["final_observation"][0]["progress"], obs["progress"][0])
+
+
+def test_vector_env_reports_a_refused_entry_and_steps_the_others(server):
+    with mlir_rl.make_vec(2, MATMUL, server=server) as envs:
+        envs.reset(seed=0)
+        good = tiling_action(envs.envs[0])
+        bad = np.zeros(len(envs.nvec), dtype=np.int64)
+        bad[0] = len(envs.type_names)  # out of range
+        with pytest.raises(errors.InvalidArgumentError, match="environment 1: .*other environments took their step"):
+            envs.step(np.stack([good, bad]))
+        assert len(envs.envs[0].actions) == 1 and envs.envs[1].actions == []
+        with pytest.raises(errors.InvalidArgumentError, match="3 actions given for 2 environments"):
+            envs.step(np.stack([good, good, good]))
+        # Both sessions are still usable.
+        envs.step(np.stack([tiling_action(e) for e in envs.envs]))
+        assert [len(e.actions) for e in envs.envs] == [2, 1]

@@ -68,6 +68,44 @@ def measure(binary: Path, iterations: int, extra_args, label: str) -> None:
         proc.wait(timeout=10)
 
 
+def measure_throughput(binary: Path, rounds: int, extra_args, label: str, sizes=(1, 4, 16)) -> None:
+    """Non-evaluating steps per second: sub-environments stepped one at a time (one Step call each) against the
+    vector environment (one StepMany call for all). Each round resets every session, then TILING and an INTERCHANGE
+    level pointer on each."""
+    proc, address = start_server(binary, extra_args)
+    try:
+        print(f"\n== Python client, non-evaluating steps per second, matmul 64^3, {label}")
+        for n in sizes:
+            with mlir_rl.make_vec(n, "benchmark://nn-ops/matmul_64x64x64_f32", server=address) as envs:
+                e0 = envs.envs[0]
+                tiling = np.zeros(len(e0.nvec), dtype=np.int64)
+                tiling[0] = e0.type_names.index("TILING")
+                tiling[1:4] = e0.tile_sizes.index(32)
+                pointer = np.zeros(len(e0.nvec), dtype=np.int64)
+                pointer[0] = e0.type_names.index("INTERCHANGE")
+                pointer[-1] = 2
+                one_at_a_time = vector = 0.0
+                for r in range(rounds):
+                    envs.reset(seed=r)
+                    t = time.perf_counter()
+                    envs.step(np.stack([tiling] * n))
+                    envs.step(np.stack([pointer] * n))
+                    vector += time.perf_counter() - t
+                    for e in envs.envs:
+                        e.reset(seed=r)
+                    t = time.perf_counter()
+                    for a in (tiling, pointer):
+                        for e in envs.envs:
+                            e.step(a)
+                    one_at_a_time += time.perf_counter() - t
+                steps = 2 * n * rounds
+                print(f"{n:3d} sessions: one Step call each {steps / one_at_a_time:8.0f} steps/s   vector env (StepMany) "
+                      f"{steps / vector:8.0f} steps/s   x{one_at_a_time / vector:.2f}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=300)
@@ -77,6 +115,8 @@ def main() -> int:
     binary = Path(args.server_bin)
     measure(binary, args.iterations, ["--transition_cache_mb=0"], "new states (transition cache off)")
     measure(binary, args.iterations, [], "states reached before (transition cache hits)")
+    measure_throughput(binary, max(10, args.iterations // 10), ["--transition_cache_mb=0"],
+                       "new states (transition cache off)")
     # The agent and the server's RPC threads on one core: no cross-core wake-up per call.
     if hasattr(os, "sched_setaffinity") and 0 in os.sched_getaffinity(0):
         mask = os.sched_getaffinity(0)

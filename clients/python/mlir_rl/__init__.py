@@ -4,6 +4,8 @@
     env = mlir_rl.make("benchmark://nn-ops/matmul_64x64x64_f32", server="127.0.0.1:50051")
     obs, info = env.reset(seed=0)
 
+    envs = mlir_rl.make_vec(8, server="127.0.0.1:50051")  # 8 sessions, one StepMany call per step
+
 The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build; see README.md.
 """
 
@@ -20,8 +22,9 @@ except ImportError as _e:  # pragma: no cover - only without generated stubs
         f"proto/mlir_rl/v1/env.proto ({_e})") from _e
 
 from . import errors  # noqa: E402
-from .client import generator_families, list_benchmarks, make, version  # noqa: E402
+from .client import generator_families, list_benchmarks, make, make_vec, version  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
+from .vector import MlirRlVectorEnv  # noqa: E402
 from .errors import (  # noqa: E402
     DeadlineExceededError,
     FailedPreconditionError,
@@ -36,6 +39,8 @@ from .errors import (  # noqa: E402
 
 __all__ = [
     "make",
+    "make_vec",
+    "MlirRlVectorEnv",
     "list_benchmarks",
     "generator_families",
     "version",

@@ -1,4 +1,4 @@
-"""Module-level helpers: ``make``, ``list_benchmarks`` and ``version``."""
+"""Module-level helpers: ``make``, ``make_vec``, ``list_benchmarks`` and ``version``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any, Dict, List, Optional
 
 from .env import DEFAULT_SERVER, Connection, MlirRlEnv, benchmark_to_dict, message_to_dict
 from .v1 import env_pb2
+from .vector import MlirRlVectorEnv
 
-__all__ = ["make", "list_benchmarks", "generator_families", "version"]
+__all__ = ["make", "make_vec", "list_benchmarks", "generator_families", "version"]
 
 
 def make(benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER, mlir: Optional[str] = None,
@@ -16,6 +17,13 @@ def make(benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER, mlir:
     such as ``max_loops=8, reward_mode="immediate"``, and ``timeout``, ``render_mode``, ...). With ``mlir=TEXT``
     the module (Linalg on tensors, or TOSA) is uploaded, validated by the server, and becomes the benchmark."""
     return MlirRlEnv(benchmark, server=server, mlir=mlir, **options)
+
+
+def make_vec(num_envs: int, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
+             **options: Any) -> MlirRlVectorEnv:
+    """A :class:`MlirRlVectorEnv` of ``num_envs`` sessions on ``server``, stepped with one call per step;
+    ``benchmark``: one URI for all, a list of ``num_envs`` URIs, or ``None`` (each reset picks one)."""
+    return MlirRlVectorEnv(num_envs, benchmark, server=server, **options)
 
 
 def list_benchmarks(server: str = DEFAULT_SERVER, dataset: str = "", *, split: str = "",

@@ -640,6 +640,11 @@ class MlirRlEnv(_EnvBase):
         """
         values = self._action_values(action)
         reply = self._session_call("Step", lambda sid: _step_request(sid, values, self._obs_id), idempotent=False)
+        return self._finish_step(values, reply)
+
+    def _finish_step(self, values: List[int], reply: "env_pb2.StepReply"
+                     ) -> Tuple["OrderedDict[str, np.ndarray]", float, bool, bool, Dict[str, Any]]:
+        """The Gymnasium step result from the server's reply to ``values`` (also used by the vector env)."""
         if not reply.outcomes:
             # The server stopped before the action: the episode was already over.
             state = "truncated" if reply.truncated and not reply.terminated else "terminated"

@@ -1,0 +1,178 @@
+"""Several mlir-rl sessions stepped together: :class:`MlirRlVectorEnv`.
+
+One ``StepMany`` call steps every session, and the server runs the entries in parallel on its cores, so a batch of
+``num_envs`` steps costs one round trip instead of ``num_envs``. The conventions are those of Gymnasium 0.29's
+vector environments (``SyncVectorEnv``), with or without gymnasium installed:
+
+- ``reset(seed=s)`` seeds sub-environment ``i`` with ``s + i``; observations are dicts of arrays stacked on a first
+  axis of length ``num_envs``; rewards, ``terminated`` and ``truncated`` are arrays.
+- Same-step autoreset: an environment whose episode ends is reset within the same ``step``; its returned observation
+  is the new episode's first one, and the episode's last observation and info are in
+  ``infos["final_observation"][i]`` and ``infos["final_info"][i]`` (masks ``infos["_final_observation"]``,
+  ``infos["_final_info"]``).
+- ``infos`` is a dict: each key maps to an array over the environments, with a boolean mask ``"_" + key`` saying
+  which environments reported it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import spaces as _spaces
+from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _step_request
+from .errors import InvalidArgumentError, MlirRlError, error_class
+from .v1 import env_pb2
+
+import grpc
+
+
+class MlirRlVectorEnv:
+    """``num_envs`` sessions of the same session options, stepped with one ``StepMany`` call per ``step``.
+
+    Args:
+        num_envs: number of sub-environments (sessions).
+        benchmark: one URI for every sub-environment, a sequence of ``num_envs`` URIs, or ``None`` (each reset
+            picks a training benchmark with the sub-environment's ``np_random``).
+        server, timeout, channel: as for :class:`~mlir_rl.MlirRlEnv`; all sub-environments share one channel.
+        options: session options (``max_loops``, ``reward_mode``, ...), as for :class:`~mlir_rl.MlirRlEnv`.
+
+    ``envs`` holds the sub-environments (:class:`~mlir_rl.MlirRlEnv`), e.g. for ``export_schedule``.
+    """
+
+    metadata = {"autoreset_mode": "same-step"}
+
+    def __init__(self, num_envs: int, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
+                 timeout: Optional[float] = DEFAULT_TIMEOUT, channel: Optional[grpc.Channel] = None,
+                 **options: Any):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise InvalidArgumentError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if benchmark is None or isinstance(benchmark, str):
+            benchmarks = [benchmark] * num_envs
+        else:
+            benchmarks = list(benchmark)
+            if len(benchmarks) != num_envs:
+                raise InvalidArgumentError(f"{len(benchmarks)} benchmarks given for {num_envs} environments")
+        self.num_envs = num_envs
+        self._conn = Connection(server, channel=channel, timeout=timeout)
+        self.envs: List[MlirRlEnv] = []
+        try:
+            for b in benchmarks:
+                self.envs.append(MlirRlEnv(b, server=server, timeout=timeout, channel=self._conn.channel, **options))
+        except BaseException:
+            self.close()
+            raise
+        first = self.envs[0]
+        self.single_action_space = first.action_space
+        self.single_observation_space = first.observation_space
+        if _spaces.HAVE_GYMNASIUM:  # pragma: no cover - depends on the environment
+            from gymnasium.vector.utils import batch_space
+            self.action_space = batch_space(first.action_space, num_envs)
+            self.observation_space = batch_space(first.observation_space, num_envs)
+        self.head_names, self.nvec = first.head_names, first.nvec
+        self.type_names, self.tile_sizes = first.type_names, first.tile_sizes
+        self._closed = False
+
+    # -- Gymnasium vector API ----------------------------------------------------------------------------------
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None
+              ) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, Any]]:
+        """Resets every sub-environment (``seed + i`` for sub-environment ``i`` when ``seed`` is given)."""
+        self._check_open()
+        results = [env.reset(seed=None if seed is None else seed + i, options=options)
+                   for i, env in enumerate(self.envs)]
+        return _stack([obs for obs, _ in results]), _merge_infos([info for _, info in results])
+
+    def step(self, actions: Any) -> Tuple["OrderedDict[str, np.ndarray]", np.ndarray, np.ndarray, np.ndarray,
+                                          Dict[str, Any]]:
+        """One action per sub-environment (an array of shape ``(num_envs, len(nvec))`` or a sequence of actions).
+
+        Raises the error of the first entry the server refused (e.g. :class:`InvalidArgumentError` for a masked
+        action), naming the sub-environment, after the other sub-environments have taken their steps.
+        """
+        self._check_open()
+        if len(actions) != self.num_envs:
+            raise InvalidArgumentError(f"{len(actions)} actions given for {self.num_envs} environments")
+        values = [env._action_values(a) for env, a in zip(self.envs, actions)]
+        request = env_pb2.StepManyRequest(steps=[_step_request(env._require_session(), v, env._obs_id)
+                                                 for env, v in zip(self.envs, values)])
+        reply = self._conn.call("StepMany", request, idempotent=False)
+        if len(reply.results) != self.num_envs:
+            raise MlirRlError(f"StepMany answered {len(reply.results)} entries for {self.num_envs} requests")
+        observations: List[Any] = [None] * self.num_envs
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        infos: List[Dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        failures = []
+        for i, (env, v, result) in enumerate(zip(self.envs, values, reply.results)):
+            if result.code != 0:
+                code = next((c for c in grpc.StatusCode if c.value[0] == result.code), None)
+                failures.append((i, code, result.message))
+                continue
+            obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(v, result.reply)
+            if terminated[i] or truncated[i]:
+                final_observation, final_info = obs, info
+                obs, info = env.reset()
+                info = dict(info, final_observation=final_observation, final_info=final_info)
+            observations[i], infos[i] = obs, info
+        if failures:
+            i, code, message = failures[0]
+            others = "" if len(failures) == 1 else f" ({len(failures) - 1} more refused: environments " \
+                f"{', '.join(str(f[0]) for f in failures[1:])})"
+            raise error_class(code)(f"environment {i}: {message}{others}; the other environments took their step")
+        return _stack(observations), rewards, terminated, truncated, _merge_infos(infos)
+
+    def action_masks(self) -> np.ndarray:
+        """Each sub-environment's :meth:`~mlir_rl.MlirRlEnv.action_masks`, stacked: shape ``(num_envs, sum(nvec))``."""
+        self._check_open()
+        return np.stack([env.action_masks() for env in self.envs])
+
+    def close(self) -> None:
+        """Closes every session and the shared channel. Idempotent."""
+        if getattr(self, "_closed", True) and not getattr(self, "envs", None):
+            return
+        for env in getattr(self, "envs", []):
+            env.close()
+        self.envs = []
+        if getattr(self, "_conn", None) is not None:
+            self._conn.release()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MlirRlError("the vector environment is closed")
+
+    def __enter__(self) -> "MlirRlVectorEnv":
+        return self
+
+    def __exit__(self, *args: Any) -> bool:
+        self.close()
+        return False
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - best effort at interpreter shutdown
+            pass
+
+
+def _stack(observations: Sequence["OrderedDict[str, np.ndarray]"]) -> "OrderedDict[str, np.ndarray]":
+    return OrderedDict((name, np.stack([o[name] for o in observations])) for name in observations[0])
+
+
+def _merge_infos(infos: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Gymnasium's vector info layout: ``key -> array over environments`` plus the mask ``"_" + key``."""
+    out: Dict[str, Any] = {}
+    n = len(infos)
+    for i, info in enumerate(infos):
+        for key, value in info.items():
+            if key not in out:
+                numeric = isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating))
+                out[key] = np.zeros(n, dtype=np.asarray(value).dtype) if numeric else np.full(n, None, dtype=object)
+                out["_" + key] = np.zeros(n, dtype=bool)
+            out[key][i] = value
+            out["_" + key][i] = True
+    return out
