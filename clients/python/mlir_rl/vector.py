@@ -16,6 +16,7 @@ vector environments (``SyncVectorEnv``), with or without gymnasium installed:
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -153,6 +154,8 @@ class MlirRlVectorEnv:
         return False
 
     def __del__(self) -> None:
+        if sys.is_finalizing():
+            return
         try:
             self.close()
         except Exception:  # noqa: BLE001 - best effort at interpreter shutdown
