@@ -163,7 +163,18 @@ class MlirRlVectorEnv:
 
 
 def _stack(observations: Sequence["OrderedDict[str, np.ndarray]"]) -> "OrderedDict[str, np.ndarray]":
-    return OrderedDict((name, np.stack([o[name] for o in observations])) for name in observations[0])
+    """Each tensor stacked over the environments (a preallocated batch filled row by row: np.stack costs several
+    times more for the 24 small tensors of an observation). The arrays are the caller's own copies already."""
+    first = observations[0]
+    if len(observations) == 1:
+        return OrderedDict((name, a[np.newaxis]) for name, a in first.items())
+    out: "OrderedDict[str, np.ndarray]" = OrderedDict()
+    for name, a in first.items():
+        batch = np.empty((len(observations),) + a.shape, dtype=a.dtype)
+        for i, o in enumerate(observations):
+            batch[i] = o[name]
+        out[name] = batch
+    return out
 
 
 def _merge_infos(infos: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
