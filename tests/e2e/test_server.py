@@ -643,3 +643,21 @@ def test_step_many_refuses_an_empty_batch_and_a_session_twice(stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and sid in message and "steps[0] and steps[1]" in message
     # Nothing was applied: the session is still at step 0.
     assert stub.Observe(pb.ObserveRequest(session_id=sid)).info.step == 0
+
+
+def test_step_many_evaluates_ending_entries_while_others_step(stub):
+    # Two episodes end (each is evaluated by a worker) in the same call as a plain step on a third session.
+    ending = [reset(stub, seed=s).session_id for s in (21, 22)]
+    going = reset(stub).session_id
+    finish = [action(TILING, [8, 8, 8]), action(0), action(0)]  # tile the matmul, then leave it and the fill
+    reply = stub.StepMany(pb.StepManyRequest(steps=[pb.StepRequest(session_id=sid, actions=finish) for sid in ending] +
+                                             [pb.StepRequest(session_id=going, actions=[action(TILING, [16, 16, 16])])]),
+                          timeout=600)
+    for result in reply.results[:2]:
+        assert result.code == 0, result.message
+        assert result.reply.terminated
+        evaluation = result.reply.outcomes[-1].evaluation
+        assert evaluation.correct and not evaluation.failure and evaluation.speedup > 0
+    plain = reply.results[2]
+    assert plain.code == 0 and not plain.reply.terminated
+    assert not plain.reply.outcomes[0].HasField("evaluation") and plain.reply.outcomes[0].applied
