@@ -107,23 +107,27 @@ class MlirRlVectorEnv:
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos: List[Dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        failures = []
+        failures: List[Tuple[int, MlirRlError]] = []
         for i, (env, v, result) in enumerate(zip(self.envs, values, reply.results)):
             if result.code != 0:
                 code = next((c for c in grpc.StatusCode if c.value[0] == result.code), None)
-                failures.append((i, code, result.message))
+                failures.append((i, error_class(code)(result.message)))
                 continue
-            obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(v, result.reply)
-            if terminated[i] or truncated[i]:
-                final_observation, final_info = obs, info
-                obs, info = env.reset()
-                info = dict(info, final_observation=final_observation, final_info=final_info)
+            try:
+                obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(v, result.reply)
+                if terminated[i] or truncated[i]:
+                    final_observation, final_info = obs, info
+                    obs, info = env.reset()
+                    info = dict(info, final_observation=final_observation, final_info=final_info)
+            except MlirRlError as e:  # the other entries' replies must still be taken
+                failures.append((i, e))
+                continue
             observations[i], infos[i] = obs, info
         if failures:
-            i, code, message = failures[0]
+            i, error = failures[0]
             others = "" if len(failures) == 1 else f" ({len(failures) - 1} more refused: environments " \
                 f"{', '.join(str(f[0]) for f in failures[1:])})"
-            raise error_class(code)(f"environment {i}: {message}{others}; the other environments took their step")
+            raise type(error)(f"environment {i}: {error}{others}; the other environments took their step")
         return _stack(observations), rewards, terminated, truncated, _merge_infos(infos)
 
     def action_masks(self) -> np.ndarray:
