@@ -212,18 +212,19 @@ class ServerProcess {
                                      "--benchmarks_dir=" + absl::GetFlag(FLAGS_benchmarks_dir)};
     if (!absl::GetFlag(FLAGS_cpus).empty()) args.push_back("--rpc_cpus=" + absl::GetFlag(FLAGS_cpus));
     args.insert(args.end(), extraArgs.begin(), extraArgs.end());
+    // Everything the child needs is built before fork: in a multithreaded parent the child may only make
+    // async-signal-safe calls (no allocation) until it execs.
+    std::vector<char *> argv;
+    for (std::string &a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    cpu_set_t all;  // the server takes its CPUs from --rpc_cpus and its workers pin themselves
+    CPU_ZERO(&all);
+    for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
     pid_ = fork();
     if (pid_ < 0) fail("fork failed");
     if (pid_ == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
-      // The server takes its CPUs from --rpc_cpus and its workers pin themselves: not this process's affinity.
-      cpu_set_t all;
-      CPU_ZERO(&all);
-      for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
       sched_setaffinity(0, sizeof(all), &all);
-      std::vector<char *> argv;
-      for (std::string &a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
       execv(argv[0], argv.data());
       _exit(127);
     }
