@@ -605,3 +605,33 @@ def test_vector_env_reports_a_refused_entry_and_steps_the_others(server):
         # Both sessions are still usable.
         envs.step(np.stack([tiling_action(e) for e in envs.envs]))
         assert [len(e.actions) for e in envs.envs] == [2, 1]
+
+
+def test_vector_env_recovers_its_sessions_after_a_server_restart():
+    first = start_server()
+    port = first.port
+    second = None
+    try:
+        with mlir_rl.make_vec(2, MATMUL, server=first.address) as envs:
+            envs.reset(seed=0)
+            actions = np.stack([tiling_action(e) for e in envs.envs])
+            obs, _, _, _, _ = envs.step(actions)
+            old = [e.session_id for e in envs.envs]
+            first.stop()
+            try:
+                second = ServerProcess(server_binary(), port=port)
+            except RuntimeError as e:
+                pytest.skip(f"could not restart the server on port {port}: {e}")
+            # Both entries come back NOT_FOUND; each session is rebuilt from its recorded action, then steps.
+            pointers = np.zeros_like(actions)
+            pointers[:, 0] = type_index(envs.envs[0], "INTERCHANGE")
+            pointers[:, -1] = 1
+            obs, _, _, _, infos = envs.step(pointers)
+            assert [e.recoveries for e in envs.envs] == [1, 1]
+            assert all(new != before for new, before in zip((e.session_id for e in envs.envs), old))
+            assert list(infos["step"]) == [2, 2] and list(infos["interchange_pending"]) == [True, True]
+            assert [e.actions for e in envs.envs] == [[a.tolist(), p.tolist()] for a, p in zip(actions, pointers)]
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -12,10 +12,13 @@ vector environments (``SyncVectorEnv``), with or without gymnasium installed:
   ``infos["_final_info"]``).
 - ``infos`` is a dict: each key maps to an array over the environments, with a boolean mask ``"_" + key`` saying
   which environments reported it.
+- A sub-environment whose session the server no longer knows (it restarted) is rebuilt from its recorded actions
+  and takes its step alone, as :class:`~mlir_rl.MlirRlEnv` does (``auto_recover``).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -24,10 +27,12 @@ import numpy as np
 
 from . import spaces as _spaces
 from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _step_request
-from .errors import InvalidArgumentError, MlirRlError, error_class
+from .errors import InvalidArgumentError, MlirRlError, NotFoundError, error_class
 from .v1 import env_pb2
 
 import grpc
+
+logger = logging.getLogger("mlir_rl")
 
 
 class MlirRlVectorEnv:
@@ -109,11 +114,20 @@ class MlirRlVectorEnv:
         infos: List[Dict[str, Any]] = [{} for _ in range(self.num_envs)]
         failures: List[Tuple[int, MlirRlError]] = []
         for i, (env, v, result) in enumerate(zip(self.envs, values, reply.results)):
-            if result.code != 0:
-                code = next((c for c in grpc.StatusCode if c.value[0] == result.code), None)
-                failures.append((i, error_class(code)(result.message)))
-                continue
             try:
+                if result.code != 0:
+                    code = next((c for c in grpc.StatusCode if c.value[0] == result.code), None)
+                    error = error_class(code)(result.message)
+                    if not (isinstance(error, NotFoundError) and env._auto_recover and
+                            env._episode_benchmark is not None):
+                        raise error
+                    # The server no longer knows the session (it restarted): the entry was not applied. Rebuild the
+                    # episode from the recorded actions, as MlirRlEnv does, and take this step alone.
+                    logger.warning("environment %d: session %s is unknown to the server (%s); replaying %d "
+                                   "action(s) to restore it", i, env.session_id, result.message, len(env._actions))
+                    env._recover()
+                    step = env._conn.call("Step", _step_request(env._session_id, v, env._obs_id), idempotent=False)
+                    result = env_pb2.StepManyResult(reply=step)
                 obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(v, result.reply)
                 if terminated[i] or truncated[i]:
                     final_observation, final_info = obs, info
