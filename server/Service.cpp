@@ -3,6 +3,10 @@
 #include <sched.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -178,15 +182,32 @@ grpc::Status EnvService::StepMany(grpc::ServerContext *, const v1::StepManyReque
     for (int i = 0; i < n; ++i) run(i);
     return grpc::Status::OK;
   }
-  // The calling thread takes entries too, so a batch never waits for a pool thread to wake up when it could work.
-  std::atomic<int> next{0};
-  auto drain = [&] {
-    for (int i = next.fetch_add(1); i < n; i = next.fetch_add(1)) run(i);
+  // The calling thread takes entries too and waits only for entries a helper has started: a helper busy with
+  // another call's evaluation never holds this one up (its queued task finds nothing left and returns). The shared
+  // state outlives this call for such late tasks, which never touch the request or the reply.
+  struct Batch {
+    std::function<void(int)> run;
+    int n = 0;
+    std::atomic<int> next{0}, done{0};
+    std::mutex mutex;
+    std::condition_variable finished;
   };
-  llvm::ThreadPoolTaskGroup group(*batchPool_);
-  for (int t = 1; t < std::min<int>(n, batchPool_->getMaxConcurrency() + 1); ++t) group.async(drain);
+  auto batch = std::make_shared<Batch>();
+  batch->run = run;
+  batch->n = n;
+  auto drain = [batch] {
+    for (int i = batch->next.fetch_add(1); i < batch->n; i = batch->next.fetch_add(1)) {
+      batch->run(i);
+      if (batch->done.fetch_add(1) + 1 == batch->n) {
+        std::lock_guard<std::mutex> lock(batch->mutex);
+        batch->finished.notify_all();
+      }
+    }
+  };
+  for (int t = 1; t < std::min<int>(n, batchPool_->getMaxConcurrency() + 1); ++t) batchPool_->async(drain);
   drain();
-  group.wait();
+  std::unique_lock<std::mutex> lock(batch->mutex);
+  batch->finished.wait(lock, [&] { return batch->done.load() == batch->n; });
   return grpc::Status::OK;
 }
 

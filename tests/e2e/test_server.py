@@ -661,3 +661,37 @@ def test_step_many_evaluates_ending_entries_while_others_step(stub):
     plain = reply.results[2]
     assert plain.code == 0 and not plain.reply.terminated
     assert not plain.reply.outcomes[0].HasField("evaluation") and plain.reply.outcomes[0].applied
+
+
+def test_step_many_does_not_wait_for_another_calls_evaluation(server):
+    # Call A ends two episodes on matmul 512^3 (seconds of evaluation: one entry runs on the server's batch helper
+    # thread); call B, sent meanwhile, takes two plain steps. B must come back while A is still evaluating, not queue
+    # behind A's entry on the helper thread.
+    a_stub = rpc.MlirRlEnvStub(grpc.insecure_channel(server))
+    b_stub = rpc.MlirRlEnvStub(grpc.insecure_channel(server))
+    big = "benchmark://nn-ops/matmul_512x512x512_f32"
+    slow = [reset(a_stub, big, seed=s).session_id for s in (41, 42)]
+    plain = [reset(b_stub).session_id for _ in range(2)]
+    finish = [action(TILING, [64, 64, 64]), action(0), action(0)]
+    result = {}
+
+    def call_a():
+        result["a"] = a_stub.StepMany(pb.StepManyRequest(steps=[pb.StepRequest(session_id=sid, actions=finish)
+                                                                for sid in slow]), timeout=600)
+        result["a_done"] = time.monotonic()
+
+    thread = threading.Thread(target=call_a)
+    thread.start()
+    time.sleep(0.5)  # A's entries are being evaluated by now (compile and reference alone take longer)
+    b_start = time.monotonic()
+    b = b_stub.StepMany(pb.StepManyRequest(steps=[pb.StepRequest(session_id=sid, actions=[action(TILING, [8, 8, 8])])
+                                                  for sid in plain]), timeout=600)
+    b_done = time.monotonic()
+    thread.join()
+    assert [r.code for r in b.results] == [0, 0]
+    assert [r.code for r in result["a"].results] == [0, 0]
+    assert all(r.reply.outcomes[-1].HasField("evaluation") for r in result["a"].results)
+    # An ordering with a wide margin, not a latency bound: B is back long before A. (Queued behind A's entry on the
+    # helper thread, B came back together with A.)
+    assert result["a_done"] - b_done > 0.5 * (result["a_done"] - b_start), \
+        "the plain StepMany waited for the other call's evaluations"
