@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 
 #include "runners/WorkerProtocol.h"
+#include "support/Affinity.h"
 
 extern char **environ;
 
@@ -24,17 +25,6 @@ namespace mlir_rl::runners {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::vector<int> allowedCpus() {
-  std::vector<int> cpus;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  if (cpus.empty()) cpus.push_back(0);
-  return cpus;
-}
 
 void closeFd(int &fd) {
   if (fd >= 0) ::close(fd);
@@ -54,7 +44,7 @@ std::string WorkerPool::defaultRunnerPath() {
 WorkerPool::WorkerPool(WorkerPoolOptions options) : options_(std::move(options)) {
   // A worker that dies while we write to it must not kill the server with SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
-  std::vector<int> cpus = allowedCpus();
+  std::vector<int> cpus = support::allowedCpus();
   for (int i = 0; i < std::max(1, options_.workers); ++i) {
     auto w = std::make_unique<Worker>();
     w->index = i;

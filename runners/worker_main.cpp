@@ -5,19 +5,17 @@
 #include <cstdlib>
 #include <string>
 
-#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
 #include "mlir/IR/MLIRContext.h"
 
 #include "runners/Executor.h"
 #include "runners/WorkerProtocol.h"
+#include "support/Affinity.h"
 #include "support/Context.h"
 
 ABSL_FLAG(int, parent_pid, 0, "pid of the supervising server; the worker exits when it is gone");
@@ -31,13 +29,9 @@ int main(int argc, char **argv) {
   if (int parent = absl::GetFlag(FLAGS_parent_pid); parent != 0 && getppid() != parent) return 1;
 
   if (std::string cpus = absl::GetFlag(FLAGS_cpus); !cpus.empty()) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (absl::string_view c : absl::StrSplit(cpus, ',')) {
-      int cpu = 0;
-      if (absl::SimpleAtoi(c, &cpu)) CPU_SET(cpu, &set);
-    }
-    if (sched_setaffinity(0, sizeof(set), &set) != 0) std::perror("mlir-rl-runner: sched_setaffinity");
+    std::string error;
+    if (!mlir_rl::support::pinCallingThreadTo(cpus, error))
+      std::fprintf(stderr, "mlir-rl-runner: --cpus: %s\n", error.c_str());
   }
   // Frames go to a private copy of stdout; anything else printing to stdout lands on stderr instead.
   int responseFd = dup(1);

@@ -1,7 +1,5 @@
 #include "server/Service.h"
 
-#include <sched.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -15,6 +13,7 @@
 
 #include "env/Generators.h"
 #include "server/Convert.h"
+#include "support/Affinity.h"
 #include "support/Target.h"
 
 #ifndef MLIR_RL_VERSION
@@ -48,9 +47,7 @@ absl::StatusOr<LockedSession> lockSession(const SessionRegistry &registry, const
 EnvService::EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationService *evaluator, ServiceLimits limits)
     : benchmarks_(benchmarks), evaluator_(evaluator), limits_(limits), sessions_(limits.maxSessions) {
   // StepMany's helpers: one per CPU this process may use (--rpc_cpus narrows it) beside the calling RPC thread.
-  cpu_set_t cpus;
-  CPU_ZERO(&cpus);
-  int usable = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+  int usable = static_cast<int>(support::allowedCpus().size());
   if (usable > 1)
     batchPool_ = std::make_unique<llvm::StdThreadPool>(llvm::hardware_concurrency(usable - 1));
 }

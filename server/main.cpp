@@ -111,9 +111,7 @@ int main(int argc, char **argv) {
     pool.runnerPath = absl::GetFlag(FLAGS_runner).empty() ? mlir_rl::runners::WorkerPool::defaultRunnerPath()
                                                             : absl::GetFlag(FLAGS_runner);
     pool.cpusPerWorker = std::max(1, absl::GetFlag(FLAGS_cpus_per_worker));
-    cpu_set_t cpus;
-    CPU_ZERO(&cpus);
-    int usable = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    int usable = static_cast<int>(mlir_rl::support::allowedCpus().size());
     pool.workers = absl::GetFlag(FLAGS_workers) > 0 ? absl::GetFlag(FLAGS_workers)
                                                      : std::max(1, usable / pool.cpusPerWorker);
     pool.pin = absl::GetFlag(FLAGS_pin_workers);
@@ -135,9 +133,8 @@ int main(int argc, char **argv) {
   // After the worker pool has read the process's CPUs (it pins workers itself), before any RPC thread exists: the
   // threads gRPC starts inherit the main thread's affinity.
   if (std::string list = absl::GetFlag(FLAGS_rpc_cpus); !list.empty()) {
-    std::vector<int> cpus;
     std::string error;
-    if (!mlir_rl::support::parseCpuList(list, cpus, error) || !mlir_rl::support::pinCallingThread(cpus, error)) {
+    if (!mlir_rl::support::pinCallingThreadTo(list, error)) {
       spdlog::error("--rpc_cpus: {}", error);
       return 2;
     }

@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -20,14 +21,20 @@ bool parseNumber(const std::string &s, int &out) {
 
 }  // namespace
 
+std::vector<int> allowedCpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  if (cpus.empty()) cpus.push_back(0);
+  return cpus;
+}
+
 bool parseCpuList(const std::string &text, std::vector<int> &cpus, std::string &error) {
   cpus.clear();
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
-    error = std::string("cannot read this process's CPU affinity: ") + std::strerror(errno);
-    return false;
-  }
+  const std::vector<int> allowed = allowedCpus();
   size_t start = 0;
   while (start <= text.size()) {
     size_t comma = text.find(',', start);
@@ -42,7 +49,7 @@ bool parseCpuList(const std::string &text, std::vector<int> &cpus, std::string &
       return false;
     }
     for (int c = first; c <= last; ++c) {
-      if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed)) {
+      if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
         error = "CPU " + std::to_string(c) + " in CPU list '" + text + "' is not available to this process";
         return false;
       }
@@ -63,6 +70,11 @@ bool pinCallingThread(const std::vector<int> &cpus, std::string &error) {
     return false;
   }
   return true;
+}
+
+bool pinCallingThreadTo(const std::string &cpuList, std::string &error) {
+  std::vector<int> cpus;
+  return parseCpuList(cpuList, cpus, error) && pinCallingThread(cpus, error);
 }
 
 }  // namespace mlir_rl::support

@@ -1,8 +1,9 @@
 #include "support/Target.h"
 
+#include "support/Affinity.h"
+
 #include <fstream>
 
-#include <sched.h>
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Config/llvm-config.h"
@@ -35,10 +36,7 @@ std::string machineIdentity() {
       model = line.substr(line.find(':') + 1);
       break;
     }
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
-  return model + "|" + hostCpuName() + "|" + std::to_string(cpus) + "|" + std::to_string(nativeVectorBytes()) + "|" +
+  return model + "|" + hostCpuName() + "|" + std::to_string(allowedCpus().size()) + "|" + std::to_string(nativeVectorBytes()) + "|" +
          LLVM_VERSION_STRING;
 }
 
