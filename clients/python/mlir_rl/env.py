@@ -642,16 +642,17 @@ class MlirRlEnv(_EnvBase):
         reply = self._session_call("Step", lambda sid: _step_request(sid, values, self._obs_id), idempotent=False)
         return self._finish_step(values, reply)
 
-    def _finish_step(self, values: List[int], reply: "env_pb2.StepReply"
+    def _finish_step(self, values: List[int], reply: "env_pb2.StepReply", copy: bool = True
                      ) -> Tuple["OrderedDict[str, np.ndarray]", float, bool, bool, Dict[str, Any]]:
-        """The Gymnasium step result from the server's reply to ``values`` (also used by the vector env)."""
+        """The Gymnasium step result from the server's reply to ``values``. ``copy=False`` (the vector env, which
+        copies them into its batch) returns this environment's private arrays, not to be handed out or changed."""
         if not reply.outcomes:
             # The server stopped before the action: the episode was already over.
             state = "truncated" if reply.truncated and not reply.terminated else "terminated"
             raise FailedPreconditionError(f"the episode is over ({state}): call reset() to start a new one")
         # Record what the server processed (including actions that failed to apply), for replay.
         self._actions.append(values)
-        obs = self._take_observation(reply.observation)
+        obs = self._take_observation(reply.observation) if copy else self._update_observation(reply.observation)
         info = _outcome_to_dict(reply.outcomes[-1])
         info.update(message_to_dict(reply.info))
         return obs, float(reply.reward), bool(reply.terminated), bool(reply.truncated), info
@@ -752,7 +753,11 @@ class MlirRlEnv(_EnvBase):
         return f"MlirRlEnv({self.benchmark!r}, server={self.server!r}, {state})"
 
     def _take_observation(self, observation: "env_pb2.Observation") -> "OrderedDict[str, np.ndarray]":
-        """The observation as fresh arrays for the caller (theirs to modify). A delta observation carries only the
+        """The observation as fresh arrays for the caller (theirs to modify)."""
+        return OrderedDict((name, array.copy()) for name, array in self._update_observation(observation).items())
+
+    def _update_observation(self, observation: "env_pb2.Observation") -> "OrderedDict[str, np.ndarray]":
+        """Takes in a reply's observation and returns the private arrays. A delta observation carries only the
         tensors that changed since the one this environment holds; the rest come from its private copy."""
         received = _spaces.observation_to_dict(observation)
         if observation.delta:
@@ -763,4 +768,4 @@ class MlirRlEnv(_EnvBase):
         else:
             kept = received
         self._obs, self._obs_id = kept, observation.id
-        return OrderedDict((name, array.copy()) for name, array in kept.items())
+        return kept

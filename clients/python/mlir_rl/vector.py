@@ -53,6 +53,7 @@ class MlirRlVectorEnv:
     def __init__(self, num_envs: int, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
                  timeout: Optional[float] = DEFAULT_TIMEOUT, channel: Optional[grpc.Channel] = None,
                  **options: Any):
+        self._closed, self.envs, self._conn = True, [], None  # what close() needs, even if this raises
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise InvalidArgumentError(f"num_envs must be a positive integer, got {num_envs!r}")
         if benchmark is None or isinstance(benchmark, str):
@@ -63,7 +64,7 @@ class MlirRlVectorEnv:
                 raise InvalidArgumentError(f"{len(benchmarks)} benchmarks given for {num_envs} environments")
         self.num_envs = num_envs
         self._conn = Connection(server, channel=channel, timeout=timeout)
-        self.envs: List[MlirRlEnv] = []
+        self._closed = False
         try:
             for b in benchmarks:
                 self.envs.append(MlirRlEnv(b, server=server, timeout=timeout, channel=self._conn.channel, **options))
@@ -79,7 +80,6 @@ class MlirRlVectorEnv:
             self.observation_space = batch_space(first.observation_space, num_envs)
         self.head_names, self.nvec = first.head_names, first.nvec
         self.type_names, self.tile_sizes = first.type_names, first.tile_sizes
-        self._closed = False
 
     # -- Gymnasium vector API ----------------------------------------------------------------------------------
 
@@ -128,9 +128,11 @@ class MlirRlVectorEnv:
                     env._recover()
                     step = env._conn.call("Step", _step_request(env._session_id, v, env._obs_id), idempotent=False)
                     result = env_pb2.StepManyResult(reply=step)
-                obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(v, result.reply)
+                # The sub-environment's own arrays: _stack copies them into the batch.
+                obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(v, result.reply, copy=False)
                 if terminated[i] or truncated[i]:
-                    final_observation, final_info = obs, info
+                    final_observation = OrderedDict((name, a.copy()) for name, a in obs.items())
+                    final_info = info
                     obs, info = env.reset()
                     info = dict(info, final_observation=final_observation, final_info=final_info)
             except MlirRlError as e:  # the other entries' replies must still be taken
@@ -151,13 +153,12 @@ class MlirRlVectorEnv:
 
     def close(self) -> None:
         """Closes every session and the shared channel. Idempotent."""
-        if getattr(self, "_closed", True) and not getattr(self, "envs", None):
-            return
-        for env in getattr(self, "envs", []):
+        for env in self.envs:
             env.close()
         self.envs = []
-        if getattr(self, "_conn", None) is not None:
+        if self._conn is not None:
             self._conn.release()
+            self._conn = None
         self._closed = True
 
     def _check_open(self) -> None:
@@ -181,13 +182,10 @@ class MlirRlVectorEnv:
 
 
 def _stack(observations: Sequence["OrderedDict[str, np.ndarray]"]) -> "OrderedDict[str, np.ndarray]":
-    """Each tensor stacked over the environments (a preallocated batch filled row by row: np.stack costs several
-    times more for the 24 small tensors of an observation). The arrays are the caller's own copies already."""
-    first = observations[0]
-    if len(observations) == 1:
-        return OrderedDict((name, a[np.newaxis]) for name, a in first.items())
+    """Each tensor stacked over the environments into a new batch (preallocated and filled row by row: np.stack costs
+    several times more for the 24 small tensors of an observation)."""
     out: "OrderedDict[str, np.ndarray]" = OrderedDict()
-    for name, a in first.items():
+    for name, a in observations[0].items():
         batch = np.empty((len(observations),) + a.shape, dtype=a.dtype)
         for i, o in enumerate(observations):
             batch[i] = o[name]
