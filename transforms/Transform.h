@@ -128,7 +128,7 @@ std::vector<int64_t> swapPermutation(int64_t index, int64_t maxLoops, int64_t nu
 // the size limits then apply to the 1-D iteration space.
 std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements);
 std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements, LoopRanges &ranges);
-// The fragment for non-convolution ops (structured.vectorize + cleanup patterns).
+// The fragment for non-convolution ops (structured.vectorize; the cleanup patterns run in the runner's lowering).
 Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix);
 // The fragment for the ops carrying `tag` as they are now: the convolution path (tile output height and kernel
 // height to 1 where they are not 1 yet, decompose, vectorize) when `ops` are decomposable convolutions, else
