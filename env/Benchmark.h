@@ -43,6 +43,8 @@ struct BenchmarkInfo {
 // The datasets held out for evaluation; generators never produce an op that occurs in them.
 bool isEvalDataset(const std::string &dataset);
 
+class PayloadState;
+
 class Benchmark {
  public:
   // Parses, verifies and tags `text`. Fails with INVALID_ARGUMENT carrying MLIR's diagnostics.
@@ -65,6 +67,10 @@ class Benchmark {
   std::string taggedText_;
   std::vector<ScheduledOp> schedule_;
   runners::KernelSignature signature_;
+  // The state every session of the benchmark starts from, while some session holds it (PayloadState::root).
+  friend class PayloadState;
+  mutable std::mutex rootMutex_;
+  mutable std::weak_ptr<const PayloadState> root_;
 };
 
 // Classifies a linalg op by name and structure.

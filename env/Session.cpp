@@ -14,6 +14,15 @@ namespace mlir_rl::env {
 
 namespace {
 double reward(double beforeNs, double afterNs) { return std::log10(beforeNs / afterNs); }
+
+// The family the benchmark gave a tagged op (it survives generalization, which turns named ops into generics).
+std::optional<OpFamily> familyOfTag(const std::vector<ScheduledOp> &schedule, mlir::Operation *op) {
+  auto attr = op->getAttrOfType<mlir::IntegerAttr>(transforms::kOpTagAttr);
+  if (!attr) return std::nullopt;
+  for (const ScheduledOp &s : schedule)
+    if (s.tag == attr.getInt()) return s.family;
+  return std::nullopt;
+}
 }  // namespace
 
 std::vector<BoxSpec> observationSpace(const SessionConfig &c) {
@@ -46,7 +55,9 @@ std::vector<BoxSpec> observationSpace(const SessionConfig &c) {
 Session::Session(std::shared_ptr<const Benchmark> benchmark, SessionConfig config, uint64_t seed,
                  EvaluationService *evaluator)
     : benchmark_(std::move(benchmark)), config_(std::move(config)), space_(config_), seed_(seed),
-      evaluator_(evaluator) {}
+      evaluator_(evaluator),
+      factsKey_(absl::StrCat(config_.maxLoops, ",", config_.maxAccesses, ",", config_.maxVectorElements, ",",
+                             static_cast<int>(config_.interchangeMode), ",", absl::StrJoin(config_.tileSizes, ","))) {}
 
 absl::StatusOr<std::unique_ptr<Session>> Session::create(std::shared_ptr<const Benchmark> benchmark,
                                                          SessionConfig config, uint64_t seed,
@@ -130,9 +141,68 @@ const ActionMask &Session::mask() const {
   return *derived_.mask;
 }
 
+std::shared_ptr<const OpFacts> Session::facts() const {
+  if (!derived_.facts) {
+    const ScheduledOp *op = currentOp();
+    derived_.facts = state_->facts(absl::StrCat(op ? op->tag : -1, ";", factsKey_), [this] { return computeFacts(); });
+  }
+  return derived_.facts;
+}
+
+std::shared_ptr<const OpFacts> Session::computeFacts() const {
+  auto f = std::make_shared<OpFacts>(config_.maxLoops, config_.maxAccesses);
+  const std::vector<mlir::linalg::LinalgOp> &ops = currentLinalgOps();
+  if (!ops.empty()) f->fusion = transforms::planFusion(ops.front(), f->fusionBlocker);
+  f->open = computeOpenMask(ops, *f);
+  if (ops.empty()) return f;
+  mlir::linalg::LinalgOp op = ops.front();
+  f->found = true;
+  f->numLoops = static_cast<int>(op.getNumLoops());
+  for (auto it : op.getIteratorTypesArray()) f->isReduction.push_back(it == mlir::utils::IteratorType::reduction);
+  extractOpFeatures(op, f->current, derived_.ranges);
+  if (mlir::linalg::LinalgOp p = findProducer(op)) {
+    OpFeatures &producer = f->producer;
+    extractOpFeatures(p, producer, derived_.ranges);
+    OpFamily family = familyOfTag(benchmark_->schedule(), p).value_or(classifyOp(p));
+    producer.opType[static_cast<int>(family)] = 1.f;
+    producer.vectorizable[0] = static_cast<int>(p.getNumLoops()) <= config_.maxLoops &&
+                               transforms::vectorizationBlocker(p, config_.maxVectorElements, derived_.ranges).empty();
+  }
+  return f;
+}
+
+ActionMask Session::computeMask() const {
+  int L = config_.maxLoops, K = space_.numTileChoices();
+  if (!done() && pendingPermutation_.empty()) return facts()->open;
+  ActionMask m;
+  m.type.assign(kNumActionTypes, 0);
+  m.typeReasons.assign(kNumActionTypes, "");
+  m.tiles.assign(L, std::vector<uint8_t>(K, 0));
+  m.interchange.assign(space_.numInterchangeChoices(), 0);
+  for (auto &row : m.tiles) row[0] = 1;  // "no tiling" is always a legal value
+  if (done()) {
+    m.typeReasons.assign(kNumActionTypes, "the episode is over");
+    return m;
+  }
+  // An open interchange: only its next loop may be chosen, among the loops not placed yet.
+  m.typeReasons.assign(kNumActionTypes, "an interchange is open: choose its next loop");
+  std::shared_ptr<const OpFacts> f = facts();
+  if (!f->found) {
+    for (int t = 1; t < kNumActionTypes; ++t) m.typeReasons[t] = "the op under the cursor is gone";
+    return m;
+  }
+  m.type[static_cast<int>(ActionType::Interchange)] = 1;
+  m.typeReasons[static_cast<int>(ActionType::Interchange)].clear();
+  m.tiles = f->tiles;
+  for (int i = 0; i < std::min(f->numLoops, L); ++i)
+    m.interchange[i] =
+        std::find(pendingPermutation_.begin(), pendingPermutation_.end(), i) == pendingPermutation_.end();
+  return m;
+}
+
 // Legality is checked against every op carrying the current tag (unrolled copies, a fused copy and an original with
 // other users): an action is legal only when it is legal for all of them, since fragments transform all of them.
-ActionMask Session::computeMask() const {
+ActionMask Session::computeOpenMask(const std::vector<mlir::linalg::LinalgOp> &ops, OpFacts &facts) const {
   int L = config_.maxLoops, K = space_.numTileChoices();
   bool swaps = config_.interchangeMode == InterchangeMode::Swaps;
   ActionMask m;
@@ -145,20 +215,10 @@ ActionMask Session::computeMask() const {
     m.type[static_cast<int>(t)] = 0;
     m.typeReasons[static_cast<int>(t)] = std::move(why);
   };
-  if (done()) {
-    for (int t = 0; t < kNumActionTypes; ++t) block(static_cast<ActionType>(t), "the episode is over");
-    return m;
-  }
-  if (!pendingPermutation_.empty()) {
-    for (int t = 0; t < kNumActionTypes; ++t) block(static_cast<ActionType>(t), "an interchange is open: choose its next loop");
-    m.type[static_cast<int>(ActionType::Interchange)] = 1;
-    m.typeReasons[static_cast<int>(ActionType::Interchange)].clear();
-  } else {
-    m.type.assign(kNumActionTypes, 1);
-  }
-  const std::vector<mlir::linalg::LinalgOp> &ops = currentLinalgOps();
+  m.type.assign(kNumActionTypes, 1);
   if (ops.empty()) {
     for (int t = 1; t < kNumActionTypes; ++t) block(static_cast<ActionType>(t), "the op under the cursor is gone");
+    facts.tiles = m.tiles;
     return m;
   }
   mlir::linalg::LinalgOp op = ops.front();
@@ -204,12 +264,7 @@ ActionMask Session::computeMask() const {
     }
     levelsLeft -= loopShrinks;
   }
-  if (!pendingPermutation_.empty()) {
-    for (int i = 0; i < std::min(numLoops, L); ++i)
-      m.interchange[i] =
-          std::find(pendingPermutation_.begin(), pendingPermutation_.end(), i) == pendingPermutation_.end();
-    return m;
-  }
+  facts.tiles = m.tiles;
   if (swaps) {
     for (int s = 0; s < static_cast<int>(m.interchange.size()); ++s)
       m.interchange[s] = !transforms::swapPermutation(s, L, numLoops).empty();
@@ -236,12 +291,11 @@ ActionMask Session::computeMask() const {
       block(t, "the op is already inside a parallel loop");
   }
   if (m.type[static_cast<int>(ActionType::TiledFusion)]) {
-    std::string why;
     if (ops.size() != 1)
       block(ActionType::TiledFusion, absl::StrCat("the tag marks ", ops.size(), " ops (unrolled or fused copies): "
                                                   "fusion needs exactly one consumer"));
-    else if (transforms::planFusion(op, why).empty())
-      block(ActionType::TiledFusion, why);
+    else if (facts.fusion.empty())
+      block(ActionType::TiledFusion, facts.fusionBlocker);
   }
   if (numLoops < 2) block(ActionType::Interchange, "the op has fewer than 2 loops");
   for (mlir::linalg::LinalgOp o : ops) {
@@ -306,35 +360,15 @@ ActionMask Session::computeMask() const {
   return m;
 }
 
-namespace {
-
-// The family the benchmark gave a tagged op (it survives generalization, which turns named ops into generics).
-std::optional<OpFamily> familyOfTag(const std::vector<ScheduledOp> &schedule, mlir::Operation *op) {
-  auto attr = op->getAttrOfType<mlir::IntegerAttr>(transforms::kOpTagAttr);
-  if (!attr) return std::nullopt;
-  for (const ScheduledOp &s : schedule)
-    if (s.tag == attr.getInt()) return s.family;
-  return std::nullopt;
-}
-
-}  // namespace
 
 std::vector<NamedTensor> Session::observe() const {
-  int L = config_.maxLoops, A = config_.maxAccesses;
-  OpFeatures current(L, A), producer(L, A);
+  int L = config_.maxLoops;
   const ActionMask &m = mask();
+  std::shared_ptr<const OpFacts> f = facts();
+  OpFeatures current = f->current;
   if (const ScheduledOp *sop = currentOp()) current.opType[static_cast<int>(sop->family)] = 1.f;
   current.vectorizable[0] = m.type[static_cast<int>(ActionType::Vectorization)];
-  if (mlir::linalg::LinalgOp op = currentLinalgOp()) {  // found once per observation
-    extractOpFeatures(op, current, derived_.ranges);
-    if (mlir::linalg::LinalgOp p = findProducer(op)) {
-      extractOpFeatures(p, producer, derived_.ranges);
-      OpFamily family = familyOfTag(benchmark_->schedule(), p).value_or(classifyOp(p));
-      producer.opType[static_cast<int>(family)] = 1.f;
-      producer.vectorizable[0] = static_cast<int>(p.getNumLoops()) <= L &&
-                                 transforms::vectorizationBlocker(p, config_.maxVectorElements, derived_.ranges).empty();
-    }
-  }
+  const OpFeatures &producer = f->producer;
   std::vector<int64_t> progress{static_cast<int64_t>(cursor_), static_cast<int64_t>(benchmark_->schedule().size()),
                                 steps_, actionsOnOp_};
   std::vector<float> history(static_cast<size_t>(config_.actionsPerOp) * kNumActionTypes, 0.f);
@@ -405,22 +439,18 @@ bool Session::apply(const std::function<transforms::Fragment(llvm::StringRef)> &
 std::string Session::describe(const DecodedAction &a) const {
   const ScheduledOp *op = currentOp();
   std::string target = op ? absl::StrCat(" op ", op->tag, " (", op->name, ")") : "";
-  int numLoops = 0;
-  if (mlir::linalg::LinalgOp lop = currentLinalgOp()) numLoops = static_cast<int>(lop.getNumLoops());
+  int numLoops = facts()->numLoops;
   std::vector<int64_t> sizes(a.tileSizes.begin(), a.tileSizes.begin() + std::min<size_t>(numLoops, a.tileSizes.size()));
   switch (a.type) {
     case ActionType::Tiling:
     case ActionType::TiledParallelization:
       return absl::StrCat(actionTypeName(a.type), target, " sizes ", transforms::formatList(sizes));
     case ActionType::TiledFusion: {
-      std::string why;
-      transforms::FusionPlan plan = transforms::planFusion(currentLinalgOp(), why);
+      std::shared_ptr<const OpFacts> f = facts();
+      const transforms::FusionPlan &plan = f->fusion;
       bool anyParallel = false;
-      if (mlir::linalg::LinalgOp lop = currentLinalgOp()) {
-        auto iterators = lop.getIteratorTypesArray();
-        for (size_t i = 0; i < sizes.size() && i < iterators.size(); ++i)
-          anyParallel |= sizes[i] != 0 && iterators[i] == mlir::utils::IteratorType::parallel;
-      }
+      for (size_t i = 0; i < sizes.size() && i < f->isReduction.size(); ++i)
+        anyParallel |= sizes[i] != 0 && !f->isReduction[i];
       return absl::StrCat("TILED_FUSION", target, " sizes ", transforms::formatList(sizes),
                           !anyParallel ? " (no parallel tile: nothing fused)"
                           : plan.empty() ? ""
@@ -466,8 +496,10 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   result.applied = true;
   if (!legal.ok()) return penalizeMaskedAction(a, std::string(legal.message()), std::move(result));
   const ScheduledOp *op = currentOp();
-  mlir::linalg::LinalgOp lop = currentLinalgOp();
-  int numLoops = lop ? static_cast<int>(lop.getNumLoops()) : 0;
+  // The state's facts answer what TILING, TILED_PARALLELIZATION and INTERCHANGE need, with no walk of the IR.
+  std::shared_ptr<const OpFacts> facts = this->facts();
+  int numLoops = facts->numLoops;
+  llvm::SmallVector<bool> isReduction(facts->isReduction.begin(), facts->isReduction.end());
   bool completedTransformation = true;  // counts against the op's budget
   bool transformed = false;             // the module changed
   std::string failure;
@@ -485,8 +517,6 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
     }
     case ActionType::TiledParallelization: {
       std::vector<int64_t> sizes(a.tileSizes.begin(), a.tileSizes.begin() + numLoops);
-      llvm::SmallVector<bool> isReduction;
-      for (auto it : lop.getIteratorTypesArray()) isReduction.push_back(it == mlir::utils::IteratorType::reduction);
       bool any = std::any_of(sizes.begin(), sizes.end(), [](int64_t s) { return s != 0; });
       transformed = any && apply([&](llvm::StringRef p) { return transforms::parallelTilingFragment(op->tag, sizes, isReduction, p); }, failure);
       result.applied = !any || transformed;
@@ -494,10 +524,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
     }
     case ActionType::TiledFusion: {
       std::vector<int64_t> sizes(a.tileSizes.begin(), a.tileSizes.begin() + numLoops);
-      llvm::SmallVector<bool> isReduction;
-      for (auto it : lop.getIteratorTypesArray()) isReduction.push_back(it == mlir::utils::IteratorType::reduction);
-      std::string why;
-      transforms::FusionPlan plan = transforms::planFusion(lop, why);
+      const transforms::FusionPlan &plan = facts->fusion;
       bool any = std::any_of(sizes.begin(), sizes.end(), [](int64_t s) { return s != 0; });
       transformed =
           any && apply([&](llvm::StringRef p) { return transforms::tiledFusionFragment(op->tag, sizes, isReduction, plan, p); }, failure);
@@ -505,7 +532,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
       break;
     }
     case ActionType::Img2Col: {
-      bool depthwise = mlir::isa<mlir::linalg::DepthwiseConv2DNhwcHwcOp>(lop.getOperation());
+      bool depthwise = mlir::isa<mlir::linalg::DepthwiseConv2DNhwcHwcOp>(currentLinalgOp().getOperation());
       transformed = apply([&](llvm::StringRef p) { return transforms::img2colFragment(op->tag, depthwise, p); }, failure);
       result.applied = transformed;
       break;

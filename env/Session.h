@@ -19,6 +19,7 @@
 #include "env/Benchmark.h"
 #include "env/Config.h"
 #include "env/Evaluation.h"
+#include "env/OpFacts.h"
 #include "env/StateCache.h"
 #include "env/Tensor.h"
 #include "transforms/Transform.h"
@@ -78,6 +79,13 @@ class Session {
   // Every op carrying the current op's tag (unrolled and fused copies included); currentLinalgOp() is the first.
   // Found by one module walk per state (cached).
   const std::vector<mlir::linalg::LinalgOp> &currentLinalgOps() const;
+  // The state's facts about the op under the cursor, memoized in the state (shared with every session there).
+  std::shared_ptr<const OpFacts> facts() const;
+  std::shared_ptr<const OpFacts> computeFacts() const;
+  // The mask while no interchange is open, from `facts`' fusion plan; sets facts.tiles (the tile rows before
+  // UNROLL's factors are added).
+  ActionMask computeOpenMask(const std::vector<mlir::linalg::LinalgOp> &ops, OpFacts &facts) const;
+  // The session's mask: the state's, overlaid with the end of the episode or an open interchange.
   ActionMask computeMask() const;
   // Drops what was derived from the state; called whenever the module, the cursor or the open interchange changes.
   void invalidate() const { derived_ = Derived(); }
@@ -109,11 +117,13 @@ class Session {
   int steps_ = 0;
   bool terminated_ = false, truncated_ = false;
   double lastTimeNs_ = 0;                    // IMMEDIATE mode: time of the last evaluated state
+  std::string factsKey_;                     // the configuration fields OpFacts depend on (set at construction)
 
   // What is derived from (state, cursor, open interchange), computed on demand.
   struct Derived {
     std::optional<std::vector<mlir::linalg::LinalgOp>> ops;
     std::optional<ActionMask> mask;
+    std::shared_ptr<const OpFacts> facts;
     transforms::LoopRanges ranges;  // loop ranges of the state's ops, computed once each
   };
   mutable Derived derived_;

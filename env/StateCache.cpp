@@ -6,6 +6,7 @@
 
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
+#include "env/OpFacts.h"
 
 namespace mlir_rl::env {
 
@@ -27,16 +28,19 @@ size_t countOps(mlir::ModuleOp module) {
   return n;
 }
 
-// Rough heap cost of an op in memory (operation, operands, results, attribute dictionary) for the cache budget.
-constexpr size_t kBytesPerOp = 256;
 
 }  // namespace
 
 std::shared_ptr<const PayloadState> PayloadState::root(std::shared_ptr<const Benchmark> benchmark) {
+  // One root per benchmark while any session holds it, so sessions share what is memoized in it (printed text,
+  // facts for the first op's mask and observation) and a Reset hashes no text.
+  std::lock_guard<std::mutex> lock(benchmark->rootMutex_);
+  if (std::shared_ptr<const PayloadState> held = benchmark->root_.lock()) return held;
   std::shared_ptr<PayloadState> s(new PayloadState());
   s->id_ = kRootBit | textHash(benchmark->taggedText());
   s->module_ = benchmark->module();
   s->numOps_ = countOps(s->module_);
+  benchmark->root_ = s;
   s->owner_ = std::move(benchmark);
   return s;
 }
@@ -54,6 +58,17 @@ std::shared_ptr<const PayloadState> PayloadState::derived(mlir::OwningOpRef<mlir
 const std::string &PayloadState::text() const {
   std::call_once(printed_, [this] { text_ = candidateText(module_); });
   return text_;
+}
+
+std::shared_ptr<const OpFacts> PayloadState::facts(
+    const std::string &key, const std::function<std::shared_ptr<const OpFacts>()> &compute) const {
+  {
+    std::lock_guard<std::mutex> lock(factsMutex_);
+    if (auto it = facts_.find(key); it != facts_.end()) return it->second;
+  }
+  std::shared_ptr<const OpFacts> made = compute();
+  std::lock_guard<std::mutex> lock(factsMutex_);
+  return facts_.try_emplace(key, std::move(made)).first->second;
 }
 
 size_t TransitionCache::KeyHash::operator()(const Key &k) const { return absl::HashOf(k.parent, k.fragment); }
@@ -81,7 +96,7 @@ std::optional<Transition> TransitionCache::find(uint64_t parent, const std::stri
 
 void TransitionCache::insert(uint64_t parent, const std::string &fragment, Transition transition) {
   size_t bytes = sizeof(Key) + sizeof(Transition) + 2 * fragment.size() + transition.failure.size() +
-                 (transition.state ? transition.state->numOps() * kBytesPerOp : 0);
+                 (transition.state ? transition.state->numOps() * kBytesPerOp + kFactsBytesPerState : 0);
   std::lock_guard<std::mutex> lock(mutex_);
   // Already present: another session got there first, with the same result.
   entries_.insert(Key{parent, fragment}, std::move(transition), bytes);

@@ -13,10 +13,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -26,11 +28,13 @@
 namespace mlir_rl::env {
 
 class Benchmark;
+struct OpFacts;
 
 class PayloadState {
  public:
   // The benchmark's own module (not copied; kept alive by `owner`). Its id is derived from the benchmark text, so
-  // every session of the same benchmark starts from the same node of the transition graph.
+  // every session of the same benchmark starts from the same node of the transition graph; while any session holds
+  // it, sessions of the benchmark get the same object.
   static std::shared_ptr<const PayloadState> root(std::shared_ptr<const Benchmark> benchmark);
   // A module made by a transformation; takes ownership.
   static std::shared_ptr<const PayloadState> derived(mlir::OwningOpRef<mlir::ModuleOp> module);
@@ -40,6 +44,11 @@ class PayloadState {
   size_t numOps() const { return numOps_; }
   // The module printed (generic form off, as the runner parses it); computed once.
   const std::string &text() const;
+  // What the state says about one op (env/OpFacts.h), memoized under `key` (the op's tag and the configuration
+  // fields the facts depend on). `compute` runs outside the lock, so two sessions may both compute the same facts;
+  // the first stored is kept and returned to both.
+  std::shared_ptr<const OpFacts> facts(const std::string &key,
+                                       const std::function<std::shared_ptr<const OpFacts>()> &compute) const;
 
  private:
   PayloadState() = default;
@@ -50,6 +59,8 @@ class PayloadState {
   size_t numOps_ = 0;
   mutable std::once_flag printed_;
   mutable std::string text_;
+  mutable std::mutex factsMutex_;
+  mutable std::unordered_map<std::string, std::shared_ptr<const OpFacts>> facts_;
 };
 
 // What applying a fragment to a state gave: the new state, or the reason it failed.
@@ -62,6 +73,12 @@ class TransitionCache {
  public:
   // `budgetBytes` bounds the estimated size of the IR held only by the cache (0: remember nothing).
   explicit TransitionCache(size_t budgetBytes);
+
+  // The estimate of a state's heap cost: its ops (operation, operands, results, attribute dictionary), and one op's
+  // facts (OpFacts: two ops' features, mostly their access matrices, and a mask), since a state is usually observed
+  // for the op under one cursor.
+  static constexpr size_t kBytesPerOp = 256;
+  static constexpr size_t kFactsBytesPerState = 20 << 10;
 
   // The process-wide cache sessions use (budget set with setBudget, e.g. from a server flag).
   static TransitionCache &shared();

@@ -100,7 +100,7 @@ TEST(TransitionCache, SharedStatesNeverChangeUnderASession) {
 TEST(TransitionCache, BudgetBoundsWhatItHoldsLeastRecentlyUsedFirst) {
   auto base = testing::benchmark("matmul_64x64x64_f32");
   auto state = [&] { return PayloadState::derived(mlir::OwningOpRef<mlir::ModuleOp>(base->module().clone())); };
-  size_t one = state()->numOps() * 256;
+  size_t one = state()->numOps() * TransitionCache::kBytesPerOp + TransitionCache::kFactsBytesPerState;
   TransitionCache cache(3 * one + 3 * 1024);  // room for three states and their keys
   for (int i = 0; i < 3; ++i) cache.insert(1, "f" + std::to_string(i), {state(), ""});
   EXPECT_EQ(cache.stats().entries, 3u);
@@ -132,6 +132,37 @@ struct Episode {
   std::string ir, observation;
   std::vector<double> rewards;
 };
+
+// What a state memoizes for masks and observations is kept per configuration: sessions with other tile sizes or
+// another vector limit at the very same state get their own masks, the ones a session alone there computes.
+TEST(PayloadState, SessionsWithOtherConfigurationsAtOneStateGetTheirOwnMasks) {
+  env::SessionConfig narrow;
+  narrow.tileSizes = {4, 8};
+  narrow.maxVectorElements = 256;
+  auto create = [](const env::SessionConfig &config) {
+    auto s = Session::create(testing::benchmark("matmul_64x64x64_f32"), config, 0, &testing::evaluator());
+    EXPECT_TRUE(s.ok()) << s.status();
+    return std::move(*s);
+  };
+  auto wide = start("matmul_64x64x64_f32");
+  auto small = create(narrow);
+  ASSERT_TRUE(wide->step(act(*wide, ActionType::Tiling, {8, 8, 8})).ok());
+  ASSERT_TRUE(small->step(act(*small, ActionType::Tiling, {8, 8, 8})).ok());  // the same transition: the same state
+  ASSERT_EQ(wide->currentIR(), small->currentIR());
+  EXPECT_EQ(wide->mask().tiles[0].size(), 8u);
+  EXPECT_EQ(small->mask().tiles[0].size(), 3u);
+  const int vectorize = static_cast<int>(ActionType::Vectorization);
+  EXPECT_EQ(wide->mask().type[vectorize], 1);   // 8 x 8 x 8 = 512 elements
+  EXPECT_EQ(small->mask().type[vectorize], 0);  // more than 256
+  // The same state reached alone (cache off: a fresh state, nothing memoized) gives the same masks and observation.
+  TransitionCache::shared().setBudget(0);
+  auto alone = create(narrow);
+  ASSERT_TRUE(alone->step(act(*alone, ActionType::Tiling, {8, 8, 8})).ok());
+  TransitionCache::shared().setBudget(kDefaultBudget);
+  EXPECT_EQ(alone->mask().type, small->mask().type);
+  EXPECT_EQ(alone->mask().tiles, small->mask().tiles);
+  EXPECT_EQ(observationBytes(*alone), observationBytes(*small));
+}
 
 Episode play(const std::string &benchmark, uint64_t seed, int maxSteps) {
   Episode e{benchmark, {}, "", "", {}};
