@@ -67,10 +67,10 @@ class Benchmark {
   std::string taggedText_;
   std::vector<ScheduledOp> schedule_;
   runners::KernelSignature signature_;
-  // The state every session of the benchmark starts from, while some session holds it (PayloadState::root).
+  // The state every session of the benchmark starts from, made on the first Reset (PayloadState::root).
   friend class PayloadState;
   mutable std::mutex rootMutex_;
-  mutable std::weak_ptr<const PayloadState> root_;
+  mutable std::shared_ptr<const PayloadState> root_;
 };
 
 // Classifies a linalg op by name and structure.

@@ -64,7 +64,7 @@ absl::StatusOr<std::unique_ptr<Session>> Session::create(std::shared_ptr<const B
                                                          EvaluationService *evaluator) {
   if (absl::Status s = config.validate(); !s.ok()) return s;
   std::unique_ptr<Session> session(new Session(std::move(benchmark), std::move(config), seed, evaluator));
-  session->state_ = PayloadState::root(session->benchmark_);
+  session->state_ = PayloadState::root(*session->benchmark_);
   if (session->benchmark_->schedule().empty()) session->terminated_ = true;
   return session;
 }

@@ -106,7 +106,8 @@ class Session {
   uint64_t seed_;
   EvaluationService *evaluator_;
 
-  std::shared_ptr<const PayloadState> state_;  // immutable, possibly shared with other sessions
+  std::shared_ptr<const PayloadState> state_;  // immutable, possibly shared with other sessions; after benchmark_,
+                                               // so destroyed first (a root state does not keep its benchmark)
   TransitionCache *transitions_ = &TransitionCache::shared();
   size_t cursor_ = 0;                        // index into benchmark_->schedule()
   int actionsOnOp_ = 0;

@@ -31,17 +31,16 @@ size_t countOps(mlir::ModuleOp module) {
 
 }  // namespace
 
-std::shared_ptr<const PayloadState> PayloadState::root(std::shared_ptr<const Benchmark> benchmark) {
-  // One root per benchmark while any session holds it, so sessions share what is memoized in it (printed text,
-  // facts for the first op's mask and observation) and a Reset hashes no text.
-  std::lock_guard<std::mutex> lock(benchmark->rootMutex_);
-  if (std::shared_ptr<const PayloadState> held = benchmark->root_.lock()) return held;
+std::shared_ptr<const PayloadState> PayloadState::root(const Benchmark &benchmark) {
+  // Made once and kept by the benchmark, so every session shares what is memoized in it (printed text, facts for
+  // the first op's mask and observation) and a Reset hashes no text.
+  std::lock_guard<std::mutex> lock(benchmark.rootMutex_);
+  if (benchmark.root_) return benchmark.root_;
   std::shared_ptr<PayloadState> s(new PayloadState());
-  s->id_ = kRootBit | textHash(benchmark->taggedText());
-  s->module_ = benchmark->module();
+  s->id_ = kRootBit | textHash(benchmark.taggedText());
+  s->module_ = benchmark.module();
   s->numOps_ = countOps(s->module_);
-  benchmark->root_ = s;
-  s->owner_ = std::move(benchmark);
+  benchmark.root_ = s;
   return s;
 }
 

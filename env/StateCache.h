@@ -32,10 +32,11 @@ struct OpFacts;
 
 class PayloadState {
  public:
-  // The benchmark's own module (not copied; kept alive by `owner`). Its id is derived from the benchmark text, so
-  // every session of the same benchmark starts from the same node of the transition graph; while any session holds
-  // it, sessions of the benchmark get the same object.
-  static std::shared_ptr<const PayloadState> root(std::shared_ptr<const Benchmark> benchmark);
+  // The benchmark's own module, not copied. The benchmark makes it once and keeps it; the state does not keep the
+  // benchmark alive, so whoever holds a root state must hold its benchmark too (a session does). Its id is derived
+  // from the benchmark text, so every session of the same benchmark starts from the same node of the transition
+  // graph.
+  static std::shared_ptr<const PayloadState> root(const Benchmark &benchmark);
   // A module made by a transformation; takes ownership.
   static std::shared_ptr<const PayloadState> derived(mlir::OwningOpRef<mlir::ModuleOp> module);
 
@@ -55,7 +56,6 @@ class PayloadState {
   uint64_t id_ = 0;
   mlir::ModuleOp module_;
   mlir::OwningOpRef<mlir::ModuleOp> owned_;
-  std::shared_ptr<const Benchmark> owner_;
   size_t numOps_ = 0;
   mutable std::once_flag printed_;
   mutable std::string text_;
