@@ -171,15 +171,21 @@ std::shared_ptr<const OpFacts> Session::computeFacts() const {
   return f;
 }
 
-ActionMask Session::computeMask() const {
+ActionMask Session::blankMask() const {
   int L = config_.maxLoops, K = space_.numTileChoices();
-  if (!done() && pendingPermutation_.empty()) return facts()->open;
   ActionMask m;
   m.type.assign(kNumActionTypes, 0);
   m.typeReasons.assign(kNumActionTypes, "");
   m.tiles.assign(L, std::vector<uint8_t>(K, 0));
   m.interchange.assign(space_.numInterchangeChoices(), 0);
   for (auto &row : m.tiles) row[0] = 1;  // "no tiling" is always a legal value
+  return m;
+}
+
+ActionMask Session::computeMask() const {
+  int L = config_.maxLoops;
+  if (!done() && pendingPermutation_.empty()) return facts()->open;
+  ActionMask m = blankMask();
   if (done()) {
     m.typeReasons.assign(kNumActionTypes, "the episode is over");
     return m;
@@ -205,12 +211,7 @@ ActionMask Session::computeMask() const {
 ActionMask Session::computeOpenMask(const std::vector<mlir::linalg::LinalgOp> &ops, OpFacts &facts) const {
   int L = config_.maxLoops, K = space_.numTileChoices();
   bool swaps = config_.interchangeMode == InterchangeMode::Swaps;
-  ActionMask m;
-  m.type.assign(kNumActionTypes, 0);
-  m.typeReasons.assign(kNumActionTypes, "");
-  m.tiles.assign(L, std::vector<uint8_t>(K, 0));
-  m.interchange.assign(space_.numInterchangeChoices(), 0);
-  for (auto &row : m.tiles) row[0] = 1;  // "no tiling" is always a legal value
+  ActionMask m = blankMask();
   auto block = [&](ActionType t, std::string why) {
     m.type[static_cast<int>(t)] = 0;
     m.typeReasons[static_cast<int>(t)] = std::move(why);

@@ -85,6 +85,8 @@ class Session {
   // The mask while no interchange is open, from `facts`' fusion plan; sets facts.tiles (the tile rows before
   // UNROLL's factors are added).
   ActionMask computeOpenMask(const std::vector<mlir::linalg::LinalgOp> &ops, OpFacts &facts) const;
+  // Every type masked, no tile but "no tiling", no interchange value.
+  ActionMask blankMask() const;
   // The session's mask: the state's, overlaid with the end of the episode or an open interchange.
   ActionMask computeMask() const;
   // Drops what was derived from the state; called whenever the module, the cursor or the open interchange changes.

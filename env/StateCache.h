@@ -50,6 +50,8 @@ class PayloadState {
   // the first stored is kept and returned to both.
   std::shared_ptr<const OpFacts> facts(const std::string &key,
                                        const std::function<std::shared_ptr<const OpFacts>()> &compute) const;
+  // Facts kept per state at most (ops times configurations); beyond that they are computed and not kept.
+  static constexpr size_t kMaxFactsPerState = 64;
 
  private:
   PayloadState() = default;

@@ -9,6 +9,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include "env/OpFacts.h"
 #include "env/Session.h"
 #include "env/StateCache.h"
 #include "support/LruCache.h"
@@ -162,6 +163,25 @@ TEST(PayloadState, SessionsWithOtherConfigurationsAtOneStateGetTheirOwnMasks) {
   EXPECT_EQ(alone->mask().type, small->mask().type);
   EXPECT_EQ(alone->mask().tiles, small->mask().tiles);
   EXPECT_EQ(observationBytes(*alone), observationBytes(*small));
+}
+
+// A state keeps a bounded number of facts: past the bound they are computed for the caller and not kept.
+TEST(PayloadState, KeepsABoundedNumberOfFacts) {
+  auto state = PayloadState::derived(mlir::OwningOpRef<mlir::ModuleOp>(
+      testing::benchmark("matmul_64x64x64_f32")->module().clone()));
+  int computed = 0;
+  auto make = [&] {
+    ++computed;
+    return std::make_shared<const env::OpFacts>(1, 1);
+  };
+  for (size_t i = 0; i < PayloadState::kMaxFactsPerState; ++i) state->facts("k" + std::to_string(i), make);
+  EXPECT_EQ(computed, static_cast<int>(PayloadState::kMaxFactsPerState));
+  auto kept = state->facts("k0", make);
+  EXPECT_EQ(state->facts("k0", make), kept);  // found, not computed again
+  EXPECT_EQ(computed, static_cast<int>(PayloadState::kMaxFactsPerState));
+  auto extra = state->facts("one more", make);
+  EXPECT_NE(state->facts("one more", make), extra);  // computed each time, never kept
+  EXPECT_EQ(computed, static_cast<int>(PayloadState::kMaxFactsPerState) + 2);
 }
 
 Episode play(const std::string &benchmark, uint64_t seed, int maxSteps) {
