@@ -99,6 +99,24 @@ OpFeatures::OpFeatures(int L, int A)
       loads(static_cast<size_t>(A) * L * (L + 1), 0), stores(static_cast<size_t>(A) * L * (L + 1), 0),
       accessRanks(2 * static_cast<size_t>(A), -1), opCounts(2 * kNumArithKinds, 0), vectorizable(1, 0) {}
 
+CompactFeatures::CompactFeatures(const OpFeatures &features) : rest_(features) {
+  clearMatrices();
+  for (size_t i = 0; i < features.loads.size(); ++i)
+    if (features.loads[i] != 0) loads_.emplace_back(static_cast<int32_t>(i), features.loads[i]);
+  for (size_t i = 0; i < features.stores.size(); ++i)
+    if (features.stores[i] != 0) stores_.emplace_back(static_cast<int32_t>(i), features.stores[i]);
+}
+
+OpFeatures CompactFeatures::expand() const {
+  OpFeatures out = rest_;
+  size_t n = static_cast<size_t>(rest_.maxAccesses) * rest_.maxLoops * (rest_.maxLoops + 1);
+  out.loads.assign(n, 0);
+  out.stores.assign(n, 0);
+  for (auto [i, v] : loads_) out.loads[i] = v;
+  for (auto [i, v] : stores_) out.stores[i] = v;
+  return out;
+}
+
 bool linearCoefficients(mlir::AffineExpr expr, llvm::MutableArrayRef<int64_t> coefficients, int64_t &constant) {
   // Accumulates scale * expr.
   std::function<bool(mlir::AffineExpr, int64_t)> add = [&](mlir::AffineExpr e, int64_t scale) -> bool {

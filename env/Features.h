@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llvm/ADT/ArrayRef.h"
@@ -51,6 +52,23 @@ struct OpFeatures {
   int64_t accessIndex(int access, int dim, int column) const {
     return (static_cast<int64_t>(access) * maxLoops + dim) * (maxLoops + 1) + column;
   }
+};
+
+// OpFeatures with the access matrices kept sparse: dense, they are [A, L, L + 1] int32 each (≈4.4 KiB for L = 12,
+// A = 7) and mostly zeros, and facts stay in memory as long as their state.
+class CompactFeatures {
+ public:
+  CompactFeatures(int maxLoops, int maxAccesses) : rest_(maxLoops, maxAccesses) { clearMatrices(); }
+  explicit CompactFeatures(const OpFeatures &features);
+  OpFeatures expand() const;
+
+ private:
+  void clearMatrices() {
+    rest_.loads = {};
+    rest_.stores = {};
+  }
+  OpFeatures rest_;                                       // everything but loads and stores
+  std::vector<std::pair<int32_t, int32_t>> loads_, stores_;  // (flat index, value) of their non-zero entries
 };
 
 // Fills bounds, iterators, access matrices, access ranks and op counts of `op` (opType and vectorizable are the

@@ -25,8 +25,8 @@ struct OpFacts {
   ActionMask open;                          // the whole mask while no interchange is open and the episode runs
   transforms::FusionPlan fusion;            // what TILED_FUSION would fuse into the op
   std::string fusionBlocker;                // why nothing, when the plan is empty
-  OpFeatures current;                       // the op's features; op_type and vectorizable are the session's
-  OpFeatures producer;                      // its producer's, complete (zeros when it has none)
+  CompactFeatures current;                  // the op's features; op_type and vectorizable are the session's
+  CompactFeatures producer;                 // its producer's, complete (zeros when it has none)
 };
 
 }  // namespace mlir_rl::env

@@ -159,14 +159,17 @@ std::shared_ptr<const OpFacts> Session::computeFacts() const {
   f->found = true;
   f->numLoops = static_cast<int>(op.getNumLoops());
   for (auto it : op.getIteratorTypesArray()) f->isReduction.push_back(it == mlir::utils::IteratorType::reduction);
-  extractOpFeatures(op, f->current, derived_.ranges);
+  OpFeatures current(config_.maxLoops, config_.maxAccesses);
+  extractOpFeatures(op, current, derived_.ranges);
+  f->current = CompactFeatures(current);
   if (mlir::linalg::LinalgOp p = findProducer(op)) {
-    OpFeatures &producer = f->producer;
+    OpFeatures producer(config_.maxLoops, config_.maxAccesses);
     extractOpFeatures(p, producer, derived_.ranges);
     OpFamily family = familyOfTag(benchmark_->schedule(), p).value_or(classifyOp(p));
     producer.opType[static_cast<int>(family)] = 1.f;
     producer.vectorizable[0] = static_cast<int>(p.getNumLoops()) <= config_.maxLoops &&
                                transforms::vectorizationBlocker(p, config_.maxVectorElements, derived_.ranges).empty();
+    f->producer = CompactFeatures(producer);
   }
   return f;
 }
@@ -366,10 +369,10 @@ std::vector<NamedTensor> Session::observe() const {
   int L = config_.maxLoops;
   const ActionMask &m = mask();
   std::shared_ptr<const OpFacts> f = facts();
-  OpFeatures current = f->current;
+  OpFeatures current = f->current.expand();
   if (const ScheduledOp *sop = currentOp()) current.opType[static_cast<int>(sop->family)] = 1.f;
   current.vectorizable[0] = m.type[static_cast<int>(ActionType::Vectorization)];
-  const OpFeatures &producer = f->producer;
+  OpFeatures producer = f->producer.expand();
   std::vector<int64_t> progress{static_cast<int64_t>(cursor_), static_cast<int64_t>(benchmark_->schedule().size()),
                                 steps_, actionsOnOp_};
   std::vector<float> history(static_cast<size_t>(config_.actionsPerOp) * kNumActionTypes, 0.f);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <map>
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -450,6 +451,35 @@ TEST(Features, ProducerIsTracedThroughTiledLoops) {
   env::extractOpFeatures(env::findProducer(byTag[2]), f);
   EXPECT_EQ(f.bounds, (std::vector<int64_t>{4, 8, 0, 0}));
   EXPECT_EQ(f.opCounts, counts({0, 0, 0, 0, 1, 0, 0}, {0, 0, 0, 0, 0, 0, 0}));
+}
+
+// Facts keep features with sparse access matrices; expanding them gives back every field.
+TEST(Features, CompactFeaturesExpandToTheSameFeatures) {
+  auto b = testing::benchmark("matmul_64x64x64_f32");
+  mlir::linalg::LinalgOp matmul;
+  b->module()->walk([&](mlir::linalg::MatmulOp op) { matmul = op; });
+  ASSERT_TRUE(matmul);
+  env::OpFeatures f(12, 7);
+  env::extractOpFeatures(matmul, f);
+  f.opType[1] = 1.f;
+  f.vectorizable[0] = 1;
+  ASSERT_NE(std::count(f.loads.begin(), f.loads.end(), 0), static_cast<long>(f.loads.size()));  // non-zero entries
+  env::OpFeatures back = env::CompactFeatures(f).expand();
+  EXPECT_EQ(back.maxLoops, f.maxLoops);
+  EXPECT_EQ(back.maxAccesses, f.maxAccesses);
+  EXPECT_EQ(back.opType, f.opType);
+  EXPECT_EQ(back.bounds, f.bounds);
+  EXPECT_EQ(back.boundsLog2, f.boundsLog2);
+  EXPECT_EQ(back.iterators, f.iterators);
+  EXPECT_EQ(back.loads, f.loads);
+  EXPECT_EQ(back.stores, f.stores);
+  EXPECT_EQ(back.accessRanks, f.accessRanks);
+  EXPECT_EQ(back.opCounts, f.opCounts);
+  EXPECT_EQ(back.vectorizable, f.vectorizable);
+  // No op: zero matrices of the full size.
+  env::OpFeatures none = env::CompactFeatures(12, 7).expand();
+  EXPECT_EQ(none.loads, env::OpFeatures(12, 7).loads);
+  EXPECT_EQ(none.stores, env::OpFeatures(12, 7).stores);
 }
 
 TEST(Features, LinearCoefficientsAndArithKinds) {
