@@ -19,14 +19,15 @@ struct OpFacts {
   OpFacts(int maxLoops, int maxAccesses) : current(maxLoops, maxAccesses), producer(maxLoops, maxAccesses) {}
 
   bool found = false;                       // some op in the state carries the tag
-  int numLoops = 0;                         // of the first op carrying it
-  std::vector<bool> isReduction;            // its iterator types
+  std::vector<bool> isReduction;            // the iterator types of the first op carrying it, one per loop
   std::vector<std::vector<uint8_t>> tiles;  // legal tile-head values per loop (UNROLL's factors not added)
   ActionMask open;                          // the whole mask while no interchange is open and the episode runs
   transforms::FusionPlan fusion;            // what TILED_FUSION would fuse into the op
   std::string fusionBlocker;                // why nothing, when the plan is empty
   CompactFeatures current;                  // the op's features; op_type and vectorizable are the session's
   CompactFeatures producer;                 // its producer's, complete (zeros when it has none)
+
+  int numLoops() const { return static_cast<int>(isReduction.size()); }
 };
 
 }  // namespace mlir_rl::env

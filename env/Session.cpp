@@ -157,7 +157,6 @@ std::shared_ptr<const OpFacts> Session::computeFacts() const {
   if (ops.empty()) return f;
   mlir::linalg::LinalgOp op = ops.front();
   f->found = true;
-  f->numLoops = static_cast<int>(op.getNumLoops());
   for (auto it : op.getIteratorTypesArray()) f->isReduction.push_back(it == mlir::utils::IteratorType::reduction);
   OpFeatures current(config_.maxLoops, config_.maxAccesses);
   extractOpFeatures(op, current, derived_.ranges);
@@ -203,7 +202,7 @@ ActionMask Session::computeMask() const {
   m.type[static_cast<int>(ActionType::Interchange)] = 1;
   m.typeReasons[static_cast<int>(ActionType::Interchange)].clear();
   m.tiles = f->tiles;
-  for (int i = 0; i < std::min(f->numLoops, L); ++i)
+  for (int i = 0; i < std::min(f->numLoops(), L); ++i)
     m.interchange[i] =
         std::find(pendingPermutation_.begin(), pendingPermutation_.end(), i) == pendingPermutation_.end();
   return m;
@@ -443,7 +442,7 @@ bool Session::apply(const std::function<transforms::Fragment(llvm::StringRef)> &
 std::string Session::describe(const DecodedAction &a) const {
   const ScheduledOp *op = currentOp();
   std::string target = op ? absl::StrCat(" op ", op->tag, " (", op->name, ")") : "";
-  int numLoops = facts()->numLoops;
+  int numLoops = facts()->numLoops();
   std::vector<int64_t> sizes(a.tileSizes.begin(), a.tileSizes.begin() + std::min<size_t>(numLoops, a.tileSizes.size()));
   switch (a.type) {
     case ActionType::Tiling:
@@ -502,7 +501,7 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   const ScheduledOp *op = currentOp();
   // The state's facts answer what TILING, TILED_PARALLELIZATION and INTERCHANGE need, with no walk of the IR.
   std::shared_ptr<const OpFacts> facts = this->facts();
-  int numLoops = facts->numLoops;
+  int numLoops = facts->numLoops();
   llvm::SmallVector<bool> isReduction(facts->isReduction.begin(), facts->isReduction.end());
   bool completedTransformation = true;  // counts against the op's budget
   bool transformed = false;             // the module changed

@@ -28,7 +28,6 @@ size_t countOps(mlir::ModuleOp module) {
   return n;
 }
 
-
 }  // namespace
 
 std::shared_ptr<const PayloadState> PayloadState::root(const Benchmark &benchmark) {

@@ -146,7 +146,7 @@ grpc::Status EnvService::Reset(grpc::ServerContext *, const v1::ResetRequest *re
 }
 
 grpc::Status EnvService::Step(grpc::ServerContext *, const v1::StepRequest *request, v1::StepReply *reply) {
-  return stepOne(*request, reply);
+  return stepOne(request, reply);
 }
 
 grpc::Status EnvService::StepMany(grpc::ServerContext *, const v1::StepManyRequest *request,
@@ -168,7 +168,7 @@ grpc::Status EnvService::StepMany(grpc::ServerContext *, const v1::StepManyReque
   for (int i = 0; i < n; ++i) reply->add_results();
   auto run = [&](int i) {
     v1::StepManyResult *result = reply->mutable_results(i);
-    grpc::Status status = stepOne(request->steps(i), result->mutable_reply());
+    grpc::Status status = stepOne(&request->steps(i), result->mutable_reply());
     if (!status.ok()) {
       result->clear_reply();
       result->set_code(static_cast<int>(status.error_code()));
@@ -208,8 +208,7 @@ grpc::Status EnvService::StepMany(grpc::ServerContext *, const v1::StepManyReque
   return grpc::Status::OK;
 }
 
-grpc::Status EnvService::stepOne(const v1::StepRequest &stepRequest, v1::StepReply *reply) {
-  const v1::StepRequest *request = &stepRequest;
+grpc::Status EnvService::stepOne(const v1::StepRequest *request, v1::StepReply *reply) {
   if (request->actions_size() == 0) return toGrpc(absl::InvalidArgumentError("actions is empty: send at least one"));
   if (request->actions_size() > limits_.maxActionsPerStep)
     return toGrpc(absl::InvalidArgumentError(absl::StrCat("actions holds ", request->actions_size(),

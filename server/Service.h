@@ -39,7 +39,7 @@ class EnvService final : public v1::MlirRlEnv::Service {
   size_t numSessions() const { return sessions_.size(); }
 
  private:
-  grpc::Status stepOne(const v1::StepRequest &request, v1::StepReply *reply);
+  grpc::Status stepOne(const v1::StepRequest *request, v1::StepReply *reply);  // Step, and each StepMany entry
 
   env::BenchmarkRegistry *benchmarks_;
   env::EvaluationService *evaluator_;

@@ -1,13 +1,12 @@
 #include "support/Target.h"
 
-#include "support/Affinity.h"
-
 #include <fstream>
-
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Config/llvm-config.h"
 #include "llvm/TargetParser/Host.h"
+
+#include "support/Affinity.h"
 
 namespace mlir_rl::support {
 
@@ -36,8 +35,8 @@ std::string machineIdentity() {
       model = line.substr(line.find(':') + 1);
       break;
     }
-  return model + "|" + hostCpuName() + "|" + std::to_string(allowedCpus().size()) + "|" + std::to_string(nativeVectorBytes()) + "|" +
-         LLVM_VERSION_STRING;
+  return model + "|" + hostCpuName() + "|" + std::to_string(allowedCpus().size()) + "|" +
+         std::to_string(nativeVectorBytes()) + "|" + LLVM_VERSION_STRING;
 }
 
 }  // namespace mlir_rl::support

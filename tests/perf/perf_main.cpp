@@ -343,7 +343,8 @@ int main(int argc, char **argv) {
   if (!benchmarks.scan().ok()) return 2;
   mlir_rl::runners::TimingOptions timing;
   timing.budgetSeconds = 0.5;
-  // The service evaluates in a worker process, as the server does, so this process's figures are the environment's.
+  // Sessions made in this process (env section, candidates of the workers section) evaluate in a worker process, as
+  // the server's do; the RPC sections measure separate server processes.
   mlir_rl::runners::WorkerPoolOptions serviceWorkers;
   serviceWorkers.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
   serviceWorkers.workers = 1;

@@ -302,7 +302,27 @@ else:
             return False
 
 
-class MlirRlEnv(_EnvBase):
+class _ClosesItself:
+    """``close()`` on leaving a ``with`` block, and as a best effort when garbage-collected (against sessions orphaned
+    on the server), never at interpreter shutdown. Subclasses keep ``_closed`` and make ``close()`` idempotent."""
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *args: Any) -> bool:
+        self.close()
+        return False
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True) or sys.is_finalizing():
+            return
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class MlirRlEnv(_ClosesItself, _EnvBase):
     """A Gymnasium environment backed by an mlir-rl server session.
 
     Args:
@@ -729,22 +749,6 @@ class MlirRlEnv(_EnvBase):
         finally:
             self._closed = True
             self._conn.release()
-
-    def __enter__(self) -> "MlirRlEnv":
-        return self
-
-    def __exit__(self, *args: Any) -> bool:
-        self.close()
-        return False
-
-    def __del__(self) -> None:
-        # Best effort against sessions orphaned on the server; never at interpreter shutdown.
-        if getattr(self, "_closed", True) or sys.is_finalizing():
-            return
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001
-            pass
 
     def __repr__(self) -> str:
         if not hasattr(self, "_conn"):

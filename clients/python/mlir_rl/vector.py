@@ -19,14 +19,13 @@ vector environments (``SyncVectorEnv``), with or without gymnasium installed:
 from __future__ import annotations
 
 import logging
-import sys
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import spaces as _spaces
-from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _step_request
+from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _ClosesItself, _step_request
 from .errors import InvalidArgumentError, MlirRlError, NotFoundError, error_class
 from .v1 import env_pb2
 
@@ -35,7 +34,7 @@ import grpc
 logger = logging.getLogger("mlir_rl")
 
 
-class MlirRlVectorEnv:
+class MlirRlVectorEnv(_ClosesItself):
     """``num_envs`` sessions of the same session options, stepped with one ``StepMany`` call per ``step``.
 
     Args:
@@ -164,21 +163,6 @@ class MlirRlVectorEnv:
     def _check_open(self) -> None:
         if self._closed:
             raise MlirRlError("the vector environment is closed")
-
-    def __enter__(self) -> "MlirRlVectorEnv":
-        return self
-
-    def __exit__(self, *args: Any) -> bool:
-        self.close()
-        return False
-
-    def __del__(self) -> None:
-        if sys.is_finalizing():
-            return
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - best effort at interpreter shutdown
-            pass
 
 
 def _stack(observations: Sequence["OrderedDict[str, np.ndarray]"]) -> "OrderedDict[str, np.ndarray]":
