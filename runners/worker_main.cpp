@@ -17,12 +17,14 @@
 #include "runners/WorkerProtocol.h"
 #include "support/Affinity.h"
 #include "support/Context.h"
+#include "support/Version.h"
 
 ABSL_FLAG(int, parent_pid, 0, "pid of the supervising server; the worker exits when it is gone");
 ABSL_FLAG(std::string, cpus, "", "comma-separated CPUs to pin to (empty: no pinning)");
 ABSL_FLAG(int64_t, memory_limit_mb, 0, "address-space limit in MiB (0: none)");
 
 int main(int argc, char **argv) {
+  mlir_rl::support::installVersionFlag("mlir-rl-runner");
   absl::ParseCommandLine(argc, argv);
   // Die with the server, even if it is SIGKILLed; and notice if it died before we got here.
   prctl(PR_SET_PDEATHSIG, SIGKILL);

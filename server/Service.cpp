@@ -15,6 +15,7 @@
 #include "server/Convert.h"
 #include "support/Affinity.h"
 #include "support/Target.h"
+#include "support/Version.h"
 
 #ifndef MLIR_RL_VERSION
 #define MLIR_RL_VERSION "unknown"
@@ -55,8 +56,8 @@ EnvService::EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationServic
 EnvService::~EnvService() = default;
 
 grpc::Status EnvService::GetVersion(grpc::ServerContext *, const v1::GetVersionRequest *, v1::GetVersionReply *reply) {
-  reply->set_server_version(MLIR_RL_VERSION);
-  reply->set_protocol_version("v1");
+  reply->set_server_version(support::mlirRlVersion());
+  reply->set_protocol_version(support::kProtocolVersion);
   reply->set_mlir_version(LLVM_VERSION_STRING);
   reply->set_host_cpu(support::hostCpuName());
   return grpc::Status::OK;

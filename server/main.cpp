@@ -27,6 +27,7 @@
 #include "support/Affinity.h"
 #include "support/Context.h"
 #include "support/Target.h"
+#include "support/Version.h"
 
 ABSL_FLAG(std::string, address, "127.0.0.1", "address to listen on (0.0.0.0 for every interface)");
 ABSL_FLAG(int, port, 50051, "port to listen on (0: any free port; see --port_file)");
@@ -83,6 +84,7 @@ void serveUntilSignalled(grpc::Server *server, mlir_rl::server::HealthService *h
 
 int main(int argc, char **argv) {
   absl::SetProgramUsageMessage("mlir-rl-server: reinforcement-learning environment for MLIR loop transformations");
+  mlir_rl::support::installVersionFlag("mlir-rl-server");
   absl::ParseCommandLine(argc, argv);
   mlir_rl::server::configureGrpcProcess();
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));

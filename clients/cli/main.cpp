@@ -12,6 +12,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/usage_config.h"
 #include "absl/flags/usage.h"
 #include "mlir_rl/v1/env.grpc.pb.h"
 
@@ -205,6 +206,12 @@ int episode(v1::MlirRlEnv::Stub &stub) {
 
 int main(int argc, char **argv) {
   absl::SetProgramUsageMessage("mlir-rl-cli [flags] list | health | episode");
+  {
+    // A thin client: its own version line (support/Version.h would pull MLIR in).
+    absl::FlagsUsageConfig config;
+    config.version_string = [] { return std::string("mlir-rl-cli " MLIR_RL_VERSION " (protocol v1)\n"); };
+    absl::SetFlagsUsageConfig(config);
+  }
   std::vector<char *> args = absl::ParseCommandLine(argc, argv);
   std::string command = args.size() > 1 ? args[1] : "episode";
   grpc::ChannelArguments channelArgs;

@@ -6,6 +6,7 @@ Every class of bad input gets a precise status and message, and the server and t
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 
@@ -13,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import start_server
+from conftest import server_binary, start_server
 from mlir_rl.v1 import env_pb2 as pb
 from mlir_rl.v1 import env_pb2_grpc as rpc
 
@@ -81,6 +82,22 @@ def test_version_and_spaces_describe_themselves(stub):
     names = [s.name for s in spaces.observation_space]
     assert "mask_type" in names and "loop_bounds" in names
 
+
+
+@pytest.mark.parametrize("program", ["mlir-rl-server", "mlir-rl-runner", "mlir-rl-cli"])
+def test_version_flag_names_mlir_rl_and_agrees_with_get_version(stub, program):
+    binary = server_binary().parent / program
+    if not binary.exists():
+        pytest.skip(f"{binary} not built")
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    version = stub.GetVersion(pb.GetVersionRequest(), timeout=10)
+    line = out.stdout.strip()
+    # e.g. "mlir-rl-server 0.1.0 (protocol v1, MLIR/LLVM 19.1.7, release build)": not Abseil's own build type.
+    assert line.startswith(f"{program} {version.server_version} (protocol {version.protocol_version}"), line
+    if program != "mlir-rl-cli":
+        assert f"MLIR/LLVM {version.mlir_version}" in line, line
+    assert "NDEBUG" not in line
 
 def test_unknown_and_malformed_benchmarks(stub):
     code, msg = code_and_message(reset, stub, "benchmark://nn-ops/does_not_exist")
