@@ -17,10 +17,6 @@
 #include "support/Target.h"
 #include "support/Version.h"
 
-#ifndef MLIR_RL_VERSION
-#define MLIR_RL_VERSION "unknown"
-#endif
-
 namespace mlir_rl::server {
 
 namespace {

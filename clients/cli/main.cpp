@@ -12,9 +12,9 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage_config.h"
 #include "absl/flags/usage.h"
 #include "mlir_rl/v1/env.grpc.pb.h"
+#include "support/Version.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "server address host:port");
 ABSL_FLAG(std::string, benchmark, "benchmark://nn-ops/matmul_512x512x512_f32", "benchmark URI for `episode`");
@@ -206,12 +206,7 @@ int episode(v1::MlirRlEnv::Stub &stub) {
 
 int main(int argc, char **argv) {
   absl::SetProgramUsageMessage("mlir-rl-cli [flags] list | health | episode");
-  {
-    // A thin client: its own version line (support/Version.h would pull MLIR in).
-    absl::FlagsUsageConfig config;
-    config.version_string = [] { return std::string("mlir-rl-cli " MLIR_RL_VERSION " (protocol v1)\n"); };
-    absl::SetFlagsUsageConfig(config);
-  }
+  mlir_rl::support::installVersionFlag("mlir-rl-cli");
   std::vector<char *> args = absl::ParseCommandLine(argc, argv);
   std::string command = args.size() > 1 ? args[1] : "episode";
   grpc::ChannelArguments channelArgs;

@@ -2,10 +2,10 @@
 // producer), max pooling and a generic contraction. Exact access matrices, bounds, iterator types and op counts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <algorithm>
 #include <map>
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
