@@ -12,11 +12,13 @@
 #include "mlir/IR/Verifier.h"
 #include "mlir/Parser/Parser.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/Support/xxhash.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "env/Generators.h"
 #include "env/Validation.h"
+#include "support/Context.h"
 #include "support/Diagnostics.h"
 #include "transforms/Transform.h"
 
@@ -275,19 +277,44 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::get(const st
   return it->second;
 }
 
+std::shared_ptr<mlir::MLIRContext> BenchmarkRegistry::validationContext() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  // Uniqued attributes and types (a large constant's data, say) live as long as their context: an upload is
+  // validated in a context of its own kind, replaced once it has parsed 64 MiB, so rejected uploads leave nothing
+  // behind in the context sessions share.
+  if (!validation_ || validationBytes_ > (int64_t{64} << 20)) {
+    validation_ = support::createContext();
+    validationBytes_ = 0;
+  }
+  return validation_;
+}
+
 absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::addUpload(const std::string &text,
                                                                              const std::string &description) {
-  std::string uri = absl::StrCat("benchmark://user/", absl::Hex(std::hash<std::string>{}(text), absl::kZeroPad16));
+  std::string uri = absl::StrCat("benchmark://user/", absl::Hex(llvm::xxh3_64bits(text), absl::kZeroPad16));
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = loaded_.find(uri);
     if (it != loaded_.end()) return it->second;
     if (uploads_ >= maxUploads)
       return absl::ResourceExhaustedError(absl::StrCat("the server holds its maximum of ", maxUploads, " uploads"));
+    validationBytes_ += static_cast<int64_t>(text.size());
   }
-  auto module = parseUpload(ctx_, text, "upload");
-  if (!module.ok()) return module.status();
-  auto parsed = Benchmark::fromModule(std::move(*module), uri, description.empty() ? "uploaded by a client" : description);
+  // Validated (and rewritten: TOSA converted, run-time indices clamped) in the validation context, then brought
+  // into the shared context as text.
+  std::string validated;
+  {
+    std::shared_ptr<mlir::MLIRContext> scratch = validationContext();
+    auto module = parseUpload(scratch.get(), text, "upload", uploadLimits);
+    if (!module.ok()) return module.status();
+    llvm::raw_string_ostream os(validated);
+    (*module)->print(os);
+  }
+  support::DiagnosticCapture capture;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::parseSourceString<mlir::ModuleOp>(validated, mlir::ParserConfig(ctx_), uri);
+  if (!module) return absl::InternalError(absl::StrCat("a validated upload does not parse again: ", capture.take()));
+  auto parsed = Benchmark::fromModule(std::move(module), uri, description.empty() ? "uploaded by a client" : description);
   if (!parsed.ok()) return parsed.status();
   std::lock_guard<std::mutex> lock(mutex_);
   auto [it, inserted] = loaded_.emplace(uri, std::move(*parsed));

@@ -17,6 +17,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
+#include "env/Validation.h"
 #include "runners/Evaluator.h"
 
 namespace mlir_rl::env {
@@ -88,6 +89,7 @@ class BenchmarkRegistry {
   // RESOURCE_EXHAUSTED past maxUploads.
   absl::StatusOr<std::shared_ptr<const Benchmark>> addUpload(const std::string &text, const std::string &description);
   size_t maxUploads = 10000;
+  UploadLimits uploadLimits;
   std::vector<BenchmarkInfo> list(const std::string &dataset);
   // generator://<family>/<seed>: generated on first use (see Generators.h), cached up to maxGenerated.
   size_t maxGenerated = 4096;
@@ -105,6 +107,9 @@ class BenchmarkRegistry {
   std::set<std::string> evalSignatures_;  // op signatures of the eval split, computed on first generator use
   bool evalSignaturesReady_ = false;
   absl::StatusOr<std::shared_ptr<const Benchmark>> generate(const std::string &uri);
+  std::shared_ptr<mlir::MLIRContext> validationContext();
+  std::shared_ptr<mlir::MLIRContext> validation_;  // under mutex_
+  int64_t validationBytes_ = 0;                      // text parsed in validation_
   const std::set<std::string> &evalSignatures();
 };
 

@@ -1,5 +1,8 @@
 #include "env/Config.h"
 
+#include <cmath>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace mlir_rl::env {
@@ -28,8 +31,11 @@ absl::Status SessionConfig::validate() const {
   if (maxVectorElements < 1 || maxVectorElements > (1 << 16))
     return absl::InvalidArgumentError(
         absl::StrCat("options.max_vector_elements = ", maxVectorElements, " is outside [1, 65536]"));
-  if (!(transformPenalty <= 0.0) || !(executionPenalty <= 0.0))
-    return absl::InvalidArgumentError("options.transform_penalty and options.execution_penalty must be <= 0");
+  for (auto [name, value] : {std::pair<const char *, double>{"transform_penalty", transformPenalty},
+                              {"execution_penalty", executionPenalty}})
+    if (!std::isfinite(value) || value > 0.0 || value < -1e6)
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.", name, " = ", value, " must be a finite number in [-1e6, 0]"));
   return absl::OkStatus();
 }
 

@@ -213,9 +213,8 @@ std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const C
   }
   // ExecutionEngineOptions::transformer is a function_ref: keep the callable alive in a named variable.
   std::function<llvm::Error(llvm::Module *)> transformer = makeLlvmOptimizer(options.llvm, tm->get());
-  static const std::string runnerUtils = std::string(MLIR_RL_LLVM_LIB_DIR) + "/libmlir_c_runner_utils.so";
-  static const std::string openmp = std::string(MLIR_RL_LLVM_LIB_DIR) + "/libomp.so";
-  llvm::SmallVector<llvm::StringRef, 2> libs{runnerUtils, openmp};
+  llvm::SmallVector<llvm::StringRef, 2> libs;
+  for (const std::string &lib : jitSharedLibraries()) libs.push_back(lib);
   mlir::ExecutionEngineOptions engineOptions;
   engineOptions.transformer = transformer;
   engineOptions.jitCodeGenOptLevel = codegenLevel(options.llvm.codegenLevel);
@@ -357,6 +356,12 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
       break;
   }
   return timing;
+}
+
+const std::vector<std::string> &jitSharedLibraries() {
+  static const std::vector<std::string> libs = {std::string(MLIR_RL_LLVM_LIB_DIR) + "/libmlir_c_runner_utils.so",
+                                                std::string(MLIR_RL_LLVM_LIB_DIR) + "/libomp.so"};
+  return libs;
 }
 
 }  // namespace mlir_rl::runners

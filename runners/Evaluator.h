@@ -37,6 +37,9 @@ struct KernelSignature {
 // non-tensor arguments or unsupported element types.
 bool analyzeKernel(mlir::ModuleOp module, KernelSignature &signature, std::string &error);
 
+// The shared libraries the JIT links kernels against (MLIR's C runner utilities, the OpenMP runtime).
+const std::vector<std::string> &jitSharedLibraries();
+
 struct TimingOptions {
   int minRepetitions = 5;       // timed samples at least
   int maxRepetitions = 50;      // and at most

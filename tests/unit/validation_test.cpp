@@ -40,7 +40,7 @@ func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })"
       {"huge tensor", R"(func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %big = tensor.empty() : tensor<100000x100000xf32>
   return %a : tensor<4xf32>
-})", "exceeds the limit"},
+})", "more than the limit of 1073741824 per tensor"},
       {"external call", R"(func.func private @system(i64) -> i64
 func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %c = arith.constant 0 : i64
@@ -63,11 +63,93 @@ func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   return %a : tensor<4xf32>
 })", "'scf.for' is not allowed"},
       {"too large", std::string(9u << 20, ' '), "more than the limit"},
+      // Issue 13, defect 1: 5,000 nested modules overflowed a gRPC thread's stack inside the parser.
+      {"deep nesting", []{ std::string t; for (int i = 0; i < 5000; ++i) t += "module {"; return t + std::string(5000, '}'); }(),
+       "nest more than 64 levels"},
+      {"deep type nesting", "func.func @f(%a: " + std::string(3000, '(') + "tensor<4xf32>" + std::string(3000, ')') + ")",
+       "nest more than"},
+      {"NUL byte", std::string("func.func @f() {\0}", 18), "NUL byte"},
+      // Defect 3: the byte count overflowed int64 and the module was accepted with bytes = 0 or -8.
+      {"tensor size overflowing int64", "func.func @k(%a: tensor<4294967296x4294967296xf32>) -> "
+       "tensor<4294967296x4294967296xf32> { return %a : tensor<4294967296x4294967296xf32> }", "more than 2^63"},
+      {"tensor size near int64 max", "func.func @k(%a: tensor<9223372036854775807xf32>) -> "
+       "tensor<9223372036854775807xf32> { return %a : tensor<9223372036854775807xf32> }", "more than 2^63"},
+      // Defect 9: a kernel named after a C library symbol passed validation, then failed to lower.
+      {"kernel named malloc", "func.func @malloc(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
+       "symbol of the C library"},
+      {"kernel named memrefCopy", "func.func @memrefCopy(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
+       "symbol of the C library"},
+      {"reserved prefix", "func.func @_mlir_ciface_x(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
+       "reserved"},
+      {"quoted name", "func.func @\"a b\"(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
+       "not a plain identifier"},
+      {"constant index out of bounds", R"(func.func @f(%a: tensor<4xf32>) -> f32 {
+  %c9 = arith.constant 9 : index
+  %v = tensor.extract %a[%c9] : tensor<4xf32>
+  return %v : f32
+})", "index 9 is outside dimension 0 of size 4"},
+      {"dynamic slice size", R"(func.func @f(%a: tensor<8xf32>, %i: tensor<1xi64>) -> tensor<8xf32> {
+  %c0 = arith.constant 0 : index
+  %n64 = tensor.extract %i[%c0] : tensor<1xi64>
+  %n = arith.index_cast %n64 : i64 to index
+  %s = tensor.extract_slice %a[0] [%n] [1] : tensor<8xf32> to tensor<?xf32>
+  %r = tensor.insert_slice %s into %a[0] [%n] [1] : tensor<?xf32> into tensor<8xf32>
+  return %r : tensor<8xf32>
+})", "dynamic shapes"},
+      {"gather", R"(func.func @f(%a: tensor<8xf32>, %i: tensor<2x1xindex>) -> tensor<2xf32> {
+  %g = tensor.gather %a[%i] gather_dims([0]) unique : (tensor<8xf32>, tensor<2x1xindex>) -> tensor<2xf32>
+  return %g : tensor<2xf32>
+})", "'tensor.gather' is not supported"},
   };
   for (const BadCase &c : corpus) {
     std::string m = message(c.text);
     EXPECT_NE(m.find(c.expected), std::string::npos) << c.name << ": got \"" << m << "\"";
   }
+}
+
+TEST(Validation, TextLimitsAreCheckedBeforeParsing) {
+  env::UploadLimits limits;
+  limits.maxNesting = 8;
+  EXPECT_TRUE(env::checkUploadText("module { func.func @f() -> () { return } }", limits).ok());
+  // Brackets inside strings and comments, '->' and '>=' do not count.
+  EXPECT_TRUE(env::checkUploadText("// ((((((((((((\n\"{{{{{{{{{{{{\\\"\" -> >= -> >=", limits).ok());
+  absl::Status deep = env::checkUploadText("((((((((((x))))))))))", limits);
+  EXPECT_EQ(deep.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(deep.message().find("upload:1: brackets nest more than 8 levels"), std::string::npos) << deep;
+  EXPECT_EQ(env::tensorBytes({4294967296, 4294967296}, 32), -1);
+  EXPECT_EQ(env::tensorBytes({9223372036854775807}, 32), -1);
+  EXPECT_EQ(env::tensorBytes({3, 5}, 64), 120);
+  EXPECT_EQ(env::tensorBytes({7}, 1), 7);
+}
+
+// Issue 13, defect 4: tensor.extract / tensor.insert at an index taken from the input data segfaulted the worker.
+// Such indices are clamped into the tensor, so the kernel compiles, runs and stays inside its buffers.
+TEST(Validation, DataDependentIndicesAreClampedIntoTheirTensors) {
+  const char *text = R"(
+func.func @gather_scatter(%table: tensor<16xf32>, %idx: tensor<4xi32>) -> tensor<16xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %i32 = tensor.extract %idx[%c0] : tensor<4xi32>
+  %big = arith.constant 1000000000 : i32
+  %far = arith.muli %i32, %big : i32
+  %i = arith.index_cast %far : i32 to index
+  %v = tensor.extract %table[%i] : tensor<16xf32>
+  %j32 = tensor.extract %idx[%c1] : tensor<4xi32>
+  %neg = arith.subi %j32, %big : i32
+  %j = arith.index_cast %neg : i32 to index
+  %w = tensor.insert %v into %table[%j] : tensor<16xf32>
+  %s = tensor.extract_slice %w[%i] [4] [1] : tensor<16xf32> to tensor<4xf32>
+  %r = tensor.insert_slice %s into %w[%j] [4] [1] : tensor<4xf32> into tensor<16xf32>
+  return %r : tensor<16xf32>
+})";
+  auto b = testing::registry().addUpload(text, "out-of-bounds indices from data");
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::string &ir = (*b)->taggedText();
+  EXPECT_NE(ir.find("arith.minsi"), std::string::npos) << ir;
+  EXPECT_NE(ir.find("arith.maxsi"), std::string::npos) << ir;
+  // The reference (the kernel as uploaded, clamped) compiles and runs in a worker-less executor: no crash.
+  auto ref = testing::evaluator().reference(**b, 0, 1);
+  ASSERT_TRUE(ref.ok()) << ref.status();
 }
 
 TEST(Validation, KernelShapeRulesComeFromTheRegistry) {
