@@ -261,9 +261,17 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::get(const st
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto loaded = loaded_.find(uri);
-    if (loaded != loaded_.end()) return loaded->second;
+    if (loaded != loaded_.end()) {
+      if (auto lease = uploads_.find(uri); lease != uploads_.end()) lease->second.lastUsed = std::chrono::steady_clock::now();
+      return loaded->second;
+    }
     auto it = paths_.find(uri);
-    if (it == paths_.end()) return absl::NotFoundError(absl::StrCat("unknown benchmark '", uri, "'"));
+    if (it == paths_.end()) {
+      if (expiredUploads_.count(uri))
+        return absl::NotFoundError(absl::StrCat("upload '", uri, "' expired: no session used it for a while "
+                                                "(--upload_idle_timeout_s); upload it again (AddBenchmark)"));
+      return absl::NotFoundError(absl::StrCat("unknown benchmark '", uri, "'"));
+    }
     path = it->second;
   }
   std::ifstream in(path);
@@ -290,14 +298,24 @@ std::shared_ptr<mlir::MLIRContext> BenchmarkRegistry::validationContext() {
 }
 
 absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::addUpload(const std::string &text,
-                                                                             const std::string &description) {
+                                                                             const std::string &description,
+                                                                             const std::string &client) {
   std::string uri = absl::StrCat("benchmark://user/", absl::Hex(llvm::xxh3_64bits(text), absl::kZeroPad16));
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = loaded_.find(uri);
-    if (it != loaded_.end()) return it->second;
-    if (uploads_ >= maxUploads)
-      return absl::ResourceExhaustedError(absl::StrCat("the server holds its maximum of ", maxUploads, " uploads"));
+    if (it != loaded_.end()) {
+      uploads_[uri].lastUsed = std::chrono::steady_clock::now();
+      return it->second;
+    }
+    if (uploads_.size() >= maxUploads)
+      return absl::ResourceExhaustedError(absl::StrCat("the server holds its maximum of ", maxUploads,
+                                                       " uploads (--max_uploads); unused ones expire "
+                                                       "(--upload_idle_timeout_s)"));
+    if (auto held = uploadsPerClient_.find(client); held != uploadsPerClient_.end() && held->second >= maxUploadsPerClient)
+      return absl::ResourceExhaustedError(absl::StrCat("client '", client, "' holds its maximum of ",
+                                                       maxUploadsPerClient, " uploads (--max_uploads_per_client); "
+                                                       "unused ones expire (--upload_idle_timeout_s)"));
     validationBytes_ += static_cast<int64_t>(text.size());
   }
   // Validated (and rewritten: TOSA converted, run-time indices clamped) in the validation context, then brought
@@ -319,10 +337,40 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::addUpload(co
   std::lock_guard<std::mutex> lock(mutex_);
   auto [it, inserted] = loaded_.emplace(uri, std::move(*parsed));
   if (inserted) {
-    ++uploads_;
+    uploads_[uri] = {client, std::chrono::steady_clock::now()};
+    ++uploadsPerClient_[client];
+    expiredUploads_.erase(uri);
     paths_[uri] = "";  // listed with the others
   }
   return it->second;
+}
+
+size_t BenchmarkRegistry::expireUploads(std::chrono::steady_clock::duration idle) {
+  std::vector<std::shared_ptr<const Benchmark>> expired;  // freed outside the lock
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto cutoff = std::chrono::steady_clock::now() - idle;
+  for (auto it = uploads_.begin(); it != uploads_.end();) {
+    auto loaded = loaded_.find(it->first);
+    // Held by the registry alone: no session (nor a call in flight) uses it.
+    if (it->second.lastUsed < cutoff && loaded != loaded_.end() && loaded->second.use_count() == 1) {
+      expired.push_back(std::move(loaded->second));
+      loaded_.erase(loaded);
+      paths_.erase(it->first);
+      if (auto held = uploadsPerClient_.find(it->second.client); held != uploadsPerClient_.end() && --held->second == 0)
+        uploadsPerClient_.erase(held);
+      if (expiredUploads_.size() >= 100000) expiredUploads_.clear();
+      expiredUploads_.insert(it->first);
+      it = uploads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return expired.size();
+}
+
+size_t BenchmarkRegistry::numUploads() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return uploads_.size();
 }
 
 std::vector<BenchmarkInfo> BenchmarkRegistry::list(const std::string &dataset) {

@@ -5,6 +5,7 @@
 // first (consumers before producers). linalg.fill is initialization and is not scheduled.
 #pragma once
 
+#include <chrono>
 #include <deque>
 #include <map>
 #include <set>
@@ -86,10 +87,16 @@ class BenchmarkRegistry {
   absl::StatusOr<std::shared_ptr<const Benchmark>> get(const std::string &uri);
   // Validates an uploaded module (see Validation.h) and registers it as benchmark://user/<hash of the text>, so the
   // same upload always gets the same URI. INVALID_ARGUMENT with MLIR's diagnostic when it is rejected;
-  // RESOURCE_EXHAUSTED past maxUploads.
-  absl::StatusOr<std::shared_ptr<const Benchmark>> addUpload(const std::string &text, const std::string &description);
+  // RESOURCE_EXHAUSTED past maxUploads, or past maxUploadsPerClient for `client` (who uploads it first owns it).
+  absl::StatusOr<std::shared_ptr<const Benchmark>> addUpload(const std::string &text, const std::string &description,
+                                                             const std::string &client = "");
   size_t maxUploads = 10000;
+  size_t maxUploadsPerClient = 10000;
   UploadLimits uploadLimits;
+  // Forgets uploads that no session uses and nobody has asked for (get, addUpload) for `idle`; NOT_FOUND then says
+  // they expired. Returns how many.
+  size_t expireUploads(std::chrono::steady_clock::duration idle);
+  size_t numUploads() const;
   std::vector<BenchmarkInfo> list(const std::string &dataset);
   // generator://<family>/<seed>: generated on first use (see Generators.h), cached up to maxGenerated.
   size_t maxGenerated = 4096;
@@ -101,7 +108,13 @@ class BenchmarkRegistry {
   mutable std::mutex mutex_;
   std::map<std::string, std::string> paths_;  // uri -> file
   std::map<std::string, std::shared_ptr<const Benchmark>> loaded_;
-  size_t uploads_ = 0;
+  struct UploadLease {
+    std::string client;
+    std::chrono::steady_clock::time_point lastUsed;
+  };
+  std::map<std::string, UploadLease> uploads_;     // uri -> lease, under mutex_
+  std::map<std::string, size_t> uploadsPerClient_;
+  std::set<std::string> expiredUploads_;           // bounded; NOT_FOUND says they expired
   std::map<std::string, std::shared_ptr<const Benchmark>> generated_;
   std::deque<std::string> generatedOrder_;
   std::set<std::string> evalSignatures_;  // op signatures of the eval split, computed on first generator use

@@ -16,6 +16,11 @@ enum class RewardMode { Final, Immediate };
 // one step per interchange; MLIR RL's alternative).
 enum class InterchangeMode { LevelPointers, Swaps };
 
+// How a session's evaluations use the evaluation cache: Use (a candidate measured before, by any session, is not
+// measured again), Refresh (always measure; the result replaces the cached one) or Bypass (always measure; the cache
+// is neither read nor written).
+enum class CacheMode { Use, Refresh, Bypass };
+
 struct SessionConfig {
   int maxLoops = 12;           // loops described by observations and tile heads
   int maxAccesses = 7;         // loads (and stores) per op described by the observation's access matrices
@@ -29,6 +34,7 @@ struct SessionConfig {
   int64_t maxVectorElements = 512;
   bool penalizeMaskedActions = false;  // false: a masked action is INVALID_ARGUMENT
   InterchangeMode interchangeMode = InterchangeMode::LevelPointers;
+  CacheMode cacheMode = CacheMode::Use;
 
   // INVALID_ARGUMENT naming the offending field when a value is out of its allowed range.
   absl::Status validate() const;

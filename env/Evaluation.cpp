@@ -50,11 +50,24 @@ std::shared_ptr<EvaluationService::ReferenceEntry> EvaluationService::referenceE
   return entry;
 }
 
+runners::ExecResult EvaluationService::execute(const runners::ExecRequest &request) {
+  runners::ExecResult result = executor_->execute(request);
+  if (result.failure == runners::FailureKind::Internal && result.retryable) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.retries;
+    }
+    result = executor_->execute(request);
+  }
+  return result;
+}
+
 absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationService::reference(
-    const Benchmark &benchmark, uint64_t seed, int threads) {
+    const Benchmark &benchmark, uint64_t seed, int threads, runners::Deadline callerDeadline) {
   auto entry = referenceEntry(referenceKey(benchmark, seed, threads));
   std::lock_guard<std::mutex> lock(entry->mutex);  // one measurement per key; others wait for it
   if (entry->value) return entry->value;
+  if (!entry->failure.ok()) return entry->failure;
   if (auto persisted = persistedReference(benchmark, seed, threads)) {
     entry->value = persisted;
     return entry->value;
@@ -66,11 +79,17 @@ absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationSe
   request.numThreads = threads;
   request.timing = timing_;
   request.timeoutSeconds = timeouts_.ceilingSeconds;
-  runners::ExecResult result = executor_->execute(request);
+  request.callerDeadline = callerDeadline;
+  runners::ExecResult result = execute(request);
   if (!result.ok()) {
-    // Not remembered: the failure may be transient (a worker killed from outside); the next step tries again.
-    return absl::InternalError(absl::StrCat("reference of ", benchmark.info().uri, ": ",
-                                            runners::failureKindName(result.failure), ": ", result.message));
+    std::string message = absl::StrCat("the reference (untransformed ", benchmark.info().uri, ") ",
+                                       runners::failureKindName(result.failure), ": ", result.message);
+    if (result.failure == runners::FailureKind::Internal) return absl::UnavailableError(message);
+    // The benchmark itself does not run: remember it.
+    entry->failure = absl::FailedPreconditionError(message);
+    std::lock_guard<std::mutex> statsLock(mutex_);
+    ++stats_.brokenReferences;
+    return entry->failure;
   }
   auto ref = std::make_shared<Reference>();
   ref->timing = result.timing;
@@ -124,17 +143,17 @@ std::string candidateText(mlir::ModuleOp candidate) {
 }
 
 EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::ModuleOp candidate, uint64_t seed,
-                                             int threads) {
-  return evaluate(benchmark, candidateText(candidate), seed, threads);
+                                             int threads, const EvaluateOptions &options) {
+  return evaluate(benchmark, candidateText(candidate), seed, threads, options);
 }
 
 EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const std::string &ir, uint64_t seed,
-                                             int threads) {
+                                             int threads, const EvaluateOptions &options) {
   std::string key = candidateKey(ir, benchmark.info().uri, seed, threads);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.evaluations;
-    if (EvaluationRecord *found = cache_.find(key)) {
+    if (EvaluationRecord *found = options.readCache ? cache_.find(key) : nullptr) {
       ++stats_.cacheHits;
       EvaluationRecord hit = *found;
       hit.cached = true;
@@ -142,11 +161,12 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
     }
   }
   EvaluationRecord record;
-  auto ref = reference(benchmark, seed, threads);
+  auto ref = reference(benchmark, seed, threads, options.callerDeadline);
   if (!ref.ok()) {
-    record.failure = std::string(ref.status().message());
-    record.failureKind = runners::FailureKind::Internal;
-    return record;  // not cached: the reference problem is the benchmark's, not the candidate's
+    record.error = ref.status();  // the benchmark's problem or a passing one, never the candidate's
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.notEvaluated;
+    return record;
   }
   record.referenceNs = (*ref)->timing.medianNs;
   runners::ExecRequest request;
@@ -156,7 +176,15 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
   request.numThreads = threads;
   request.timing = timing_;
   request.timeoutSeconds = timeouts_.forReference(record.referenceNs);
-  runners::ExecResult result = executor_->execute(request);
+  request.callerDeadline = options.callerDeadline;
+  runners::ExecResult result = execute(request);
+  if (result.failure == runners::FailureKind::Internal) {
+    // Nothing about the candidate was learnt: not a reward, not cached.
+    record.error = absl::UnavailableError(absl::StrCat("the candidate could not be evaluated: ", result.message));
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.notEvaluated;
+    return record;
+  }
   record.failureKind = result.failure;
   record.correct = result.correct;
   record.maxAbsError = result.maxAbsError;
@@ -173,17 +201,18 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
   switch (result.failure) {
     case runners::FailureKind::Compile: ++stats_.compileFailures; break;
     case runners::FailureKind::WrongResult: ++stats_.wrongResults; break;
-    case runners::FailureKind::Crash:
-    case runners::FailureKind::OutOfMemory: ++stats_.crashes; break;
+    case runners::FailureKind::Crash: ++stats_.crashes; break;
+    case runners::FailureKind::OutOfMemory: ++stats_.outOfMemory; break;
     case runners::FailureKind::Timeout: ++stats_.timeouts; break;
     default: break;
   }
-  // Internal failures (e.g. the worker pool shutting down) say nothing about the candidate: do not cache them.
-  if (result.failure != runners::FailureKind::Internal && !cache_.contains(key)) {
+  bool replace = options.writeCache && (!options.readCache || !cache_.contains(key));
+  if (replace) {
     if (record.ok)
       persist(absl::StrCat("C\t", key, "\t", num(record.timing.medianNs), "\t", num(record.timing.minNs), "\t",
                            num(record.timing.spread), "\t", record.timing.repetitions, "\t", num(record.lowerMs), "\t",
                            num(record.jitMs), "\t", num(record.referenceNs), "\t", num(record.maxAbsError)));
+    cache_.take(key);  // a re-measurement replaces the earlier result
     cache_.insert(key, record);
   }
   return record;
@@ -249,7 +278,10 @@ void EvaluationService::loadPersisted(const std::string &path) {
 
 EvaluationStats EvaluationService::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return stats_;
+  EvaluationStats s = stats_;
+  s.cacheEntries = static_cast<int64_t>(cache_.size());
+  s.references = static_cast<int64_t>(references_.size());
+  return s;
 }
 
 }  // namespace mlir_rl::env

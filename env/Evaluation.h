@@ -23,6 +23,10 @@
 namespace mlir_rl::env {
 
 struct EvaluationRecord {
+  // Not OK when no evaluation took place for reasons that are not the candidate's (the server is shutting down, the
+  // caller's deadline passed, a worker was killed from outside twice, the benchmark's own reference fails): the
+  // step that asked for it must be undone and this status returned. The fields below are then meaningless.
+  absl::Status error;
   bool ok = false;          // compiled, ran, and matched the reference
   std::string failure;      // why not, when !ok
   runners::FailureKind failureKind = runners::FailureKind::None;
@@ -37,6 +41,14 @@ struct EvaluationRecord {
 
 struct EvaluationStats {
   int64_t evaluations = 0, cacheHits = 0, compileFailures = 0, wrongResults = 0, crashes = 0, timeouts = 0;
+  int64_t outOfMemory = 0, retries = 0, notEvaluated = 0, cacheEntries = 0, references = 0, brokenReferences = 0;
+};
+
+// How one evaluation may be served.
+struct EvaluateOptions {
+  runners::Deadline callerDeadline = runners::Deadline::max();  // the caller stops waiting here
+  bool readCache = true;   // false: measure again even when the candidate was measured
+  bool writeCache = true;  // false: the result is not kept (with readCache, a measured result is still replaced)
 };
 
 // Time-out of one evaluation: clamp(floor + multiple x reference time, floor, ceiling). The reference itself gets
@@ -62,14 +74,21 @@ class EvaluationService {
     runners::Timing timing;
     double lowerMs = 0, jitMs = 0;
   };
-  absl::StatusOr<std::shared_ptr<const Reference>> reference(const Benchmark &benchmark, uint64_t seed, int threads);
+  // A reference that fails reproducibly (times out, crashes, runs out of memory, does not compile) is remembered:
+  // FAILED_PRECONDITION from then on, so a broken upload does not hold a worker for its whole time-out at every
+  // episode. Failures that are not the benchmark's (a worker killed from outside, shutdown) are not remembered.
+  absl::StatusOr<std::shared_ptr<const Reference>> reference(const Benchmark &benchmark, uint64_t seed, int threads,
+                                                             runners::Deadline callerDeadline = runners::Deadline::max());
 
   // The reference time if it was already measured (never measures).
   bool knownReference(const Benchmark &benchmark, uint64_t seed, int threads, runners::Timing &timing);
 
-  EvaluationRecord evaluate(const Benchmark &benchmark, mlir::ModuleOp candidate, uint64_t seed, int threads);
-  // The same for a candidate already printed with candidateText().
-  EvaluationRecord evaluate(const Benchmark &benchmark, const std::string &candidateIR, uint64_t seed, int threads);
+  EvaluationRecord evaluate(const Benchmark &benchmark, mlir::ModuleOp candidate, uint64_t seed, int threads,
+                            const EvaluateOptions &options = {});
+  // The same for a candidate already printed with candidateText(). A worker killed or stopped from outside is not
+  // the candidate's fault: the evaluation is retried once on a fresh worker, and only reproducible results are cached.
+  EvaluationRecord evaluate(const Benchmark &benchmark, const std::string &candidateIR, uint64_t seed, int threads,
+                            const EvaluateOptions &options = {});
 
   EvaluationStats stats() const;
 
@@ -85,7 +104,10 @@ class EvaluationService {
   struct ReferenceEntry {
     std::mutex mutex;
     std::shared_ptr<const Reference> value;
+    absl::Status failure;  // a reproducible failure of the reference (not OK: remembered)
   };
+  // Runs the request, retrying once on a fresh worker when the failure came from outside the candidate.
+  runners::ExecResult execute(const runners::ExecRequest &request);
   std::shared_ptr<ReferenceEntry> referenceEntry(const std::string &key);
 
   runners::Executor *executor_;

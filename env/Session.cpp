@@ -472,8 +472,33 @@ std::string Session::describe(const DecodedAction &a) const {
   }
 }
 
-double Session::evaluateState(StepResult &result) {
-  EvaluationRecord record = evaluator_->evaluate(*benchmark_, state_->text(), seed_, config_.numThreads);
+Session::Snapshot Session::snapshot() const {
+  return Snapshot{state_,      cursor_, fragments_.size(), actions_.size(), actionsOnOp_, steps_, historyOnOp_,
+                  pendingPermutation_, terminated_, truncated_, lastTimeNs_};
+}
+
+void Session::restore(Snapshot s) {
+  invalidate();
+  state_ = std::move(s.state);
+  cursor_ = s.cursor;
+  fragments_.resize(s.fragments);
+  actions_.resize(s.actions);
+  actionsOnOp_ = s.actionsOnOp;
+  steps_ = s.steps;
+  historyOnOp_ = std::move(s.historyOnOp);
+  pendingPermutation_ = std::move(s.pendingPermutation);
+  terminated_ = s.terminated;
+  truncated_ = s.truncated;
+  lastTimeNs_ = s.lastTimeNs;
+}
+
+absl::StatusOr<double> Session::evaluateState(StepResult &result, const StepContext &context) {
+  EvaluateOptions options;
+  options.callerDeadline = context.deadline;
+  options.readCache = config_.cacheMode == CacheMode::Use;
+  options.writeCache = config_.cacheMode != CacheMode::Bypass;
+  EvaluationRecord record = evaluator_->evaluate(*benchmark_, state_->text(), seed_, config_.numThreads, options);
+  if (!record.error.ok()) return record.error;
   result.evaluation = record;
   if (!record.ok) return config_.executionPenalty;
   double before = config_.rewardMode == RewardMode::Immediate && lastTimeNs_ > 0 ? lastTimeNs_ : record.referenceNs;
@@ -481,7 +506,7 @@ double Session::evaluateState(StepResult &result) {
   return reward(before, record.timing.medianNs);
 }
 
-absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
+absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values, const StepContext &context) {
   if (done())
     return absl::FailedPreconditionError(
         absl::StrCat("the episode is over (", terminated_ ? "terminated" : "truncated",
@@ -497,7 +522,12 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   result.action = values;
   result.description = describe(a);
   result.applied = true;
-  if (!legal.ok()) return penalizeMaskedAction(a, std::string(legal.message()), std::move(result));
+  Snapshot before = snapshot();
+  if (!legal.ok()) {
+    auto penalized = penalizeMaskedAction(a, std::string(legal.message()), std::move(result), context);
+    if (!penalized.ok()) restore(std::move(before));
+    return penalized;
+  }
   const ScheduledOp *op = currentOp();
   // The state's facts answer what TILING, TILED_PARALLELIZATION and INTERCHANGE need, with no walk of the IR.
   std::shared_ptr<const OpFacts> facts = this->facts();
@@ -598,23 +628,34 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values) {
   if (!terminated_ && config_.maxSteps > 0 && steps_ >= config_.maxSteps) truncated_ = true;
   invalidate();
 
-  addEvaluationReward(result, transformed);
+  if (absl::Status s = addEvaluationReward(result, transformed, context); !s.ok()) {
+    restore(std::move(before));
+    return s;
+  }
   return result;
 }
 
-void Session::addEvaluationReward(StepResult &result, bool transformed) {
-  if (config_.rewardMode == RewardMode::Immediate && transformed) {
-    result.reward += evaluateState(result);
-  } else if (config_.rewardMode == RewardMode::Final && done()) {
-    result.reward += evaluateState(result);
-  } else if (config_.rewardMode == RewardMode::Immediate && done() && lastTimeNs_ == 0) {
-    // Nothing was transformed in the whole episode: the final state is the reference (reward 0), but report it.
-    result.reward += evaluateState(result);
+absl::Status Session::addEvaluationReward(StepResult &result, bool transformed, const StepContext &context) {
+  bool evaluate = (config_.rewardMode == RewardMode::Immediate && transformed) ||
+                  (config_.rewardMode == RewardMode::Final && done()) ||
+                  // IMMEDIATE with nothing transformed in the whole episode: the final state is the reference
+                  // (reward 0), but report it.
+                  (config_.rewardMode == RewardMode::Immediate && done() && lastTimeNs_ == 0);
+  if (!evaluate) return absl::OkStatus();
+  absl::StatusOr<double> reward = evaluateState(result, context);
+  if (!reward.ok()) return reward.status();
+  result.reward += *reward;
+  // FINAL pays the whole return on the step that ends the episode, also when max_steps ends it: nothing is left to
+  // earn, so the episode is terminated (an agent must not bootstrap a value onto a complete return).
+  if (config_.rewardMode == RewardMode::Final && truncated_) {
+    truncated_ = false;
+    terminated_ = true;
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<StepResult> Session::penalizeMaskedAction(const DecodedAction &a, std::string reason,
-                                                         StepResult result) {
+                                                         StepResult result, const StepContext &context) {
   // The state is unchanged, but the step counts (like a failed transformation) so that every episode ends.
   result.applied = false;
   result.failureReason = "masked action: " + reason;
@@ -626,7 +667,7 @@ absl::StatusOr<StepResult> Session::penalizeMaskedAction(const DecodedAction &a,
   if (++actionsOnOp_ >= config_.actionsPerOp) advanceCursor();
   if (!terminated_ && config_.maxSteps > 0 && steps_ >= config_.maxSteps) truncated_ = true;
   invalidate();
-  addEvaluationReward(result, /*transformed=*/false);
+  if (absl::Status s = addEvaluationReward(result, /*transformed=*/false, context); !s.ok()) return s;
   return result;
 }
 

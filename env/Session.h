@@ -43,6 +43,12 @@ struct EpisodeStatus {
   bool terminated = false, truncated = false;
 };
 
+// What a step's caller allows it: the time by which it must be done (its RPC's deadline). An evaluation still
+// running then is abandoned and the step undone.
+struct StepContext {
+  runners::Deadline deadline = runners::Deadline::max();
+};
+
 // The observation space for a config: one Box per named tensor, in the order observe() returns them.
 std::vector<BoxSpec> observationSpace(const SessionConfig &config);
 
@@ -53,8 +59,10 @@ class Session {
                                                          EvaluationService *evaluator);
 
   // INVALID_ARGUMENT for malformed or masked actions, FAILED_PRECONDITION after the end of the episode. A
-  // transformation that fails to apply is not an error: it is a StepResult with applied = false.
-  absl::StatusOr<StepResult> step(const std::vector<int64_t> &action);
+  // transformation that fails to apply is not an error: it is a StepResult with applied = false. A step whose
+  // evaluation could not take place for reasons that are not the candidate's (shutdown, the caller's deadline, a
+  // benchmark whose reference does not run) is undone and returns that error (UNAVAILABLE, FAILED_PRECONDITION).
+  absl::StatusOr<StepResult> step(const std::vector<int64_t> &action, const StepContext &context = {});
 
   std::vector<NamedTensor> observe() const;
   // Computed once per state (cached until the next step).
@@ -96,10 +104,24 @@ class Session {
   // Moves to the state the fragment (made for a given value-name prefix) gives, found in the transition cache or
   // made by applying it to a clone; on failure the state is unchanged and `failure` says why.
   bool apply(const std::function<transforms::Fragment(llvm::StringRef)> &make, std::string &failure);
-  double evaluateState(StepResult &result);
+  // The reward of the current state's evaluation; an error when none could take place.
+  absl::StatusOr<double> evaluateState(StepResult &result, const StepContext &context);
   // Evaluates the state when the reward mode asks for it after this step, adding the reward to `result`.
-  void addEvaluationReward(StepResult &result, bool transformed);
-  absl::StatusOr<StepResult> penalizeMaskedAction(const DecodedAction &action, std::string reason, StepResult result);
+  absl::Status addEvaluationReward(StepResult &result, bool transformed, const StepContext &context);
+  absl::StatusOr<StepResult> penalizeMaskedAction(const DecodedAction &action, std::string reason, StepResult result,
+                                                  const StepContext &context);
+  // What a step changes, to undo a step whose evaluation could not take place.
+  struct Snapshot {
+    std::shared_ptr<const PayloadState> state;
+    size_t cursor, fragments, actions;
+    int actionsOnOp, steps;
+    std::vector<int> historyOnOp;
+    std::vector<int64_t> pendingPermutation;
+    bool terminated, truncated;
+    double lastTimeNs;
+  };
+  Snapshot snapshot() const;
+  void restore(Snapshot snapshot);
   std::string describe(const DecodedAction &action) const;
 
   std::shared_ptr<const Benchmark> benchmark_;

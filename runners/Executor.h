@@ -5,6 +5,7 @@
 // Requests carry IR as text so they can cross a process boundary unchanged.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -21,6 +22,8 @@ class MLIRContext;
 
 namespace mlir_rl::runners {
 
+using Deadline = std::chrono::steady_clock::time_point;
+
 struct ExecRequest {
   std::string candidateIR;   // the module to evaluate
   std::string referenceIR;   // the untransformed benchmark: its outputs on the same inputs are the truth
@@ -29,6 +32,9 @@ struct ExecRequest {
   TimingOptions timing;
   bool time = true;          // false: compile, run and check only
   double timeoutSeconds = 0; // whole request (0: no limit); enforced by executors that can (WorkerPool)
+  // The caller stops waiting here (its RPC's deadline): the evaluation is abandoned, not reported as the
+  // candidate's time-out. Enforced by executors that can (WorkerPool); not sent to workers.
+  Deadline callerDeadline = Deadline::max();
 };
 
 enum class FailureKind { None, Compile, Crash, Timeout, OutOfMemory, WrongResult, Internal };
@@ -37,6 +43,10 @@ const char *failureKindName(FailureKind kind);
 struct ExecResult {
   FailureKind failure = FailureKind::None;
   std::string message;     // what went wrong, for users
+  // With FailureKind::Internal: the failure came from outside the candidate (its worker killed or stopped from
+  // outside, the pool cancelled, the caller's deadline) and says nothing about it: never cached, and a retry on a
+  // fresh worker may succeed (`retryable`; false when the pool is shutting down or the caller is gone).
+  bool retryable = false;
   bool correct = false;
   double maxAbsError = 0;
   Timing timing;
@@ -48,6 +58,8 @@ class Executor {
  public:
   virtual ~Executor() = default;
   virtual ExecResult execute(const ExecRequest &request) = 0;
+  // Stops evaluations in flight and refuses new ones, where the executor can (WorkerPool); for shutdown.
+  virtual void cancelAll(const std::string &reason) {}
 };
 
 // Reference outputs per (reference IR, seed, threads), computed on first use in this process.

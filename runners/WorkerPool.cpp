@@ -3,7 +3,10 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fstream>
 #include <future>
+#include <iterator>
+#include <optional>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -26,10 +29,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void closeFd(int &fd) {
-  if (fd >= 0) ::close(fd);
-  fd = -1;
+// The scheduler state of a process ('R', 'S', 'T' stopped, 't' traced, 'Z', ...) from /proc, or 0.
+char processState(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t close = stat.rfind(')');  // the command name may hold spaces and parentheses
+  return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : 0;
 }
+
+void setNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 }  // namespace
 
@@ -74,9 +82,6 @@ WorkerPool::~WorkerPool() {
         ::kill(w->pid, SIGKILL);
         ::waitpid(w->pid, nullptr, 0);
       }
-      closeFd(w->requestFd);
-      closeFd(w->responseFd);
-      closeFd(w->stderrFd);
     }
   }
   {
@@ -103,95 +108,136 @@ bool WorkerPool::runOnSpawner(const std::function<void()> &task) {
 }
 
 bool WorkerPool::spawn(Worker &w, std::string &error) {
-  int toWorker[2], fromWorker[2], errPipe[2];
-  if (pipe2(toWorker, O_CLOEXEC) != 0 || pipe2(fromWorker, O_CLOEXEC) != 0 || pipe2(errPipe, O_CLOEXEC) != 0) {
-    error = absl::StrCat("cannot create pipes: ", std::strerror(errno));
-    return false;
-  }
+  support::Pipe toWorker = support::Pipe::create(O_CLOEXEC), fromWorker = support::Pipe::create(O_CLOEXEC),
+                errPipe = support::Pipe::create(O_CLOEXEC);
+  for (const support::Pipe *p : {&toWorker, &fromWorker, &errPipe})
+    if (p->error != 0) {
+      error = absl::StrCat("cannot create pipes: ", std::strerror(p->error));
+      return false;  // the pipes made so far close with their owners
+    }
+  // Most requests (candidate + reference IR) then fit in the pipe: one write, no wake-up per 64 KiB.
+  fcntl(toWorker.write.get(), F_SETPIPE_SZ, 1 << 20);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, toWorker[0], 0);
-  posix_spawn_file_actions_adddup2(&actions, fromWorker[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2);
+  posix_spawn_file_actions_adddup2(&actions, toWorker.read.get(), 0);
+  posix_spawn_file_actions_adddup2(&actions, fromWorker.write.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, errPipe.write.get(), 2);
   std::vector<std::string> args = {options_.runnerPath, absl::StrCat("--parent_pid=", getpid()),
                                    absl::StrCat("--memory_limit_mb=", options_.memoryLimitMb)};
   if (options_.pin) args.push_back(absl::StrCat("--cpus=", absl::StrJoin(w.cpus, ",")));
+  for (const std::string &extra : options_.extraArgs) args.push_back(extra);
   std::vector<char *> argv;
   for (auto &a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
   int rc = posix_spawn(&pid, options_.runnerPath.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  ::close(toWorker[0]);
-  ::close(fromWorker[1]);
-  ::close(errPipe[1]);
   if (rc != 0) {
-    ::close(toWorker[1]);
-    ::close(fromWorker[0]);
-    ::close(errPipe[0]);
     error = absl::StrCat("cannot start ", options_.runnerPath, ": ", std::strerror(rc));
     return false;
   }
-  fcntl(errPipe[0], F_SETFL, fcntl(errPipe[0], F_GETFL) | O_NONBLOCK);
-  w.pid = pid;
-  w.requestFd = toWorker[1];
-  w.responseFd = fromWorker[0];
-  w.stderrFd = errPipe[0];
+  setNonBlocking(toWorker.write.get());
+  setNonBlocking(fromWorker.read.get());
+  setNonBlocking(errPipe.read.get());
+  {
+    std::lock_guard<std::mutex> lock(mutex_);  // cancelAll reads pids under the lock
+    w.pid = pid;
+  }
+  w.requestFd = std::move(toWorker.write);
+  w.responseFd = std::move(fromWorker.read);
+  w.stderrFd = std::move(errPipe.read);
   w.stderrTail.clear();
-  return true;
+  return true;  // the worker's ends close here, in this process
 }
 
 void WorkerPool::drainStderr(Worker &w) {
   char buffer[4096];
-  while (w.stderrFd >= 0) {
-    ssize_t n = ::read(w.stderrFd, buffer, sizeof(buffer));
+  while (w.stderrFd) {
+    ssize_t n = ::read(w.stderrFd.get(), buffer, sizeof(buffer));
     if (n <= 0) break;
     w.stderrTail.append(buffer, static_cast<size_t>(n));
   }
   if (w.stderrTail.size() > 4096) w.stderrTail.erase(0, w.stderrTail.size() - 4096);
 }
 
-void WorkerPool::reap(Worker &w, ExecResult &result) {
+void WorkerPool::reap(Worker &w, Ending ending, const ExecRequest &request, ExecResult &result) {
+  pid_t pid = 0;
+  {
+    // From here on cancelAll no longer sees the pid, which waitpid frees for reuse.
+    std::lock_guard<std::mutex> lock(mutex_);
+    pid = std::exchange(w.pid, 0);
+  }
+  // A worker that missed a deadline may be stopped from outside (SIGSTOP, a debugger): then the time-out is not the
+  // candidate's doing.
+  char state = ending == Ending::Died ? 0 : processState(pid);
+  if (ending != Ending::Died) ::kill(pid, SIGKILL);
   int status = 0;
-  if (result.failure == FailureKind::Timeout) ::kill(w.pid, SIGKILL);
-  // The exchange failed because the worker died (or we killed it): collect how.
-  pid_t got = ::waitpid(w.pid, &status, 0);
+  pid_t got = ::waitpid(pid, &status, 0);
   drainStderr(w);
   std::string tail = w.stderrTail;
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
   if (size_t cut = tail.rfind('\n', tail.size() > 600 ? tail.size() - 600 : 0); tail.size() > 600)
     tail = tail.substr(cut == std::string::npos ? tail.size() - 600 : cut + 1);
-  if (result.failure != FailureKind::Timeout && got == w.pid) {
-    if (WIFEXITED(status) && WEXITSTATUS(status) == kOutOfMemoryExitCode) {
-      result.failure = FailureKind::OutOfMemory;
-      result.message = tail.empty() ? "out of memory" : tail;
-    } else if (WIFSIGNALED(status)) {
-      int sig = WTERMSIG(status);
-      result.failure = FailureKind::Crash;
-      result.message = absl::StrCat("the candidate crashed its worker: signal ", sig, " (", strsignal(sig), ")",
-                                    tail.empty() ? "" : ": ", tail);
-    } else {
-      result.failure = FailureKind::Crash;
-      result.message = absl::StrCat("the worker exited with status ", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                                    tail.empty() ? "" : ": ", tail);
+  auto external = [&](std::string message, bool retryable) {
+    result.failure = FailureKind::Internal;
+    result.retryable = retryable;
+    result.message = std::move(message);
+  };
+  if (cancelled_) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    external(cancelReason_, /*retryable=*/false);
+  } else if (ending == Ending::CallerDeadline) {
+    external("abandoned: the caller's deadline passed before the evaluation finished", /*retryable=*/false);
+  } else if (ending == Ending::Deadline) {
+    if (state == 'T' || state == 't')
+      external("the evaluation worker was stopped from outside (SIGSTOP or a debugger) and missed its deadline",
+               /*retryable=*/true);
+    else {
+      result.failure = FailureKind::Timeout;
+      result.message = absl::StrCat("the candidate did not finish within ", request.timeoutSeconds,
+                                    " s and was stopped");
     }
+  } else if (got == pid && WIFEXITED(status) && WEXITSTATUS(status) == kOutOfMemoryExitCode) {
+    result.failure = FailureKind::OutOfMemory;
+    result.message = tail.empty() ? "out of memory" : tail;
+  } else if (got == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+    // Candidates cannot send SIGKILL to themselves (the sandbox refuses kill()); the kernel's OOM killer, an
+    // operator or a crashing host can.
+    external("the evaluation worker was killed from outside (SIGKILL: the host's OOM killer or an operator)",
+             /*retryable=*/true);
+  } else if (got == pid && WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    result.failure = FailureKind::Crash;
+    result.message = absl::StrCat("the candidate crashed its worker: signal ", sig, " (", strsignal(sig), ")",
+                                  tail.empty() ? "" : ": ", tail);
+  } else {
+    result.failure = FailureKind::Crash;
+    result.message = absl::StrCat("the worker exited with status ",
+                                  got == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                                  tail.empty() ? "" : ": ", tail);
   }
-  closeFd(w.requestFd);
-  closeFd(w.responseFd);
-  closeFd(w.stderrFd);
-  w.pid = 0;
+  w.requestFd.reset();
+  w.responseFd.reset();
+  w.stderrFd.reset();
 }
 
 ExecResult WorkerPool::execute(const ExecRequest &request) {
   Worker *w = nullptr;
+  ExecResult result;
   {
     std::unique_lock<std::mutex> lock(mutex_);
     ++stats_.requests;
     available_.wait(lock, [&] {
+      if (cancelled_) return true;
       for (auto &candidate : workers_)
         if (!candidate->busy) return true;
       return false;
     });
+    if (cancelled_) {
+      result.failure = FailureKind::Internal;
+      result.message = cancelReason_;
+      return result;
+    }
     for (auto &candidate : workers_)
       if (!candidate->busy) {
         w = candidate.get();
@@ -205,8 +251,12 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
     available_.notify_one();
   };
 
-  ExecResult result;
-  if (w->pid == 0) {
+  bool needsSpawn = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    needsSpawn = w->pid == 0;
+  }
+  if (needsSpawn) {
     std::string error;
     bool spawned = false;
     runOnSpawner([&] { spawned = spawn(*w, error); });
@@ -220,43 +270,51 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
     ++stats_.spawns;
   }
 
+  // Two deadlines: the evaluation's own (its time-out: the candidate's fault) and the caller's (it stopped waiting).
+  Deadline own = request.timeoutSeconds > 0
+                     ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(request.timeoutSeconds))
+                     : Deadline::max();
+  Deadline deadline = std::min(own, request.callerDeadline);
+  auto missed = [&] { return Clock::now() >= own ? Ending::Deadline : Ending::CallerDeadline; };
+  std::optional<Ending> failed;
   std::string response;
-  bool exchanged = writeFrame(w->requestFd, encode(request));
-  if (exchanged) {
-    // Wait for the answer while draining the worker's stderr; enforce the deadline.
-    auto deadline = request.timeoutSeconds > 0
-                        ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(request.timeoutSeconds))
-                        : Clock::time_point::max();
-    while (true) {
-      int waitMs = -1;
-      if (deadline != Clock::time_point::max()) {
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-        if (left <= 0) {
-          result.failure = FailureKind::Timeout;
-          result.message = absl::StrCat("the candidate did not finish within ", request.timeoutSeconds,
-                                        " s and was stopped");
-          exchanged = false;
-          break;
-        }
-        waitMs = static_cast<int>(std::min<int64_t>(left, 1000));
-      }
-      pollfd fds[2] = {{w->responseFd, POLLIN, 0}, {w->stderrFd, POLLIN, 0}};
-      int n = ::poll(fds, 2, waitMs);
-      if (n < 0 && errno == EINTR) continue;
-      if (fds[1].revents & POLLIN) drainStderr(*w);
-      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-        exchanged = readFrame(w->responseFd, response) && decode(response, result);
+  // Non-blocking: a worker that stopped reading (frozen, SIGSTOPped) with a frame larger than the pipe cannot hold
+  // this thread past the deadline.
+  FrameIo io = writeFrame(w->requestFd.get(), encode(request), deadline);
+  if (io == FrameIo::TimedOut) failed = missed();
+  else if (io == FrameIo::Closed) failed = Ending::Died;
+  while (!failed) {
+    // Wait for the answer while draining the worker's stderr.
+    int waitMs = 1000;
+    if (deadline != Deadline::max()) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) {
+        failed = missed();
         break;
       }
+      waitMs = static_cast<int>(std::min<int64_t>(left, 1000));
+    }
+    pollfd fds[2] = {{w->responseFd.get(), POLLIN, 0}, {w->stderrFd.get(), POLLIN, 0}};
+    int n = ::poll(fds, 2, waitMs);
+    if (n < 0 && errno == EINTR) continue;
+    if (fds[1].revents & POLLIN) drainStderr(*w);
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      io = readFrame(w->responseFd.get(), response, deadline);
+      if (io == FrameIo::TimedOut) failed = missed();
+      else if (io == FrameIo::Closed || !decode(response, result)) failed = Ending::Died;
+      break;
     }
   }
-  if (!exchanged) {
-    reap(*w, result);
+  if (failed) {
+    reap(*w, *failed, request, result);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (result.failure == FailureKind::Timeout) ++stats_.timeouts;
-    else if (result.failure == FailureKind::OutOfMemory) ++stats_.outOfMemory;
-    else ++stats_.crashes;
+    switch (result.failure) {
+      case FailureKind::Timeout: ++stats_.timeouts; break;
+      case FailureKind::OutOfMemory: ++stats_.outOfMemory; break;
+      case FailureKind::Internal: ++stats_.external; break;
+      default: ++stats_.crashes; break;
+    }
   } else {
     drainStderr(*w);
   }
@@ -264,9 +322,24 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
   return result;
 }
 
+void WorkerPool::cancelAll(const std::string &reason) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cancelReason_ = reason;
+  cancelled_ = true;
+  // The threads exchanging with these workers see them die and report the cancellation.
+  for (auto &w : workers_)
+    if (w->pid > 0) ::kill(w->pid, SIGKILL);
+  available_.notify_all();
+}
+
 WorkerPoolStats WorkerPool::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return stats_;
+  WorkerPoolStats s = stats_;
+  for (auto &w : workers_) {
+    s.busy += w->busy;
+    s.live += w->pid > 0;
+  }
+  return s;
 }
 
 std::vector<pid_t> WorkerPool::workerPids() const {

@@ -7,6 +7,7 @@
 // the pool).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -19,6 +20,7 @@
 #include <sys/types.h>
 
 #include "runners/Executor.h"
+#include "support/UniqueFd.h"
 
 namespace mlir_rl::runners {
 
@@ -28,10 +30,13 @@ struct WorkerPoolOptions {
   int cpusPerWorker = 1;    // worker i is pinned to CPUs [i*c, (i+1)*c) (modulo the CPUs this process may use)
   bool pin = true;
   int64_t memoryLimitMb = 8192;  // RLIMIT_AS of each worker (0: none)
+  std::vector<std::string> extraArgs;  // passed to every mlir-rl-runner (e.g. sandbox settings)
 };
 
 struct WorkerPoolStats {
   int64_t requests = 0, crashes = 0, timeouts = 0, outOfMemory = 0, spawns = 0;
+  int64_t external = 0;   // workers killed or stopped from outside, or abandoned at the caller's deadline
+  int busy = 0, live = 0; // workers evaluating now / started (gauges)
 };
 
 class WorkerPool : public Executor {
@@ -39,6 +44,9 @@ class WorkerPool : public Executor {
   explicit WorkerPool(WorkerPoolOptions options);
   ~WorkerPool() override;
   ExecResult execute(const ExecRequest &request) override;
+  // Kills every worker and refuses new requests: evaluations in flight return FailureKind::Internal (not
+  // retryable, never cached). For shutdown, once the grace period is over.
+  void cancelAll(const std::string &reason) override;
   WorkerPoolStats stats() const;
   std::vector<pid_t> workerPids() const;  // live workers (for tests)
 
@@ -48,14 +56,17 @@ class WorkerPool : public Executor {
  private:
   struct Worker {
     int index = 0;
-    pid_t pid = 0;
-    int requestFd = -1, responseFd = -1, stderrFd = -1;
+    pid_t pid = 0;  // under mutex_ (the exchanging thread owns the worker, cancelAll may kill it)
+    support::UniqueFd requestFd, responseFd, stderrFd;  // our ends; request and response are non-blocking
     std::string stderrTail;
     std::vector<int> cpus;
     bool busy = false;
   };
+  // How an exchange with a worker ended when it did not bring an answer.
+  enum class Ending { Died, Deadline, CallerDeadline };
   bool spawn(Worker &w, std::string &error);         // runs on the spawner thread
-  void reap(Worker &w, ExecResult &result);           // after a failed exchange: kill, wait, classify
+  // After a failed exchange: kill (unless it died), wait, classify into `result`.
+  void reap(Worker &w, Ending ending, const ExecRequest &request, ExecResult &result);
   void drainStderr(Worker &w);
   bool runOnSpawner(const std::function<void()> &task);
 
@@ -64,6 +75,8 @@ class WorkerPool : public Executor {
   std::condition_variable available_;
   std::vector<std::unique_ptr<Worker>> workers_;
   WorkerPoolStats stats_;
+  std::atomic<bool> cancelled_{false};
+  std::string cancelReason_;  // under mutex_
 
   // Spawner thread: workers' parent-death signal follows the thread that created them.
   std::mutex spawnMutex_;

@@ -4,7 +4,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include <poll.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 
 namespace mlir_rl::runners {
 
@@ -118,39 +122,61 @@ bool decode(const std::string &bytes, ExecResult &e) {
   return ok;
 }
 
-bool writeFrame(int fd, const std::string &payload) {
-  uint64_t n = payload.size();
-  std::string frame(reinterpret_cast<const char *>(&n), sizeof(n));
-  frame += payload;
-  size_t done = 0;
-  while (done < frame.size()) {
-    ssize_t k = ::write(fd, frame.data() + done, frame.size() - done);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    done += static_cast<size_t>(k);
+namespace {
+
+// Waits until `fd` is ready for `events` or the deadline passes (false). EINTR restarts the wait.
+bool waitFor(int fd, short events, Deadline deadline) {
+  while (true) {
+    int timeoutMs = -1;
+    if (deadline != Deadline::max()) {
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+      if (left <= 0) return false;
+      timeoutMs = static_cast<int>(std::min<int64_t>(left, 1 << 30));
+    }
+    pollfd p{fd, events, 0};
+    int n = ::poll(&p, 1, timeoutMs);
+    if (n < 0 && errno == EINTR) continue;
+    return n != 0;  // ready, hung up or failed: the next read or write says which
   }
-  return true;
 }
 
-namespace {
-bool readAll(int fd, char *data, size_t n) {
+FrameIo transfer(int fd, char *data, size_t n, bool writing, Deadline deadline) {
   size_t done = 0;
   while (done < n) {
-    ssize_t k = ::read(fd, data + done, n - done);
+    ssize_t k = writing ? ::write(fd, data + done, n - done) : ::read(fd, data + done, n - done);
+    if (k > 0) {
+      done += static_cast<size_t>(k);
+      continue;
+    }
     if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return false;
-    done += static_cast<size_t>(k);
+    if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!waitFor(fd, writing ? POLLOUT : POLLIN, deadline)) return FrameIo::TimedOut;
+      continue;
+    }
+    return FrameIo::Closed;  // EOF, EPIPE, ...
   }
-  return true;
+  return FrameIo::Done;
 }
+
 }  // namespace
 
-bool readFrame(int fd, std::string &payload) {
-  uint64_t n = 0;
-  if (!readAll(fd, reinterpret_cast<char *>(&n), sizeof(n))) return false;
-  if (n > (uint64_t{1} << 34)) return false;  // 16 GiB: a corrupt length, not a message
-  payload.resize(n);
-  return readAll(fd, payload.data(), n);
+FrameIo writeFrame(int fd, const std::string &payload, Deadline deadline) {
+  uint64_t n = payload.size();
+  FrameIo io = transfer(fd, reinterpret_cast<char *>(&n), sizeof(n), /*writing=*/true, deadline);
+  if (io != FrameIo::Done) return io;
+  return transfer(fd, const_cast<char *>(payload.data()), payload.size(), /*writing=*/true, deadline);
 }
+
+FrameIo readFrame(int fd, std::string &payload, Deadline deadline) {
+  uint64_t n = 0;
+  FrameIo io = transfer(fd, reinterpret_cast<char *>(&n), sizeof(n), /*writing=*/false, deadline);
+  if (io != FrameIo::Done) return io;
+  if (n > (uint64_t{1} << 34)) return FrameIo::Closed;  // 16 GiB: a corrupt length, not a message
+  payload.resize(n);
+  return transfer(fd, payload.data(), n, /*writing=*/false, deadline);
+}
+
+bool writeFrame(int fd, const std::string &payload) { return writeFrame(fd, payload, Deadline::max()) == FrameIo::Done; }
+bool readFrame(int fd, std::string &payload) { return readFrame(fd, payload, Deadline::max()) == FrameIo::Done; }
 
 }  // namespace mlir_rl::runners

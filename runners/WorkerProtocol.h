@@ -17,4 +17,10 @@ bool decode(const std::string &bytes, ExecResult &result);
 bool writeFrame(int fd, const std::string &payload);
 bool readFrame(int fd, std::string &payload);
 
+// The same with a deadline, for non-blocking descriptors (the server's ends of a worker's pipes): a worker that
+// stopped reading or writing (frozen, SIGSTOPped) cannot hold the caller past the deadline.
+enum class FrameIo { Done, Closed, TimedOut };
+FrameIo writeFrame(int fd, const std::string &payload, Deadline deadline);
+FrameIo readFrame(int fd, std::string &payload, Deadline deadline);
+
 }  // namespace mlir_rl::runners

@@ -21,12 +21,26 @@ v1::DType toProto(env::DType d) {
   return v1::DTYPE_UNSPECIFIED;
 }
 
+v1::FailureKind toProto(runners::FailureKind k) {
+  switch (k) {
+    case runners::FailureKind::None: return v1::FAILURE_KIND_NONE;
+    case runners::FailureKind::Compile: return v1::FAILURE_KIND_COMPILE_ERROR;
+    case runners::FailureKind::Crash: return v1::FAILURE_KIND_CRASHED;
+    case runners::FailureKind::Timeout: return v1::FAILURE_KIND_TIMED_OUT;
+    case runners::FailureKind::OutOfMemory: return v1::FAILURE_KIND_OUT_OF_MEMORY;
+    case runners::FailureKind::WrongResult: return v1::FAILURE_KIND_WRONG_RESULT;
+    case runners::FailureKind::Internal: break;  // never a candidate's evaluation (EvaluationRecord::error)
+  }
+  return v1::FAILURE_KIND_NONE;
+}
+
 // Observation ids are unique in the server process and start at a random point, so that an id a client kept from
 // another session, or from before a server restart, never matches by accident.
 uint64_t nextObservationId() {
   static std::atomic<uint64_t> next{[] {
     std::random_device device;
-    return ((static_cast<uint64_t>(device()) << 32) | device()) >> 2 | 1;
+    // Below 2^52, so ids stay exact in a double (JavaScript clients read int64 as Number) for 2^52 observations.
+    return ((static_cast<uint64_t>(device()) << 32) | device()) >> 12 | 1;
   }()};
   return next.fetch_add(1, std::memory_order_relaxed);
 }
@@ -71,6 +85,15 @@ absl::StatusOr<env::SessionConfig> toConfig(const v1::SessionOptions &o) {
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("options.interchange_mode = ", o.interchange_mode(), " is unknown"));
+  }
+  switch (o.evaluation_cache()) {
+    case v1::EVALUATION_CACHE_UNSPECIFIED:
+    case v1::EVALUATION_CACHE_USE: c.cacheMode = env::CacheMode::Use; break;
+    case v1::EVALUATION_CACHE_REFRESH: c.cacheMode = env::CacheMode::Refresh; break;
+    case v1::EVALUATION_CACHE_BYPASS: c.cacheMode = env::CacheMode::Bypass; break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.evaluation_cache = ", o.evaluation_cache(), " is unknown"));
   }
   if (absl::Status s = c.validate(); !s.ok()) return s;
   return c;
@@ -133,6 +156,7 @@ void fillEvaluation(const env::EvaluationRecord &r, v1::Evaluation &out) {
   out.set_jit_ms(r.jitMs);
   out.set_cached(r.cached);
   out.set_failure(r.failure);
+  out.set_failure_kind(toProto(r.failureKind));
 }
 
 void fillOutcome(const env::StepResult &r, v1::StepOutcome &out) {

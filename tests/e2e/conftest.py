@@ -43,6 +43,10 @@ def _ensure_stubs() -> None:
 
 _ensure_stubs()
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server_args(*flags): command-line flags of a test's private server")
+
+
 SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 10.0
 
@@ -131,3 +135,14 @@ def server_process() -> ServerProcess:
 def server(server_process: ServerProcess) -> str:
     """``127.0.0.1:<port>`` of a server shared by the whole test session."""
     return server_process.address
+
+
+@pytest.fixture(scope="module")
+def stub(server: str):
+    """A raw gRPC stub (mlir_rl.v1.MlirRlEnv) on the shared server."""
+    import grpc
+    from mlir_rl.v1 import env_pb2_grpc
+
+    channel = grpc.insecure_channel(server)
+    yield env_pb2_grpc.MlirRlEnvStub(channel)
+    channel.close()

@@ -582,7 +582,8 @@ def test_vector_env_resets_ended_episodes_in_the_same_step(server):
         before = [e.session_id for e in envs.envs]
         actions = np.stack([tiling_action(e) for e in envs.envs])
         obs, rewards, terminated, truncated, infos = envs.step(actions)
-        assert truncated.all() and not terminated.any()
+        # max_steps ends the episodes, and FINAL pays their whole return on that step: terminated, not truncated.
+        assert terminated.all() and not truncated.any()
         assert infos["_final_observation"].all() and infos["_final_info"].all()
         assert infos["final_info"][0]["step"] == 1 and infos["final_info"][0]["applied"]
         # The returned observation starts the next episode; the final one shows the tiled state.

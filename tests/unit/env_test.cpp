@@ -172,10 +172,18 @@ TEST(Env, BudgetMovesCursorAndMaxStepsTruncates) {
   auto u = start("matmul_relu_128x128x128_f32", t);
   auto r = u->step(act(*u, ActionType::Tiling, {32, 32}));
   ASSERT_TRUE(r.ok());
-  EXPECT_TRUE(u->status().truncated);
-  EXPECT_FALSE(u->status().terminated);
-  ASSERT_TRUE(r->evaluation.has_value());  // FINAL mode evaluates the truncated schedule
+  ASSERT_TRUE(r->evaluation.has_value());  // FINAL mode evaluates the schedule max_steps ends
   EXPECT_TRUE(r->evaluation->ok) << r->evaluation->failure;
+  // ... and pays the whole return on that step: terminated (issue 18.3), so no value is bootstrapped onto it.
+  EXPECT_TRUE(u->status().terminated);
+  EXPECT_FALSE(u->status().truncated);
+
+  // IMMEDIATE pays as it goes: the episode max_steps cuts short could have earned more, so it is truncated.
+  t.rewardMode = env::RewardMode::Immediate;
+  auto v = start("matmul_relu_128x128x128_f32", t);
+  ASSERT_TRUE(v->step(act(*v, ActionType::Tiling, {32, 32})).ok());
+  EXPECT_TRUE(v->status().truncated);
+  EXPECT_FALSE(v->status().terminated);
 }
 
 TEST(Env, ForkIsIndependent) {

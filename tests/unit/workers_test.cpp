@@ -136,13 +136,55 @@ TEST(Workers, WorkerKilledFromOutsideIsReplaced) {
   ASSERT_EQ(pids.size(), 1u);
   ::kill(pids[0], SIGKILL);
   ExecResult r = pool.execute(request(kReference));
-  // The dead worker is noticed on the next exchange, reported as a crash, and replaced for the request after.
+  // The dead worker is noticed on the next exchange, reported as a failure from outside (retryable: a SIGKILL is
+  // never the candidate's doing), and replaced for the request after.
   if (!r.ok()) {
-    EXPECT_EQ(r.failure, FailureKind::Crash) << r.message;
+    EXPECT_EQ(r.failure, FailureKind::Internal) << r.message;
+    EXPECT_TRUE(r.retryable);
     r = pool.execute(request(kReference));
   }
   EXPECT_TRUE(r.ok()) << r.message;
   EXPECT_NE(pool.workerPids().front(), pids[0]);
+}
+
+// Issue 13, defect 7: a stopped worker with a request larger than the pipe blocked the server's write forever.
+TEST(Workers, AStoppedWorkerCannotHoldTheCallerPastItsDeadline) {
+  runners::WorkerPool pool(options());
+  ASSERT_TRUE(pool.execute(request(kReference)).ok());
+  pid_t pid = pool.workerPids().at(0);
+  ::kill(pid, SIGSTOP);
+  ExecRequest big = request(kReference);
+  big.candidateIR += "\n// " + std::string(4 << 20, 'x') + "\n";  // 4 MiB: larger than any pipe buffer
+  big.callerDeadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  auto start = std::chrono::steady_clock::now();
+  ExecResult r = pool.execute(big);
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(waited, 3.0);
+  EXPECT_EQ(r.failure, FailureKind::Internal) << r.message;
+  EXPECT_FALSE(r.retryable);
+  EXPECT_NE(r.message.find("deadline"), std::string::npos) << r.message;
+  // Stopped and past its own time-out: reported as stopped from outside (retryable), not as the candidate's time-out.
+  ASSERT_TRUE(pool.execute(request(kReference)).ok());
+  ::kill(pool.workerPids().at(0), SIGSTOP);
+  ExecRequest slow = request(kReference, 0.5);
+  r = pool.execute(slow);
+  EXPECT_EQ(r.failure, FailureKind::Internal) << r.message;
+  EXPECT_TRUE(r.retryable);
+  EXPECT_NE(r.message.find("stopped from outside"), std::string::npos) << r.message;
+  EXPECT_TRUE(pool.execute(request(kReference)).ok());
+}
+
+TEST(Workers, CancelAllStopsEvaluationsInFlightAndRefusesNewOnes) {
+  runners::WorkerPool pool(options());
+  ExecResult r;
+  std::thread t([&] { r = pool.execute(request(kEndless, 60.0)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  pool.cancelAll("shutting down");
+  t.join();
+  EXPECT_EQ(r.failure, FailureKind::Internal);
+  EXPECT_FALSE(r.retryable);
+  EXPECT_EQ(r.message, "shutting down");
+  EXPECT_EQ(pool.execute(request(kReference)).failure, FailureKind::Internal);
 }
 
 TEST(Workers, TwoWorkersServeConcurrentRequests) {
