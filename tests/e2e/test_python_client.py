@@ -316,7 +316,12 @@ def test_out_of_range_value(env):
     assert "type" in str(excinfo.value)
 
 
-def test_masked_value(env):
+def test_masked_value(server):
+    with mlir_rl.make(MATMUL, server=server, masked_actions="reject") as env:
+        _check_masked_value_is_rejected(env)
+
+
+def _check_masked_value_is_rejected(env: mlir_rl.MlirRlEnv) -> None:
     env.reset(seed=0)
     masks = split_masks(env)
     masked_types = np.flatnonzero(~masks[0])

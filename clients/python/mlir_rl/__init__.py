@@ -6,6 +6,8 @@
 
     envs = mlir_rl.make_vec(8, server="127.0.0.1:50051")  # 8 sessions, one StepMany call per step
 
+With gymnasium importable, ``gymnasium.make("mlir_rl/MlirRl-v0", benchmark=..., server=...)`` works too.
+
 The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build; see README.md.
 """
 
@@ -25,6 +27,7 @@ from . import errors  # noqa: E402
 from .client import generator_families, list_benchmarks, make, make_vec, version  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
 from .vector import MlirRlVectorEnv  # noqa: E402
+from .registration import ENV_ID, register_envs  # noqa: E402
 from .errors import (  # noqa: E402
     DeadlineExceededError,
     FailedPreconditionError,
@@ -37,8 +40,18 @@ from .errors import (  # noqa: E402
     UnimplementedError,
 )
 
+# ``gymnasium.make("mlir_rl/MlirRl-v0", ...)`` once the package is imported (a no-op without gymnasium).
+try:
+    register_envs()
+except Exception as _e:  # pragma: no cover - a broken gymnasium must not make the client unusable
+    import logging as _logging
+
+    _logging.getLogger("mlir_rl").warning("could not register the environments with gymnasium: %s", _e)
+
 __all__ = [
     "make",
+    "ENV_ID",
+    "register_envs",
     "make_vec",
     "MlirRlVectorEnv",
     "list_benchmarks",

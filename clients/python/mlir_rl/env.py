@@ -228,16 +228,32 @@ def benchmark_to_dict(info: "env_pb2.BenchmarkInfo") -> Dict[str, Any]:
     return message_to_dict(info)
 
 
-def _outcome_to_dict(outcome: "env_pb2.StepOutcome") -> Dict[str, Any]:
-    return {
+# What a step's default info keeps of an evaluation: facts of the schedule, the same for the same seed and actions
+# (the speedup follows the reward; a repeated schedule is served from the server's evaluation cache). Measured times,
+# compile times and the cache flag change from call to call: they are in ``env.last_evaluation`` and, with
+# ``info_timings=True``, in the info.
+EVALUATION_SUMMARY_FIELDS = ("speedup", "correct", "failure")
+
+
+def _outcome_to_dict(outcome: "env_pb2.StepOutcome", timings: bool = False) -> Dict[str, Any]:
+    """A step's info from its outcome. ``evaluation`` is present only when the step evaluated a candidate (a key that
+    is sometimes None and sometimes a dict would break Gymnasium's vector info merging)."""
+    info: Dict[str, Any] = {
         "action": outcome.action.values[:],
         "applied": outcome.applied,
         "failure_reason": outcome.failure_reason,
         "description": outcome.description,
         "reward": outcome.reward,
-        "evaluation": message_to_dict(outcome.evaluation) if outcome.HasField("evaluation") else None,
-        "apply_ms": outcome.apply_ms,
     }
+    if outcome.HasField("evaluation"):
+        evaluation = outcome.evaluation
+        if timings:
+            info["evaluation"] = message_to_dict(evaluation)
+        else:
+            info["evaluation"] = {name: getattr(evaluation, name) for name in EVALUATION_SUMMARY_FIELDS}
+    if timings:
+        info["apply_ms"] = outcome.apply_ms
+    return info
 
 
 def _step_request(session_id: str, values: List[int], since: int) -> "env_pb2.StepRequest":
@@ -334,17 +350,28 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         max_attempts: tries of an idempotent call while the server is UNAVAILABLE.
         auto_recover: when the server no longer knows the session (it restarted), rebuild the episode with
             ``Reset(replay_actions=...)`` from the actions recorded here and retry the call, once.
+        info_timings: also put the per-call measurements in each info: ``apply_ms`` and the whole evaluation
+            (times, compile times, cache flag) in steps, ``reference`` in resets. Off by default, so that infos are
+            the same for the same seed and actions (Gymnasium's ``check_env`` compares them); the measurements are
+            always in ``last_evaluation``, ``last_apply_ms`` and ``reference``.
+        masked_actions: ``"penalize"`` (default here): a masked action is a failed step with the transform
+            penalty, so every action of ``action_space`` is accepted, as Gymnasium's contract wants;
+            ``"reject"``: it raises :class:`InvalidArgumentError` and changes nothing (the server's default).
         max_loops, actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes,
-            num_threads, max_vector_elements, masked_actions, max_accesses, interchange_mode: session options
+            num_threads, max_vector_elements, max_accesses, interchange_mode: session options
             (``SessionOptions``);
             ``None`` = server default.
 
     Attributes beyond Gymnasium's: ``head_names`` (one per entry of an action), ``type_names`` (values of head
     ``type``), ``tile_sizes`` (``tile_sizes[v]`` is the size a tile head value ``v`` means; 0 = not tiled),
-    ``max_loops``, ``session_id``, ``benchmark`` (of the current episode), ``actions`` (recorded this episode).
+    ``max_loops``, ``session_id``, ``benchmark`` (of the current episode), ``actions`` (recorded this episode),
+    ``last_evaluation`` (the whole evaluation of the last step as a dict, ``None`` when it evaluated nothing),
+    ``last_apply_ms``, ``reference`` (the untransformed benchmark's measurement when the last reset knew it).
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    # render() returns the current IR as text ("ansi"); there is no animation, render_fps only completes the metadata
+    # Gymnasium's checker expects of an environment that renders.
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
     def __init__(self, benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER,
                  timeout: Optional[float] = DEFAULT_TIMEOUT, render_mode: Optional[str] = None,
@@ -353,9 +380,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
                  max_steps: Optional[int] = None, reward_mode: Optional[str] = None,
                  transform_penalty: Optional[float] = None, execution_penalty: Optional[float] = None,
                  tile_sizes: Optional[Sequence[int]] = None, num_threads: Optional[int] = None,
-                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = None,
+                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = "penalize",
                  max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
-                 mlir: Optional[str] = None, description: str = ""):
+                 mlir: Optional[str] = None, description: str = "", info_timings: bool = False):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
         # The last full observation (private arrays) and its id: steps ask the server for the tensors that changed
@@ -365,6 +392,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise InvalidArgumentError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
+        self.info_timings = bool(info_timings)
+        self.last_evaluation: Optional[Dict[str, Any]] = None
+        self.last_apply_ms: Optional[float] = None
+        self.reference: Optional[Dict[str, Any]] = None
         self._options = session_options(
             max_loops=max_loops, actions_per_op=actions_per_op, max_steps=max_steps, reward_mode=reward_mode,
             transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
@@ -646,7 +677,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         info: Dict[str, Any] = message_to_dict(reply.info)
         info["benchmark"] = self._episode_benchmark
         info["session_id"] = reply.session_id
-        info["reference"] = message_to_dict(reply.reference) if reply.HasField("reference") else None
+        self.reference = message_to_dict(reply.reference) if reply.HasField("reference") else None
+        self.last_evaluation = self.last_apply_ms = None
+        if self.info_timings and self.reference is not None:
+            info["reference"] = self.reference
         info["terminated"] = bool(reply.terminated)
         info["truncated"] = bool(reply.truncated)
         return obs, info
@@ -654,9 +688,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     def step(self, action: Any) -> Tuple["OrderedDict[str, np.ndarray]", float, bool, bool, Dict[str, Any]]:
         """Applies one action ``[type, tile_0, ..., tile_{L-1}, interchange]``.
 
-        Raises :class:`InvalidArgumentError` (``ValueError``) for a malformed or masked action (the state is
-        unchanged) and :class:`FailedPreconditionError` after the end of the episode. A transformation that fails
-        to apply is not an error: ``info["applied"]`` is False and the reward is the transform penalty.
+        Raises :class:`InvalidArgumentError` (``ValueError``) for a malformed action, and for a masked one with
+        ``masked_actions="reject"`` (the state is unchanged), and :class:`FailedPreconditionError` after the end of
+        the episode. A transformation that fails to apply, or a masked action with ``masked_actions="penalize"``
+        (the default), is not an error: ``info["applied"]`` is False and the reward is the transform penalty.
         """
         values = self._action_values(action)
         reply = self._session_call("Step", lambda sid: _step_request(sid, values, self._obs_id), idempotent=False)
@@ -673,7 +708,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         # Record what the server processed (including actions that failed to apply), for replay.
         self._actions.append(values)
         obs = self._take_observation(reply.observation) if copy else self._update_observation(reply.observation)
-        info = _outcome_to_dict(reply.outcomes[-1])
+        outcome = reply.outcomes[-1]
+        info = _outcome_to_dict(outcome, self.info_timings)
+        self.last_apply_ms = outcome.apply_ms
+        self.last_evaluation = message_to_dict(outcome.evaluation) if outcome.HasField("evaluation") else None
         info.update(message_to_dict(reply.info))
         return obs, float(reply.reward), bool(reply.terminated), bool(reply.truncated), info
 
