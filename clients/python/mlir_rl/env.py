@@ -422,6 +422,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         self._episode_seed = 0
         self._actions: List[List[int]] = []
         self.recoveries = 0  # times the episode was rebuilt after the server lost the session
+        self._restore_pending = False  # unpickled with an open episode, not yet rebuilt on the server
 
     # -- spaces ------------------------------------------------------------------------------------------------
 
@@ -495,10 +496,19 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             raise FailedPreconditionError("the environment is closed")
 
     def _require_session(self) -> str:
+        """The current session's id; an unpickled environment rebuilds its episode here, on its first call."""
         self._check_open()
         if self._session_id is None:
-            raise FailedPreconditionError("no episode: call reset() first")
+            if not self._restore_pending:
+                raise FailedPreconditionError("no episode: call reset() first")
+            self._restore_session()
         return self._session_id
+
+    def _require_episode(self) -> None:
+        """Raises unless an episode is open (or waits, unpickled, to be rebuilt on the next call)."""
+        self._check_open()
+        if self._session_id is None and not self._restore_pending:
+            raise FailedPreconditionError("no episode: call reset() first")
 
     # -- benchmarks --------------------------------------------------------------------------------------------
 
@@ -550,7 +560,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
 
         For gymnasium's ``MultiDiscrete.sample(mask=...)`` use ``tuple(m.astype(np.int8) for m in env.head_masks())``.
         """
-        self._require_session()
+        self._require_episode()
         if self._obs is None:
             raise FailedPreconditionError("no observation yet: call reset() first")
         return _spaces.head_masks_from_observation(self._obs, self.head_names, self.nvec)
@@ -621,6 +631,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     def _close_session(self) -> None:
         sid, self._session_id = self._session_id, None
         self._obs, self._obs_id = None, 0
+        self._restore_pending = False
         if sid is None or self._conn.closed:
             return
         try:
@@ -660,6 +671,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
 
         # The previous session is closed by the Reset itself (one round trip instead of two).
         previous, self._session_id = self._session_id, None
+        self._restore_pending = False
         self._obs, self._obs_id = None, 0
         try:
             reply = self._reset_rpc(benchmark, server_seed, replay, close_session_id=previous)
@@ -759,7 +771,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         The copy is independent: stepping one leaves the other unchanged. Close it when done.
         """
         reply = self._session_call("Fork", lambda sid: env_pb2.ForkRequest(session_id=sid), idempotent=False)
-        child = copy.copy(self)
+        # A shallow copy of the attributes (copy.copy would go through pickling's __getstate__ / __setstate__).
+        child = type(self).__new__(type(self))
+        child.__dict__.update(self.__dict__)
         child.__dict__.update({
             "_conn": self._conn.acquire(),
             "_session_id": reply.session_id,
@@ -787,6 +801,40 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         finally:
             self._closed = True
             self._conn.release()
+
+    # -- pickling ----------------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """What a copy in another process needs: the server's address and the call settings, the options, spaces,
+        benchmark choice, RNG, and the episode (benchmark, seed, recorded actions, last observation). The gRPC
+        channel and the session stay here."""
+        state = dict(self.__dict__)
+        conn = state.pop("_conn")
+        state["_connection_settings"] = {"server": conn.server, "timeout": conn.timeout,
+                                         "max_attempts": conn.max_attempts, "backoff": conn.backoff}
+        # An episode to rebuild (Reset with replay_actions) on the copy's first call.
+        state["_restore_pending"] = not self._closed and (self._session_id is not None or self._restore_pending)
+        state["_session_id"] = None
+        state["_obs_id"] = 0  # the copy's session has sent nothing yet: its first observation is a full one
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Connects to the same server (no call yet); an open episode is rebuilt from its actions on the first call
+        that needs the session, so unpickling never waits for the network."""
+        state = dict(state)
+        settings = state.pop("_connection_settings")
+        self.__dict__.update(state)
+        self._conn = Connection(settings["server"], timeout=settings["timeout"],
+                                max_attempts=settings["max_attempts"], backoff=settings["backoff"])
+        if self._closed:
+            self._conn.release()
+
+    def _restore_session(self) -> None:
+        """Rebuilds the episode of an unpickled environment: a new session with the recorded actions replayed."""
+        reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+        self._restore_pending = False
+        self._session_id = reply.session_id
+        self._update_observation(reply.observation)  # the new session's first observation: later deltas build on it
 
     def __repr__(self) -> str:
         if not hasattr(self, "_conn"):
