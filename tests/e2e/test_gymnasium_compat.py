@@ -69,6 +69,17 @@ def test_check_env_passes_on_gymnasium_make(server):
         env.close()
 
 
+def test_check_env_passes_with_benchmark_pools(server):
+    """Seeded resets repeat the same benchmark (check_env compares their observations), in random and cycle order."""
+    for order in ("random", "cycle"):
+        env = gymnasium.make(mlir_rl.ENV_ID, benchmark=[MATMUL, "benchmark://nn-ops/relu_128x256_f32"],
+                             server=server, benchmark_order=order)
+        try:
+            assert _check(env.unwrapped) == []
+        finally:
+            env.close()
+
+
 def _masked_action(env: mlir_rl.MlirRlEnv) -> np.ndarray:
     masks = split_masks(env)
     action = np.zeros(len(env.nvec), dtype=np.int64)

@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 
 from . import spaces as _spaces
+from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks, single_uri
 from .errors import (FailedPreconditionError, InternalError, InvalidArgumentError, MlirRlError, NotFoundError,
                      UnavailableError, from_rpc_error)
 from .v1 import env_pb2, env_pb2_grpc
@@ -342,8 +343,14 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     """A Gymnasium environment backed by an mlir-rl server session.
 
     Args:
-        benchmark: URI of the benchmark every ``reset`` starts on (``benchmark://dataset/name``; the scheme may be
-            left out). ``None``: each reset picks one with ``self.np_random`` unless ``reset`` names one.
+        benchmark: what each ``reset`` starts on (unless its ``options`` name a benchmark): one URI
+            (``benchmark://dataset/name``, the scheme may be left out, or ``generator://family/seed``), a split
+            (``"train"``, ``"eval"``, ``"user"``), a dataset (``"nn-ops"``), generator families
+            (``"generator://family"``, ``"generator://"`` for all), or a list of these; ``None``: the train split.
+            Names are looked up on the server here (unknown ones raise :class:`NotFoundError`).
+            See :mod:`mlir_rl.benchmarks`.
+        benchmark_order: ``"cycle"`` (the default for a list; a seeded reset restarts the cycle) or ``"random"``
+            (the default otherwise; drawn with ``self.np_random``, so seeded resets repeat the sequence).
         server: ``host:port`` of the server.
         timeout: deadline of each call in seconds (``None``: none).
         render_mode: ``None`` or ``"ansi"``; ``render()`` returns the current IR text either way.
@@ -373,7 +380,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     # Gymnasium's checker expects of an environment that renders.
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
-    def __init__(self, benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER,
+    def __init__(self, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
                  timeout: Optional[float] = DEFAULT_TIMEOUT, render_mode: Optional[str] = None,
                  max_attempts: int = 5, auto_recover: bool = True, channel: Optional[grpc.Channel] = None,
                  max_loops: Optional[int] = None, actions_per_op: Optional[int] = None,
@@ -382,7 +389,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
                  tile_sizes: Optional[Sequence[int]] = None, num_threads: Optional[int] = None,
                  max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = "penalize",
                  max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
-                 mlir: Optional[str] = None, description: str = "", info_timings: bool = False):
+                 mlir: Optional[str] = None, description: str = "", info_timings: bool = False,
+                 benchmark_order: Optional[str] = None):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
         # The last full observation (private arrays) and its id: steps ask the server for the tensors that changed
@@ -401,7 +409,11 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
             num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions,
             max_accesses=max_accesses, interchange_mode=interchange_mode)
-        self._default_benchmark = None if benchmark is None else _normalize_benchmark(benchmark)
+        if benchmark_order is not None and benchmark_order not in ("cycle", "random"):
+            raise InvalidArgumentError(f"benchmark_order must be 'cycle' or 'random', got {benchmark_order!r}")
+        self._benchmark_order = benchmark_order
+        # Where resets take their benchmark from; None until needed when no benchmark was given (the train split).
+        self._choice: Optional[BenchmarkChoice] = None
         self._auto_recover = bool(auto_recover)
         self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
         self._closed = False
@@ -411,13 +423,17 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             if mlir is not None:
                 if benchmark is not None:
                     raise InvalidArgumentError("give either a benchmark URI or mlir text, not both")
-                self._default_benchmark = self.add_benchmark(mlir, description)["uri"]
+                self._choice = BenchmarkChoice([self.add_benchmark(mlir, description)["uri"]])
+            elif isinstance(benchmark, BenchmarkChoice):
+                self._choice = benchmark
+            elif benchmark is not None:
+                self._choice = BenchmarkChoice(resolve_benchmarks(benchmark, self._catalog),
+                                               benchmark_order or default_order(benchmark))
             reply = self._conn.call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
             self._set_spaces(reply)
         except BaseException:
             self.close()
             raise
-        self._benchmark_uris: Optional[List[str]] = None
         self._episode_benchmark: Optional[str] = None
         self._episode_seed = 0
         self._actions: List[List[int]] = []
@@ -478,7 +494,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     @property
     def benchmark(self) -> Optional[str]:
         """The benchmark of the current episode (before the first reset: the one given to the constructor)."""
-        return self._episode_benchmark or self._default_benchmark
+        if self._episode_benchmark is not None:
+            return self._episode_benchmark
+        return None if self._choice is None else self._choice.fixed
 
     @property
     def actions(self) -> List[List[int]]:
@@ -523,14 +541,26 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         self._check_open()
         return message_to_dict(self._conn.call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
 
+    def _catalog(self) -> Tuple[List[Tuple[str, str, str]], List[str]]:
+        """Every benchmark as (uri, dataset, split), and the generator families: what names resolve against."""
+        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
+        return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
+
+    @property
+    def benchmark_choice(self) -> Optional[BenchmarkChoice]:
+        """Where resets take their benchmark from (sources, order, cycle position); ``None`` until the first reset
+        when no benchmark was given (then: the train split in random order)."""
+        return self._choice
+
     def _pick_benchmark(self) -> str:
-        if self._benchmark_uris is None:
+        if self._choice is None:
             # The training split (the eval split is held out), sorted so the pick depends only on the seed and the
             # set of benchmarks, not on the server's order.
-            self._benchmark_uris = sorted(b["uri"] for b in self.list_benchmarks(split="train"))
-        if not self._benchmark_uris:
-            raise FailedPreconditionError("the server offers no benchmarks")
-        return self._benchmark_uris[int(self.np_random.integers(len(self._benchmark_uris)))]
+            uris = sorted(b["uri"] for b in self.list_benchmarks(split="train"))
+            if not uris:
+                raise FailedPreconditionError("the server offers no benchmarks")
+            self._choice = BenchmarkChoice(uris, self._benchmark_order or "random")
+        return self._choice.next(self.np_random)
 
     # -- actions -----------------------------------------------------------------------------------------------
 
@@ -660,10 +690,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         if unknown:
             raise InvalidArgumentError(f"unknown reset option(s) {', '.join(map(repr, unknown))}; "
                                        f"known: 'benchmark', 'replay_actions'")
+        if seed is not None and self._choice is not None:
+            self._choice.restart()  # a seeded reset starts the benchmark cycle again (reproducible episodes)
         if options.get("benchmark") is not None:
             benchmark = _normalize_benchmark(options["benchmark"])
-        elif self._default_benchmark is not None:
-            benchmark = self._default_benchmark
         else:
             benchmark = self._pick_benchmark()
         replay = [self._action_values(a) for a in (options.get("replay_actions") or [])]
@@ -788,8 +818,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             child._np_random = copy.deepcopy(self._np_random)
         for name in ("nvec", "head_names", "type_names", "tile_sizes"):
             setattr(child, name, list(getattr(self, name)))
-        if self._benchmark_uris is not None:
-            child._benchmark_uris = list(self._benchmark_uris)
+        if self._choice is not None:
+            child._choice = copy.deepcopy(self._choice)
         return child
 
     def close(self) -> None:

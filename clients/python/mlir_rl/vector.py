@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import spaces as _spaces
+from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks
 from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _ClosesItself, _step_request
 from .errors import InvalidArgumentError, MlirRlError, NotFoundError, error_class
 from .v1 import env_pb2
@@ -39,8 +40,10 @@ class MlirRlVectorEnv(_ClosesItself):
 
     Args:
         num_envs: number of sub-environments (sessions).
-        benchmark: one URI for every sub-environment, a sequence of ``num_envs`` URIs, or ``None`` (each reset
-            picks a training benchmark with the sub-environment's ``np_random``).
+        benchmark: what resets start on, as for :func:`mlir_rl.make` (a URI, a list, a dataset, a split, generator
+            families), shared: in ``"cycle"`` order sub-environment ``i`` takes picks ``i, i + num_envs, ...`` (a
+            list of ``num_envs`` URIs gives each its own), in ``"random"`` order each draws with its own
+            ``np_random``; ``None``: each picks from the train split at random.
         server, timeout, channel: as for :class:`~mlir_rl.MlirRlEnv`; all sub-environments share one channel.
         options: session options (``max_loops``, ``reward_mode``, ...), as for :class:`~mlir_rl.MlirRlEnv`.
 
@@ -55,18 +58,18 @@ class MlirRlVectorEnv(_ClosesItself):
         self._closed, self.envs, self._conn = True, [], None  # what close() needs, even if this raises
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise InvalidArgumentError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if benchmark is None or isinstance(benchmark, str):
-            benchmarks = [benchmark] * num_envs
-        else:
-            benchmarks = list(benchmark)
-            if len(benchmarks) != num_envs:
-                raise InvalidArgumentError(f"{len(benchmarks)} benchmarks given for {num_envs} environments")
         self.num_envs = num_envs
         self._conn = Connection(server, channel=channel, timeout=timeout)
         self._closed = False
         try:
-            for b in benchmarks:
-                self.envs.append(MlirRlEnv(b, server=server, timeout=timeout, channel=self._conn.channel, **options))
+            # One look-up of the names for all sub-environments; each gets its place in a shared cycle.
+            choices: List[Any] = [None] * num_envs
+            if benchmark is not None:
+                order = options.pop("benchmark_order", None) or default_order(benchmark)
+                choice = BenchmarkChoice(resolve_benchmarks(benchmark, self._catalog), order)
+                choices = [choice.strided(i, num_envs) for i in range(num_envs)]
+            for c in choices:
+                self.envs.append(MlirRlEnv(c, server=server, timeout=timeout, channel=self._conn.channel, **options))
         except BaseException:
             self.close()
             raise
@@ -79,6 +82,10 @@ class MlirRlVectorEnv(_ClosesItself):
             self.observation_space = batch_space(first.observation_space, num_envs)
         self.head_names, self.nvec = first.head_names, first.nvec
         self.type_names, self.tile_sizes = first.type_names, first.tile_sizes
+
+    def _catalog(self) -> Any:
+        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
+        return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
 
     # -- Gymnasium vector API ----------------------------------------------------------------------------------
 
