@@ -582,18 +582,26 @@ def test_vector_env_steps_like_separate_envs(server):
 
 
 def test_vector_env_resets_ended_episodes_in_the_same_step(server):
-    with mlir_rl.make_vec(2, MATMUL, server=server, max_steps=1) as envs:
+    from mlir_rl.vector import LEGACY_INFOS
+
+    with mlir_rl.make_vec(2, MATMUL, server=server, max_steps=1, autoreset_mode="same_step") as envs:
         envs.reset(seed=0)
         before = [e.session_id for e in envs.envs]
         actions = np.stack([tiling_action(e) for e in envs.envs])
         obs, rewards, terminated, truncated, infos = envs.step(actions)
-        assert truncated.all() and not terminated.any()
-        assert infos["_final_observation"].all() and infos["_final_info"].all()
-        assert infos["final_info"][0]["step"] == 1 and infos["final_info"][0]["applied"]
+        assert (terminated | truncated).all() and not (terminated & truncated).any()
+        final_obs, final_info = ("final_observation", "final_info") if LEGACY_INFOS else ("final_obs", "final_info")
+        assert infos["_" + final_obs].all() and infos["_" + final_info].all()
+        if LEGACY_INFOS:  # Gymnasium 0.29: an object array of dicts
+            step, applied = infos[final_info][0]["step"], infos[final_info][0]["applied"]
+        else:  # Gymnasium 1.x: a dict of arrays (and the evaluation a dict of arrays in it)
+            step, applied = infos[final_info]["step"][0], infos[final_info]["applied"][0]
+            assert infos[final_info]["_evaluation"].all() and infos[final_info]["evaluation"]["correct"].all()
+        assert step == 1 and applied
         # The returned observation starts the next episode; the final one shows the tiled state.
-        assert (obs["progress"][:, 2] == 0).all() and infos["final_observation"][0]["progress"][2] == 1
+        assert (obs["progress"][:, 2] == 0).all() and infos[final_obs][0]["progress"][2] == 1
         assert [e.session_id for e in envs.envs] != before and all(e.actions == [] for e in envs.envs)
-        assert not np.array_equal(infos["final_observation"][0]["progress"], obs["progress"][0])
+        assert not np.array_equal(infos[final_obs][0]["progress"], obs["progress"][0])
 
 
 def test_vector_env_reports_a_refused_entry_and_steps_the_others(server):

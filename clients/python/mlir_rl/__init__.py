@@ -26,7 +26,7 @@ except ImportError as _e:  # pragma: no cover - only without generated stubs
 from . import errors  # noqa: E402
 from .client import generator_families, list_benchmarks, make, make_vec, version  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
-from .vector import MlirRlVectorEnv  # noqa: E402
+from .vector import AutoresetMode, MlirRlVectorEnv  # noqa: E402
 from .registration import ENV_ID, register_envs  # noqa: E402
 from .errors import (  # noqa: E402
     DeadlineExceededError,
@@ -54,6 +54,7 @@ __all__ = [
     "register_envs",
     "make_vec",
     "MlirRlVectorEnv",
+    "AutoresetMode",
     "list_benchmarks",
     "generator_families",
     "version",
