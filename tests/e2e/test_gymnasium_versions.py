@@ -14,7 +14,8 @@ import pytest
 from conftest import GYMNASIUM_VERSIONS, run_pytest_under_gymnasium
 
 # The files whose tests import gymnasium (through conftest.import_gymnasium).
-GYMNASIUM_TEST_FILES = ["test_gymnasium_compat.py", "test_pickle.py", "test_vector_gymnasium.py"]
+GYMNASIUM_TEST_FILES = ["test_gymnasium_compat.py", "test_pickle.py", "test_vector_gymnasium.py",
+                        "test_sb3_adapter.py"]
 
 
 @pytest.mark.parametrize("version", GYMNASIUM_VERSIONS)

@@ -198,16 +198,34 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         Raises the error of the first entry the server refused (e.g. :class:`InvalidArgumentError` for a malformed
         action), naming the sub-environment, after the other sub-environments have taken their steps.
         """
+        rewards, terminated, truncated, entries = self._step(actions, self.autoreset_mode)
+        infos: List[Tuple[int, Dict[str, Any]]] = []
+        for i, info, reset_info, final_obs in entries:
+            if reset_info is None:
+                infos.append((i, info))
+            elif info is None:  # NEXT_STEP: reset instead of stepped
+                infos.append((i, reset_info))
+            elif LEGACY_INFOS:  # SAME_STEP
+                infos.append((i, dict(reset_info, final_observation=final_obs, final_info=info)))
+            else:
+                infos.append((i, dict(reset_info, final_obs=final_obs, final_info=info)))
+        return _stack([env._obs for env in self.envs]), rewards, terminated, truncated, self._merge(infos)
+
+    def _step(self, actions: Any, mode: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[Tuple[Any, ...]]]:
+        """The step of every sub-environment with ``mode``'s autoreset: rewards, terminated, truncated and, per
+        sub-environment in order, ``(i, step info, reset info, final observation)`` (a sub-environment reset by
+        NEXT_STEP has no step info; one not reset has no reset info; the final observation is SAME_STEP's)."""
         self._check_open()
         n = self.num_envs
         if len(actions) != n:
             raise InvalidArgumentError(f"{len(actions)} actions given for {n} environments")
-        mode = self.autoreset_mode
         ended = self._ended
         if ended and mode is AutoresetMode.DISABLED:
             raise FailedPreconditionError(
                 f"the episodes of environments {ended} are over and autoreset is disabled: reset them first with "
                 f"reset(options={{'reset_mask': mask}})")
+        if ended and mode is AutoresetMode.SAME_STEP:
+            ended = []  # (the mode changed under it: the ended episodes refuse the step, as the server says)
         stepping = range(n) if not ended else [i for i in range(n) if i not in ended]
         envs = self.envs
         request = env_pb2.StepManyRequest()
@@ -219,7 +237,7 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        infos: List[Tuple[int, Dict[str, Any]]] = []
+        entries: List[Tuple[Any, ...]] = []
         failures: List[Tuple[int, MlirRlError]] = []
         if request.steps:
             reply = self._conn.call("StepMany", request, idempotent=False)
@@ -235,23 +253,19 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
                                                                                          copy=False)
                     if (terminated[i] or truncated[i]) and mode is AutoresetMode.SAME_STEP:
                         final_obs = OrderedDict((name, a.copy()) for name, a in obs.items())
-                        final_info = info
-                        _, info = env.reset()
-                        if LEGACY_INFOS:
-                            info = dict(info, final_observation=final_obs, final_info=final_info)
-                        else:
-                            info = dict(info, final_obs=final_obs, final_info=final_info)
+                        _, reset_info = env.reset()
+                        entries.append((i, info, reset_info, final_obs))
+                    else:
+                        entries.append((i, info, None, None))
                 except MlirRlError as e:  # the other entries' replies must still be taken
                     failures.append((i, e))
-                    continue
-                infos.append((i, info))
         for i in ended:  # NEXT_STEP: these start their next episode now (reward 0, not done)
             try:
-                _, info = envs[i].reset()
+                _, reset_info = envs[i].reset()
             except MlirRlError as e:
                 failures.append((i, e))
                 continue
-            infos.append((i, info))
+            entries.append((i, None, reset_info, None))
         if failures:
             failures.sort(key=lambda f: f[0])
             i, error = failures[0]
@@ -264,8 +278,8 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
             done = terminated | truncated
             self._ended = np.flatnonzero(done).tolist() if done.any() else []
         if ended:
-            infos.sort(key=lambda item: item[0])
-        return _stack([env._obs for env in envs]), rewards, terminated, truncated, self._merge(infos)
+            entries.sort(key=lambda entry: entry[0])
+        return rewards, terminated, truncated, entries
 
     def _recover_entry(self, i: int, env: MlirRlEnv, values: List[int], result: Any) -> Any:
         """A refused StepMany entry: raises its error, unless the server lost the session (it restarted), in which
