@@ -13,7 +13,8 @@ import pytest
 
 from conftest import GYMNASIUM_VERSIONS, run_pytest_under_gymnasium
 
-# The files whose tests import gymnasium (through conftest.import_gymnasium).
+# The files run under each Gymnasium: their tests that need it get it (conftest.import_gymnasium), the others check
+# that they work with gymnasium.spaces too.
 GYMNASIUM_TEST_FILES = ["test_gymnasium_compat.py", "test_pickle.py", "test_vector_gymnasium.py",
                         "test_sb3_adapter.py"]
 

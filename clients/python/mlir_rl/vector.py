@@ -372,23 +372,25 @@ def _add_info(out: Dict[str, Any], info: Dict[str, Any], i: int, n: int) -> Dict
     ``"_" + key``; numbers get a numeric array of their type, numpy arrays a stacked array, dicts the same layout
     inside, ``final_obs`` and anything else an object array."""
     for key, value in info.items():
+        array = out.get(key)
+        if array is not None and type(array) is np.ndarray and key != "final_obs":  # seen before: fill in
+            array[i] = value
+            out["_" + key][i] = True
+            continue
         if key == "final_obs":
-            array = out.get(key)
             if array is None:
                 array = np.full(n, None, dtype=object)
             array[i] = value
         elif isinstance(value, dict):
-            array = _add_info(out.get(key, {}), value, i, n)
+            array = _add_info(array if array is not None else {}, value, i, n)
         else:
-            array = out.get(key)
-            if array is None:
-                kind = type(value)
-                if kind in _SCALARS or issubclass(kind, np.number):
-                    array = np.zeros(n, dtype=kind)
-                elif isinstance(value, np.ndarray):
-                    array = np.zeros((n, *value.shape), dtype=value.dtype)
-                else:
-                    array = np.full(n, None, dtype=object)
+            kind = type(value)
+            if kind in _SCALARS or issubclass(kind, np.number):
+                array = np.zeros(n, dtype=kind)
+            elif isinstance(value, np.ndarray):
+                array = np.zeros((n, *value.shape), dtype=value.dtype)
+            else:
+                array = np.full(n, None, dtype=object)
             array[i] = value
         mask = out.get("_" + key)
         if mask is None:
