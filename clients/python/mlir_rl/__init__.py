@@ -6,7 +6,8 @@
 
     envs = mlir_rl.make_vec(8, server="127.0.0.1:50051")  # 8 sessions, one StepMany call per step
 
-With gymnasium importable, ``gymnasium.make("mlir_rl/MlirRl-v0", benchmark=..., server=...)`` works too.
+With gymnasium importable, ``gymnasium.make("mlir_rl/MlirRl-v0", benchmark=..., server=...)`` works too; for
+Stable-Baselines3, ``mlir_rl.sb3.make_sb3_vec(8, server=...)``.
 
 The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build; see README.md.
 """
