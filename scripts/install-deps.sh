@@ -16,6 +16,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   # Python client and its tests (these serve /usr/bin/python3)
   python3 python3-grpcio python3-protobuf python3-numpy python3-pytest
+  # what Gymnasium needs besides numpy (the tests import the vendored Gymnasium in ../shared/vendor/python)
+  python3-cloudpickle python3-typing-extensions
   # used by tests and tools
   procps curl
 )

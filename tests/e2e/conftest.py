@@ -132,9 +132,61 @@ def server_process() -> ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def server(server_process: ServerProcess) -> str:
-    """``127.0.0.1:<port>`` of a server shared by the whole test session."""
-    return server_process.address
+def server(request: pytest.FixtureRequest) -> str:
+    """``127.0.0.1:<port>`` of a server shared by the whole test session: ``$MLIR_RL_SERVER_ADDRESS`` when set (a
+    test session started by another one, see :func:`run_pytest_under_gymnasium`), else a server started here."""
+    address = os.environ.get("MLIR_RL_SERVER_ADDRESS")
+    if address:
+        return address
+    return request.getfixturevalue("server_process").address
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Gymnasium: vendored versions beside the repository (not part of it; see ../shared/vendor/README.md)
+
+VENDOR_PYTHON = REPO_ROOT.parent / "shared" / "vendor" / "python"
+GYMNASIUM_VERSIONS = ("1.3.0", "0.29.1")
+
+
+def gymnasium_pythonpath(version: str) -> str:
+    """PYTHONPATH that imports the vendored Gymnasium ``version`` and the client; skips the test when the vendored
+    sources, or the Debian packages Gymnasium needs, are absent."""
+    gym_dir = VENDOR_PYTHON / f"gymnasium-{version}"
+    notifications = VENDOR_PYTHON / "farama-notifications"
+    if not (gym_dir / "gymnasium").is_dir() or not notifications.is_dir():
+        pytest.skip(f"vendored Gymnasium {version} not found at {gym_dir} (and {notifications}): these checks need "
+                    f"the third-party sources in ../shared/vendor/python beside the repository")
+    for module, package in (("cloudpickle", "python3-cloudpickle"), ("typing_extensions", "python3-typing-extensions")):
+        probe = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip(f"Gymnasium needs the Debian package {package} (bash scripts/install-deps.sh)")
+    return os.pathsep.join([str(gym_dir), str(notifications), str(CLIENT_DIR)])
+
+
+def run_pytest_under_gymnasium(version: str, server: str, test_files: List[str],
+                               timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """Runs ``test_files`` (paths relative to tests/e2e) in a new pytest process that imports the vendored
+    Gymnasium ``version`` (one Gymnasium per process) against the server at ``server``. The tests there must
+    not skip for want of gymnasium: ``MLIR_RL_REQUIRE_GYMNASIUM`` says so."""
+    env = dict(os.environ, PYTHONPATH=gymnasium_pythonpath(version), MLIR_RL_SERVER_ADDRESS=server,
+               MLIR_RL_REQUIRE_GYMNASIUM=version)
+    here = Path(__file__).resolve().parent
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                           *[str(here / f) for f in test_files]],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def import_gymnasium():
+    """``gymnasium`` for tests that need it: skipped when it is not importable, unless this process was started by
+    :func:`run_pytest_under_gymnasium` (then it must be importable, at the version asked for)."""
+    required = os.environ.get("MLIR_RL_REQUIRE_GYMNASIUM")
+    if not required:
+        return pytest.importorskip("gymnasium", reason="gymnasium is not importable here; "
+                                   "test_gymnasium_versions.py runs these tests under each vendored Gymnasium")
+    import gymnasium
+
+    assert gymnasium.__version__ == required, (gymnasium.__version__, required, gymnasium.__file__)
+    return gymnasium
 
 
 @pytest.fixture(scope="module")

@@ -316,7 +316,12 @@ def test_out_of_range_value(env):
     assert "type" in str(excinfo.value)
 
 
-def test_masked_value(env):
+def test_masked_value(server):
+    with mlir_rl.make(MATMUL, server=server, masked_actions="reject") as env:
+        _check_masked_value_is_rejected(env)
+
+
+def _check_masked_value_is_rejected(env: mlir_rl.MlirRlEnv) -> None:
     env.reset(seed=0)
     masks = split_masks(env)
     masked_types = np.flatnonzero(~masks[0])
@@ -577,19 +582,27 @@ def test_vector_env_steps_like_separate_envs(server):
 
 
 def test_vector_env_resets_ended_episodes_in_the_same_step(server):
-    with mlir_rl.make_vec(2, MATMUL, server=server, max_steps=1) as envs:
+    from mlir_rl.vector import LEGACY_INFOS
+
+    with mlir_rl.make_vec(2, MATMUL, server=server, max_steps=1, autoreset_mode="same_step") as envs:
         envs.reset(seed=0)
         before = [e.session_id for e in envs.envs]
         actions = np.stack([tiling_action(e) for e in envs.envs])
         obs, rewards, terminated, truncated, infos = envs.step(actions)
         # max_steps ends the episodes, and FINAL pays their whole return on that step: terminated, not truncated.
         assert terminated.all() and not truncated.any()
-        assert infos["_final_observation"].all() and infos["_final_info"].all()
-        assert infos["final_info"][0]["step"] == 1 and infos["final_info"][0]["applied"]
+        final_obs, final_info = ("final_observation", "final_info") if LEGACY_INFOS else ("final_obs", "final_info")
+        assert infos["_" + final_obs].all() and infos["_" + final_info].all()
+        if LEGACY_INFOS:  # Gymnasium 0.29: an object array of dicts
+            step, applied = infos[final_info][0]["step"], infos[final_info][0]["applied"]
+        else:  # Gymnasium 1.x: a dict of arrays (and the evaluation a dict of arrays in it)
+            step, applied = infos[final_info]["step"][0], infos[final_info]["applied"][0]
+            assert infos[final_info]["_evaluation"].all() and infos[final_info]["evaluation"]["correct"].all()
+        assert step == 1 and applied
         # The returned observation starts the next episode; the final one shows the tiled state.
-        assert (obs["progress"][:, 2] == 0).all() and infos["final_observation"][0]["progress"][2] == 1
+        assert (obs["progress"][:, 2] == 0).all() and infos[final_obs][0]["progress"][2] == 1
         assert [e.session_id for e in envs.envs] != before and all(e.actions == [] for e in envs.envs)
-        assert not np.array_equal(infos["final_observation"][0]["progress"], obs["progress"][0])
+        assert not np.array_equal(infos[final_obs][0]["progress"], obs["progress"][0])
 
 
 def test_vector_env_reports_a_refused_entry_and_steps_the_others(server):

@@ -479,7 +479,7 @@ def test_fake_episode(fake):
         obs, info = env.reset(seed=5)
         assert env.observation_space.contains(obs)
         assert list(obs) == list(env.observation_space.spaces)
-        assert info["benchmark"] == MATMUL and info["step"] == 0 and info["reference"] is None
+        assert info["benchmark"] == MATMUL and info["step"] == 0 and "reference" not in info and env.reference is None
         assert fake.sessions[env.session_id]["seed"] == 5
         mask = env.action_masks()
         assert mask.dtype == bool and mask.shape == (sum(env.nvec),)
@@ -487,12 +487,14 @@ def test_fake_episode(fake):
         a = legal_action(env)
         obs, reward, terminated, truncated, info = env.step(a)
         assert (reward, terminated, truncated) == (0.0, False, False)
-        assert info["applied"] and info["description"] == "TILING op 0" and info["evaluation"] is None
+        assert info["applied"] and info["description"] == "TILING op 0" and "evaluation" not in info
+        assert "apply_ms" not in info and env.last_apply_ms == 0.5 and env.last_evaluation is None
         assert info["step"] == 1 and obs["progress"][2] == 1
         assert env.actions == [a.tolist()]
         _, reward, terminated, _, info = env.step([0, 0, 0, 0, 0])
         assert reward == 1.0 and terminated
-        assert info["evaluation"]["speedup"] == 2.0 and info["evaluation"]["correct"] is True
+        assert info["evaluation"] == {"speedup": 2.0, "correct": True, "failure": ""}
+        assert env.last_evaluation["median_ns"] == 5.0 and env.last_evaluation["reference_ns"] == 10.0
         with pytest.raises(errors.FailedPreconditionError, match="over"):
             env.step([0, 0, 0, 0, 0])
         fake.silent_after_done = True

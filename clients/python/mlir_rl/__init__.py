@@ -6,6 +6,9 @@
 
     envs = mlir_rl.make_vec(8, server="127.0.0.1:50051")  # 8 sessions, one StepMany call per step
 
+With gymnasium importable, ``gymnasium.make("mlir_rl/MlirRl-v0", benchmark=..., server=...)`` works too; for
+Stable-Baselines3, ``mlir_rl.sb3.make_sb3_vec(8, server=...)``.
+
 The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build; see README.md.
 """
 
@@ -24,7 +27,8 @@ except ImportError as _e:  # pragma: no cover - only without generated stubs
 from . import errors  # noqa: E402
 from .client import generator_families, list_benchmarks, make, make_vec, version  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
-from .vector import MlirRlVectorEnv  # noqa: E402
+from .vector import AutoresetMode, MlirRlVectorEnv  # noqa: E402
+from .registration import ENV_ID, register_envs  # noqa: E402
 from .errors import (  # noqa: E402
     DeadlineExceededError,
     FailedPreconditionError,
@@ -37,10 +41,21 @@ from .errors import (  # noqa: E402
     UnimplementedError,
 )
 
+# ``gymnasium.make("mlir_rl/MlirRl-v0", ...)`` once the package is imported (a no-op without gymnasium).
+try:
+    register_envs()
+except Exception as _e:  # pragma: no cover - a broken gymnasium must not make the client unusable
+    import logging as _logging
+
+    _logging.getLogger("mlir_rl").warning("could not register the environments with gymnasium: %s", _e)
+
 __all__ = [
     "make",
+    "ENV_ID",
+    "register_envs",
     "make_vec",
     "MlirRlVectorEnv",
+    "AutoresetMode",
     "list_benchmarks",
     "generator_families",
     "version",

@@ -11,18 +11,24 @@ from .vector import MlirRlVectorEnv
 __all__ = ["make", "make_vec", "list_benchmarks", "generator_families", "version"]
 
 
-def make(benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER, mlir: Optional[str] = None,
+def make(benchmark: Any = None, *, server: str = DEFAULT_SERVER, mlir: Optional[str] = None,
          **options: Any) -> MlirRlEnv:
     """An :class:`MlirRlEnv` on ``server``; ``options`` are the constructor's keyword arguments (session options
-    such as ``max_loops=8, reward_mode="immediate"``, and ``timeout``, ``render_mode``, ...). With ``mlir=TEXT``
-    the module (Linalg on tensors, or TOSA) is uploaded, validated by the server, and becomes the benchmark."""
+    such as ``max_loops=8, reward_mode="immediate"``, and ``timeout``, ``render_mode``, ``benchmark_order``, ...).
+    ``benchmark``: one URI, a list of URIs, a dataset, a split (``"train"``, ``"eval"``), generator families
+    (``"generator://family"``), or a list of these, picked at each reset in ``benchmark_order`` (``"cycle"`` or
+    ``"random"``; see :mod:`mlir_rl.benchmarks`); ``None``: the train split, at random.
+    With ``mlir=TEXT`` the module (Linalg on tensors, or TOSA) is uploaded, validated by the server, and becomes
+    the benchmark."""
     return MlirRlEnv(benchmark, server=server, mlir=mlir, **options)
 
 
 def make_vec(num_envs: int, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
              **options: Any) -> MlirRlVectorEnv:
-    """A :class:`MlirRlVectorEnv` of ``num_envs`` sessions on ``server``, stepped with one call per step;
-    ``benchmark``: one URI for all, a list of ``num_envs`` URIs, or ``None`` (each reset picks one)."""
+    """A :class:`MlirRlVectorEnv` of ``num_envs`` sessions on ``server``, stepped with one call per step.
+    ``benchmark`` as for :func:`make`, shared by the sub-environments: in ``"cycle"`` order (a list's default)
+    sub-environment ``i`` takes picks ``i, i + num_envs, ...`` (so a list of ``num_envs`` URIs gives each its own),
+    in ``"random"`` order each draws with its own RNG (seeded ``seed + i``)."""
     return MlirRlVectorEnv(num_envs, benchmark, server=server, **options)
 
 

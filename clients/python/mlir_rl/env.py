@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 
 from . import spaces as _spaces
+from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks, single_uri
 from .errors import (FailedPreconditionError, InternalError, InvalidArgumentError, MlirRlError, NotFoundError,
                      UnavailableError, from_rpc_error)
 from .v1 import env_pb2, env_pb2_grpc
@@ -230,16 +231,32 @@ def benchmark_to_dict(info: "env_pb2.BenchmarkInfo") -> Dict[str, Any]:
     return message_to_dict(info)
 
 
-def _outcome_to_dict(outcome: "env_pb2.StepOutcome") -> Dict[str, Any]:
-    return {
+# What a step's default info keeps of an evaluation: facts of the schedule, the same for the same seed and actions
+# (the speedup follows the reward; a repeated schedule is served from the server's evaluation cache). Measured times,
+# compile times and the cache flag change from call to call: they are in ``env.last_evaluation`` and, with
+# ``info_timings=True``, in the info.
+EVALUATION_SUMMARY_FIELDS = ("speedup", "correct", "failure")
+
+
+def _outcome_to_dict(outcome: "env_pb2.StepOutcome", timings: bool = False) -> Dict[str, Any]:
+    """A step's info from its outcome. ``evaluation`` is present only when the step evaluated a candidate (a key that
+    is sometimes None and sometimes a dict would break Gymnasium's vector info merging)."""
+    info: Dict[str, Any] = {
         "action": outcome.action.values[:],
         "applied": outcome.applied,
         "failure_reason": outcome.failure_reason,
         "description": outcome.description,
         "reward": outcome.reward,
-        "evaluation": message_to_dict(outcome.evaluation) if outcome.HasField("evaluation") else None,
-        "apply_ms": outcome.apply_ms,
     }
+    if outcome.HasField("evaluation"):
+        evaluation = outcome.evaluation
+        if timings:
+            info["evaluation"] = message_to_dict(evaluation)
+        else:
+            info["evaluation"] = {name: getattr(evaluation, name) for name in EVALUATION_SUMMARY_FIELDS}
+    if timings:
+        info["apply_ms"] = outcome.apply_ms
+    return info
 
 
 def _step_request(session_id: str, values: List[int], since: int) -> "env_pb2.StepRequest":
@@ -328,36 +345,54 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     """A Gymnasium environment backed by an mlir-rl server session.
 
     Args:
-        benchmark: URI of the benchmark every ``reset`` starts on (``benchmark://dataset/name``; the scheme may be
-            left out). ``None``: each reset picks one with ``self.np_random`` unless ``reset`` names one.
+        benchmark: what each ``reset`` starts on (unless its ``options`` name a benchmark): one URI
+            (``benchmark://dataset/name``, the scheme may be left out, or ``generator://family/seed``), a split
+            (``"train"``, ``"eval"``, ``"user"``), a dataset (``"nn-ops"``), generator families
+            (``"generator://family"``, ``"generator://"`` for all), or a list of these; ``None``: the train split.
+            Names are looked up on the server here (unknown ones raise :class:`NotFoundError`).
+            See :mod:`mlir_rl.benchmarks`.
+        benchmark_order: ``"cycle"`` (the default for a list; a seeded reset restarts the cycle) or ``"random"``
+            (the default otherwise; drawn with ``self.np_random``, so seeded resets repeat the sequence).
         server: ``host:port`` of the server.
         timeout: deadline of each call in seconds (``None``: none).
         render_mode: ``None`` or ``"ansi"``; ``render()`` returns the current IR text either way.
         max_attempts: tries of an idempotent call while the server is UNAVAILABLE.
         auto_recover: when the server no longer knows the session (it restarted), rebuild the episode with
             ``Reset(replay_actions=...)`` from the actions recorded here and retry the call, once.
+        info_timings: also put the per-call measurements in each info: ``apply_ms`` and the whole evaluation
+            (times, compile times, cache flag) in steps, ``reference`` in resets. Off by default, so that infos are
+            the same for the same seed and actions (Gymnasium's ``check_env`` compares them); the measurements are
+            always in ``last_evaluation``, ``last_apply_ms`` and ``reference``.
+        masked_actions: ``"penalize"`` (default here): a masked action is a failed step with the transform
+            penalty, so every action of ``action_space`` is accepted, as Gymnasium's contract wants;
+            ``"reject"``: it raises :class:`InvalidArgumentError` and changes nothing (the server's default).
         max_loops, actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes,
-            num_threads, max_vector_elements, masked_actions, max_accesses, interchange_mode: session options
+            num_threads, max_vector_elements, max_accesses, interchange_mode: session options
             (``SessionOptions``);
             ``None`` = server default.
 
     Attributes beyond Gymnasium's: ``head_names`` (one per entry of an action), ``type_names`` (values of head
     ``type``), ``tile_sizes`` (``tile_sizes[v]`` is the size a tile head value ``v`` means; 0 = not tiled),
-    ``max_loops``, ``session_id``, ``benchmark`` (of the current episode), ``actions`` (recorded this episode).
+    ``max_loops``, ``session_id``, ``benchmark`` (of the current episode), ``actions`` (recorded this episode),
+    ``last_evaluation`` (the whole evaluation of the last step as a dict, ``None`` when it evaluated nothing),
+    ``last_apply_ms``, ``reference`` (the untransformed benchmark's measurement when the last reset knew it).
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    # render() returns the current IR as text ("ansi"); there is no animation, render_fps only completes the metadata
+    # Gymnasium's checker expects of an environment that renders.
+    metadata = {"render_modes": ["ansi"], "render_fps": 1}
 
-    def __init__(self, benchmark: Optional[str] = None, *, server: str = DEFAULT_SERVER,
+    def __init__(self, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
                  timeout: Optional[float] = DEFAULT_TIMEOUT, render_mode: Optional[str] = None,
                  max_attempts: int = 5, auto_recover: bool = True, channel: Optional[grpc.Channel] = None,
                  max_loops: Optional[int] = None, actions_per_op: Optional[int] = None,
                  max_steps: Optional[int] = None, reward_mode: Optional[str] = None,
                  transform_penalty: Optional[float] = None, execution_penalty: Optional[float] = None,
                  tile_sizes: Optional[Sequence[int]] = None, num_threads: Optional[int] = None,
-                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = None,
+                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = "penalize",
                  max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
-                 mlir: Optional[str] = None, description: str = ""):
+                 mlir: Optional[str] = None, description: str = "", info_timings: bool = False,
+                 benchmark_order: Optional[str] = None):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
         # The last full observation (private arrays) and its id: steps ask the server for the tensors that changed
@@ -367,12 +402,20 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise InvalidArgumentError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
+        self.info_timings = bool(info_timings)
+        self.last_evaluation: Optional[Dict[str, Any]] = None
+        self.last_apply_ms: Optional[float] = None
+        self.reference: Optional[Dict[str, Any]] = None
         self._options = session_options(
             max_loops=max_loops, actions_per_op=actions_per_op, max_steps=max_steps, reward_mode=reward_mode,
             transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
             num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions,
             max_accesses=max_accesses, interchange_mode=interchange_mode)
-        self._default_benchmark = None if benchmark is None else _normalize_benchmark(benchmark)
+        if benchmark_order is not None and benchmark_order not in ("cycle", "random"):
+            raise InvalidArgumentError(f"benchmark_order must be 'cycle' or 'random', got {benchmark_order!r}")
+        self._benchmark_order = benchmark_order
+        # Where resets take their benchmark from; None until needed when no benchmark was given (the train split).
+        self._choice: Optional[BenchmarkChoice] = None
         self._auto_recover = bool(auto_recover)
         self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
         self._closed = False
@@ -382,17 +425,22 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             if mlir is not None:
                 if benchmark is not None:
                     raise InvalidArgumentError("give either a benchmark URI or mlir text, not both")
-                self._default_benchmark = self.add_benchmark(mlir, description)["uri"]
+                self._choice = BenchmarkChoice([self.add_benchmark(mlir, description)["uri"]])
+            elif isinstance(benchmark, BenchmarkChoice):
+                self._choice = benchmark
+            elif benchmark is not None:
+                self._choice = BenchmarkChoice(resolve_benchmarks(benchmark, self._catalog),
+                                               benchmark_order or default_order(benchmark))
             reply = self._conn.call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
             self._set_spaces(reply)
         except BaseException:
             self.close()
             raise
-        self._benchmark_uris: Optional[List[str]] = None
         self._episode_benchmark: Optional[str] = None
         self._episode_seed = 0
         self._actions: List[List[int]] = []
         self.recoveries = 0  # times the episode was rebuilt after the server lost the session
+        self._restore_pending = False  # unpickled with an open episode, not yet rebuilt on the server
 
     # -- spaces ------------------------------------------------------------------------------------------------
 
@@ -448,7 +496,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     @property
     def benchmark(self) -> Optional[str]:
         """The benchmark of the current episode (before the first reset: the one given to the constructor)."""
-        return self._episode_benchmark or self._default_benchmark
+        if self._episode_benchmark is not None:
+            return self._episode_benchmark
+        return None if self._choice is None else self._choice.fixed
 
     @property
     def actions(self) -> List[List[int]]:
@@ -466,10 +516,19 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             raise FailedPreconditionError("the environment is closed")
 
     def _require_session(self) -> str:
+        """The current session's id; an unpickled environment rebuilds its episode here, on its first call."""
         self._check_open()
         if self._session_id is None:
-            raise FailedPreconditionError("no episode: call reset() first")
+            if not self._restore_pending:
+                raise FailedPreconditionError("no episode: call reset() first")
+            self._restore_session()
         return self._session_id
+
+    def _require_episode(self) -> None:
+        """Raises unless an episode is open (or waits, unpickled, to be rebuilt on the next call)."""
+        self._check_open()
+        if self._session_id is None and not self._restore_pending:
+            raise FailedPreconditionError("no episode: call reset() first")
 
     # -- benchmarks --------------------------------------------------------------------------------------------
 
@@ -484,14 +543,26 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         self._check_open()
         return message_to_dict(self._conn.call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
 
+    def _catalog(self) -> Tuple[List[Tuple[str, str, str]], List[str]]:
+        """Every benchmark as (uri, dataset, split), and the generator families: what names resolve against."""
+        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
+        return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
+
+    @property
+    def benchmark_choice(self) -> Optional[BenchmarkChoice]:
+        """Where resets take their benchmark from (sources, order, cycle position); ``None`` until the first reset
+        when no benchmark was given (then: the train split in random order)."""
+        return self._choice
+
     def _pick_benchmark(self) -> str:
-        if self._benchmark_uris is None:
+        if self._choice is None:
             # The training split (the eval split is held out), sorted so the pick depends only on the seed and the
             # set of benchmarks, not on the server's order.
-            self._benchmark_uris = sorted(b["uri"] for b in self.list_benchmarks(split="train"))
-        if not self._benchmark_uris:
-            raise FailedPreconditionError("the server offers no benchmarks")
-        return self._benchmark_uris[int(self.np_random.integers(len(self._benchmark_uris)))]
+            uris = sorted(b["uri"] for b in self.list_benchmarks(split="train"))
+            if not uris:
+                raise FailedPreconditionError("the server offers no benchmarks")
+            self._choice = BenchmarkChoice(uris, self._benchmark_order or "random")
+        return self._choice.next(self.np_random)
 
     # -- actions -----------------------------------------------------------------------------------------------
 
@@ -521,7 +592,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
 
         For gymnasium's ``MultiDiscrete.sample(mask=...)`` use ``tuple(m.astype(np.int8) for m in env.head_masks())``.
         """
-        self._require_session()
+        self._require_episode()
         if self._obs is None:
             raise FailedPreconditionError("no observation yet: call reset() first")
         return _spaces.head_masks_from_observation(self._obs, self.head_names, self.nvec)
@@ -592,6 +663,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     def _close_session(self) -> None:
         sid, self._session_id = self._session_id, None
         self._obs, self._obs_id = None, 0
+        self._restore_pending = False
         if sid is None or self._conn.closed:
             return
         try:
@@ -620,10 +692,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         if unknown:
             raise InvalidArgumentError(f"unknown reset option(s) {', '.join(map(repr, unknown))}; "
                                        f"known: 'benchmark', 'replay_actions'")
+        if seed is not None and self._choice is not None:
+            self._choice.restart()  # a seeded reset starts the benchmark cycle again (reproducible episodes)
         if options.get("benchmark") is not None:
             benchmark = _normalize_benchmark(options["benchmark"])
-        elif self._default_benchmark is not None:
-            benchmark = self._default_benchmark
         else:
             benchmark = self._pick_benchmark()
         replay = [self._action_values(a) for a in (options.get("replay_actions") or [])]
@@ -631,6 +703,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
 
         # The previous session is closed by the Reset itself (one round trip instead of two).
         previous, self._session_id = self._session_id, None
+        self._restore_pending = False
         self._obs, self._obs_id = None, 0
         try:
             reply = self._reset_rpc(benchmark, server_seed, replay, close_session_id=previous)
@@ -648,7 +721,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         info: Dict[str, Any] = message_to_dict(reply.info)
         info["benchmark"] = self._episode_benchmark
         info["session_id"] = reply.session_id
-        info["reference"] = message_to_dict(reply.reference) if reply.HasField("reference") else None
+        self.reference = message_to_dict(reply.reference) if reply.HasField("reference") else None
+        self.last_evaluation = self.last_apply_ms = None
+        if self.info_timings and self.reference is not None:
+            info["reference"] = self.reference
         info["terminated"] = bool(reply.terminated)
         info["truncated"] = bool(reply.truncated)
         return obs, info
@@ -656,9 +732,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     def step(self, action: Any) -> Tuple["OrderedDict[str, np.ndarray]", float, bool, bool, Dict[str, Any]]:
         """Applies one action ``[type, tile_0, ..., tile_{L-1}, interchange]``.
 
-        Raises :class:`InvalidArgumentError` (``ValueError``) for a malformed or masked action (the state is
-        unchanged) and :class:`FailedPreconditionError` after the end of the episode. A transformation that fails
-        to apply is not an error: ``info["applied"]`` is False and the reward is the transform penalty.
+        Raises :class:`InvalidArgumentError` (``ValueError``) for a malformed action, and for a masked one with
+        ``masked_actions="reject"`` (the state is unchanged), and :class:`FailedPreconditionError` after the end of
+        the episode. A transformation that fails to apply, or a masked action with ``masked_actions="penalize"``
+        (the default), is not an error: ``info["applied"]`` is False and the reward is the transform penalty.
         """
         values = self._action_values(action)
         reply = self._session_call("Step", lambda sid: _step_request(sid, values, self._obs_id), idempotent=False)
@@ -675,7 +752,10 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         # Record what the server processed (including actions that failed to apply), for replay.
         self._actions.append(values)
         obs = self._take_observation(reply.observation) if copy else self._update_observation(reply.observation)
-        info = _outcome_to_dict(reply.outcomes[-1])
+        outcome = reply.outcomes[-1]
+        info = _outcome_to_dict(outcome, self.info_timings)
+        self.last_apply_ms = outcome.apply_ms
+        self.last_evaluation = message_to_dict(outcome.evaluation) if outcome.HasField("evaluation") else None
         info.update(message_to_dict(reply.info))
         return obs, float(reply.reward), bool(reply.terminated), bool(reply.truncated), info
 
@@ -723,7 +803,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         The copy is independent: stepping one leaves the other unchanged. Close it when done.
         """
         reply = self._session_call("Fork", lambda sid: env_pb2.ForkRequest(session_id=sid), idempotent=False)
-        child = copy.copy(self)
+        # A shallow copy of the attributes (copy.copy would go through pickling's __getstate__ / __setstate__).
+        child = type(self).__new__(type(self))
+        child.__dict__.update(self.__dict__)
         child.__dict__.update({
             "_conn": self._conn.acquire(),
             "_session_id": reply.session_id,
@@ -738,8 +820,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             child._np_random = copy.deepcopy(self._np_random)
         for name in ("nvec", "head_names", "type_names", "tile_sizes"):
             setattr(child, name, list(getattr(self, name)))
-        if self._benchmark_uris is not None:
-            child._benchmark_uris = list(self._benchmark_uris)
+        if self._choice is not None:
+            child._choice = copy.deepcopy(self._choice)
         return child
 
     def close(self) -> None:
@@ -751,6 +833,40 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         finally:
             self._closed = True
             self._conn.release()
+
+    # -- pickling ----------------------------------------------------------------------------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """What a copy in another process needs: the server's address and the call settings, the options, spaces,
+        benchmark choice, RNG, and the episode (benchmark, seed, recorded actions, last observation). The gRPC
+        channel and the session stay here."""
+        state = dict(self.__dict__)
+        conn = state.pop("_conn")
+        state["_connection_settings"] = {"server": conn.server, "timeout": conn.timeout,
+                                         "max_attempts": conn.max_attempts, "backoff": conn.backoff}
+        # An episode to rebuild (Reset with replay_actions) on the copy's first call.
+        state["_restore_pending"] = not self._closed and (self._session_id is not None or self._restore_pending)
+        state["_session_id"] = None
+        state["_obs_id"] = 0  # the copy's session has sent nothing yet: its first observation is a full one
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Connects to the same server (no call yet); an open episode is rebuilt from its actions on the first call
+        that needs the session, so unpickling never waits for the network."""
+        state = dict(state)
+        settings = state.pop("_connection_settings")
+        self.__dict__.update(state)
+        self._conn = Connection(settings["server"], timeout=settings["timeout"],
+                                max_attempts=settings["max_attempts"], backoff=settings["backoff"])
+        if self._closed:
+            self._conn.release()
+
+    def _restore_session(self) -> None:
+        """Rebuilds the episode of an unpickled environment: a new session with the recorded actions replayed."""
+        reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+        self._restore_pending = False
+        self._session_id = reply.session_id
+        self._update_observation(reply.observation)  # the new session's first observation: later deltas build on it
 
     def __repr__(self) -> str:
         if not hasattr(self, "_conn"):

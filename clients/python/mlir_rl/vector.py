@@ -1,23 +1,34 @@
 """Several mlir-rl sessions stepped together: :class:`MlirRlVectorEnv`.
 
 One ``StepMany`` call steps every session, and the server runs the entries in parallel on its cores, so a batch of
-``num_envs`` steps costs one round trip instead of ``num_envs``. The conventions are those of Gymnasium 0.29's
-vector environments (``SyncVectorEnv``), with or without gymnasium installed:
+``num_envs`` steps costs one round trip instead of ``num_envs``.
 
-- ``reset(seed=s)`` seeds sub-environment ``i`` with ``s + i``; observations are dicts of arrays stacked on a first
-  axis of length ``num_envs``; rewards, ``terminated`` and ``truncated`` are arrays.
-- Same-step autoreset: an environment whose episode ends is reset within the same ``step``; its returned observation
-  is the new episode's first one, and the episode's last observation and info are in
-  ``infos["final_observation"][i]`` and ``infos["final_info"][i]`` (masks ``infos["_final_observation"]``,
-  ``infos["_final_info"]``).
-- ``infos`` is a dict: each key maps to an array over the environments, with a boolean mask ``"_" + key`` saying
-  which environments reported it.
+With Gymnasium >= 1.0 importable the class is a ``gymnasium.vector.VectorEnv`` with 1.x conventions (Gymnasium's
+vector wrappers, e.g. ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` and ``NormalizeReward``, work on it);
+with Gymnasium 0.29 a 0.29 ``gymnasium.vector.VectorEnv`` (``is_vector_env``, same-step autoreset with
+``final_observation`` / ``final_info``, which 0.29's wrappers expect); without gymnasium a plain class with the 1.x
+conventions:
+
+- ``reset(seed=s)`` seeds sub-environment ``i`` with ``s + i`` (a list gives one seed each);
+  ``reset(options={"reset_mask": mask})`` resets only the sub-environments where the boolean ``mask`` is True (the
+  returned observation still holds every sub-environment's current one). Observations are dicts of arrays stacked
+  on a first axis of length ``num_envs``; rewards, ``terminated`` and ``truncated`` are arrays.
+- ``metadata["autoreset_mode"]`` is an ``AutoresetMode`` (Gymnasium's own with 1.x): ``NEXT_STEP`` (the default,
+  as Gymnasium's ``SyncVectorEnv``; with 0.29 ``SAME_STEP``): the step after an episode ended resets that
+  sub-environment instead of stepping it (its action is ignored, reward 0, the reset's observation and info).
+  ``SAME_STEP``: it is reset within the step that ended it; the episode's last observation and info are in
+  ``infos["final_obs"]`` / ``infos["final_info"]`` (0.29: ``final_observation`` / ``final_info``). ``DISABLED``:
+  nothing is reset; reset ended sub-environments with ``reset_mask`` before stepping them again.
+- ``infos`` is a dict: each key maps to an array over the sub-environments with a boolean mask ``"_" + key``
+  saying which reported it; a dict value (``evaluation``, ``final_info``) is a dict of such arrays (1.x layout).
+  Gymnasium 0.29's layout is flat: dict values are objects in an object array.
 - A sub-environment whose session the server no longer knows (it restarted) is rebuilt from its recorded actions
   and takes its step alone, as :class:`~mlir_rl.MlirRlEnv` does (``auto_recover``).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -25,48 +36,104 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import spaces as _spaces
+from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks
 from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _ClosesItself, _step_request
-from .errors import InvalidArgumentError, MlirRlError, NotFoundError, error_class
+from .errors import FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, error_class
 from .v1 import env_pb2
 
 import grpc
 
 logger = logging.getLogger("mlir_rl")
 
+# Which gymnasium.vector is importable: 1 (>= 1.0), 0 (0.x), None (none).
+GYMNASIUM_VECTOR_API: Optional[int]
+try:  # pragma: no cover - depends on the environment
+    import gymnasium.vector as _gymnasium_vector
 
-class MlirRlVectorEnv(_ClosesItself):
+    _VectorBase: Any = _gymnasium_vector.VectorEnv
+    GYMNASIUM_VECTOR_API = 1 if hasattr(_gymnasium_vector, "AutoresetMode") else 0
+except ImportError:  # pragma: no cover - depends on the environment
+    _gymnasium_vector = None
+    _VectorBase = object
+    GYMNASIUM_VECTOR_API = None
+
+if GYMNASIUM_VECTOR_API == 1:  # pragma: no cover - depends on the environment
+    AutoresetMode = _gymnasium_vector.AutoresetMode
+else:
+
+    class AutoresetMode(enum.Enum):  # type: ignore[no-redef]
+        """Gymnasium 1.x's ``gymnasium.vector.AutoresetMode`` (same values), for use without it."""
+
+        NEXT_STEP = "NextStep"
+        SAME_STEP = "SameStep"
+        DISABLED = "Disabled"
+
+# Gymnasium 0.29's info layout (flat; final_observation / final_info) instead of 1.x's.
+LEGACY_INFOS = GYMNASIUM_VECTOR_API == 0
+DEFAULT_AUTORESET_MODE = AutoresetMode.SAME_STEP if LEGACY_INFOS else AutoresetMode.NEXT_STEP
+
+__all__ = ["MlirRlVectorEnv", "AutoresetMode", "DEFAULT_AUTORESET_MODE"]
+
+_MODE_NAMES = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP,
+               "disabled": AutoresetMode.DISABLED}
+
+
+def parse_autoreset_mode(mode: Any) -> Any:
+    """An ``AutoresetMode`` from itself (Gymnasium's or this module's), its value (``"NextStep"``) or a name
+    (``"next_step"``, ``"same-step"``, ...)."""
+    if mode is None:
+        return DEFAULT_AUTORESET_MODE
+    if isinstance(mode, enum.Enum) and type(mode).__name__ == "AutoresetMode":
+        mode = mode.value
+    if isinstance(mode, str):
+        key = mode.replace("-", "_").lower()
+        if key in _MODE_NAMES:
+            return _MODE_NAMES[key]
+        for m in AutoresetMode:
+            if m.value == mode:
+                return m
+    raise InvalidArgumentError(f"autoreset_mode must be next_step, same_step or disabled, got {mode!r}")
+
+
+class MlirRlVectorEnv(_ClosesItself, _VectorBase):
     """``num_envs`` sessions of the same session options, stepped with one ``StepMany`` call per ``step``.
 
     Args:
         num_envs: number of sub-environments (sessions).
-        benchmark: one URI for every sub-environment, a sequence of ``num_envs`` URIs, or ``None`` (each reset
-            picks a training benchmark with the sub-environment's ``np_random``).
+        benchmark: what resets start on, as for :func:`mlir_rl.make` (a URI, a list, a dataset, a split, generator
+            families), shared: in ``"cycle"`` order sub-environment ``i`` takes picks ``i, i + num_envs, ...`` (a
+            list of ``num_envs`` URIs gives each its own), in ``"random"`` order each draws with its own
+            ``np_random``; ``None``: each picks from the train split at random.
+        autoreset_mode: ``AutoresetMode`` or its name (``"next_step"``, ``"same_step"``, ``"disabled"``); default
+            ``NEXT_STEP`` (``SAME_STEP`` under Gymnasium 0.29). See the module's docstring.
         server, timeout, channel: as for :class:`~mlir_rl.MlirRlEnv`; all sub-environments share one channel.
-        options: session options (``max_loops``, ``reward_mode``, ...), as for :class:`~mlir_rl.MlirRlEnv`.
+        options: the other keyword arguments of :class:`~mlir_rl.MlirRlEnv` (session options such as
+            ``max_loops``, ``reward_mode``; ``masked_actions``, ``info_timings``, ``benchmark_order``, ...).
 
-    ``envs`` holds the sub-environments (:class:`~mlir_rl.MlirRlEnv`), e.g. for ``export_schedule``.
+    ``envs`` holds the sub-environments (:class:`~mlir_rl.MlirRlEnv`), e.g. for ``export_schedule`` or
+    ``last_evaluation``.
     """
-
-    metadata = {"autoreset_mode": "same-step"}
 
     def __init__(self, num_envs: int, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
                  timeout: Optional[float] = DEFAULT_TIMEOUT, channel: Optional[grpc.Channel] = None,
-                 **options: Any):
-        self._closed, self.envs, self._conn = True, [], None  # what close() needs, even if this raises
+                 autoreset_mode: Any = None, **options: Any):
+        # What close() needs, even if this raises.
+        self._closed, self.closed, self.envs, self._conn = True, True, [], None
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise InvalidArgumentError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if benchmark is None or isinstance(benchmark, str):
-            benchmarks = [benchmark] * num_envs
-        else:
-            benchmarks = list(benchmark)
-            if len(benchmarks) != num_envs:
-                raise InvalidArgumentError(f"{len(benchmarks)} benchmarks given for {num_envs} environments")
+        self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.num_envs = num_envs
         self._conn = Connection(server, channel=channel, timeout=timeout)
-        self._closed = False
+        self._closed = self.closed = False
         try:
-            for b in benchmarks:
-                self.envs.append(MlirRlEnv(b, server=server, timeout=timeout, channel=self._conn.channel, **options))
+            # One look-up of the names for all sub-environments; each gets its place in a shared cycle.
+            choices: List[Any] = [None] * num_envs
+            if benchmark is not None:
+                order = options.pop("benchmark_order", None) or default_order(benchmark)
+                choice = BenchmarkChoice(resolve_benchmarks(benchmark, self._catalog), order)
+                choices = [choice.strided(i, num_envs) for i in range(num_envs)]
+            for c in choices:
+                self.envs.append(MlirRlEnv(c, server=server, timeout=timeout, channel=self._conn.channel, **options))
         except BaseException:
             self.close()
             raise
@@ -77,80 +144,192 @@ class MlirRlVectorEnv(_ClosesItself):
             from gymnasium.vector.utils import batch_space
             self.action_space = batch_space(first.action_space, num_envs)
             self.observation_space = batch_space(first.observation_space, num_envs)
+        self.metadata = dict(first.metadata, autoreset_mode=self.autoreset_mode)
+        self.render_mode = first.render_mode
+        self.is_vector_env = True  # Gymnasium 0.29's wrappers ask
         self.head_names, self.nvec = first.head_names, first.nvec
         self.type_names, self.tile_sizes = first.type_names, first.tile_sizes
+        # Sub-environments whose episode ended in the last step and that were not reset (NEXT_STEP: reset at the
+        # next step; DISABLED: must be reset with reset_mask first).
+        self._ended: List[int] = []
+
+    def _catalog(self) -> Any:
+        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
+        return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
 
     # -- Gymnasium vector API ----------------------------------------------------------------------------------
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None
+    def reset(self, *, seed: Any = None, options: Optional[Dict[str, Any]] = None
               ) -> Tuple["OrderedDict[str, np.ndarray]", Dict[str, Any]]:
-        """Resets every sub-environment (``seed + i`` for sub-environment ``i`` when ``seed`` is given)."""
+        """Resets every sub-environment, or those where ``options["reset_mask"]`` is True. ``seed``: an int
+        (``seed + i`` for sub-environment ``i``), a list of ``num_envs`` seeds (or None), or None. The other
+        ``options`` go to each sub-environment's reset."""
         self._check_open()
-        results = [env.reset(seed=None if seed is None else seed + i, options=options)
-                   for i, env in enumerate(self.envs)]
-        return _stack([obs for obs, _ in results]), _merge_infos([info for _, info in results])
+        n = self.num_envs
+        if seed is None:
+            seeds: List[Any] = [None] * n
+        elif isinstance(seed, (list, tuple)):
+            if len(seed) != n:
+                raise InvalidArgumentError(f"{len(seed)} seeds given for {n} environments")
+            seeds = list(seed)
+        else:
+            seeds = [seed + i for i in range(n)]
+        options = dict(options or {})  # reset_mask is taken out of a copy: wrappers read the caller's dict after us
+        mask = options.pop("reset_mask", None)
+        if mask is None:
+            indices = list(range(n))
+        else:
+            if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (n,) or not mask.any():
+                raise InvalidArgumentError(f"options['reset_mask'] must be a numpy bool array of shape ({n},) with "
+                                           f"at least one True, got {mask!r}")
+            indices = np.flatnonzero(mask).tolist()
+        infos: List[Tuple[int, Dict[str, Any]]] = []
+        for i in indices:
+            _, info = self.envs[i].reset(seed=seeds[i], options=options or None)
+            infos.append((i, info))
+        reset = set(indices)
+        self._ended = [i for i in self._ended if i not in reset]
+        return _stack([env._obs for env in self.envs]), self._merge(infos)
 
     def step(self, actions: Any) -> Tuple["OrderedDict[str, np.ndarray]", np.ndarray, np.ndarray, np.ndarray,
                                           Dict[str, Any]]:
         """One action per sub-environment (an array of shape ``(num_envs, len(nvec))`` or a sequence of actions).
 
-        Raises the error of the first entry the server refused (e.g. :class:`InvalidArgumentError` for a masked
+        Raises the error of the first entry the server refused (e.g. :class:`InvalidArgumentError` for a malformed
         action), naming the sub-environment, after the other sub-environments have taken their steps.
         """
+        rewards, terminated, truncated, entries = self._step(actions, self.autoreset_mode)
+        infos: List[Tuple[int, Dict[str, Any]]] = []
+        for i, info, reset_info, final_obs in entries:
+            if reset_info is None:
+                infos.append((i, info))
+            elif info is None:  # NEXT_STEP: reset instead of stepped
+                infos.append((i, reset_info))
+            elif LEGACY_INFOS:  # SAME_STEP
+                infos.append((i, dict(reset_info, final_observation=final_obs, final_info=info)))
+            else:
+                infos.append((i, dict(reset_info, final_obs=final_obs, final_info=info)))
+        return _stack([env._obs for env in self.envs]), rewards, terminated, truncated, self._merge(infos)
+
+    def _step(self, actions: Any, mode: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[Tuple[Any, ...]]]:
+        """The step of every sub-environment with ``mode``'s autoreset: rewards, terminated, truncated and, per
+        sub-environment in order, ``(i, step info, reset info, final observation)`` (a sub-environment reset by
+        NEXT_STEP has no step info; one not reset has no reset info; the final observation is SAME_STEP's)."""
         self._check_open()
-        if len(actions) != self.num_envs:
-            raise InvalidArgumentError(f"{len(actions)} actions given for {self.num_envs} environments")
-        values = [env._action_values(a) for env, a in zip(self.envs, actions)]
-        request = env_pb2.StepManyRequest(steps=[_step_request(env._require_session(), v, env._obs_id)
-                                                 for env, v in zip(self.envs, values)])
-        reply = self._conn.call("StepMany", request, idempotent=False)
-        if len(reply.results) != self.num_envs:
-            raise MlirRlError(f"StepMany answered {len(reply.results)} entries for {self.num_envs} requests")
-        observations: List[Any] = [None] * self.num_envs
-        rewards = np.zeros(self.num_envs, dtype=np.float64)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = np.zeros(self.num_envs, dtype=bool)
-        infos: List[Dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        n = self.num_envs
+        if len(actions) != n:
+            raise InvalidArgumentError(f"{len(actions)} actions given for {n} environments")
+        ended = self._ended
+        if ended and mode is AutoresetMode.DISABLED:
+            raise FailedPreconditionError(
+                f"the episodes of environments {ended} are over and autoreset is disabled: reset them first with "
+                f"reset(options={{'reset_mask': mask}})")
+        if ended and mode is AutoresetMode.SAME_STEP:
+            ended = []  # (the mode changed under it: the ended episodes refuse the step, as the server says)
+        stepping = range(n) if not ended else [i for i in range(n) if i not in ended]
+        envs = self.envs
+        request = env_pb2.StepManyRequest()
+        values: List[Any] = [None] * n
+        for i in stepping:
+            env = envs[i]
+            values[i] = v = env._action_values(actions[i])
+            request.steps.append(_step_request(env._require_session(), v, env._obs_id))
+        rewards = np.zeros(n, dtype=np.float64)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        entries: List[Tuple[Any, ...]] = []
         failures: List[Tuple[int, MlirRlError]] = []
-        for i, (env, v, result) in enumerate(zip(self.envs, values, reply.results)):
+        if request.steps:
+            reply = self._conn.call("StepMany", request, idempotent=False)
+            if len(reply.results) != len(request.steps):
+                raise MlirRlError(f"StepMany answered {len(reply.results)} entries for {len(request.steps)} requests")
+            for i, result in zip(stepping, reply.results):
+                env = envs[i]
+                try:
+                    if result.code != 0:
+                        result = self._recover_entry(i, env, values[i], result)
+                    # The sub-environment's own arrays: _stack copies them into the batch.
+                    obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(values[i], result.reply,
+                                                                                         copy=False)
+                    if (terminated[i] or truncated[i]) and mode is AutoresetMode.SAME_STEP:
+                        final_obs = OrderedDict((name, a.copy()) for name, a in obs.items())
+                        _, reset_info = env.reset()
+                        entries.append((i, info, reset_info, final_obs))
+                    else:
+                        entries.append((i, info, None, None))
+                except MlirRlError as e:  # the other entries' replies must still be taken
+                    failures.append((i, e))
+        for i in ended:  # NEXT_STEP: these start their next episode now (reward 0, not done)
             try:
-                if result.code != 0:
-                    code = next((c for c in grpc.StatusCode if c.value[0] == result.code), None)
-                    error = error_class(code)(result.message)
-                    if not (isinstance(error, NotFoundError) and env._auto_recover and
-                            env._episode_benchmark is not None):
-                        raise error
-                    # The server no longer knows the session (it restarted): the entry was not applied. Rebuild the
-                    # episode from the recorded actions, as MlirRlEnv does, and take this step alone.
-                    logger.warning("environment %d: session %s is unknown to the server (%s); replaying %d "
-                                   "action(s) to restore it", i, env.session_id, result.message, len(env._actions))
-                    env._recover()
-                    step = env._conn.call("Step", _step_request(env._session_id, v, env._obs_id), idempotent=False)
-                    result = env_pb2.StepManyResult(reply=step)
-                # The sub-environment's own arrays: _stack copies them into the batch.
-                obs, rewards[i], terminated[i], truncated[i], info = env._finish_step(v, result.reply, copy=False)
-                if terminated[i] or truncated[i]:
-                    final_observation = OrderedDict((name, a.copy()) for name, a in obs.items())
-                    final_info = info
-                    obs, info = env.reset()
-                    info = dict(info, final_observation=final_observation, final_info=final_info)
-            except MlirRlError as e:  # the other entries' replies must still be taken
+                _, reset_info = envs[i].reset()
+            except MlirRlError as e:
                 failures.append((i, e))
                 continue
-            observations[i], infos[i] = obs, info
+            entries.append((i, None, reset_info, None))
         if failures:
+            failures.sort(key=lambda f: f[0])
             i, error = failures[0]
             others = "" if len(failures) == 1 else f" ({len(failures) - 1} more refused: environments " \
                 f"{', '.join(str(f[0]) for f in failures[1:])})"
             raise type(error)(f"environment {i}: {error}{others}; the other environments took their step")
-        return _stack(observations), rewards, terminated, truncated, _merge_infos(infos)
+        if mode is AutoresetMode.SAME_STEP:
+            self._ended = []
+        else:
+            done = terminated | truncated
+            self._ended = np.flatnonzero(done).tolist() if done.any() else []
+        if ended:
+            entries.sort(key=lambda entry: entry[0])
+        return rewards, terminated, truncated, entries
+
+    def _recover_entry(self, i: int, env: MlirRlEnv, values: List[int], result: Any) -> Any:
+        """A refused StepMany entry: raises its error, unless the server lost the session (it restarted), in which
+        case the episode is rebuilt from the recorded actions, as MlirRlEnv does, and this step taken alone."""
+        code = next((c for c in grpc.StatusCode if c.value[0] == result.code), None)
+        error = error_class(code)(result.message)
+        if not (isinstance(error, NotFoundError) and env._auto_recover and env._episode_benchmark is not None):
+            raise error
+        logger.warning("environment %d: session %s is unknown to the server (%s); replaying %d action(s) to "
+                       "restore it", i, env.session_id, result.message, len(env._actions))
+        env._recover()
+        step = env._conn.call("Step", _step_request(env._session_id, values, env._obs_id), idempotent=False)
+        return env_pb2.StepManyResult(reply=step)
+
+    def _merge(self, infos: Sequence[Tuple[int, Dict[str, Any]]]) -> Dict[str, Any]:
+        return _merge_infos_flat(infos, self.num_envs) if LEGACY_INFOS else _merge_infos(infos, self.num_envs)
 
     def action_masks(self) -> np.ndarray:
         """Each sub-environment's :meth:`~mlir_rl.MlirRlEnv.action_masks`, stacked: shape ``(num_envs, sum(nvec))``."""
         self._check_open()
         return np.stack([env.action_masks() for env in self.envs])
 
-    def close(self) -> None:
+    def render(self) -> Tuple[str, ...]:
+        """Each sub-environment's current IR text."""
+        self._check_open()
+        return tuple(env.render() for env in self.envs)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Tuple[Any, ...]:
+        """Calls method ``name`` of every sub-environment (or reads the attribute when it is not callable)."""
+        self._check_open()
+        out = []
+        for env in self.envs:
+            attr = getattr(env, name)
+            out.append(attr(*args, **kwargs) if callable(attr) else attr)
+        return tuple(out)
+
+    def get_attr(self, name: str) -> Tuple[Any, ...]:
+        """Attribute ``name`` of every sub-environment."""
+        return tuple(getattr(env, name) for env in self.envs)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        """Sets attribute ``name`` of the sub-environments: one value each (list or tuple), or the same for all."""
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise InvalidArgumentError(f"{len(values)} values given for {self.num_envs} environments")
+        for env, value in zip(self.envs, values):
+            setattr(env, name, value)
+
+    def close(self, **kwargs: Any) -> None:
         """Closes every session and the shared channel. Idempotent."""
         for env in self.envs:
             env.close()
@@ -158,11 +337,19 @@ class MlirRlVectorEnv(_ClosesItself):
         if self._conn is not None:
             self._conn.release()
             self._conn = None
-        self._closed = True
+        self._closed = self.closed = True
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.close()
 
     def _check_open(self) -> None:
         if self._closed:
-            raise MlirRlError("the vector environment is closed")
+            raise FailedPreconditionError("the vector environment is closed")
+
+    def __repr__(self) -> str:
+        mode = getattr(self, "autoreset_mode", None)
+        return f"MlirRlVectorEnv(num_envs={getattr(self, 'num_envs', '?')}, " \
+               f"autoreset_mode={getattr(mode, 'name', mode)})"
 
 
 def _stack(observations: Sequence["OrderedDict[str, np.ndarray]"]) -> "OrderedDict[str, np.ndarray]":
@@ -177,16 +364,64 @@ def _stack(observations: Sequence["OrderedDict[str, np.ndarray]"]) -> "OrderedDi
     return out
 
 
-def _merge_infos(infos: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Gymnasium's vector info layout: ``key -> array over environments`` plus the mask ``"_" + key``."""
+_SCALARS = (int, float, bool)
+
+
+def _add_info(out: Dict[str, Any], info: Dict[str, Any], i: int, n: int) -> Dict[str, Any]:
+    """Gymnasium 1.x's vector info layout (``VectorEnv._add_info``): ``key -> array over environments`` plus the mask
+    ``"_" + key``; numbers get a numeric array of their type, numpy arrays a stacked array, dicts the same layout
+    inside, ``final_obs`` and anything else an object array."""
+    for key, value in info.items():
+        array = out.get(key)
+        if array is not None and type(array) is np.ndarray and key != "final_obs":  # seen before: fill in
+            array[i] = value
+            out["_" + key][i] = True
+            continue
+        if key == "final_obs":
+            if array is None:
+                array = np.full(n, None, dtype=object)
+            array[i] = value
+        elif isinstance(value, dict):
+            array = _add_info(array if array is not None else {}, value, i, n)
+        else:
+            kind = type(value)
+            if kind in _SCALARS or issubclass(kind, np.number):
+                array = np.zeros(n, dtype=kind)
+            elif isinstance(value, np.ndarray):
+                array = np.zeros((n, *value.shape), dtype=value.dtype)
+            else:
+                array = np.full(n, None, dtype=object)
+            array[i] = value
+        mask = out.get("_" + key)
+        if mask is None:
+            mask = np.zeros(n, dtype=np.bool_)
+        mask[i] = True
+        out[key], out["_" + key] = array, mask
+    return out
+
+
+def _merge_infos(infos: Sequence[Tuple[int, Dict[str, Any]]], n: int) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
-    n = len(infos)
-    for i, info in enumerate(infos):
+    for i, info in infos:
+        _add_info(out, info, i, n)
+    return out
+
+
+def _merge_infos_flat(infos: Sequence[Tuple[int, Dict[str, Any]]], n: int) -> Dict[str, Any]:
+    """Gymnasium 0.29's vector info layout: ``key -> array over environments`` plus the mask ``"_" + key``; anything
+    but a number is an object in an object array."""
+    out: Dict[str, Any] = {}
+    for i, info in infos:
         for key, value in info.items():
-            if key not in out:
-                numeric = isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating))
-                out[key] = np.zeros(n, dtype=np.asarray(value).dtype) if numeric else np.full(n, None, dtype=object)
+            array = out.get(key)
+            if array is None:
+                kind = type(value)
+                if kind in _SCALARS or issubclass(kind, np.number):
+                    array = np.zeros(n, dtype=kind)
+                else:
+                    array = np.full(n, None, dtype=object)
+                out[key] = array
                 out["_" + key] = np.zeros(n, dtype=bool)
-            out[key][i] = value
+            array[i] = value
             out["_" + key][i] = True
     return out
