@@ -19,8 +19,8 @@ here in the repository and ``proto/`` in an sdist.
 A wheel built from a checkout records the checkout's ``build/bin`` (``$MLIR_RL_BUILD_DIR/bin``) in
 ``mlir_rl/_build_info.py``, one of the places ``mlir_rl.local_server`` looks for ``mlir-rl-server``. The binaries
 themselves (≈90 MB each) are bundled only on request: config setting ``binaries`` (``pip install --config-settings
-binaries=DIR``) or ``$MLIR_RL_WHEEL_BINARIES``, a directory holding mlir-rl-server and mlir-rl-runner (and
-optionally mlir-rl-cli), or ``1`` for the checkout's build/bin. The wheel then also holds the checkout's benchmarks and
+binaries=DIR``) or ``$MLIR_RL_WHEEL_BINARIES``, an absolute directory holding mlir-rl-server and mlir-rl-runner
+(and optionally mlir-rl-cli), or ``1`` for the checkout's build/bin. The wheel then also holds the checkout's benchmarks and
 is tagged for this platform.
 """
 
@@ -250,7 +250,10 @@ def _binaries_source(config_settings: Optional[Mapping[str, Any]]) -> Optional[P
             raise BuildError("binaries=1 takes the binaries from the checkout's build/bin; this is no checkout "
                              "(give binaries=DIR)")
         return _build_dir(repo) / "bin"
-    return Path(value).expanduser().resolve()
+    path = Path(value).expanduser()
+    if not path.is_absolute():  # pip runs the backend in clients/python, not where it was called
+        raise BuildError(f"binaries={value}: give an absolute directory (or 1 for the checkout's build/bin)")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------
