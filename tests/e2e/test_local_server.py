@@ -84,6 +84,20 @@ def exe_name(pid: int) -> str:
         return ""
 
 
+def local_servers_of_this_process() -> List[int]:
+    """Servers started by mlir_rl.local_server under this process (not conftest's, whose port file is elsewhere)."""
+    out = []
+    for p in descendants(os.getpid()):
+        try:
+            argv = Path(f"/proc/{p}/cmdline").read_text().split("\0")
+        except OSError:
+            continue
+        if exe_name(p) == "mlir-rl-server" and any(a.startswith("--port_file=") and "/mlir-rl-server-" in a
+                                                      for a in argv):
+            out.append(p)
+    return out
+
+
 def wait_until_gone(idents: List[Tuple[int, int]], timeout: float = GONE_WITHIN) -> List[Tuple[int, int]]:
     deadline = time.monotonic() + timeout
     while True:
@@ -242,7 +256,7 @@ def test_make_without_server_starts_a_shared_local_server_and_stops_it_with_the_
     assert envs.envs[0].server == env.server
     envs.reset(seed=0)
     fork = env.fork()
-    assert [p for p in descendants(os.getpid()) if exe_name(p) == "mlir-rl-server"] == [pid]
+    assert local_servers_of_this_process() == [pid]
     family = [identity(pid)] + [identity(p) for p in descendants(pid)]
     assert any(exe_name(p) == "mlir-rl-runner" for p, _ in family), "no evaluation worker ran"
 
