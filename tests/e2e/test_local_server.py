@@ -290,6 +290,36 @@ def test_a_lease_keeps_the_shared_server_between_environments(server_bin):
     assert lease.released and not alive(ident)
 
 
+def test_a_dead_local_server_is_replaced_and_reported(server_bin, caplog):
+    env = mlir_rl.make(MATMUL)
+    env.reset(seed=0)
+    dead = local_server._shared
+    os.kill(dead.pid, signal.SIGKILL)
+    dead._proc.wait(timeout=10)
+    with caplog.at_level("WARNING", logger="mlir_rl"), mlir_rl.make(MATMUL) as other:
+        other.reset(seed=0)
+        assert local_server._shared is not dead and local_server._shared.running
+    assert any("exited with signal SIGKILL; starting another" in r.getMessage() for r in caplog.records)
+    assert local_server._shared is None  # the new one stopped with its environment
+    env.close()  # the dead one's last user: its files go
+    assert not dead.log_path.parent.exists()
+
+
+def test_an_env_closed_by_the_garbage_collector_inside_acquire_does_not_deadlock(server_bin):
+    env = mlir_rl.make(MATMUL)
+    ident = identity(shared_pid())
+
+    def close_under_the_lock():
+        with local_server._shared_lock:  # as when a collection during acquire() runs an env's __del__
+            env.close()
+
+    t = threading.Thread(target=close_under_the_lock, daemon=True)
+    t.start()
+    t.join(15)
+    assert not t.is_alive(), "closing the last environment deadlocked on the shared-server lock"
+    assert not alive(ident)
+
+
 def test_failed_make_releases_the_server(server_bin):
     with pytest.raises(mlir_rl.InvalidArgumentError):
         mlir_rl.make(MATMUL, reward_mode="sometimes")

@@ -217,7 +217,9 @@ def _describe_status(code: int) -> str:
 
 
 _running: "set[LocalServer]" = set()  # servers this process started and has not stopped (stopped at exit)
-_running_lock = threading.Lock()
+# Reentrant locks: an environment collected by the garbage collector closes itself (releasing its lease, maybe
+# stopping a server) in whatever thread allocates at that moment, possibly one already holding the lock.
+_running_lock = threading.RLock()
 
 
 class LocalServer:
@@ -242,7 +244,7 @@ class LocalServer:
             raise ServerStartError("cannot start a local server: sys.executable is not set (it runs a small "
                                    "Python program that ties the server's life to this process)")
         self._owner_pid = os.getpid()
-        self._stop_lock = threading.Lock()
+        self._stop_lock = threading.RLock()
         self._stopped = False
         self._leases = 0  # for the shared server (acquire / ServerLease)
         self.port = 0
@@ -378,7 +380,7 @@ atexit.register(_stop_all_at_exit)
 # The shared server
 
 
-_shared_lock = threading.Lock()
+_shared_lock = threading.RLock()
 _shared: Optional[LocalServer] = None
 
 
@@ -425,13 +427,16 @@ def acquire() -> ServerLease:
     global _shared
     with _shared_lock:
         server = _shared
-        if server is not None and not server.running:
+        if server is not None:
+            server._leases += 1  # first: a lease released meanwhile (by the garbage collector) cannot stop it
+            if server.running:
+                return ServerLease(server)
             logger.warning("the local mlir-rl-server (pid %d, %s) exited with %s; starting another. Its output ended "
                            "with:\n%s", server.pid, server.address, _describe_status(server.returncode or 0),
                            server.log_tail())
-            server = _shared = None  # its leases still stop (and clean up) the dead one
-        if server is None:
-            server = _shared = LocalServer()
+            _shared = None
+            ServerLease(server).release()  # gives the claim back; the dead server's last lease cleans it up
+        server = _shared = LocalServer()
         server._leases += 1
         return ServerLease(server)
 
@@ -520,7 +525,7 @@ def _forget_after_fork() -> None:
     """In a child made by ``os.fork()``: the parent's servers and spawner thread are the parent's."""
     global _shared, _spawner, _shared_lock, _spawner_lock, _running_lock
     _shared, _spawner = None, None
-    _shared_lock, _spawner_lock, _running_lock = threading.Lock(), threading.Lock(), threading.Lock()
+    _shared_lock, _spawner_lock, _running_lock = threading.RLock(), threading.Lock(), threading.RLock()
     _running.clear()
 
 
