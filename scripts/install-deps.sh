@@ -14,8 +14,9 @@ PACKAGES=(
   libtcmalloc-minimal4
   # tests
   libgtest-dev libgmock-dev
-  # Python client and its tests (these serve /usr/bin/python3)
-  python3 python3-grpcio python3-protobuf python3-numpy python3-pytest
+  # Python client and its tests (these serve /usr/bin/python3); venv and pip: `pip install ./clients/python`
+  # into a venv made with --system-site-packages (tests/e2e/test_packaging.py)
+  python3 python3-grpcio python3-protobuf python3-numpy python3-pytest python3-venv python3-pip
   # what Gymnasium needs besides numpy (the tests import the vendored Gymnasium in ../shared/vendor/python)
   python3-cloudpickle python3-typing-extensions
   # used by tests and tools

@@ -1,15 +1,17 @@
 """Python client of mlir-rl, a gRPC reinforcement-learning environment for MLIR compiler optimization.
 
     import mlir_rl
-    env = mlir_rl.make("benchmark://nn-ops/matmul_64x64x64_f32", server="127.0.0.1:50051")
+    env = mlir_rl.make("benchmark://nn-ops/matmul_64x64x64_f32")   # starts a local mlir-rl-server
     obs, info = env.reset(seed=0)
 
-    envs = mlir_rl.make_vec(8, server="127.0.0.1:50051")  # 8 sessions, one StepMany call per step
+    envs = mlir_rl.make_vec(8, server="127.0.0.1:50051")  # 8 sessions on that server, one StepMany call per step
 
 With gymnasium importable, ``gymnasium.make("mlir_rl/MlirRl-v0", benchmark=..., server=...)`` works too; for
 Stable-Baselines3, ``mlir_rl.sb3.make_sb3_vec(8, server=...)``.
 
-The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build; see README.md.
+Without ``server=``, ``$MLIR_RL_SERVER`` or else a local server shared by the process (:mod:`mlir_rl.local_server`).
+The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build (CMake, or
+``pip install``); see README.md.
 """
 
 __version__ = "0.1.0"
@@ -24,7 +26,7 @@ except ImportError as _e:  # pragma: no cover - only without generated stubs
         "--grpc_python_out=clients/python --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin "
         f"proto/mlir_rl/v1/env.proto ({_e})") from _e
 
-from . import errors  # noqa: E402
+from . import errors, local_server  # noqa: E402
 from .client import generator_families, list_benchmarks, make, make_vec, version  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
 from .vector import AutoresetMode, MlirRlVectorEnv  # noqa: E402
@@ -61,6 +63,8 @@ __all__ = [
     "version",
     "MlirRlEnv",
     "errors",
+    "local_server",
+    "register_envs",
     "MlirRlError",
     "InvalidArgumentError",
     "NotFoundError",
