@@ -9,6 +9,7 @@
 #include <optional>
 
 #include <fcntl.h>
+#include <glob.h>
 #include <poll.h>
 #include <sched.h>
 #include <spawn.h>
@@ -38,6 +39,15 @@ char processState(pid_t pid) {
 }
 
 void setNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// The OpenMP runtime registers each process in /dev/shm and unregisters at exit, which a killed worker never
+// reaches: remove what a reaped worker left.
+void removeOpenMpRegistration(pid_t pid) {
+  glob_t found{};
+  if (::glob(absl::StrCat("/dev/shm/__KMP_REGISTERED_LIB_", pid, "_*").c_str(), 0, nullptr, &found) == 0)
+    for (size_t i = 0; i < found.gl_pathc; ++i) ::unlink(found.gl_pathv[i]);
+  globfree(&found);
+}
 
 }  // namespace
 
@@ -81,6 +91,7 @@ WorkerPool::~WorkerPool() {
       if (w->pid > 0) {
         ::kill(w->pid, SIGKILL);
         ::waitpid(w->pid, nullptr, 0);
+        removeOpenMpRegistration(w->pid);
       }
     }
   }
@@ -219,6 +230,7 @@ void WorkerPool::reap(Worker &w, Ending ending, const ExecRequest &request, Exec
   w.requestFd.reset();
   w.responseFd.reset();
   w.stderrFd.reset();
+  removeOpenMpRegistration(pid);
 }
 
 ExecResult WorkerPool::execute(const ExecRequest &request) {
@@ -320,6 +332,42 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
   }
   release();
   return result;
+}
+
+SandboxCheck WorkerPool::checkSandbox() const {
+  SandboxCheck check;
+  support::Pipe out = support::Pipe::create(O_CLOEXEC);
+  if (out.error != 0) {
+    check.output = absl::StrCat("cannot create a pipe: ", std::strerror(out.error));
+    return check;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out.write.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, out.write.get(), 2);
+  std::vector<std::string> args = {options_.runnerPath, "--sandbox_selftest", absl::StrCat("--parent_pid=", getpid())};
+  for (const std::string &extra : options_.extraArgs) args.push_back(extra);
+  std::vector<char *> argv;
+  for (auto &a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = posix_spawn(&pid, options_.runnerPath.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  out.write.reset();
+  if (rc != 0) {
+    check.output = absl::StrCat("cannot start ", options_.runnerPath, ": ", std::strerror(rc));
+    return check;
+  }
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(out.read.get(), buffer, sizeof(buffer))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    check.output.append(buffer, static_cast<size_t>(n));
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  check.contained = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return check;
 }
 
 void WorkerPool::cancelAll(const std::string &reason) {

@@ -39,6 +39,12 @@ struct WorkerPoolStats {
   int busy = 0, live = 0; // workers evaluating now / started (gauges)
 };
 
+// What `mlir-rl-runner --sandbox_selftest` reported: its sandbox, and whether it refused every forbidden attempt.
+struct SandboxCheck {
+  bool contained = false;
+  std::string output;
+};
+
 class WorkerPool : public Executor {
  public:
   explicit WorkerPool(WorkerPoolOptions options);
@@ -52,6 +58,8 @@ class WorkerPool : public Executor {
 
   // The mlir-rl-runner next to the running executable.
   static std::string defaultRunnerPath();
+  // Starts a worker with the pool's settings in self-test mode (runners/Sandbox.h) and reports what it could do.
+  SandboxCheck checkSandbox() const;
 
  private:
   struct Worker {

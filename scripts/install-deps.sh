@@ -10,6 +10,9 @@ PACKAGES=(
   llvm-19-dev libmlir-19-dev mlir-19-tools libomp-19-dev
   # RPC and service libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev libspdlog-dev
+  # token digests and constant-time comparison (OpenSSL), the /metrics endpoint (libmicrohttpd), the evaluation
+  # workers' system-call filter (libseccomp); openssl makes the TLS tests' certificates
+  libssl-dev libmicrohttpd-dev libseccomp-dev openssl
   # allocator of the server, the runner and the perf program (CMakeLists.txt: MLIR_RL_TCMALLOC)
   libtcmalloc-minimal4
   # tests

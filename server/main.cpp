@@ -87,6 +87,9 @@ ABSL_FLAG(std::string, rpc_cpus, "",
           "CPUs the server's RPC threads run on, e.g. 0 or 0-1 (empty: any). Workers keep their own CPUs. An agent "
           "on the same CPU (taskset -c) avoids a cross-core wake-up per call, which costs tens of microseconds on VMs");
 ABSL_FLAG(int64_t, worker_memory_mb, 8192, "address-space limit of each worker in MiB (0: none)");
+ABSL_FLAG(bool, sandbox_workers, true,
+          "run evaluation workers sandboxed: own unprivileged user (when root), no network, system-call allow-list, "
+          "no writable files (runners/Sandbox.h); checked at start-up");
 ABSL_FLAG(std::string, runner, "", "path of mlir-rl-runner (default: next to this executable)");
 ABSL_FLAG(double, eval_timeout_floor_s, 30, "an evaluation may take at least this long before it is stopped");
 ABSL_FLAG(double, eval_timeout_multiple, 20, "... plus this multiple of the benchmark's reference time");
@@ -235,7 +238,16 @@ int main(int argc, char **argv) {
     }
     spdlog::info("{} evaluation workers ({}), {} CPU(s) each{}", pool.workers, pool.runnerPath, pool.cpusPerWorker,
                  pool.pin ? ", pinned" : "");
+    if (!absl::GetFlag(FLAGS_sandbox_workers)) pool.extraArgs.push_back("--sandbox=false");
     auto workers = std::make_unique<mlir_rl::runners::WorkerPool>(pool);
+    if (absl::GetFlag(FLAGS_sandbox_workers)) {
+      mlir_rl::runners::SandboxCheck check = workers->checkSandbox();
+      std::string first = check.output.substr(0, check.output.find('\n'));
+      if (check.contained) spdlog::info("evaluation workers {}", first);
+      else spdlog::warn("evaluation workers are NOT fully sandboxed:\n{}", check.output);
+    } else {
+      spdlog::warn("--sandbox_workers=false: evaluation workers run with the server's user and privileges");
+    }
     poolPtr = workers.get();
     executor = std::move(workers);
   } else if (isolation == "none") {

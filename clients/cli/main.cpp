@@ -3,7 +3,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "mlir_rl/v1/env.grpc.pb.h"
 #include "support/Version.h"
 
@@ -25,15 +29,51 @@ ABSL_FLAG(int, episodes, 1, "episodes to run");
 ABSL_FLAG(int, max_steps, 0, "truncate episodes after this many steps (0: no limit)");
 ABSL_FLAG(int, timeout_s, 600, "deadline of each RPC in seconds");
 ABSL_FLAG(std::string, dataset, "", "dataset filter for `list`");
+ABSL_FLAG(std::string, token, "", "bearer token for servers started with --auth_tokens_file (default: $MLIR_RL_TOKEN)");
+ABSL_FLAG(std::string, tls_ca, "", "connect with TLS, verifying the server against this PEM CA (default: $MLIR_RL_TLS_CA)");
+ABSL_FLAG(std::string, tls_cert, "", "client certificate (PEM) for TLS servers that require one (default: $MLIR_RL_TLS_CERT)");
+ABSL_FLAG(std::string, tls_key, "", "key of --tls_cert (default: $MLIR_RL_TLS_KEY)");
 
 namespace v1 = mlir_rl::v1;
 
 namespace {
 
+// A flag's value, else the environment variable's, else empty.
+std::string setting(const absl::Flag<std::string> &flag, const char *variable) {
+  std::string value = absl::GetFlag(flag);
+  if (value.empty())
+    if (const char *env = std::getenv(variable)) value = env;
+  return value;
+}
+
 std::unique_ptr<grpc::ClientContext> ctx() {
+  static const std::string token = setting(FLAGS_token, "MLIR_RL_TOKEN");
   auto c = std::make_unique<grpc::ClientContext>();
   c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
+  if (!token.empty()) c->AddMetadata("authorization", "Bearer " + token);
   return c;
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path);
+  if (!in) {
+    std::fprintf(stderr, "error: cannot read %s\n", path.c_str());
+    std::exit(2);
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::shared_ptr<grpc::ChannelCredentials> credentials() {
+  std::string ca = setting(FLAGS_tls_ca, "MLIR_RL_TLS_CA");
+  if (ca.empty()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = readFile(ca);
+  std::string cert = setting(FLAGS_tls_cert, "MLIR_RL_TLS_CERT"), key = setting(FLAGS_tls_key, "MLIR_RL_TLS_KEY");
+  if (!cert.empty()) options.pem_cert_chain = readFile(cert);
+  if (!key.empty()) options.pem_private_key = readFile(key);
+  return grpc::SslCredentials(options);
 }
 
 bool check(const grpc::Status &s, const char *what) {
@@ -127,12 +167,23 @@ int list(v1::MlirRlEnv::Stub &stub) {
   return reply.benchmarks_size() > 0 ? 0 : 1;
 }
 
+// grpc.health.v1 (open even on servers that require tokens: what orchestrators probe), then the version when the
+// credentials allow. Exit status 0 when SERVING.
 int health(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &stub) {
+  auto probe = grpc::health::v1::Health::NewStub(channel);
+  grpc::health::v1::HealthCheckResponse answer;
+  if (!check(probe->Check(ctx().get(), {}, &answer), "Health/Check")) return 1;
+  bool serving = answer.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  std::printf("%s", serving ? "SERVING" : "NOT_SERVING");
   v1::GetVersionReply version;
-  if (!check(stub.GetVersion(ctx().get(), {}, &version), "GetVersion")) return 1;
-  std::printf("server %s, protocol %s, MLIR %s, host CPU %s\n", version.server_version().c_str(),
-              version.protocol_version().c_str(), version.mlir_version().c_str(), version.host_cpu().c_str());
-  return 0;
+  grpc::Status s = stub.GetVersion(ctx().get(), {}, &version);
+  if (s.ok())
+    std::printf(": server %s, protocol %s, MLIR %s, host CPU %s", version.server_version().c_str(),
+                version.protocol_version().c_str(), version.mlir_version().c_str(), version.host_cpu().c_str());
+  else
+    std::printf(" (version: %s)", s.error_message().c_str());
+  std::printf("\n");
+  return serving ? 0 : 1;
 }
 
 int episode(v1::MlirRlEnv::Stub &stub) {
@@ -197,7 +248,7 @@ int episode(v1::MlirRlEnv::Stub &stub) {
     v1::CloseRequest close;
     close.set_session_id(r.session_id());
     v1::CloseReply closed;
-    if (!check(stub.Close(ctx().get(), close, &closed), "Close")) return 1;
+    if (!check(stub.EndSession(ctx().get(), close, &closed), "EndSession")) return 1;
   }
   return failures == 0 ? 0 : 1;
 }
@@ -211,8 +262,7 @@ int main(int argc, char **argv) {
   std::string command = args.size() > 1 ? args[1] : "episode";
   grpc::ChannelArguments channelArgs;
   channelArgs.SetMaxReceiveMessageSize(256 * 1024 * 1024);
-  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(),
-                                           channelArgs);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server), credentials(), channelArgs);
   auto stub = v1::MlirRlEnv::NewStub(channel);
   if (command == "list") return list(*stub);
   if (command == "health") return health(channel, *stub);

@@ -163,13 +163,16 @@ def run_episode(env) -> float:
 
 
 def test_not_found_names_every_place_looked_at(tmp_path):
+    # A build directory with nothing in it hides the checkout's own build (when the tests run from a built checkout).
+    empty_build = tmp_path / "no-build"
+    environ = {"PATH": str(tmp_path), "MLIR_RL_BUILD_DIR": str(empty_build)}
     with pytest.raises(local_server.ServerNotFoundError) as info:
-        local_server.find_server_binary({"PATH": str(tmp_path)})
+        local_server.find_server_binary(environ)
     message = str(info.value)
     assert "$MLIR_RL_SERVER_BIN (not set)" in message
     assert str(local_server._PACKAGE_DIR / "bin" / "mlir-rl-server") in message
     if local_server._checkout_root() is not None:  # running from the repository
-        assert str(local_server._checkout_root() / "build" / "bin" / "mlir-rl-server") in message
+        assert str(empty_build / "bin" / "mlir-rl-server") in message
     assert f"PATH={tmp_path}" in message
     assert "MLIR_RL_SERVER=host:port" in message
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, mlir_rl.MlirRlError)

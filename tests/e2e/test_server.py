@@ -91,6 +91,19 @@ def test_version_flag_names_mlir_rl_and_agrees_with_get_version(stub, program):
     assert "NDEBUG" not in line
 
 
+@pytest.mark.parametrize("program", ["mlir-rl-server", "mlir-rl-runner", "mlir-rl-cli"])
+def test_help_lists_the_programs_own_flags(program):
+    binary = server_binary().parent / program
+    if not binary.exists():
+        pytest.skip(f"{binary} not built")
+    out = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30)
+    text = out.stdout + out.stderr
+    assert "No flags matched" not in text
+    own = {"mlir-rl-server": "--session_idle_timeout_s", "mlir-rl-runner": "--sandbox_selftest",
+           "mlir-rl-cli": "--token"}[program]
+    assert own in text, text[:500]
+
+
 def test_unknown_and_malformed_benchmarks(stub):
     code, msg = code_and_message(reset, stub, "benchmark://nn-ops/does_not_exist")
     assert code == grpc.StatusCode.NOT_FOUND and "does_not_exist" in msg

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import numbers
+import os
 import sys
 import threading
 import time
@@ -57,15 +58,29 @@ BENCHMARK_SCHEME = "benchmark://"
 # Connection
 
 
+def _read_pem(path: Optional[str]) -> Optional[bytes]:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class Connection:
     """A gRPC channel and stub, shared by an environment and its forks and closed with its last user.
+
+    Credentials for servers that require them: ``token`` (sent as ``authorization: Bearer <token>``), ``tls_ca`` (a
+    PEM file: connect with TLS, verifying the server against it) and ``tls_cert`` / ``tls_key`` (a client
+    certificate); each defaults to the environment variable ``MLIR_RL_TOKEN``, ``MLIR_RL_TLS_CA``,
+    ``MLIR_RL_TLS_CERT``, ``MLIR_RL_TLS_KEY``, so every env, vector env and helper of a process picks them up.
 
     ``call`` converts gRPC errors into :mod:`mlir_rl.errors` exceptions and retries UNAVAILABLE with exponential
     backoff (``max_attempts`` tries, starting at ``backoff`` seconds) when the call is idempotent.
     """
 
     def __init__(self, server: str = DEFAULT_SERVER, *, channel: Optional[grpc.Channel] = None,
-                 timeout: Optional[float] = DEFAULT_TIMEOUT, max_attempts: int = 5, backoff: float = 0.1):
+                 timeout: Optional[float] = DEFAULT_TIMEOUT, max_attempts: int = 5, backoff: float = 0.1,
+                 token: Optional[str] = None, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None):
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         self.server = server
@@ -73,7 +88,19 @@ class Connection:
         self.max_attempts = int(max_attempts)
         self.backoff = float(backoff)
         self._owns_channel = channel is None
-        self.channel = channel if channel is not None else grpc.insecure_channel(server, options=_CHANNEL_OPTIONS)
+        # Credentials (servers started with --auth_tokens_file / --tls_cert): arguments, else the environment.
+        token = token if token is not None else os.environ.get("MLIR_RL_TOKEN") or None
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        if channel is None:
+            tls_ca = tls_ca if tls_ca is not None else os.environ.get("MLIR_RL_TLS_CA") or None
+            if tls_ca:
+                tls_cert = tls_cert if tls_cert is not None else os.environ.get("MLIR_RL_TLS_CERT") or None
+                tls_key = tls_key if tls_key is not None else os.environ.get("MLIR_RL_TLS_KEY") or None
+                credentials = grpc.ssl_channel_credentials(_read_pem(tls_ca), _read_pem(tls_key), _read_pem(tls_cert))
+                channel = grpc.secure_channel(server, credentials, options=_CHANNEL_OPTIONS)
+            else:
+                channel = grpc.insecure_channel(server, options=_CHANNEL_OPTIONS)
+        self.channel = channel
         self.stub = env_pb2_grpc.MlirRlEnvStub(self.channel)
         self._users = 1
         self._lock = threading.Lock()
@@ -108,7 +135,7 @@ class Connection:
         delay = self.backoff
         for attempt in range(attempts):
             try:
-                return rpc(request, timeout=timeout)
+                return rpc(request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as e:
                 if e.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
                     logger.debug("%s: server unavailable, retrying in %.2f s", method, delay)

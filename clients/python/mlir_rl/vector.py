@@ -38,7 +38,8 @@ import numpy as np
 from . import spaces as _spaces
 from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks
 from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _ClosesItself, _step_request
-from .errors import FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, error_class
+from .errors import (FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, UnavailableError,
+                     error_class)
 from .v1 import env_pb2
 
 import grpc
@@ -240,7 +241,7 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         entries: List[Tuple[Any, ...]] = []
         failures: List[Tuple[int, MlirRlError]] = []
         if request.steps:
-            reply = self._conn.call("StepMany", request, idempotent=False)
+            reply = self._step_many(request, envs[stepping[0]])
             if len(reply.results) != len(request.steps):
                 raise MlirRlError(f"StepMany answered {len(reply.results)} entries for {len(request.steps)} requests")
             for i, result in zip(stepping, reply.results):
@@ -280,6 +281,24 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         if ended:
             entries.sort(key=lambda entry: entry[0])
         return rewards, terminated, truncated, entries
+
+    def _step_many(self, request: Any, probe: MlirRlEnv) -> Any:
+        """StepMany. A call that fails UNAVAILABLE must not be repeated blindly (it may have been applied): ask,
+        idempotently and with retries, whether the server still knows a session of the batch. If it does not, it
+        restarted and nothing of this call survived: the call is sent again (its entries then come back NOT_FOUND and
+        are rebuilt by `_recover_entry`)."""
+        try:
+            return self._conn.call("StepMany", request, idempotent=False)
+        except UnavailableError:
+            if not probe._auto_recover or probe._episode_benchmark is None:
+                raise
+            try:
+                self._conn.call("Observe", env_pb2.ObserveRequest(session_id=probe._require_session()),
+                                idempotent=True)
+            except NotFoundError:
+                logger.warning("StepMany: the server restarted; rebuilding the sessions from their actions")
+                return self._conn.call("StepMany", request, idempotent=False)
+            raise
 
     def _recover_entry(self, i: int, env: MlirRlEnv, values: List[int], result: Any) -> Any:
         """A refused StepMany entry: raises its error, unless the server lost the session (it restarted), in which
