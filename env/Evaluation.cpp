@@ -33,6 +33,20 @@ std::string referenceKey(const Benchmark &b, uint64_t seed, int threads) {
   return absl::StrCat(b.info().uri, "|", seed, "|", threads);
 }
 
+// The status of an evaluation that did not finish for reasons not the candidate's; the step that asked for it is
+// undone. ABORTED (a worker killed or stopped from outside twice): nothing was applied, retrying the same step is
+// right. UNAVAILABLE: the server is shutting down (go elsewhere). DEADLINE_EXCEEDED: the caller's deadline passed.
+absl::Status interruptionStatus(const runners::ExecResult &result, const std::string &message) {
+  using Why = runners::ExecResult::Interruption;
+  switch (result.interruption) {
+    case Why::External: return absl::AbortedError(absl::StrCat(message, "; the step was not applied: retry it"));
+    case Why::CallerDeadline: return absl::DeadlineExceededError(message);
+    case Why::Cancelled:
+    case Why::None: break;
+  }
+  return absl::UnavailableError(message);
+}
+
 }  // namespace
 
 double TimeoutPolicy::forReference(double referenceNs) const {
@@ -52,7 +66,8 @@ std::shared_ptr<EvaluationService::ReferenceEntry> EvaluationService::referenceE
 
 runners::ExecResult EvaluationService::execute(const runners::ExecRequest &request) {
   runners::ExecResult result = executor_->execute(request);
-  if (result.failure == runners::FailureKind::Internal && result.retryable) {
+  if (result.failure == runners::FailureKind::Internal &&
+      result.interruption == runners::ExecResult::Interruption::External) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++stats_.retries;
@@ -84,7 +99,7 @@ absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationSe
   if (!result.ok()) {
     std::string message = absl::StrCat("the reference (untransformed ", benchmark.info().uri, ") ",
                                        runners::failureKindName(result.failure), ": ", result.message);
-    if (result.failure == runners::FailureKind::Internal) return absl::UnavailableError(message);
+    if (result.failure == runners::FailureKind::Internal) return interruptionStatus(result, message);
     // The benchmark itself does not run: remember it.
     entry->failure = absl::FailedPreconditionError(message);
     std::lock_guard<std::mutex> statsLock(mutex_);
@@ -150,6 +165,7 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, mlir::M
 EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const std::string &ir, uint64_t seed,
                                              int threads, const EvaluateOptions &options) {
   std::string key = candidateKey(ir, benchmark.info().uri, seed, threads);
+  std::shared_ptr<InFlight> mine, theirs;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.evaluations;
@@ -159,7 +175,43 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
       hit.cached = true;
       return hit;
     }
+    // The same candidate being measured for another session (sessions of one benchmark often reach the same
+    // schedule at once): wait for that measurement instead of making another.
+    auto [it, inserted] = inFlight_.try_emplace(key);
+    if (inserted) it->second = mine = std::make_shared<InFlight>();
+    else if (options.readCache) theirs = it->second;
   }
+  if (theirs) {
+    std::unique_lock<std::mutex> lock(theirs->mutex);
+    bool finished = options.callerDeadline == runners::Deadline::max()
+                        ? (theirs->finished.wait(lock, [&] { return theirs->done; }), true)
+                        : theirs->finished.wait_until(lock, options.callerDeadline, [&] { return theirs->done; });
+    if (finished && theirs->record.error.ok()) {
+      std::lock_guard<std::mutex> statsLock(mutex_);
+      ++stats_.cacheHits;
+      EvaluationRecord shared = theirs->record;
+      shared.cached = true;
+      return shared;
+    }
+    // It did not take place (that caller's deadline, a worker killed twice...), or this caller cannot wait longer:
+    // measure it here.
+  }
+  EvaluationRecord record = measure(benchmark, ir, key, seed, threads, options);
+  if (mine) {
+    {
+      std::lock_guard<std::mutex> lock(mine->mutex);
+      mine->record = record;
+      mine->done = true;
+    }
+    mine->finished.notify_all();
+    std::lock_guard<std::mutex> lock(mutex_);
+    inFlight_.erase(key);
+  }
+  return record;
+}
+
+EvaluationRecord EvaluationService::measure(const Benchmark &benchmark, const std::string &ir, const std::string &key,
+                                            uint64_t seed, int threads, const EvaluateOptions &options) {
   EvaluationRecord record;
   auto ref = reference(benchmark, seed, threads, options.callerDeadline);
   if (!ref.ok()) {
@@ -180,7 +232,7 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
   runners::ExecResult result = execute(request);
   if (result.failure == runners::FailureKind::Internal) {
     // Nothing about the candidate was learnt: not a reward, not cached.
-    record.error = absl::UnavailableError(absl::StrCat("the candidate could not be evaluated: ", result.message));
+    record.error = interruptionStatus(result, absl::StrCat("the candidate could not be evaluated: ", result.message));
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.notEvaluated;
     return record;

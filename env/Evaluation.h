@@ -4,6 +4,7 @@
 // costs neither compile nor run.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -108,6 +109,17 @@ class EvaluationService {
   };
   // Runs the request, retrying once on a fresh worker when the failure came from outside the candidate.
   runners::ExecResult execute(const runners::ExecRequest &request);
+  // Measures a candidate (the reference first, when unknown) and caches the result as `options` say.
+  EvaluationRecord measure(const Benchmark &benchmark, const std::string &ir, const std::string &key, uint64_t seed,
+                           int threads, const EvaluateOptions &options);
+  // A measurement in progress, which other callers of the same candidate wait for.
+  struct InFlight {
+    std::mutex mutex;
+    std::condition_variable finished;
+    bool done = false;
+    EvaluationRecord record;
+  };
+  std::map<std::string, std::shared_ptr<InFlight>> inFlight_;  // by candidate key, under mutex_
   std::shared_ptr<ReferenceEntry> referenceEntry(const std::string &key);
 
   runners::Executor *executor_;

@@ -314,11 +314,12 @@ ActionMask Session::computeOpenMask(const std::vector<mlir::linalg::LinalgOp> &o
   if (int copies = transforms::maxCopiesPerLoopBody(ops); copies > 1) {
     for (ActionType t : {ActionType::Tiling, ActionType::TiledParallelization})
       if (m.type[static_cast<int>(t)]) block(t, transforms::unrolledCopiesReason(copies));
-    if (auto [ohLoop, khLoop] = transforms::decomposableConvLoops(op);
-        ohLoop >= 0 && copies > transforms::kMaxCopiesForConvVectorization &&
+    std::pair<int, int> convLoops = transforms::decomposableConvLoops(op);  // (output height, kernel height)
+    if (convLoops.first >= 0 && copies > transforms::kMaxCopiesForConvVectorization &&
         m.type[static_cast<int>(ActionType::Vectorization)] &&
-        std::any_of(allBounds.begin(), allBounds.end(),
-                    [&](const auto &b) { return b[ohLoop] != 1 || b[khLoop] != 1; }))
+        std::any_of(allBounds.begin(), allBounds.end(), [&](const auto &b) {
+          return b[convLoops.first] != 1 || b[convLoops.second] != 1;
+        }))
       block(ActionType::Vectorization,
             absl::StrCat(transforms::unrolledCopiesReason(copies), "; vectorizing a convolution tiles its "
                          "output-height and kernel-height loops to 1 first (allowed for up to ",

@@ -43,10 +43,11 @@ const char *failureKindName(FailureKind kind);
 struct ExecResult {
   FailureKind failure = FailureKind::None;
   std::string message;     // what went wrong, for users
-  // With FailureKind::Internal: the failure came from outside the candidate (its worker killed or stopped from
-  // outside, the pool cancelled, the caller's deadline) and says nothing about it: never cached, and a retry on a
-  // fresh worker may succeed (`retryable`; false when the pool is shutting down or the caller is gone).
-  bool retryable = false;
+  // With FailureKind::Internal, why the evaluation did not finish; none of these says anything about the candidate
+  // (never cached). External: its worker was killed or stopped from outside, and a retry on a fresh worker may
+  // succeed. Cancelled: the executor is shutting down. CallerDeadline: the caller stopped waiting.
+  enum class Interruption { None, External, Cancelled, CallerDeadline };
+  Interruption interruption = Interruption::None;
   bool correct = false;
   double maxAbsError = 0;
   Timing timing;

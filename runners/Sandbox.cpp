@@ -72,7 +72,8 @@ void dropPrivileges(const std::string &user, int parentPid, SandboxReport &r) {
 
 void restrict(int64_t memoryLimitMb, SandboxReport &r) {
   bool limits = setLimit(RLIMIT_FSIZE, 0) && setLimit(RLIMIT_CORE, 0) && setLimit(RLIMIT_NOFILE, 128);
-  if (memoryLimitMb > 0) limits = limits && setLimit(RLIMIT_AS, static_cast<rlim_t>(memoryLimitMb) << 20);
+  if (memoryLimitMb > 0 && kAddressSpaceLimitWorks)
+    limits = limits && setLimit(RLIMIT_AS, static_cast<rlim_t>(memoryLimitMb) << 20);
   r.limits = limits;
   if (!limits) note(r, "setrlimit: " + errnoText(errno));
 

@@ -19,6 +19,20 @@
 
 namespace mlir_rl::runners {
 
+// An address-space limit cannot work under AddressSanitizer or ThreadSanitizer (their shadow memory reserves
+// terabytes of address space at start-up): instrumented builds (scripts/sanitize.sh) run without one.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kAddressSpaceLimitWorks = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr bool kAddressSpaceLimitWorks = false;
+#else
+inline constexpr bool kAddressSpaceLimitWorks = true;
+#endif
+#else
+inline constexpr bool kAddressSpaceLimitWorks = true;
+#endif
+
 struct SandboxReport {
   bool ownUser = false;        // runs as an unprivileged user of its own (not the server's)
   bool networkNamespace = false;

@@ -189,20 +189,21 @@ void WorkerPool::reap(Worker &w, Ending ending, const ExecRequest &request, Exec
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
   if (size_t cut = tail.rfind('\n', tail.size() > 600 ? tail.size() - 600 : 0); tail.size() > 600)
     tail = tail.substr(cut == std::string::npos ? tail.size() - 600 : cut + 1);
-  auto external = [&](std::string message, bool retryable) {
+  auto interrupted = [&](std::string message, ExecResult::Interruption why) {
     result.failure = FailureKind::Internal;
-    result.retryable = retryable;
+    result.interruption = why;
     result.message = std::move(message);
   };
   if (cancelled_) {
     std::lock_guard<std::mutex> lock(mutex_);
-    external(cancelReason_, /*retryable=*/false);
+    interrupted(cancelReason_, ExecResult::Interruption::Cancelled);
   } else if (ending == Ending::CallerDeadline) {
-    external("abandoned: the caller's deadline passed before the evaluation finished", /*retryable=*/false);
+    interrupted("abandoned: the caller's deadline passed before the evaluation finished",
+                ExecResult::Interruption::CallerDeadline);
   } else if (ending == Ending::Deadline) {
     if (state == 'T' || state == 't')
-      external("the evaluation worker was stopped from outside (SIGSTOP or a debugger) and missed its deadline",
-               /*retryable=*/true);
+      interrupted("the evaluation worker was stopped from outside (SIGSTOP or a debugger) and missed its deadline",
+                  ExecResult::Interruption::External);
     else {
       result.failure = FailureKind::Timeout;
       result.message = absl::StrCat("the candidate did not finish within ", request.timeoutSeconds,
@@ -214,8 +215,8 @@ void WorkerPool::reap(Worker &w, Ending ending, const ExecRequest &request, Exec
   } else if (got == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
     // Candidates cannot send SIGKILL to themselves (the sandbox refuses kill()); the kernel's OOM killer, an
     // operator or a crashing host can.
-    external("the evaluation worker was killed from outside (SIGKILL: the host's OOM killer or an operator)",
-             /*retryable=*/true);
+    interrupted("the evaluation worker was killed from outside (SIGKILL: the host's OOM killer or an operator)",
+                ExecResult::Interruption::External);
   } else if (got == pid && WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     result.failure = FailureKind::Crash;
@@ -247,6 +248,7 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
     });
     if (cancelled_) {
       result.failure = FailureKind::Internal;
+      result.interruption = ExecResult::Interruption::Cancelled;
       result.message = cancelReason_;
       return result;
     }

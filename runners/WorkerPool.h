@@ -51,7 +51,7 @@ class WorkerPool : public Executor {
   ~WorkerPool() override;
   ExecResult execute(const ExecRequest &request) override;
   // Kills every worker and refuses new requests: evaluations in flight return FailureKind::Internal (not
-  // retryable, never cached). For shutdown, once the grace period is over.
+  // interrupted as Cancelled, never cached). For shutdown, once the grace period is over.
   void cancelAll(const std::string &reason) override;
   WorkerPoolStats stats() const;
   std::vector<pid_t> workerPids() const;  // live workers (for tests)

@@ -78,7 +78,7 @@ int main(int argc, char **argv) {
   // Limits come after start-up (the context and libraries are mapped by now), so they bound what candidates do.
   if (sandboxed) {
     mlir_rl::runners::restrict(absl::GetFlag(FLAGS_memory_limit_mb), sandbox);
-  } else if (int64_t mb = absl::GetFlag(FLAGS_memory_limit_mb); mb > 0) {
+  } else if (int64_t mb = absl::GetFlag(FLAGS_memory_limit_mb); mb > 0 && mlir_rl::runners::kAddressSpaceLimitWorks) {
     rlimit limit{static_cast<rlim_t>(mb) << 20, static_cast<rlim_t>(mb) << 20};
     if (setrlimit(RLIMIT_AS, &limit) != 0) std::perror("mlir-rl-runner: setrlimit");
   }

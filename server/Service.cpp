@@ -1,5 +1,6 @@
 #include "server/Service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -108,33 +109,48 @@ template <class Request, class Reply>
 void EnvService::addMethod(const char *name, Handler<Request, Reply> handler, bool startsSomething) {
   size_t index = methodNames_.size();
   methodNames_.push_back(name);
+  dispatch_.push_back([this, handler, index, startsSomething](grpc::ServerContext *context, const grpc::ByteBuffer &in,
+                                                             grpc::ByteBuffer *out) {
+    auto start = Clock::now();
+    inFlight_.fetch_add(1);
+    Call call{context, "", {}};
+    grpc::Status status = admit(context, startsSomething, call);
+    if (status.ok()) {
+      Request request;
+      status = parseRequest(in, request);
+      if (status.ok()) {
+        Reply reply;
+        status = (this->*handler)(call, request, reply);
+        bool own = false;
+        if (status.ok()) status = grpc::GenericSerialize<grpc::ProtoBufferWriter, Reply>(reply, out, &own);
+      }
+    }
+    calls_->record(index, static_cast<int>(status.error_code()),
+                   std::chrono::duration<double>(Clock::now() - start).count());
+    inFlight_.fetch_sub(1);
+    return status;
+  });
   static std::vector<std::unique_ptr<std::string>> paths;  // RpcMethod keeps a pointer to its path
   paths.push_back(std::make_unique<std::string>(absl::StrCat("/", v1::MlirRlEnv::service_full_name(), "/", name)));
   AddMethod(new grpc::internal::RpcServiceMethod(
       paths.back()->c_str(), grpc::internal::RpcMethod::NORMAL_RPC,
-      new RawHandler(
-          [handler, index, startsSomething](EnvService *self, grpc::ServerContext *context, const grpc::ByteBuffer *in,
-                                            grpc::ByteBuffer *out) {
-            auto start = Clock::now();
-            self->inFlight_.fetch_add(1);
-            Call call{context, "", {}};
-            grpc::Status status = self->admit(context, startsSomething, call);
-            if (status.ok()) {
-              Request request;
-              status = parseRequest(*in, request);
-              if (status.ok()) {
-                Reply reply;
-                status = (self->*handler)(call, request, reply);
-                bool own = false;
-                if (status.ok()) status = grpc::GenericSerialize<grpc::ProtoBufferWriter, Reply>(reply, out, &own);
-              }
-            }
-            self->calls_->record(index, static_cast<int>(status.error_code()),
-                                 std::chrono::duration<double>(Clock::now() - start).count());
-            self->inFlight_.fetch_sub(1);
-            return status;
-          },
-          this)));
+      new RawHandler([index](EnvService *self, grpc::ServerContext *context, const grpc::ByteBuffer *in,
+                             grpc::ByteBuffer *out) { return self->dispatch_[index](context, *in, out); },
+                     this)));
+}
+
+grpc::Status EnvService::callForTesting(const std::string &name, const std::string &request, std::string &reply) {
+  auto it = std::find(methodNames_.begin(), methodNames_.end(), name);
+  if (it == methodNames_.end()) return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, name);
+  grpc::Slice slice(request);
+  grpc::ByteBuffer in(&slice, 1), out;
+  grpc::ServerContext context;
+  grpc::Status status = dispatch_[static_cast<size_t>(it - methodNames_.begin())](&context, in, &out);
+  reply.clear();
+  std::vector<grpc::Slice> slices;
+  if (status.ok() && out.Dump(&slices).ok())
+    for (const grpc::Slice &s : slices) reply.append(reinterpret_cast<const char *>(s.begin()), s.size());
+  return status;
 }
 
 grpc::Status EnvService::admit(grpc::ServerContext *context, bool startsSomething, Call &call) const {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -50,6 +51,9 @@ class EnvService final : public grpc::Service {
   size_t numSessions() const { return sessions_.size(); }
   // Everything GetMetrics reports, in Prometheus text format.
   MetricsText metrics() const;
+  // Serves method `name` (e.g. "Reset") on `request` bytes exactly as a call would be, without gRPC's transport (for
+  // the request fuzzer); the reply's bytes in `reply` when OK.
+  grpc::Status callForTesting(const std::string &name, const std::string &request, std::string &reply);
 
  private:
   // What the gate learnt about a call.
@@ -91,6 +95,9 @@ class EnvService final : public grpc::Service {
   std::atomic<bool> draining_{false};
   std::atomic<int> inFlight_{0};
   std::vector<std::string> methodNames_;
+  // What each method does with a call's bytes (gate, parse, handler, serialize, accounting), in methodNames_ order.
+  std::vector<std::function<grpc::Status(grpc::ServerContext *, const grpc::ByteBuffer &, grpc::ByteBuffer *)>>
+      dispatch_;
   std::unique_ptr<CallMetrics> calls_;
   std::atomic<int64_t> episodesStarted_{0}, stepsTaken_{0};
   // Runs StepMany's entries in parallel (null on a single CPU: entries then run one after another).

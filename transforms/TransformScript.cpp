@@ -109,15 +109,22 @@ class ScriptPool {
 }  // namespace
 
 mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragment> fragments, std::string &error) {
+  return applyScript(payload, buildScript(fragments), error);
+}
+
+mlir::LogicalResult applyScript(mlir::ModuleOp payload, const std::string &script, std::string &error) {
   mlir::MLIRContext *ctx = payload.getContext();
   support::DiagnosticCapture capture;
-  std::string script = buildScript(fragments);
   mlir::OwningOpRef<mlir::ModuleOp> scriptModule = ScriptPool::shared().take(script, ctx);
   if (!scriptModule) {
     error = "internal error: transform script does not parse: " + capture.take();
     return mlir::failure();
   }
   auto entry = scriptModule->lookupSymbol<mlir::transform::NamedSequenceOp>("__transform_main");
+  if (!entry) {
+    error = "the transform script has no @__transform_main";
+    return mlir::failure();
+  }
   mlir::transform::TransformOptions options;
   mlir::LogicalResult applied = mlir::transform::applyTransformNamedSequence(payload, entry, *scriptModule, options);
   ScriptPool::shared().give(script, std::move(scriptModule));

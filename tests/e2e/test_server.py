@@ -405,7 +405,7 @@ def test_bad_rpc_cpus_are_refused_with_the_reason(value):
 def test_worker_killed_from_outside_is_not_the_candidates_fault():
     """Issue 17: a worker killed with SIGKILL from outside (the OOM killer, an operator) says nothing about the
     candidate. Killed once, the evaluation is retried on a fresh worker and succeeds; killed every time, the step is
-    undone and answered UNAVAILABLE, and no -20 is cached for the candidate."""
+    undone and answered ABORTED (retry it), and no -20 is cached for the candidate."""
     proc = start_server(extra_args=["--workers=1"])
     try:
         channel = grpc.insecure_channel(proc.address)
@@ -443,13 +443,13 @@ def test_worker_killed_from_outside_is_not_the_candidates_fault():
             t.join()
             return result, killed
 
-        # Killed every time: UNAVAILABLE, nothing applied.
+        # Killed every time: ABORTED, nothing applied.
         victim = reset(s, big, seed=3).session_id
         candidate = [action(TILING, [64, 64, 64]), pb.Action(values=[0] * 14)]
         result, killed = step_while_killing(victim, candidate, kills=10**6)
         assert killed >= 2 and "error" in result, result
-        assert result["error"].code() == grpc.StatusCode.UNAVAILABLE
-        assert "killed from outside" in result["error"].details()
+        assert result["error"].code() == grpc.StatusCode.ABORTED
+        assert "killed from outside" in result["error"].details() and "retry it" in result["error"].details()
         # TILING (actions[0]) stayed applied; the evaluating NO_TRANSFORMATION was undone.
         info = s.Observe(pb.ObserveRequest(session_id=victim)).info
         assert info.step == 1 and not s.Observe(pb.ObserveRequest(session_id=victim)).terminated

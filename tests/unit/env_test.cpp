@@ -1,7 +1,9 @@
 // Env: sessions, masks, level-pointer interchange, rewards, bad input, fork, and the matmul 512³ speedup target.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
+#include <thread>
 
 #include "mlir/Parser/Parser.h"
 
@@ -184,6 +186,51 @@ TEST(Env, BudgetMovesCursorAndMaxStepsTruncates) {
   ASSERT_TRUE(v->step(act(*v, ActionType::Tiling, {32, 32})).ok());
   EXPECT_TRUE(v->status().truncated);
   EXPECT_FALSE(v->status().terminated);
+}
+
+// An executor that counts its requests and answers each after a pause with a fixed time (the evaluation service's own
+// logic is under test, not the measurement).
+class CountingExecutor : public runners::Executor {
+ public:
+  runners::ExecResult execute(const runners::ExecRequest &) override {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    runners::ExecResult r;
+    r.correct = true;
+    r.timing.medianNs = r.timing.minNs = 1000;
+    r.timing.repetitions = 5;
+    return r;
+  }
+  std::atomic<int> calls{0};
+};
+
+TEST(Evaluation, OneCandidateIsMeasuredOnceForConcurrentSessions) {
+  CountingExecutor executor;
+  env::EvaluationService service(&executor);
+  auto b = testing::benchmark("matmul_64x64x64_f32");
+  ASSERT_TRUE(service.reference(*b, 0, 1).ok());  // one call
+  std::vector<env::EvaluationRecord> records(6);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < records.size(); ++i)
+    threads.emplace_back([&, i] { records[i] = service.evaluate(*b, std::string("candidate IR"), 0, 1); });
+  for (auto &t : threads) t.join();
+  EXPECT_EQ(executor.calls.load(), 2);  // the reference and one measurement, shared by the six
+  int fresh = 0;
+  for (const auto &r : records) {
+    EXPECT_TRUE(r.ok && r.error.ok());
+    fresh += !r.cached;
+  }
+  EXPECT_EQ(fresh, 1);
+  // Refresh measures again; bypass measures and keeps nothing.
+  env::EvaluateOptions refresh;
+  refresh.readCache = false;
+  EXPECT_FALSE(service.evaluate(*b, std::string("candidate IR"), 0, 1, refresh).cached);
+  EXPECT_EQ(executor.calls.load(), 3);
+  env::EvaluateOptions bypass = refresh;
+  bypass.writeCache = false;
+  EXPECT_FALSE(service.evaluate(*b, std::string("other IR"), 0, 1, bypass).cached);
+  EXPECT_FALSE(service.evaluate(*b, std::string("other IR"), 0, 1).cached);  // not kept by the bypass
+  EXPECT_EQ(executor.calls.load(), 5);
 }
 
 TEST(Env, ForkIsIndependent) {

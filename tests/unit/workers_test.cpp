@@ -136,11 +136,11 @@ TEST(Workers, WorkerKilledFromOutsideIsReplaced) {
   ASSERT_EQ(pids.size(), 1u);
   ::kill(pids[0], SIGKILL);
   ExecResult r = pool.execute(request(kReference));
-  // The dead worker is noticed on the next exchange, reported as a failure from outside (retryable: a SIGKILL is
+  // The dead worker is noticed on the next exchange, reported as a failure from outside (External: a SIGKILL is
   // never the candidate's doing), and replaced for the request after.
   if (!r.ok()) {
     EXPECT_EQ(r.failure, FailureKind::Internal) << r.message;
-    EXPECT_TRUE(r.retryable);
+    EXPECT_EQ(r.interruption, ExecResult::Interruption::External);
     r = pool.execute(request(kReference));
   }
   EXPECT_TRUE(r.ok()) << r.message;
@@ -161,15 +161,15 @@ TEST(Workers, AStoppedWorkerCannotHoldTheCallerPastItsDeadline) {
   double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_LT(waited, 3.0);
   EXPECT_EQ(r.failure, FailureKind::Internal) << r.message;
-  EXPECT_FALSE(r.retryable);
+  EXPECT_EQ(r.interruption, ExecResult::Interruption::CallerDeadline);
   EXPECT_NE(r.message.find("deadline"), std::string::npos) << r.message;
-  // Stopped and past its own time-out: reported as stopped from outside (retryable), not as the candidate's time-out.
+  // Stopped and past its own time-out: reported as stopped from outside (External), not as the candidate's time-out.
   ASSERT_TRUE(pool.execute(request(kReference)).ok());
   ::kill(pool.workerPids().at(0), SIGSTOP);
   ExecRequest slow = request(kReference, 0.5);
   r = pool.execute(slow);
   EXPECT_EQ(r.failure, FailureKind::Internal) << r.message;
-  EXPECT_TRUE(r.retryable);
+  EXPECT_EQ(r.interruption, ExecResult::Interruption::External);
   EXPECT_NE(r.message.find("stopped from outside"), std::string::npos) << r.message;
   EXPECT_TRUE(pool.execute(request(kReference)).ok());
 }
@@ -182,7 +182,7 @@ TEST(Workers, CancelAllStopsEvaluationsInFlightAndRefusesNewOnes) {
   pool.cancelAll("shutting down");
   t.join();
   EXPECT_EQ(r.failure, FailureKind::Internal);
-  EXPECT_FALSE(r.retryable);
+  EXPECT_EQ(r.interruption, ExecResult::Interruption::Cancelled);
   EXPECT_EQ(r.message, "shutting down");
   EXPECT_EQ(pool.execute(request(kReference)).failure, FailureKind::Internal);
 }

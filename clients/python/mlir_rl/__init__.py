@@ -32,6 +32,7 @@ from .env import MlirRlEnv  # noqa: E402
 from .vector import AutoresetMode, MlirRlVectorEnv  # noqa: E402
 from .registration import ENV_ID, register_envs  # noqa: E402
 from .errors import (  # noqa: E402
+    AbortedError,
     DeadlineExceededError,
     FailedPreconditionError,
     InternalError,
@@ -66,6 +67,7 @@ __all__ = [
     "local_server",
     "register_envs",
     "MlirRlError",
+    "AbortedError",
     "InvalidArgumentError",
     "NotFoundError",
     "FailedPreconditionError",

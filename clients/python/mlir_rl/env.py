@@ -74,7 +74,9 @@ class Connection:
     ``MLIR_RL_TLS_CERT``, ``MLIR_RL_TLS_KEY``, so every env, vector env and helper of a process picks them up.
 
     ``call`` converts gRPC errors into :mod:`mlir_rl.errors` exceptions and retries UNAVAILABLE with exponential
-    backoff (``max_attempts`` tries, starting at ``backoff`` seconds) when the call is idempotent.
+    backoff (``max_attempts`` tries, starting at ``backoff`` seconds) when the call is idempotent, and ABORTED
+    whatever the call (the server answers ABORTED only for a call it undid, e.g. a step whose evaluation's worker was
+    killed from outside twice).
     """
 
     def __init__(self, server: str = DEFAULT_SERVER, *, channel: Optional[grpc.Channel] = None,
@@ -133,12 +135,14 @@ class Connection:
         rpc = getattr(self.stub, method)
         attempts = self.max_attempts if idempotent else 1
         delay = self.backoff
-        for attempt in range(attempts):
+        for attempt in range(self.max_attempts):
             try:
                 return rpc(request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
-                    logger.debug("%s: server unavailable, retrying in %.2f s", method, delay)
+                retry = (e.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts) or \
+                    (e.code() == grpc.StatusCode.ABORTED and attempt + 1 < self.max_attempts)
+                if retry:
+                    logger.debug("%s: %s, retrying in %.2f s", method, e.code().name, delay)
                     time.sleep(delay)
                     delay = min(2 * delay, 2.0)
                     continue

@@ -82,6 +82,11 @@ class UnavailableError(MlirRlError, ConnectionError):
     """The server cannot be reached."""
 
 
+class AbortedError(MlirRlError, RuntimeError):
+    """The server undid the call (e.g. its evaluation's worker was killed from outside twice): nothing was applied,
+    and the same call may be sent again. :class:`~mlir_rl.env.Connection` retries it by itself."""
+
+
 class ResourceExhaustedError(MlirRlError, RuntimeError):
     """The server is out of a resource (sessions, memory, message size)."""
 
@@ -101,6 +106,7 @@ _BY_CODE = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.ABORTED: AbortedError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
     grpc.StatusCode.INTERNAL: InternalError,

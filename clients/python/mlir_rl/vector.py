@@ -38,7 +38,7 @@ import numpy as np
 from . import spaces as _spaces
 from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks
 from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _ClosesItself, _step_request
-from .errors import (FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, UnavailableError,
+from .errors import (AbortedError, FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, UnavailableError,
                      error_class)
 from .v1 import env_pb2
 
@@ -305,6 +305,9 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         case the episode is rebuilt from the recorded actions, as MlirRlEnv does, and this step taken alone."""
         code = next((c for c in grpc.StatusCode if c.value[0] == result.code), None)
         error = error_class(code)(result.message)
+        if isinstance(error, AbortedError):  # undone by the server (nothing applied): take the step again, alone
+            step = env._conn.call("Step", _step_request(env._session_id, values, env._obs_id), idempotent=False)
+            return env_pb2.StepManyResult(reply=step)
         if not (isinstance(error, NotFoundError) and env._auto_recover and env._episode_benchmark is not None):
             raise error
         logger.warning("environment %d: session %s is unknown to the server (%s); replaying %d action(s) to "

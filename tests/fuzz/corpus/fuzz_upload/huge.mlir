@@ -1,0 +1,1 @@
+func.func @k(%a: tensor<4294967296x4294967296xf32>) -> tensor<4294967296x4294967296xf32> { return %a : tensor<4294967296x4294967296xf32> }

@@ -1,0 +1,1 @@
+func.func @malloc(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }

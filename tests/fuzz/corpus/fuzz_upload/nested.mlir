@@ -1,0 +1,1 @@
+module { module { func.func @f() { return } } }
