@@ -4,22 +4,14 @@
 
 #include "absl/strings/str_cat.h"
 
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
 
 namespace mlir_rl::env {
 
-const char *actionTypeName(ActionType type) {
-  switch (type) {
-    case ActionType::NoTransformation: return "NO_TRANSFORMATION";
-    case ActionType::Tiling: return "TILING";
-    case ActionType::TiledParallelization: return "TILED_PARALLELIZATION";
-    case ActionType::Interchange: return "INTERCHANGE";
-    case ActionType::Vectorization: return "VECTORIZATION";
-    case ActionType::TiledFusion: return "TILED_FUSION";
-    case ActionType::Img2Col: return "IMG2COL";
-    case ActionType::Unroll: return "UNROLL";
-  }
-  return "?";
+int numActionTypes() { return static_cast<int>(transforms::registry().size()); }
+
+std::string actionTypeName(int type) {
+  return type >= 0 && type < numActionTypes() ? transforms::registry()[type]->name().str() : "?";
 }
 
 ActionSpace::ActionSpace(const SessionConfig &config) : config_(config) {}
@@ -31,7 +23,7 @@ int ActionSpace::numInterchangeChoices() const {
 }
 
 std::vector<int64_t> ActionSpace::nvec() const {
-  std::vector<int64_t> n{kNumActionTypes};
+  std::vector<int64_t> n{numActionTypes()};
   for (int i = 0; i < config_.maxLoops; ++i) n.push_back(numTileChoices());
   n.push_back(numInterchangeChoices());
   return n;
@@ -46,7 +38,7 @@ std::vector<std::string> ActionSpace::headNames() const {
 
 std::vector<std::string> ActionSpace::typeNames() const {
   std::vector<std::string> names;
-  for (int t = 0; t < kNumActionTypes; ++t) names.push_back(actionTypeName(static_cast<ActionType>(t)));
+  for (int t = 0; t < numActionTypes(); ++t) names.push_back(actionTypeName(t));
   return names;
 }
 
@@ -76,10 +68,11 @@ absl::StatusOr<DecodedAction> ActionSpace::decode(const std::vector<int64_t> &va
 absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMask &mask) const {
   int t = static_cast<int>(action.type);
   if (!mask.type[t])
-    return absl::InvalidArgumentError(absl::StrCat("head 'type' = ", t, " (", actionTypeName(action.type),
-                                                   ") is masked: ", mask.typeReasons[t]));
-  if (action.type == ActionType::Tiling || action.type == ActionType::TiledParallelization ||
-      action.type == ActionType::TiledFusion) {
+    return absl::InvalidArgumentError(absl::StrCat("head 'type' = ", t, " (", actionTypeName(t), ") is masked: ",
+                                                   mask.typeReasons[t]));
+  // Only the heads the action's type reads.
+  transforms::Heads heads = transforms::registry()[t]->heads();
+  if (heads == transforms::Heads::Tiles) {
     for (int i = 0; i < config_.maxLoops; ++i)
       if (!mask.tiles[i][action.tileChoices[i]])
         return absl::InvalidArgumentError(absl::StrCat(
@@ -87,13 +80,13 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
             ") is masked: the op has no loop ", i, ", the size does not divide its bound, or the op is nested too "
             "deep for another loop level (the mask's reasons say which)"));
   }
-  if (action.type == ActionType::Unroll && !mask.tiles[unrollHead()][action.unrollChoice])
+  if (heads == transforms::Heads::UnrollFactor && !mask.tiles[unrollHead()][action.unrollChoice])
     return absl::InvalidArgumentError(absl::StrCat(
         "head 'tile_", unrollHead(), "' = ", action.unrollChoice, " (unroll factor ", action.unrollFactor,
         ") is masked: the factor must be > 1 and divide the trip count of the innermost loop around the op, and the "
         "op may have at most ", transforms::kMaxUnrolledCopies, " copies and ", transforms::kMaxUnrolledElements,
         " iteration-space elements over all copies"));
-  if (action.type == ActionType::Interchange && !mask.interchange[action.pointer])
+  if (heads == transforms::Heads::Interchange && !mask.interchange[action.pointer])
     return absl::InvalidArgumentError(
         config_.interchangeMode == InterchangeMode::Swaps
             ? absl::StrCat("head 'interchange' = ", action.pointer, " is masked: the swap names a loop the op lacks")

@@ -26,6 +26,8 @@
 
 namespace mlir_rl::env {
 
+// The action types the episode rules name (env/Session.cpp). The list of types, their names and the heads they
+// read is the transformations' registry (transforms/Transformation.h): a new transformation needs no entry here.
 enum class ActionType {
   NoTransformation = 0,
   Tiling = 1,
@@ -36,8 +38,9 @@ enum class ActionType {
   Img2Col = 6,      // 2-D convolution -> img2col packing + contraction
   Unroll = 7,       // unrolling of the innermost scf.for around the op
 };
-inline constexpr int kNumActionTypes = 8;
-const char *actionTypeName(ActionType type);
+// The values of head 'type': the registry's size.
+int numActionTypes();
+std::string actionTypeName(int type);
 
 struct DecodedAction {
   ActionType type = ActionType::NoTransformation;

@@ -23,7 +23,6 @@ struct OpFacts {
   std::vector<std::vector<uint8_t>> tiles;  // legal tile-head values per loop (UNROLL's factors not added)
   ActionMask open;                          // the whole mask while no interchange is open and the episode runs
   transforms::FusionPlan fusion;            // what TILED_FUSION would fuse into the op
-  std::string fusionBlocker;                // why nothing, when the plan is empty
   CompactFeatures current;                  // the op's features; op_type and vectorizable are the session's
   CompactFeatures producer;                 // its producer's, complete (zeros when it has none)
 

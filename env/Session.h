@@ -22,7 +22,7 @@
 #include "env/OpFacts.h"
 #include "env/StateCache.h"
 #include "env/Tensor.h"
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
 
 namespace mlir_rl::env {
 
@@ -90,20 +90,19 @@ class Session {
   // The state's facts about the op under the cursor, memoized in the state (shared with every session there).
   std::shared_ptr<const OpFacts> facts() const;
   std::shared_ptr<const OpFacts> computeFacts() const;
-  // The mask while no interchange is open, from `facts`' fusion plan; sets facts.tiles (the tile rows before
-  // UNROLL's factors are added).
-  ActionMask computeOpenMask(const std::vector<mlir::linalg::LinalgOp> &ops, OpFacts &facts) const;
-  // Every type masked, no tile but "no tiling", no interchange value.
-  ActionMask blankMask() const;
+  // What transformations see of the op under the cursor (no fusion plan: set it from facts() where needed).
+  transforms::OpView view() const;
+  // The arguments transformations read from a decoded action (no permutation yet).
+  transforms::ActionArgs argsOf(const DecodedAction &action) const;
   // The session's mask: the state's, overlaid with the end of the episode or an open interchange.
   ActionMask computeMask() const;
   // Drops what was derived from the state; called whenever the module, the cursor or the open interchange changes.
   void invalidate() const { derived_ = Derived(); }
   void advanceCursor();
-  // Applies a fragment to a clone; on success the clone becomes the state.
-  // Moves to the state the fragment (made for a given value-name prefix) gives, found in the transition cache or
-  // made by applying it to a clone; on failure the state is unchanged and `failure` says why.
-  bool apply(const std::function<transforms::Fragment(llvm::StringRef)> &make, std::string &failure);
+  // Moves to the state `fragment` (made with kFragmentPrefix) gives, found in the transition cache or made by applying
+  // it to a clone; on failure the state is unchanged and `failure` says why.
+  bool apply(const transforms::Fragment &fragment, std::string &failure);
+  static constexpr const char kFragmentPrefix[] = "t";
   // The reward of the current state's evaluation; an error when none could take place.
   absl::StatusOr<double> evaluateState(StepResult &result, const StepContext &context);
   // Evaluates the state when the reward mode asks for it after this step, adding the reward to `result`.
@@ -122,7 +121,7 @@ class Session {
   };
   Snapshot snapshot() const;
   void restore(Snapshot snapshot);
-  std::string describe(const DecodedAction &action) const;
+  std::string describe(const DecodedAction &action, const transforms::ActionArgs &args) const;
 
   std::shared_ptr<const Benchmark> benchmark_;
   SessionConfig config_;

@@ -2,14 +2,14 @@
 // contraction over them, with collapse/expand reshapes around it. The contraction takes over the convolution's tag
 // (the rewrite builds new ops, which carry no discardable attribute); the packing op is left untagged: it is not in
 // the schedule, but TILED_FUSION of the contraction can fuse it.
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
 namespace mlir_rl::transforms {
 
-std::string img2colBlocker(mlir::linalg::LinalgOp op) {
+Refusal img2colBlocker(mlir::linalg::LinalgOp op) {
   if (!op) return "no op under the cursor";
   if (!mlir::isa<mlir::linalg::Conv2DNhwcHwcfOp, mlir::linalg::Conv2DNhwcFhwcOp, mlir::linalg::Conv2DNchwFchwOp,
                  mlir::linalg::DepthwiseConv2DNhwcHwcOp>(op.getOperation()))
@@ -28,7 +28,7 @@ std::string img2colBlocker(mlir::linalg::LinalgOp op) {
   if (auto dilations = op->getAttrOfType<mlir::DenseIntElementsAttr>("dilations"))
     for (const llvm::APInt &d : dilations.getValues<llvm::APInt>())
       if (d != 1) return "img2col in MLIR 19 supports only unit dilations";
-  return "";
+  return std::nullopt;
 }
 
 Fragment img2colFragment(int64_t tag, bool depthwise, llvm::StringRef prefix) {
@@ -47,6 +47,30 @@ Fragment img2colFragment(int64_t tag, bool depthwise, llvm::StringRef prefix) {
   text += "    %" + p + "_contraction = transform.get_producer_of_operand %" + source + "[0] : " + handle + "\n";
   text += retag(p + "_contraction", tag, prefix);
   return {text};
+}
+
+namespace {
+
+class Img2Col final : public Transformation {
+ public:
+  llvm::StringRef name() const override { return "IMG2COL"; }
+  Refusal refusal(const OpView &view, const TileLegality &) const override {
+    for (mlir::linalg::LinalgOp o : view.ops)
+      if (Refusal r = img2colBlocker(o)) return r;
+    return std::nullopt;
+  }
+  mlir::FailureOr<std::optional<Fragment>> plan(const OpView &view, const ActionArgs &,
+                                                llvm::StringRef prefix) const override {
+    bool depthwise = mlir::isa<mlir::linalg::DepthwiseConv2DNhwcHwcOp>(view.op().getOperation());
+    return std::optional<Fragment>(img2colFragment(view.tag, depthwise, prefix));
+  }
+};
+
+}  // namespace
+
+const Transformation &makeImg2Col() {
+  static const Img2Col t;
+  return t;
 }
 
 }  // namespace mlir_rl::transforms

@@ -2,21 +2,14 @@
 // linalg.generic first (a no-op for generics). Generalization drops discardable attributes, so the tag is re-attached.
 // The permutation comes from level pointers (env/ActionSpace.h) or, in the enumerated-swaps mode, from one swap of two
 // loops 1-3 apart.
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
 
 #include <algorithm>
 #include <vector>
 
-namespace mlir_rl::transforms {
+#include "mlir/Dialect/Utils/IndexingUtils.h"
 
-bool isPermutation(llvm::ArrayRef<int64_t> permutation) {
-  std::vector<bool> seen(permutation.size(), false);
-  for (int64_t v : permutation) {
-    if (v < 0 || v >= static_cast<int64_t>(permutation.size()) || seen[v]) return false;
-    seen[v] = true;
-  }
-  return true;
-}
+namespace mlir_rl::transforms {
 
 Fragment interchangeFragment(int64_t tag, llvm::ArrayRef<int64_t> permutation, llvm::StringRef prefix) {
   std::string p = prefix.str();
@@ -35,23 +28,52 @@ int64_t numSwaps(int64_t maxLoops) {
   return n;
 }
 
-std::pair<int64_t, int64_t> swapLoops(int64_t index, int64_t maxLoops) {
-  if (index < 0) return {-1, -1};
+std::optional<std::pair<int64_t, int64_t>> swapLoops(int64_t index, int64_t maxLoops) {
+  if (index < 0) return std::nullopt;
   for (int64_t d = 1; d <= 3; ++d) {
     int64_t count = std::max<int64_t>(0, maxLoops - d);
-    if (index < count) return {index, index + d};
+    if (index < count) return std::pair(index, index + d);
     index -= count;
   }
-  return {-1, -1};
+  return std::nullopt;
 }
 
-std::vector<int64_t> swapPermutation(int64_t index, int64_t maxLoops, int64_t numLoops) {
-  auto [first, second] = swapLoops(index, maxLoops);
-  if (first < 0 || second >= numLoops) return {};
+std::optional<std::vector<int64_t>> swapPermutation(int64_t index, int64_t maxLoops, int64_t numLoops) {
+  std::optional<std::pair<int64_t, int64_t>> loops = swapLoops(index, maxLoops);
+  if (!loops || loops->second >= numLoops) return std::nullopt;
   std::vector<int64_t> permutation(numLoops);
   for (int64_t i = 0; i < numLoops; ++i) permutation[i] = i;
-  std::swap(permutation[first], permutation[second]);
+  std::swap(permutation[loops->first], permutation[loops->second]);
   return permutation;
+}
+
+namespace {
+
+class Interchange final : public Transformation {
+ public:
+  llvm::StringRef name() const override { return "INTERCHANGE"; }
+  Heads heads() const override { return Heads::Interchange; }
+  Refusal refusal(const OpView &view, const TileLegality &) const override {
+    if (view.numLoops() < 2) return "the op has fewer than 2 loops";
+    return std::nullopt;
+  }
+  mlir::FailureOr<std::optional<Fragment>> plan(const OpView &view, const ActionArgs &args,
+                                                llvm::StringRef prefix) const override {
+    if (mlir::isIdentityPermutation(args.permutation)) return std::optional<Fragment>();
+    return std::optional<Fragment>(interchangeFragment(view.tag, args.permutation, prefix));
+  }
+  std::string describeArgs(const OpView &, const ActionArgs &args) const override {
+    if (!args.permutation.empty()) return " permutation " + formatList(args.permutation);
+    if (args.swap) return " swap loops " + std::to_string(args.swap->first) + " and " + std::to_string(args.swap->second);
+    return " next loop " + std::to_string(args.nextLoop);
+  }
+};
+
+}  // namespace
+
+const Transformation &makeInterchange() {
+  static const Interchange t;
+  return t;
 }
 
 }  // namespace mlir_rl::transforms

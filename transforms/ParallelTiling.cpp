@@ -1,6 +1,9 @@
 // Tiled parallelization: parallel loops are tiled with scf.forall (lowered to OpenMP), reduction loops with scf.for.
 // Reductions never go to scf.forall: MLIR accepts it and produces a data race (../shared/notes/mlir19.md).
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
+
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "llvm/ADT/STLExtras.h"
 
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
@@ -36,6 +39,44 @@ Fragment parallelTilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm
           " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
   text += tileUsingForStatement(p + "_par", reductionSizes, prefix, "red");
   return {text};
+}
+
+Refusal parallelTilingRefusal(const OpView &view, const TileLegality &tiles, bool checkCopies) {
+  if (!tiles.anyParallelShrinks)
+    return tiles.parallelDepthLimited ? tooDeepReason(view.depth())
+                                      : "no parallel loop has a tile size smaller than its bound";
+  if (llvm::any_of(view.ops, [](mlir::linalg::LinalgOp o) { return isInsideForall(o); }))
+    return "the op is already inside a parallel loop";
+  if (int copies = view.copies(); checkCopies && copies > 1) return unrolledCopiesReason(copies);
+  return std::nullopt;
+}
+
+namespace {
+
+class TiledParallelization final : public Transformation {
+ public:
+  llvm::StringRef name() const override { return "TILED_PARALLELIZATION"; }
+  Heads heads() const override { return Heads::Tiles; }
+  Refusal refusal(const OpView &view, const TileLegality &tiles) const override {
+    return parallelTilingRefusal(view, tiles, /*checkCopies=*/true);
+  }
+  mlir::FailureOr<std::optional<Fragment>> plan(const OpView &view, const ActionArgs &args,
+                                                llvm::StringRef prefix) const override {
+    if (llvm::all_of(args.tileSizes, [](int64_t s) { return s == 0; })) return std::optional<Fragment>();
+    std::vector<bool> isReduction = view.isReduction();
+    llvm::SmallVector<bool> kinds(isReduction.begin(), isReduction.end());
+    return std::optional<Fragment>(parallelTilingFragment(view.tag, args.tileSizes, kinds, prefix));
+  }
+  std::string describeArgs(const OpView &view, const ActionArgs &args) const override {
+    return describeSizes(view, args);
+  }
+};
+
+}  // namespace
+
+const Transformation &makeTiledParallelization() {
+  static const TiledParallelization t;
+  return t;
 }
 
 }  // namespace mlir_rl::transforms

@@ -11,7 +11,10 @@
 // Tags: a fused producer keeps its tag on the tiled copy inside the forall; the original is erased by dead-code
 // elimination unless it has other users, in which case both carry the tag. Fragments match every op with a tag and
 // masks require legality for all of them, so the schedule can still transform the producer when it reaches it.
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
 
 #include <set>
 
@@ -37,14 +40,14 @@ mlir::linalg::LinalgOp fusableProducer(mlir::Value value, mlir::Operation *consu
 
 }  // namespace
 
-FusionPlan planFusion(mlir::linalg::LinalgOp op, std::string &reason) {
+FusionPlan planFusion(mlir::linalg::LinalgOp op) {
   FusionPlan plan;
   if (!op) {
-    reason = "no op under the cursor";
+    plan.nothing = "no op under the cursor";
     return plan;
   }
   if (!op.hasPureTensorSemantics()) {
-    reason = "the op does not work on tensors";
+    plan.nothing = "the op does not work on tensors";
     return plan;
   }
   std::set<mlir::Operation *> seen;
@@ -69,7 +72,7 @@ FusionPlan planFusion(mlir::linalg::LinalgOp op, std::string &reason) {
     }
   }
   if (plan.empty())
-    reason = "no operand of the op is produced by a linalg op in the op's block (a tiled op reads slices: fusion "
+    plan.nothing = "no operand of the op is produced by a linalg op in the op's block (a tiled op reads slices: fusion "
              "never crosses its loops)";
   return plan;
 }
@@ -117,6 +120,46 @@ Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::A
   text += "    transform.apply_dce to %" + p + "_func : !transform.any_op\n";
   text += tileUsingForStatement(p + "_par", reductionSizes, prefix, "red");
   return {text};
+}
+
+namespace {
+
+class TiledFusion final : public Transformation {
+ public:
+  llvm::StringRef name() const override { return "TILED_FUSION"; }
+  Heads heads() const override { return Heads::Tiles; }
+  Refusal refusal(const OpView &view, const TileLegality &tiles) const override {
+    if (Refusal r = parallelTilingRefusal(view, tiles, /*checkCopies=*/false)) return r;
+    if (view.ops.size() != 1)
+      return "the tag marks " + std::to_string(view.ops.size()) +
+             " ops (unrolled or fused copies): fusion needs exactly one consumer";
+    if (view.fusion->empty()) return view.fusion->nothing;
+    return std::nullopt;
+  }
+  mlir::FailureOr<std::optional<Fragment>> plan(const OpView &view, const ActionArgs &args,
+                                                llvm::StringRef prefix) const override {
+    if (llvm::all_of(args.tileSizes, [](int64_t s) { return s == 0; })) return std::optional<Fragment>();
+    std::vector<bool> isReduction = view.isReduction();
+    llvm::SmallVector<bool> kinds(isReduction.begin(), isReduction.end());
+    return std::optional<Fragment>(tiledFusionFragment(view.tag, args.tileSizes, kinds, *view.fusion, prefix));
+  }
+  std::string describeArgs(const OpView &view, const ActionArgs &args) const override {
+    std::vector<bool> isReduction = view.isReduction();
+    bool anyParallel = false;
+    for (size_t i = 0; i < args.tileSizes.size() && i < isReduction.size(); ++i)
+      anyParallel |= args.tileSizes[i] != 0 && !isReduction[i];
+    std::string fused;
+    if (!anyParallel) fused = " (no parallel tile: nothing fused)";
+    else if (!view.fusion->empty()) fused = " fusing " + llvm::join(view.fusion->producers, ", ");
+    return describeSizes(view, args) + fused;
+  }
+};
+
+}  // namespace
+
+const Transformation &makeTiledFusion() {
+  static const TiledFusion t;
+  return t;
 }
 
 }  // namespace mlir_rl::transforms

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -27,6 +28,9 @@ class LinalgOp;
 }  // namespace mlir
 
 namespace mlir_rl::transforms {
+
+// Why a transformation is refused for an op, in words for users; std::nullopt when it is allowed.
+using Refusal = std::optional<std::string>;
 
 // Name of the discardable attribute that tags each schedulable linalg op with a stable integer.
 inline constexpr const char kOpTagAttr[] = "rl.op";
@@ -113,24 +117,23 @@ SplitSizes splitByLoopKind(llvm::ArrayRef<int64_t> sizes, llvm::ArrayRef<bool> i
 bool isInsideForall(mlir::Operation *op);
 
 // ---- Interchange.cpp: permutation of the op's loops (generalizes named ops first) -----------------------------
-bool isPermutation(llvm::ArrayRef<int64_t> permutation);
 Fragment interchangeFragment(int64_t tag, llvm::ArrayRef<int64_t> permutation, llvm::StringRef prefix);
 // Enumerated-swaps mode (MLIR RL's alternative to level pointers): swap number `index` exchanges loops i and i + d,
 // d in {1, 2, 3}; distance-1 swaps come first ((0,1), (1,2), ...), then distance 2, then 3. With `maxLoops` = L
 // there are (L-1) + (L-2) + (L-3) = 3L-6 swaps (fewer for L < 3).
 int64_t numSwaps(int64_t maxLoops);
-// The loops swap `index` exchanges (first < second), or {-1, -1} when the index is out of range.
-std::pair<int64_t, int64_t> swapLoops(int64_t index, int64_t maxLoops);
-// The permutation of `numLoops` loops that swap `index` performs (empty when it names a loop >= numLoops).
-std::vector<int64_t> swapPermutation(int64_t index, int64_t maxLoops, int64_t numLoops);
+// The loops swap `index` exchanges (first < second); std::nullopt when the index is out of range.
+std::optional<std::pair<int64_t, int64_t>> swapLoops(int64_t index, int64_t maxLoops);
+// The permutation of `numLoops` loops that swap `index` performs; std::nullopt when it names a loop >= numLoops.
+std::optional<std::vector<int64_t>> swapPermutation(int64_t index, int64_t maxLoops, int64_t numLoops);
 
 // ---- Vectorization.cpp: the op becomes vector operations ------------------------------------------------------
-// Empty string when the op can be vectorized with register-sized vectors, else the reason it cannot.
+// Why the op cannot be vectorized with register-sized vectors (std::nullopt: it can).
 // Convolutions and pooling (the 2-D NHWC/NCHW/depthwise forms MLIR can decompose) take another path: their
 // output-height and kernel-height loops are tiled to 1, the op is decomposed to its 1-D form, and that is vectorized;
 // the size limits then apply to the 1-D iteration space.
-std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements);
-std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements, LoopRanges &ranges);
+Refusal vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements);
+Refusal vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements, LoopRanges &ranges);
 // The fragment for non-convolution ops (structured.vectorize; the cleanup patterns run in the runner's lowering).
 Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix);
 // The fragment for the ops carrying `tag` as they are now: the convolution path (tile output height and kernel
@@ -138,8 +141,8 @@ Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix);
 // vectorizationFragment.
 Fragment vectorizationFragmentFor(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, int64_t tag, llvm::StringRef prefix);
 // Positions of the output-height and kernel-height loops of a convolution / pooling op that
-// `transform.structured.decompose` turns into its 1-D form; {-1, -1} for any other op.
-std::pair<int, int> decomposableConvLoops(mlir::linalg::LinalgOp op);
+// `transform.structured.decompose` turns into its 1-D form; std::nullopt for any other op.
+std::optional<std::pair<int, int>> decomposableConvLoops(mlir::linalg::LinalgOp op);
 
 // ---- TiledFusion.cpp: tiled parallelization plus fusion of the op's producers into the scf.forall -------------
 // What TILED_FUSION fuses into the op's scf.forall: the producers of the op's operands (linalg ops defined in the
@@ -149,10 +152,10 @@ struct FusionPlan {
   std::vector<int64_t> operands;                           // operand numbers of the op whose producers are fused
   std::vector<std::pair<int64_t, int64_t>> producerFills;  // (operand number of the op, init operand of its producer)
   std::vector<std::string> producers;                      // names of the fused ops (descriptions)
+  Refusal nothing;                                         // why nothing can be fused (set when operands is empty)
   bool empty() const { return operands.empty(); }
 };
-// The plan for `op`; when it is empty, `reason` says why nothing can be fused.
-FusionPlan planFusion(mlir::linalg::LinalgOp op, std::string &reason);
+FusionPlan planFusion(mlir::linalg::LinalgOp op);
 // Parallel loops with a non-zero size -> scf.forall, the planned producers fused into it, then reduction loops with a
 // non-zero size -> scf.for inside the forall (after fusion, so fused producers stay outside every reduction loop).
 // Without a non-zero parallel size there is no forall to fuse into: the fragment is parallelTilingFragment's.
@@ -160,9 +163,9 @@ Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::A
                              const FusionPlan &plan, llvm::StringRef prefix);
 
 // ---- Img2Col.cpp: a 2-D convolution becomes an img2col packing op plus a contraction --------------------------
-// Empty when transform.structured.convert_conv2d_to_img2col supports the op (static 2-D NHWC-HWCF, NHWC-FHWC,
-// NCHW-FCHW or depthwise NHWC-HWC convolution with unit dilations), else the reason.
-std::string img2colBlocker(mlir::linalg::LinalgOp op);
+// Why transform.structured.convert_conv2d_to_img2col does not support the op; std::nullopt when it does (static 2-D
+// NHWC-HWCF, NHWC-FHWC, NCHW-FCHW or depthwise NHWC-HWC convolution with unit dilations).
+Refusal img2colBlocker(mlir::linalg::LinalgOp op);
 // The contraction that replaces the convolution gets the convolution's tag.
 Fragment img2colFragment(int64_t tag, bool depthwise, llvm::StringRef prefix);
 
@@ -193,8 +196,9 @@ std::string unrolledCopiesReason(int copies);
 // Vectorizing a convolution tiles its output-height and kernel-height loops (two levels at most); with up to this
 // many copies in one body that stays cheap (measured: 2 copies x 2 levels in 14 enclosing levels, 0.2 s).
 inline constexpr int kMaxCopiesForConvVectorization = 2;
-// Empty when the innermost scf.for around each of `ops` holds no other scf.for, else why UNROLL is refused.
-std::string unrollLoopNestBlocker(llvm::ArrayRef<mlir::linalg::LinalgOp> ops);
+// Why UNROLL is refused because the innermost scf.for around one of `ops` holds other scf.for loops (std::nullopt:
+// none does).
+Refusal unrollLoopNestBlocker(llvm::ArrayRef<mlir::linalg::LinalgOp> ops);
 Fragment unrollFragment(int64_t tag, int64_t factor, llvm::StringRef prefix);
 
 }  // namespace mlir_rl::transforms

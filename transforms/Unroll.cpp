@@ -2,8 +2,9 @@
 // unrolled by a factor with transform.loop.unroll. The op's copies in the unrolled body keep its tag, so later
 // transformations of the op (vectorization above all) apply to every copy. Factors must divide the trip count, so no
 // remainder loop is generated; a factor equal to the trip count removes the loop.
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -40,7 +41,7 @@ int64_t totalIterationElements(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, LoopR
   for (mlir::linalg::LinalgOp op : ops) {
     if (!op) continue;
     // Convolutions vectorize through their 1-D form, whose output-height and kernel-height loops stay loops.
-    auto [ohLoop, khLoop] = decomposableConvLoops(op);
+    auto [ohLoop, khLoop] = decomposableConvLoops(op).value_or(std::pair(-1, -1));
     llvm::ArrayRef<int64_t> ranges = loopRanges.of(op);
     int64_t elements = 1;
     for (int i = 0; i < static_cast<int>(ranges.size()); ++i) {
@@ -76,7 +77,7 @@ std::string unrolledCopiesReason(int copies) {
          "exponential time (tile before unrolling)";
 }
 
-std::string unrollLoopNestBlocker(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
+Refusal unrollLoopNestBlocker(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
   for (mlir::linalg::LinalgOp op : ops) {
     auto loop = op ? op->getParentOfType<mlir::scf::ForOp>() : mlir::scf::ForOp();
     if (!loop) continue;
@@ -89,7 +90,7 @@ std::string unrollLoopNestBlocker(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
       return "the innermost scf.for around the op holds other scf.for loops: unrolling it would chain copies of them "
              "through the loop, which MLIR 19's bufferization analyses in exponential time";
   }
-  return "";
+  return std::nullopt;
 }
 
 Fragment unrollFragment(int64_t tag, int64_t factor, llvm::StringRef prefix) {
@@ -101,6 +102,70 @@ Fragment unrollFragment(int64_t tag, int64_t factor, llvm::StringRef prefix) {
   text += "    transform.loop.unroll %" + p + "_loop {factor = " + std::to_string(factor) +
           " : i64} : !transform.any_op\n";
   return {text};
+}
+
+namespace {
+
+// The factors (candidate tile sizes) legal for the innermost scf.for loops around the ops, in candidate order.
+std::vector<int64_t> legalUnrollFactors(const OpView &view) {
+  std::vector<int64_t> factors;
+  std::vector<int64_t> tripCounts = innermostLoopTripCounts(view.ops);
+  int64_t elements = totalIterationElements(view.ops, *view.ranges);
+  for (int64_t f : view.tileSizes)
+    if (isLegalUnrollFactor(tripCounts, static_cast<int64_t>(view.ops.size()), elements, f)) factors.push_back(f);
+  return factors;
+}
+
+// The factor UNROLL applies: the chosen one, or the smallest legal one (0 when there is none).
+int64_t resolveFactor(const OpView &view, const ActionArgs &args) {
+  if (args.unrollFactor != 0) return args.unrollFactor;
+  std::vector<int64_t> legal = legalUnrollFactors(view);
+  return legal.empty() ? 0 : *std::min_element(legal.begin(), legal.end());
+}
+
+class Unroll final : public Transformation {
+ public:
+  llvm::StringRef name() const override { return "UNROLL"; }
+  Heads heads() const override { return Heads::UnrollFactor; }
+  Refusal refusal(const OpView &view, const TileLegality &) const override {
+    int unrollHead = view.maxLoops - 1;
+    if (view.numLoops() > unrollHead)
+      return "the op has " + std::to_string(view.numLoops()) + " loops: head tile_" + std::to_string(unrollHead) +
+             " tiles its last loop and cannot carry an unroll factor";
+    if (innermostLoopTripCounts(view.ops).empty())
+      return "no scf.for with a constant trip count around the op (tile it first)";
+    if (Refusal nest = unrollLoopNestBlocker(view.ops)) return nest;
+    if (legalUnrollFactors(view).empty())
+      return "no candidate factor > 1 divides the trip count of the innermost loop (or the op would exceed " +
+             std::to_string(kMaxUnrolledCopies) + " copies or " + std::to_string(kMaxUnrolledElements) +
+             " iteration-space elements over all copies: tile it smaller first)";
+    return std::nullopt;
+  }
+  void addHeadValues(const OpView &view, std::vector<std::vector<uint8_t>> &tileRows) const override {
+    std::vector<int64_t> factors = legalUnrollFactors(view);
+    std::vector<uint8_t> &row = tileRows[view.maxLoops - 1];
+    for (size_t k = 1; k < row.size(); ++k)
+      if (std::find(factors.begin(), factors.end(), view.tileSizes[k - 1]) != factors.end()) row[k] = 1;
+  }
+  mlir::FailureOr<std::optional<Fragment>> plan(const OpView &view, const ActionArgs &args,
+                                                llvm::StringRef prefix) const override {
+    int64_t factor = resolveFactor(view, args);
+    if (factor <= 1) {
+      view.op()->emitError("no legal unroll factor");
+      return mlir::failure();
+    }
+    return std::optional<Fragment>(unrollFragment(view.tag, factor, prefix));
+  }
+  std::string describeArgs(const OpView &view, const ActionArgs &args) const override {
+    return " innermost loop by " + std::to_string(resolveFactor(view, args));
+  }
+};
+
+}  // namespace
+
+const Transformation &makeUnroll() {
+  static const Unroll t;
+  return t;
 }
 
 }  // namespace mlir_rl::transforms

@@ -7,7 +7,7 @@
 // kernel-height loops are tiled to 1 (when they are not 1 already), `transform.structured.decompose` rewrites the op
 // to its 1-D form (conv_1d_nwc_wcf, conv_1d_ncw_fcw, depthwise_conv_1d_nwc_wc, pooling_nwc_*, pooling_ncw_*), and
 // that is vectorized. Only the forms decompose supports take that path; the limits apply to the 1-D iteration space.
-#include "transforms/Transform.h"
+#include "transforms/Transformation.h"
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Linalg/Transforms/Transforms.h"
@@ -29,7 +29,7 @@ int64_t largestElementBytes(mlir::linalg::LinalgOp op) {
 }
 
 // The convolution path: limits on the iteration space of the 1-D op that decomposition leaves.
-std::string convVectorizationBlocker(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> ranges, int ohLoop, int khLoop,
+Refusal convVectorizationBlocker(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> ranges, int ohLoop, int khLoop,
                                      int64_t maxVectorElements) {
   if (!op.hasPureTensorSemantics()) return "the op does not work on tensors";
   int64_t elements = 1;
@@ -50,33 +50,33 @@ std::string convVectorizationBlocker(mlir::linalg::LinalgOp op, llvm::ArrayRef<i
       return "loop " + std::to_string(i) + " of " + std::to_string(ranges[i]) + " elements is wider than a " +
              std::to_string(nativeBytes * 8) + "-bit vector register (tile it)";
   }
-  return "";
+  return std::nullopt;
 }
 
 }  // namespace
 
-std::pair<int, int> decomposableConvLoops(mlir::linalg::LinalgOp op) {
-  if (!op) return {-1, -1};
+std::optional<std::pair<int, int>> decomposableConvLoops(mlir::linalg::LinalgOp op) {
+  if (!op) return std::nullopt;
   mlir::Operation *o = op.getOperation();
   // Loop orders: conv_2d_nhwc_hwcf (n, oh, ow, f, kh, kw, c); conv_2d_nchw_fchw (n, f, oh, ow, c, kh, kw);
   // depthwise_conv_2d_nhwc_hwc and pooling_nhwc_* (n, oh, ow, c, kh, kw); pooling_nchw_* (n, c, oh, ow, kh, kw).
   if (mlir::isa<mlir::linalg::Conv2DNhwcHwcfOp, mlir::linalg::DepthwiseConv2DNhwcHwcOp,
                 mlir::linalg::PoolingNhwcSumOp, mlir::linalg::PoolingNhwcMaxOp, mlir::linalg::PoolingNhwcMinOp>(o))
-    return {1, 4};
-  if (mlir::isa<mlir::linalg::Conv2DNchwFchwOp>(o)) return {2, 5};
-  if (mlir::isa<mlir::linalg::PoolingNchwSumOp, mlir::linalg::PoolingNchwMaxOp>(o)) return {2, 4};
-  return {-1, -1};
+    return std::pair(1, 4);
+  if (mlir::isa<mlir::linalg::Conv2DNchwFchwOp>(o)) return std::pair(2, 5);
+  if (mlir::isa<mlir::linalg::PoolingNchwSumOp, mlir::linalg::PoolingNchwMaxOp>(o)) return std::pair(2, 4);
+  return std::nullopt;
 }
 
-std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements) {
+Refusal vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements) {
   LoopRanges ranges;
   return vectorizationBlocker(op, maxVectorElements, ranges);
 }
 
-std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements, LoopRanges &loopRanges) {
+Refusal vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElements, LoopRanges &loopRanges) {
   if (!op) return "no op under the cursor";
-  if (auto [ohLoop, khLoop] = decomposableConvLoops(op); ohLoop >= 0)
-    return convVectorizationBlocker(op, loopRanges.of(op), ohLoop, khLoop, maxVectorElements);
+  if (auto conv = decomposableConvLoops(op))
+    return convVectorizationBlocker(op, loopRanges.of(op), conv->first, conv->second, maxVectorElements);
   // Other named convolutions pass MLIR's precondition but fail to vectorize (e.g. conv_2d_nhwc_fhwc); only the 1-D
   // forms (what decomposition produces) vectorize.
   if (mlir::isa<mlir::linalg::ConvolutionOpInterface>(op.getOperation()) &&
@@ -131,7 +131,7 @@ std::string vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorEle
   support::DiagnosticCapture quiet;
   if (mlir::failed(mlir::linalg::vectorizeOpPrecondition(op)))
     return "MLIR cannot vectorize " + op->getName().getStringRef().str() + " in this form";
-  return "";
+  return std::nullopt;
 }
 
 Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix) {
@@ -143,8 +143,9 @@ Fragment vectorizationFragment(int64_t tag, llvm::StringRef prefix) {
 
 Fragment vectorizationFragmentFor(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, int64_t tag, llvm::StringRef prefix) {
   if (ops.empty()) return vectorizationFragment(tag, prefix);
-  auto [ohLoop, khLoop] = decomposableConvLoops(ops.front());
-  if (ohLoop < 0) return vectorizationFragment(tag, prefix);
+  std::optional<std::pair<int, int>> conv = decomposableConvLoops(ops.front());
+  if (!conv) return vectorizationFragment(tag, prefix);
+  auto [ohLoop, khLoop] = *conv;
   mlir::linalg::LinalgOp first = ops.front();
   std::vector<int64_t> sizes(first.getNumLoops(), 0);
   for (mlir::linalg::LinalgOp op : ops) {
@@ -168,6 +169,44 @@ Fragment vectorizationFragmentFor(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, in
           " : (!transform.any_op) -> !transform.any_op\n";
   text += "    transform.structured.vectorize %" + p + "_1d : !transform.any_op\n";
   return {text};
+}
+
+namespace {
+
+class Vectorization final : public Transformation {
+ public:
+  llvm::StringRef name() const override { return "VECTORIZATION"; }
+  bool endsOp() const override { return true; }
+  Refusal refusal(const OpView &view, const TileLegality &) const override {
+    for (mlir::linalg::LinalgOp o : view.ops)
+      if (Refusal r = vectorizationBlocker(o, view.maxVectorElements, *view.ranges)) return r;
+    std::optional<std::pair<int, int>> conv = decomposableConvLoops(view.op());
+    if (!conv) return std::nullopt;
+    // Vectorizing a convolution tiles its output-height and kernel-height loops to 1 unless they are 1 already: two
+    // levels at most, allowed for a pair of unrolled copies sharing a loop body.
+    auto notOne = [&](int loop) {
+      return llvm::any_of(view.ops, [&](mlir::linalg::LinalgOp o) { return view.ranges->of(o)[loop] != 1; });
+    };
+    bool tilesFirst = notOne(conv->first) || notOne(conv->second);
+    if (int copies = view.copies(); copies > kMaxCopiesForConvVectorization && tilesFirst)
+      return unrolledCopiesReason(copies) + "; vectorizing a convolution tiles its output-height and kernel-height "
+             "loops to 1 first (allowed for up to " + std::to_string(kMaxCopiesForConvVectorization) + " copies)";
+    if (view.depth() + notOne(conv->first) + notOne(conv->second) > kMaxLoopDepth)
+      return tooDeepReason(view.depth()) + " (vectorizing a convolution tiles its output-height and kernel-height "
+             "loops to 1 first)";
+    return std::nullopt;
+  }
+  mlir::FailureOr<std::optional<Fragment>> plan(const OpView &view, const ActionArgs &,
+                                                llvm::StringRef prefix) const override {
+    return std::optional<Fragment>(vectorizationFragmentFor(view.ops, view.tag, prefix));
+  }
+};
+
+}  // namespace
+
+const Transformation &makeVectorization() {
+  static const Vectorization t;
+  return t;
 }
 
 }  // namespace mlir_rl::transforms

@@ -816,12 +816,12 @@ TEST(ConvVectorization, MaskedWhenTooWideOrNotDecomposable) {
 TEST(SwapInterchange, LayoutMasksAndOneStepSwaps) {
   EXPECT_EQ(transforms::numSwaps(12), 30);
   EXPECT_EQ(transforms::numSwaps(2), 1);
-  EXPECT_EQ(transforms::swapLoops(0, 12), (std::pair<int64_t, int64_t>{0, 1}));
-  EXPECT_EQ(transforms::swapLoops(10, 12), (std::pair<int64_t, int64_t>{10, 11}));
-  EXPECT_EQ(transforms::swapLoops(11, 12), (std::pair<int64_t, int64_t>{0, 2}));
-  EXPECT_EQ(transforms::swapLoops(21, 12), (std::pair<int64_t, int64_t>{0, 3}));
-  EXPECT_EQ(transforms::swapLoops(29, 12), (std::pair<int64_t, int64_t>{8, 11}));
-  EXPECT_EQ(transforms::swapLoops(30, 12), (std::pair<int64_t, int64_t>{-1, -1}));
+  EXPECT_EQ(transforms::swapLoops(0, 12), (std::optional<std::pair<int64_t, int64_t>>({0, 1})));
+  EXPECT_EQ(transforms::swapLoops(10, 12), (std::optional<std::pair<int64_t, int64_t>>({10, 11})));
+  EXPECT_EQ(transforms::swapLoops(11, 12), (std::optional<std::pair<int64_t, int64_t>>({0, 2})));
+  EXPECT_EQ(transforms::swapLoops(21, 12), (std::optional<std::pair<int64_t, int64_t>>({0, 3})));
+  EXPECT_EQ(transforms::swapLoops(29, 12), (std::optional<std::pair<int64_t, int64_t>>({8, 11})));
+  EXPECT_EQ(transforms::swapLoops(30, 12), std::nullopt);
 
   SessionConfig c;
   c.interchangeMode = env::InterchangeMode::Swaps;
@@ -939,7 +939,7 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
               "failed or wrong\n",
               steps, failed, 100.0 * failed / std::max(1, steps), evaluated, wrong);
   for (const auto &[type, n] : byType)
-    std::printf("  %-22s %4d steps, %d failed\n", env::actionTypeName(static_cast<ActionType>(type)), n,
+    std::printf("  %-22s %4d steps, %d failed\n", env::actionTypeName(type).c_str(), n,
                 failedByType[type]);
   EXPECT_EQ(wrong, 0);
   EXPECT_LT(failed, std::max(1, steps / 100) + 1);

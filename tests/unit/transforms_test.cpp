@@ -73,7 +73,7 @@ TEST(Transforms, UnrolledCopiesInOneLoopBodyAreCounted) {
   std::string error;
   ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 4}, "t")}, error))) << error;
   EXPECT_EQ(maxCopiesPerLoopBody(findTaggedOps(*m, 0)), 1);
-  EXPECT_EQ(unrollLoopNestBlocker(findTaggedOps(*m, 0)), "");
+  EXPECT_EQ(unrollLoopNestBlocker(findTaggedOps(*m, 0)), std::nullopt);
   ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {unrollFragment(0, 4, "u")}, error))) << error;
   auto copies = findTaggedOps(*m, 0);
   ASSERT_EQ(copies.size(), 4u);
@@ -102,7 +102,7 @@ TEST(Transforms, UnrollRefusedWhenTheLoopHoldsOtherLoops) {
   ASSERT_TRUE(m);
   auto ops = findTaggedOps(*m, 0);
   ASSERT_EQ(ops.size(), 1u);
-  EXPECT_NE(unrollLoopNestBlocker(ops).find("other scf.for"), std::string::npos);
+  EXPECT_NE(unrollLoopNestBlocker(ops).value_or("").find("other scf.for"), std::string::npos);
 }
 
 TEST(Transforms, InterchangeGeneralizesAndPermutes) {
@@ -114,16 +114,14 @@ TEST(Transforms, InterchangeGeneralizesAndPermutes) {
   ASSERT_TRUE(op);
   EXPECT_TRUE(mlir::isa<mlir::linalg::GenericOp>(op.getOperation()));
   EXPECT_EQ(op.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{32, 8, 16}));
-  EXPECT_TRUE(isPermutation({2, 0, 1}));
-  EXPECT_FALSE(isPermutation({0, 0, 1}));
 }
 
 TEST(Transforms, VectorizationBlockedUntilTiledSmall) {
   auto m = fresh("matmul_64x64x64_f32");
-  EXPECT_NE(vectorizationBlocker(findTaggedOp(*m, 0), 512), "");
+  EXPECT_TRUE(vectorizationBlocker(findTaggedOp(*m, 0), 512).has_value());
   std::string error;
   ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 1}, "t")}, error))) << error;
-  EXPECT_EQ(vectorizationBlocker(findTaggedOp(*m, 0), 512), "");
+  EXPECT_EQ(vectorizationBlocker(findTaggedOp(*m, 0), 512), std::nullopt);
   ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {vectorizationFragment(0, "v")}, error))) << error;
   EXPECT_FALSE(findTaggedOp(*m, 0));
   // The multiply-reduce becomes a vector.contract in the runner's lowering (vector cleanup), not in the step.
