@@ -18,9 +18,6 @@ namespace mlir_rl::env {
 
 namespace {
 
-constexpr double kBigInt64 = 9.2e18;
-constexpr double kBigInt32 = 2147483647.0;
-
 int32_t clampToInt32(int64_t v) {
   return static_cast<int32_t>(std::clamp<int64_t>(v, std::numeric_limits<int32_t>::min(),
                                                   std::numeric_limits<int32_t>::max()));
@@ -223,96 +220,6 @@ mlir::linalg::LinalgOp findProducer(mlir::linalg::LinalgOp op) {
   for (mlir::OpOperand &init : op.getDpsInitsMutable())
     if (auto p = look(init)) return p;
   return {};
-}
-
-// ---- specs and tensors -----------------------------------------------------------------------------------------
-
-namespace {
-
-std::string named(bool producer, const char *name) { return (producer ? std::string("producer_") : "") + name; }
-
-// The current op's descriptions are the ones clients have always seen; the producer's say whose features they are.
-std::string described(bool producer, const std::string &current, const std::string &ofProducer) {
-  return producer ? ofProducer : current;
-}
-
-}  // namespace
-
-// The producer, as observations name it.
-const char kProducer[] =
-    "the producer of the op under the cursor (the scheduled op defining its first operand that has one, inputs "
-    "before inits)";
-
-std::vector<BoxSpec> structureSpecs(const SessionConfig &c, bool p) {
-  int64_t L = c.maxLoops;
-  const std::string who = kProducer, none = "; zeros when there is no producer";
-  return {
-      {named(p, "op_type"),
-       described(p, "one-hot op family: generic, matmul, conv, pooling, elementwise, other",
-                 "one-hot op family of " + who + ": generic, matmul, conv, pooling, elementwise, other" + none),
-       {kNumOpFamilies}, DType::Float32, 0, 1},
-      {named(p, "loop_bounds"),
-       described(p, "static bound of each loop of the op under the cursor (0 past the last loop)",
-                 "static bound of each loop of " + who + " (0 past the last loop" + none + ")"),
-       {L}, DType::Int64, 0, kBigInt64},
-      {named(p, "loop_bounds_log2"),
-       described(p, "log2(1 + bound) of each loop", "log2(1 + bound) of each loop of " + who + none), {L},
-       DType::Float32, 0, 64},
-      {named(p, "iterator_types"),
-       described(p, "per loop: 0 none, 1 parallel, 2 reduction",
-                 "per loop of " + who + ": 0 none, 1 parallel, 2 reduction" + none),
-       {L}, DType::Int32, 0, 2},
-  };
-}
-
-std::vector<BoxSpec> accessSpecs(const SessionConfig &c, bool p) {
-  int64_t L = c.maxLoops, A = c.maxAccesses;
-  const std::string who = p ? kProducer : "the op under the cursor";
-  const std::string none = p ? "; all zeros when there is no producer" : "";
-  const std::string layout =
-      ": [access, tensor dim, loop] affine coefficient of loop l in the index of dim r (the indexing map's result "
-      "r), last column the constant term; zeros past the last access or dim, and for a result that is not linear "
-      "(mod, floordiv)";
-  return {
-      {named(p, "load_access"),
-       "load access matrices of " + who + ", one per input operand in order (the first max_accesses)" + layout +
-           none,
-       {A, L, L + 1}, DType::Int32, -kBigInt32, kBigInt32},
-      {named(p, "store_access"),
-       "store access matrices of " + who + ", one per output (init) operand (the first max_accesses)" + layout +
-           none,
-       {A, L, L + 1}, DType::Int32, -kBigInt32, kBigInt32},
-      {named(p, "access_ranks"),
-       "rank of each load (row 0) and store (row 1) access of " + who +
-           " (its rows in the access matrix); -1: no such access" + (p ? " (all -1 when there is no producer)" : ""),
-       {2, A}, DType::Int32, -1, kBigInt32},
-      {named(p, "op_counts"),
-       "arithmetic ops in the body of " + who + ", row 0 floating point, row 1 integer; columns add, sub, mul, div "
-       "(and rem), exp, max (and min), other" + none,
-       {2, kNumArithKinds}, DType::Int32, 0, kBigInt32},
-      {named(p, "vectorizable"),
-       p ? "1 when " + who + " could be vectorized as it is (the legality behind mask_type's VECTORIZATION); 0 when "
-           "there is no producer"
-         : std::string("1 when VECTORIZATION is legal now (mask_type's VECTORIZATION entry)"),
-       {1}, DType::Bool, 0, 1},
-  };
-}
-
-void appendStructureTensors(const OpFeatures &f, bool p, std::vector<NamedTensor> &out) {
-  int64_t L = f.maxLoops;
-  out.push_back(NamedTensor::of(named(p, "op_type"), DType::Float32, {kNumOpFamilies}, f.opType));
-  out.push_back(NamedTensor::of(named(p, "loop_bounds"), DType::Int64, {L}, f.bounds));
-  out.push_back(NamedTensor::of(named(p, "loop_bounds_log2"), DType::Float32, {L}, f.boundsLog2));
-  out.push_back(NamedTensor::of(named(p, "iterator_types"), DType::Int32, {L}, f.iterators));
-}
-
-void appendAccessTensors(const OpFeatures &f, bool p, std::vector<NamedTensor> &out) {
-  int64_t L = f.maxLoops, A = f.maxAccesses;
-  out.push_back(NamedTensor::of(named(p, "load_access"), DType::Int32, {A, L, L + 1}, f.loads));
-  out.push_back(NamedTensor::of(named(p, "store_access"), DType::Int32, {A, L, L + 1}, f.stores));
-  out.push_back(NamedTensor::of(named(p, "access_ranks"), DType::Int32, {2, A}, f.accessRanks));
-  out.push_back(NamedTensor::of(named(p, "op_counts"), DType::Int32, {2, kNumArithKinds}, f.opCounts));
-  out.push_back(NamedTensor::of(named(p, "vectorizable"), DType::Bool, {1}, f.vectorizable));
 }
 
 }  // namespace mlir_rl::env

@@ -91,12 +91,4 @@ bool linearCoefficients(mlir::AffineExpr expr, llvm::MutableArrayRef<int64_t> co
 // arithmetic (constants, yields, linalg.index, ops of other dialects).
 bool classifyArith(llvm::StringRef opName, ArithKind &kind);
 
-// Specs and tensors of the per-op features. `producer` selects the producer_* names and descriptions. The
-// "structure" group is op_type, loop_bounds, loop_bounds_log2, iterator_types; the "access" group is load_access,
-// store_access, access_ranks, op_counts, vectorizable. Specs and tensors come out in the same order.
-std::vector<BoxSpec> structureSpecs(const SessionConfig &config, bool producer);
-std::vector<BoxSpec> accessSpecs(const SessionConfig &config, bool producer);
-void appendStructureTensors(const OpFeatures &f, bool producer, std::vector<NamedTensor> &out);
-void appendAccessTensors(const OpFeatures &f, bool producer, std::vector<NamedTensor> &out);
-
 }  // namespace mlir_rl::env

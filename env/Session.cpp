@@ -10,6 +10,7 @@
 
 #include "env/Features.h"
 #include "env/Masks.h"
+#include "env/Observation.h"
 #include "support/Diagnostics.h"
 
 namespace mlir_rl::env {
@@ -26,33 +27,6 @@ std::optional<OpFamily> familyOfTag(const std::vector<ScheduledOp> &schedule, ml
   return std::nullopt;
 }
 }  // namespace
-
-std::vector<BoxSpec> observationSpace(const SessionConfig &c) {
-  int64_t L = c.maxLoops, K = 1 + static_cast<int64_t>(c.tileSizes.size());
-  const double big = 9.2e18;
-  // The current op's structure first (op_type, loop_bounds, loop_bounds_log2, iterator_types), then the episode
-  // state and masks, then the current op's accesses and body, then the same features of its producer.
-  std::vector<BoxSpec> specs = structureSpecs(c, /*producer=*/false);
-  std::vector<BoxSpec> rest = {
-      {"progress", "op index, number of ops, steps taken, transformations on the current op", {4}, DType::Int64, 0,
-       big},
-      {"action_history", "one-hot types of the transformations applied to the current op, in order",
-       {c.actionsPerOp, numActionTypes()}, DType::Float32, 0, 1},
-      {"interchange_partial", "loops placed so far by an open interchange (-1: position free)", {L}, DType::Int64,
-       -1, static_cast<double>(L - 1)},
-      {"mask_type", "legal values of head 'type'", {numActionTypes()}, DType::Bool, 0, 1},
-      {"mask_tiles", "legal values of heads tile_0..tile_{L-1}", {L, K}, DType::Bool, 0, 1},
-      {"mask_interchange", "legal values of head 'interchange'", {ActionSpace(c).nvec().back()}, DType::Bool, 0, 1},
-  };
-  auto append = [&specs](std::vector<BoxSpec> group) {
-    for (BoxSpec &spec : group) specs.push_back(std::move(spec));
-  };
-  append(std::move(rest));
-  append(accessSpecs(c, /*producer=*/false));
-  append(structureSpecs(c, /*producer=*/true));
-  append(accessSpecs(c, /*producer=*/true));
-  return specs;
-}
 
 Session::Session(std::shared_ptr<const Benchmark> benchmark, SessionConfig config, uint64_t seed,
                  EvaluationService *evaluator)
@@ -191,41 +165,23 @@ ActionMask Session::computeMask() const {
 }
 
 std::vector<NamedTensor> Session::observe() const {
-  int L = config_.maxLoops;
+  int L = config_.maxLoops, T = numActionTypes();
   const ActionMask &m = mask();
   std::shared_ptr<const OpFacts> f = facts();
   OpFeatures current = f->current.expand();
   if (const ScheduledOp *sop = currentOp()) current.opType[static_cast<int>(sop->family)] = 1.f;
   current.vectorizable[0] = m.type[static_cast<int>(ActionType::Vectorization)];
   OpFeatures producer = f->producer.expand();
-  std::vector<int64_t> progress{static_cast<int64_t>(cursor_), static_cast<int64_t>(benchmark_->schedule().size()),
-                                steps_, actionsOnOp_};
-  int T = numActionTypes();
-  std::vector<float> history(static_cast<size_t>(config_.actionsPerOp) * T, 0.f);
+  ObservationSource source{current, producer, {}, {}, {}, m};
+  source.progress = {static_cast<int64_t>(cursor_), static_cast<int64_t>(benchmark_->schedule().size()), steps_,
+                     actionsOnOp_};
+  source.history.assign(static_cast<size_t>(config_.actionsPerOp) * T, 0.f);
   for (size_t i = 0; i < historyOnOp_.size() && i < static_cast<size_t>(config_.actionsPerOp); ++i)
-    history[i * T + historyOnOp_[i]] = 1.f;
-  std::vector<int64_t> partial(L, -1);
+    source.history[i * T + historyOnOp_[i]] = 1.f;
+  source.partial.assign(L, -1);
   for (size_t i = 0; i < pendingPermutation_.size() && i < static_cast<size_t>(L); ++i)
-    partial[i] = pendingPermutation_[i];
-
-  std::vector<uint8_t> tiles;
-  for (const auto &row : m.tiles) tiles.insert(tiles.end(), row.begin(), row.end());
-  int64_t K = space_.numTileChoices();
-  // Same order as observationSpace().
-  std::vector<NamedTensor> out;
-  out.reserve(24);
-  appendStructureTensors(current, /*producer=*/false, out);
-  out.push_back(NamedTensor::of("progress", DType::Int64, {4}, progress));
-  out.push_back(NamedTensor::of("action_history", DType::Float32, {config_.actionsPerOp, T}, history));
-  out.push_back(NamedTensor::of("interchange_partial", DType::Int64, {L}, partial));
-  out.push_back(NamedTensor::of("mask_type", DType::Bool, {T}, m.type));
-  out.push_back(NamedTensor::of("mask_tiles", DType::Bool, {L, K}, tiles));
-  out.push_back(NamedTensor::of("mask_interchange", DType::Bool, {static_cast<int64_t>(m.interchange.size())},
-                                m.interchange));
-  appendAccessTensors(current, false, out);
-  appendStructureTensors(producer, true, out);
-  appendAccessTensors(producer, true, out);
-  return out;
+    source.partial[i] = pendingPermutation_[i];
+  return observationTensors(config_, source);
 }
 
 EpisodeStatus Session::status() const {

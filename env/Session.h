@@ -19,6 +19,7 @@
 #include "env/Benchmark.h"
 #include "env/Config.h"
 #include "env/Evaluation.h"
+#include "env/Observation.h"
 #include "env/OpFacts.h"
 #include "env/StateCache.h"
 #include "env/Tensor.h"
@@ -48,9 +49,6 @@ struct EpisodeStatus {
 struct StepContext {
   runners::Deadline deadline = runners::Deadline::max();
 };
-
-// The observation space for a config: one Box per named tensor, in the order observe() returns them.
-std::vector<BoxSpec> observationSpace(const SessionConfig &config);
 
 class Session {
  public:
