@@ -12,7 +12,8 @@ an episode; -5 for a transformation that fails, -20 for a candidate that breaks)
   best speedup, evaluations per second, cache hits, losses, the split of wall time);
 - ``episodes.jsonl``: one line per episode (benchmark, return, final reward, speedup, correct, cached, steps);
 - ``checkpoint.pt`` every ``--checkpoint-every`` updates and at the end (``--resume`` goes on from it; the logs are
-  cut back to it), ``learning_curve.png`` (with the masked random policy's mean return when
+  cut back to it), ``policy.pt`` beside it (the policy alone, float16: what ``mlir-rl-evaluate`` needs),
+  ``learning_curve.png`` (with the masked random policy's mean return when
   ``--random-baseline N`` ran N random episodes first), ``summary.json`` (throughput and totals).
 """
 
@@ -175,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import mlir_rl
     from mlir_rl import local_server
-    from .agent import ActorCritic, PPOConfig, PPOTrainer, geomean, load_checkpoint, save_checkpoint
+    from .agent import ActorCritic, PPOConfig, PPOTrainer, export_policy, geomean, load_checkpoint, save_checkpoint
     from .agent.plots import have_matplotlib, learning_curve
 
     torch.set_num_threads(args.torch_threads)
@@ -245,6 +246,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             save_checkpoint(ckpt_path, trainer, {"wall_s": previous_wall + time.monotonic() - t_start,
                                                  "best_speedup": best, "random_baseline": baseline,
                                                  "benchmarks": args.benchmarks})
+            export_policy(os.path.join(args.out, "policy.pt"), trainer.policy,
+                          extra={"updates": trainer.updates, "episodes": trainer.episodes,
+                                 "benchmarks": args.benchmarks})
             if have_matplotlib():
                 learning_curve(rows, os.path.join(args.out, "learning_curve.png"),
                                title=f"mlir-rl PPO: {' '.join(args.benchmarks)}", random_baseline=baseline)

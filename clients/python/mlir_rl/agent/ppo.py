@@ -21,10 +21,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .features import Encoded, Masks, encode
+from .features import Encoded, encode
 from .policy import ActorCritic, inputs_to_torch, masks_to_torch
 
-__all__ = ["PPOConfig", "PPOTrainer", "Timing", "save_checkpoint", "load_checkpoint", "load_policy"]
+__all__ = ["PPOConfig", "PPOTrainer", "Timing", "gae", "geomean", "save_checkpoint", "load_checkpoint", "load_policy",
+           "export_policy"]
 
 
 @dataclass
@@ -305,11 +306,18 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     return torch.load(path, map_location="cpu")
 
 
+def export_policy(path: str, policy: ActorCritic, half: bool = True, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Writes the policy alone (no optimizer state), in float16 by default (a quarter of a checkpoint's size);
+    :func:`load_policy` reads it back as float32."""
+    weights = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in policy.state_dict().items()}
+    torch.save({"policy": weights, "policy_config": dict(policy.config), "extra": dict(extra or {})}, path)
+
+
 def load_policy(path: str) -> ActorCritic:
-    """The policy of a checkpoint (``mlir-rl-train`` writes them), in evaluation mode."""
+    """The policy of a checkpoint or of an exported policy (``mlir-rl-train`` writes both), in evaluation mode."""
     state = load_checkpoint(path)
     policy = ActorCritic(**state["policy_config"])
-    policy.load_state_dict(state["policy"])
+    policy.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state["policy"].items()})
     policy.eval()
     return policy
 
