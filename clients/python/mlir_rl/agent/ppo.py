@@ -201,7 +201,9 @@ class PPOTrainer:
             self.evaluations += 1
             self.cached_evaluations += bool(ev.get("cached", False))
             record.update(speedup=float(ev["speedup"]) if ev.get("correct") else None, correct=bool(ev["correct"]),
-                          cached=bool(ev.get("cached", False)), failure=ev.get("failure", ""))
+                          cached=bool(ev.get("cached", False)), failure=ev.get("failure", ""),
+                          median_ns=ev.get("median_ns"), reference_ns=ev.get("reference_ns"),
+                          repetitions=ev.get("repetitions"), lower_ms=ev.get("lower_ms"), jit_ms=ev.get("jit_ms"))
         self._ep_return[i] = 0.0
         self._ep_steps[i] = 0
         return record
