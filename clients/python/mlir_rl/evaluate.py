@@ -78,7 +78,10 @@ def load_baseline(spec: str) -> Tuple[str, Dict[str, float]]:
         text = f.read()
     try:
         data = json.loads(text)
-        records = data.get("results", data.get("records", [])) if isinstance(data, dict) else data
+        if isinstance(data, dict):  # {"results": [...]}, or a single record (JSON lines of one line)
+            records = data.get("results", data.get("records", [data] if "benchmark" in data else []))
+        else:
+            records = data
     except json.JSONDecodeError:
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
     out: Dict[str, float] = {}
