@@ -113,12 +113,12 @@ def test_logs_and_summary(trained: Path):
     assert abs(sum(summary["time_share"].values()) - 1.0) < 1e-6
 
 
-def _tiny(server: str, out: Path, *more: str) -> int:
+def _tiny(server: str, out: Path, *more: str, benchmarks: bool = True) -> int:
     from mlir_rl import train
 
-    return train.main(["--server", server, "--benchmarks", BENCHMARKS[0], "--num-envs", "2", "--steps-per-update",
-                       "4", "--epochs", "1", "--minibatches", "1", "--hidden", "16", "--no-progress", "--out",
-                       str(out), *more])
+    return train.main(["--server", server, *(["--benchmarks", BENCHMARKS[0]] if benchmarks else []), "--num-envs", "2",
+                       "--steps-per-update", "4", "--epochs", "1", "--minibatches", "1", "--hidden", "16",
+                       "--no-progress", "--out", str(out), *more])
 
 
 def test_checkpoint_and_resume(server: str, tmp_path: Path):
@@ -136,7 +136,7 @@ def test_checkpoint_and_resume(server: str, tmp_path: Path):
         f.write(json.dumps({"update": 3, "episodes": 10**6}) + "\n")
     with open(out / "episodes.jsonl", "a") as f:
         f.write(json.dumps({"episode": 10**6, "update": 2}) + "\n")
-    assert _tiny(server, out, "--updates", "3", "--resume") == 0
+    assert _tiny(server, out, "--updates", "3", "--resume", benchmarks=False) == 0  # the run's own benchmarks
     state = torch.load(out / "checkpoint.pt")
     assert state["counters"]["updates"] == 3
     assert state["counters"]["episodes"] >= episodes_before
@@ -145,7 +145,9 @@ def test_checkpoint_and_resume(server: str, tmp_path: Path):
     assert [r["update"] for r in rows] == [1, 2, 3]
     episodes = _jsonl(out / "episodes.jsonl")
     assert [e["episode"] for e in episodes] == list(range(1, len(episodes) + 1))
-    assert json.loads((out / "config.json").read_text())["resumed_from_update"] == 2
+    assert {e["benchmark"] for e in episodes} == {BENCHMARKS[0]}
+    config = json.loads((out / "config.json").read_text())
+    assert config["resumed_from_update"] == 2 and config["args"]["benchmarks"] == [BENCHMARKS[0]]
     assert state["extra"]["wall_s"] > 0
     # nothing to resume from
     assert _tiny(server, tmp_path / "empty", "--updates", "1", "--resume") == 2

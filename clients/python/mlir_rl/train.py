@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlir-rl-train", description="Train a PPO agent (MLIR RL's policy structure) on mlir-rl benchmarks.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--benchmarks", nargs="+", default=DEFAULT_BENCHMARKS, metavar="SPEC",
+    p.add_argument("--benchmarks", nargs="+", default=None, metavar="SPEC",
                    help="what episodes start on: URIs, datasets (nn-ops), splits (train), generator families "
-                        "(generator://matmul, generator:// for all); never the eval split by default")
+                        "(generator://matmul, generator:// for all); default: " + " ".join(DEFAULT_BENCHMARKS) +
+                        " (the train split and every family), or with --resume the run's own")
     p.add_argument("--benchmark-order", choices=("random", "cycle"), default="random")
     p.add_argument("--server", default=None,
                    help="host:port of a running server; default $MLIR_RL_SERVER, else a local server for this run")
@@ -195,6 +196,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     state = load_checkpoint(ckpt_path) if args.resume else None
     if state is not None:
         config = PPOConfig(**state["ppo_config"])  # the run's own settings win over this command line's
+        if args.benchmarks is None:
+            args.benchmarks = state.get("extra", {}).get("benchmarks")
+    if args.benchmarks is None:
+        args.benchmarks = list(DEFAULT_BENCHMARKS)
     envs = mlir_rl.make_vec(args.num_envs, args.benchmarks, server=args.server, autoreset_mode="disabled",
                             benchmark_order=args.benchmark_order, reward_mode=args.reward_mode, timeout=args.timeout)
     try:
