@@ -250,7 +250,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             finals = [r["final_reward"] for b in group for r in b["episodes"] if r["policy"] == kind]
             row[f"{kind}_mean_final_reward"] = float(np.mean(finals)) if finals else None
         table[fam] = row
-    title = f"mlir-rl-evaluate: {os.path.basename(args.policy)} on {' '.join(args.benchmarks)}"
+    shown = " ".join(args.benchmarks) if len(args.benchmarks) <= 4 else f"{len(uris)} benchmarks"
+    title = f"mlir-rl-evaluate: {os.path.basename(args.policy)} on {shown}"
     write_markdown(os.path.join(args.out, "evaluation.md"), families, table, columns, per_benchmark, title)
     if have_matplotlib():
         family_speedups(families + ["all"], {c: [table[f][c] for f in families + ["all"]] for c in columns},
