@@ -30,7 +30,7 @@ BENCHMARKS = ["benchmark://nn-ops/matmul_64x64x64_f32", "benchmark://nn-ops/relu
 TRAIN_ARGS = ["--num-envs", "8", "--steps-per-update", "16", "--hidden", "128", "--seed", "0",
               "--random-baseline", "48", "--checkpoint-every", "100", "--no-progress"]
 UPDATES = 24
-# Mean final reward (log10 speedup) above the masked random policy's. Over 9 runs (6 with seed 0, seeds 1-3), each on
+# Mean final reward (log10 speedup) above the masked random policy's. Over 11 runs (8 with seed 0, seeds 1-3), each on
 # a fresh server: random -0.30..-0.12, trained +0.36..+0.50 (margin 0.54..0.73), greedy +0.44..+0.51 (margin
 # 0.60..0.74): the policy learns to tile and vectorize the matmul (22-27x) and to leave the elementwise ops nearly
 # alone, while random schedules slow those down (down to 0.04x).
