@@ -22,6 +22,9 @@ PACKAGES=(
   python3 python3-grpcio python3-protobuf python3-numpy python3-pytest python3-venv python3-pip
   # what Gymnasium needs besides numpy (the tests import the vendored Gymnasium in ../shared/vendor/python)
   python3-cloudpickle python3-typing-extensions
+  # the PPO agent (mlir_rl.agent, mlir-rl-train / mlir-rl-evaluate) and its tests: PyTorch (CPU), figures, progress
+  # bars; OpenBLAS so that torch's matrix products do not run on the reference BLAS (3-7x slower updates here)
+  python3-torch python3-matplotlib python3-tqdm libopenblas0-pthread
   # used by tests and tools
   procps curl
 )
