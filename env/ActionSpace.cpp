@@ -42,6 +42,24 @@ std::vector<std::string> ActionSpace::typeNames() const {
   return names;
 }
 
+std::vector<HeadMaskInfo> ActionSpace::headMasks() const {
+  std::vector<int> all, tiling, unroll, interchange;
+  for (int t = 0; t < numActionTypes(); ++t) {
+    all.push_back(t);
+    switch (transforms::registry()[t]->heads()) {
+      case transforms::Heads::Tiles: tiling.push_back(t); break;
+      case transforms::Heads::UnrollFactor: unroll.push_back(t); break;
+      case transforms::Heads::Interchange: interchange.push_back(t); break;
+      case transforms::Heads::None: break;
+    }
+  }
+  std::vector<HeadMaskInfo> masks{{"type", "mask_type", -1, all}};
+  for (int i = 0; i < config_.maxLoops; ++i) masks.push_back({absl::StrCat("tile_", i), "mask_tiles", i, tiling});
+  masks.push_back({absl::StrCat("tile_", unrollHead()), "mask_unroll", -1, unroll});
+  masks.push_back({"interchange", "mask_interchange", -1, interchange});
+  return masks;
+}
+
 absl::StatusOr<DecodedAction> ActionSpace::decode(const std::vector<int64_t> &values) const {
   if (static_cast<int>(values.size()) != numHeads())
     return absl::InvalidArgumentError(absl::StrCat("action has ", values.size(), " values, expected ", numHeads(),
@@ -80,7 +98,7 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
             ") is masked: the op has no loop ", i, ", the size does not divide its bound, or the op is nested too "
             "deep for another loop level (the mask's reasons say which)"));
   }
-  if (heads == transforms::Heads::UnrollFactor && !mask.tiles[unrollHead()][action.unrollChoice])
+  if (heads == transforms::Heads::UnrollFactor && !mask.unroll[action.unrollChoice])
     return absl::InvalidArgumentError(absl::StrCat(
         "head 'tile_", unrollHead(), "' = ", action.unrollChoice, " (unroll factor ", action.unrollFactor,
         ") is masked: the factor must be > 1 and divide the trip count of the innermost loop around the op, and the "

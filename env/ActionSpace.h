@@ -7,9 +7,9 @@
 //   tile_i       — 0: loop i is not tiled; k >= 1: tile size tileSizes[k - 1]. Used by TILING,
 //                  TILED_PARALLELIZATION and TILED_FUSION.
 //   tile_{L-1}   — also the unroll factor of UNROLL: k >= 1 unrolls by tileSizes[k - 1], 0 by the smallest legal
-//                  factor. No op with fewer than L loops tiles loop L-1, so the head's mask row lists the legal
-//                  factors while UNROLL is legal (TILING ignores tile heads past the op's loops); UNROLL is masked
-//                  for ops with L loops.
+//                  factor. Its values for UNROLL have a mask of their own (ActionMask::unroll, observation
+//                  mask_unroll); mask_tiles' last row is what tiling accepts there. UNROLL is masked for ops with L
+//                  loops (their last loop needs the head for its tile size).
 //   interchange  — level pointers (default): the loop that goes to the next position of the new loop order; an
 //                  interchange stays open (the mask allows only INTERCHANGE) until the permutation is complete.
 //                  Enumerated swaps (InterchangeMode::Swaps): one of the 3L-6 swaps of two loops 1-3 apart
@@ -51,13 +51,21 @@ struct DecodedAction {
   int64_t unrollFactor = 0;          // decoded (0 = the smallest legal factor)
 };
 
-// Legal values per head for the current state. tiles is maxLoops x (1 + tileSizes.size()); interchange has
-// ActionSpace::numInterchangeChoices() values.
+// Legal values per head for the current state, by the action types that read them. tiles is maxLoops x
+// (1 + tileSizes.size()); unroll has 1 + tileSizes.size() values; interchange ActionSpace::numInterchangeChoices().
 struct ActionMask {
   std::vector<uint8_t> type;
-  std::vector<std::vector<uint8_t>> tiles;
+  std::vector<std::vector<uint8_t>> tiles;  // tile heads as TILING, TILED_PARALLELIZATION, TILED_FUSION read them
+  std::vector<uint8_t> unroll;              // head tile_{L-1} as UNROLL reads it (value 0: the smallest factor)
   std::vector<uint8_t> interchange;
   std::vector<std::string> typeReasons;  // why a masked type is masked (empty when legal)
+};
+
+// Which observation tensor (and row: -1 for the whole tensor) masks a head for which action types.
+struct HeadMaskInfo {
+  std::string head, tensor;
+  int row = -1;
+  std::vector<int> types;
 };
 
 class ActionSpace {
@@ -72,6 +80,9 @@ class ActionSpace {
   int numInterchangeChoices() const;
   // The tile head (index into DecodedAction::tileChoices and ActionMask::tiles) that carries UNROLL's factor.
   int unrollHead() const { return config_.maxLoops - 1; }
+
+  // Every head's masks, from the registry's heads (GetSpaces describes them).
+  std::vector<HeadMaskInfo> headMasks() const;
 
   // Checks length and ranges (INVALID_ARGUMENT naming the head) and decodes.
   absl::StatusOr<DecodedAction> decode(const std::vector<int64_t> &values) const;

@@ -11,6 +11,7 @@ ActionMask blankMask(const SessionConfig &config) {
   m.type.assign(T, 0);
   m.typeReasons.assign(T, "");
   m.tiles.assign(L, std::vector<uint8_t>(K, 0));
+  m.unroll.assign(K, 0);
   m.interchange.assign(space.numInterchangeChoices(), 0);
   for (auto &row : m.tiles) row[0] = 1;  // "no tiling" is always a legal value
   return m;
@@ -49,7 +50,7 @@ OpenMask assembleMask(const transforms::OpView &view, const SessionConfig &confi
   }
   for (int t = 1; t < T; ++t) {
     if (transforms::Refusal why = registry[t]->refusal(view, tiles)) block(t, std::move(*why));
-    else registry[t]->addHeadValues(view, m.tiles);
+    else if (registry[t]->heads() == transforms::Heads::UnrollFactor) registry[t]->addHeadValues(view, m.unroll);
   }
   return out;
 }

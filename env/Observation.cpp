@@ -120,7 +120,8 @@ std::vector<Declaration> episode() {
       {"mask_type", "legal values of head 'type'", DType::Bool,
        [](const SessionConfig &) { return Shape{numActionTypes()}; }, 0, 1,
        values<uint8_t>(DType::Bool, [](const ObservationSource &s) -> const auto & { return s.mask.type; })},
-      {"mask_tiles", "legal values of heads tile_0..tile_{L-1}", DType::Bool,
+      {"mask_tiles", "legal values of heads tile_0..tile_{L-1} for TILING, TILED_PARALLELIZATION and TILED_FUSION",
+       DType::Bool,
        [](const SessionConfig &c) { return Shape{c.maxLoops, 1 + static_cast<int64_t>(c.tileSizes.size())}; }, 0, 1,
        flatTiles},
       {"mask_interchange", "legal values of head 'interchange'", DType::Bool,
@@ -129,12 +130,21 @@ std::vector<Declaration> episode() {
   };
 }
 
+// Tensors added after the first release go last, so the others keep their places.
+std::vector<Declaration> later() {
+  return {
+      {"mask_unroll", "legal values of head tile_{L-1} as UNROLL's factor (0: the smallest legal factor)",
+       DType::Bool, [](const SessionConfig &c) { return Shape{1 + static_cast<int64_t>(c.tileSizes.size())}; }, 0, 1,
+       values<uint8_t>(DType::Bool, [](const ObservationSource &s) -> const auto & { return s.mask.unroll; })},
+  };
+}
+
 // Every tensor, in observation order: the current op's structure, the episode state and masks, the current op's
-// accesses and body, then the same features of its producer.
+// accesses and body, the same features of its producer, then later additions.
 const std::vector<Declaration> &declarations() {
   static const std::vector<Declaration> all = [] {
     std::vector<Declaration> out;
-    for (auto group : {structure(false), episode(), access(false), structure(true), access(true)})
+    for (auto group : {structure(false), episode(), access(false), structure(true), access(true), later()})
       for (Declaration &d : group) out.push_back(std::move(d));
     return out;
   }();

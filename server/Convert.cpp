@@ -117,6 +117,13 @@ void fillSpaces(const env::SessionConfig &config, v1::GetSpacesReply &reply) {
   for (const std::string &t : space.typeNames()) md->add_type_names(t);
   md->add_tile_sizes(0);
   for (int64_t s : config.tileSizes) md->add_tile_sizes(s);
+  for (const env::HeadMaskInfo &info : space.headMasks()) {
+    v1::HeadMask *m = md->add_head_masks();
+    m->set_head(info.head);
+    m->set_tensor(info.tensor);
+    m->set_row(info.row);
+    for (int t : info.types) m->add_types(t);
+  }
   for (const env::BoxSpec &box : env::observationSpace(config)) {
     v1::Space *s = reply.add_observation_space();
     s->set_name(box.name);

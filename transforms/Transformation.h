@@ -76,9 +76,9 @@ class Transformation {
   virtual bool endsOp() const { return false; }  // once applied, the cursor moves to the next op
   // Refused for the op now, and why. `tiles` is the tile-head legality of the same view.
   virtual Refusal refusal(const OpView &op, const TileLegality &tiles) const = 0;
-  // Values of the head it reads that are legal beyond the tile rows (UNROLL's factors, on the last tile head):
-  // added to the mask when it is allowed.
-  virtual void addHeadValues(const OpView &op, std::vector<std::vector<uint8_t>> &tileRows) const {}
+  // The legal values of the head it reads when that head has a mask row of its own (Heads::UnrollFactor: value 0,
+  // the smallest legal factor, and each legal factor): set in `row` when the transformation is allowed.
+  virtual void addHeadValues(const OpView &op, std::vector<uint8_t> &row) const {}
   // The fragment that performs it (values named `%<prefix>_...`); std::nullopt when there is nothing to do (e.g.
   // tiling with every size 0, the identity permutation). Failure emits an error diagnostic on the op.
   virtual mlir::FailureOr<std::optional<Fragment>> plan(const OpView &op, const ActionArgs &args,

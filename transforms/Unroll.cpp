@@ -141,9 +141,9 @@ class Unroll final : public Transformation {
              " iteration-space elements over all copies: tile it smaller first)";
     return std::nullopt;
   }
-  void addHeadValues(const OpView &view, std::vector<std::vector<uint8_t>> &tileRows) const override {
+  void addHeadValues(const OpView &view, std::vector<uint8_t> &row) const override {
     std::vector<int64_t> factors = legalUnrollFactors(view);
-    std::vector<uint8_t> &row = tileRows[view.maxLoops - 1];
+    row[0] = 1;  // the smallest legal factor
     for (size_t k = 1; k < row.size(); ++k)
       if (std::find(factors.begin(), factors.end(), view.tileSizes[k - 1]) != factors.end()) row[k] = 1;
   }

@@ -74,6 +74,14 @@ def test_version_and_spaces_describe_themselves(stub):
     assert list(md.tile_sizes) == [0, 1, 2, 4, 8, 16, 32, 64]
     names = [s.name for s in spaces.observation_space]
     assert "mask_type" in names and "loop_bounds" in names
+    # Each head's mask, and the types that read it (only those heads are checked).
+    masks = {(m.head, m.tensor): (m.row, list(m.types)) for m in md.head_masks}
+    assert masks[("type", "mask_type")] == (-1, list(range(8)))
+    assert masks[("tile_0", "mask_tiles")] == (0, [1, 2, 5])
+    assert masks[("tile_5", "mask_tiles")] == (5, [1, 2, 5])
+    assert masks[("tile_5", "mask_unroll")] == (-1, [7])  # UNROLL's factor in the last tile head
+    assert masks[("interchange", "mask_interchange")] == (-1, [3])
+    assert set(names) >= {t for _, t in masks}
 
 
 @pytest.mark.parametrize("program", ["mlir-rl-server", "mlir-rl-runner", "mlir-rl-cli"])

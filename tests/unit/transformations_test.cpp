@@ -635,13 +635,21 @@ TEST(Unroll, MaskAllowsOnlyDivisorsOfTheTripCountAndZeroPicksTheSmallest) {
   auto s = start("matmul", kMatmul);
   ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {4, 8, 16})));  // innermost: k, 64 / 16 = 4 trips
   env::ActionMask m = s->mask();
-  const auto &row = m.tiles[s->config().maxLoops - 1];
+  const auto &row = m.unroll;
   // Values: 0 default, 1..7 = sizes 1, 2, 4, 8, 16, 32, 64.
   EXPECT_TRUE(row[0]);
   EXPECT_FALSE(row[1]);  // factor 1 does nothing
   EXPECT_TRUE(row[2]);
   EXPECT_TRUE(row[3]);
   EXPECT_FALSE(row[4]);  // 8 > 4 trips
+  // The tiling heads' mask is the tiling's alone: a 3-loop op has no loop 11 to tile, so TILING refuses a value
+  // there (it used to accept an unroll factor in that head and ignore it).
+  const auto &last = m.tiles[s->config().maxLoops - 1];
+  EXPECT_TRUE(last[0]);
+  EXPECT_EQ(std::count(last.begin(), last.end(), 1), 1);
+  auto stray = s->step(act(*s, ActionType::Tiling, {1}, 0, /*unroll=*/2));
+  EXPECT_EQ(stray.status().code(), absl::StatusCode::kInvalidArgument) << stray.status();
+  EXPECT_NE(stray.status().message().find("tile_11"), std::string::npos) << stray.status();
   auto masked = s->step(act(*s, ActionType::Unroll, {}, 0, 8));
   EXPECT_EQ(masked.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(masked.status().message().find("tile_11"), std::string::npos);
@@ -655,8 +663,8 @@ TEST(Unroll, MaskAllowsOnlyDivisorsOfTheTripCountAndZeroPicksTheSmallest) {
   }
   // Two copies now; the loop has 2 trips left: only factor 2 (which removes the loop).
   m = s->mask();
-  EXPECT_TRUE(m.tiles[s->config().maxLoops - 1][2]);
-  EXPECT_FALSE(m.tiles[s->config().maxLoops - 1][3]);
+  EXPECT_TRUE(m.unroll[2]);
+  EXPECT_FALSE(m.unroll[3]);
   expectCorrectAndReplayable(*s);
 }
 
@@ -720,7 +728,7 @@ TEST(Unroll, FactorsBoundedByTheUnrolledIterationSpace) {
   auto s = start("matmul", kMatmul);
   ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 16, 8})));  // 1024 elements; k loop: 8 trips
   env::ActionMask m = s->mask();
-  const auto &row = m.tiles[s->config().maxLoops - 1];
+  const auto &row = m.unroll;
   EXPECT_TRUE(row[2]);   // 2 copies: 2048 elements
   EXPECT_FALSE(row[3]);  // 4 copies: 4096
   auto big = start("matmul", kMatmul);

@@ -395,10 +395,13 @@ def array_to_tensor(name: str, array: Any, dtype: int) -> "env_pb2.Tensor":
 
 def head_masks_from_observation(obs: Mapping[str, np.ndarray], head_names: Sequence[str],
                                 nvec: Sequence[int]) -> List[np.ndarray]:
-    """One bool mask per action head, from the observation tensors ``mask_type``, ``mask_tiles``, ``mask_interchange``.
+    """One bool mask per action head, from the observation tensors ``mask_type``, ``mask_tiles``, ``mask_unroll``,
+    ``mask_interchange``.
 
     Head ``type`` takes ``mask_type``, head ``tile_i`` row ``i`` of ``mask_tiles``, head ``interchange``
-    ``mask_interchange``. Each mask must have ``nvec`` of its head entries.
+    ``mask_interchange``. The last tile head is also UNROLL's factor: its mask is the union of ``mask_tiles``' last
+    row and ``mask_unroll`` (independent per-head masks cannot depend on the type; agents that condition the heads on
+    the type use the two apart). Each mask must have ``nvec`` of its head entries.
     """
     masks: List[np.ndarray] = []
     for i, (name, n) in enumerate(zip(head_names, nvec)):
@@ -414,6 +417,9 @@ def head_masks_from_observation(obs: Mapping[str, np.ndarray], head_names: Seque
             if tiles is not None and (tiles.ndim != 2 or row >= tiles.shape[0]):
                 raise MlirRlError(f"observation 'mask_tiles' has shape {tiles.shape}, no row for head {name!r}")
             m = None if tiles is None else tiles[row]
+            unroll = obs.get("mask_unroll")
+            if m is not None and unroll is not None and row == len(nvec) - 3:  # the last tile head
+                m = np.logical_or(m, unroll)
         elif name == "interchange":
             key, m = "mask_interchange", obs.get("mask_interchange")
         else:

@@ -11,10 +11,10 @@ returns; a single env's observation is made a batch of one by :func:`batch_of_on
   one-hot action history of the op, the open interchange's placed loops (one-hot per position), and every mask.
 - masks for the heads, separated by what reads them (:class:`Masks`).
 
-Head ``tile_{L-1}`` carries two meanings (``mask_tiles`` row L-1 is the union of loop L-1's tile sizes and UNROLL's
-legal factors, ``env/Session.cpp``): for an op with fewer than L loops, TILING / TILED_PARALLELIZATION /
-TILED_FUSION may only leave loop L-1 untiled (value 0), so :func:`encode` gives the tiling types a row that allows
-only 0 there and keeps the server's row for UNROLL.
+Head ``tile_{L-1}`` carries two meanings: loop L-1's tile size for the tiling types (``mask_tiles`` row L-1) and
+UNROLL's factor (``mask_unroll``). Servers before ``mask_unroll`` sent the union in ``mask_tiles``' last row: then,
+for an op with fewer than L loops, :func:`encode` gives the tiling types a row that allows only 0 there and takes
+the server's row for UNROLL.
 """
 
 from __future__ import annotations
@@ -116,10 +116,14 @@ def encode(obs: Mapping[str, np.ndarray]) -> Encoded:
     L, K = mask_tiles.shape[1], mask_tiles.shape[2]
 
     tiles = mask_tiles.copy()
-    short = num_loops(obs) < L  # row L-1 is then UNROLL's: tiling leaves loop L-1 alone
-    tiles[short, L - 1, :] = False
-    tiles[short, L - 1, 0] = True
-    masks = Masks(type=_fix_empty(mask_type), tiles=_fix_empty(tiles), unroll=_fix_empty(mask_tiles[:, L - 1, :]),
+    if "mask_unroll" in obs:
+        unroll = np.asarray(obs["mask_unroll"], dtype=bool)
+    else:  # an older server: row L-1 is the union
+        unroll = mask_tiles[:, L - 1, :]
+        short = num_loops(obs) < L  # row L-1 is then UNROLL's: tiling leaves loop L-1 alone
+        tiles[short, L - 1, :] = False
+        tiles[short, L - 1, 0] = True
+    masks = Masks(type=_fix_empty(mask_type), tiles=_fix_empty(tiles), unroll=_fix_empty(unroll),
                   interchange=_fix_empty(mask_inter))
 
     progress = np.asarray(obs["progress"], dtype=np.float32)  # op index, number of ops, steps, on this op
