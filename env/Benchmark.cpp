@@ -126,9 +126,10 @@ absl::StatusOr<std::shared_ptr<Benchmark>> Benchmark::fromModule(mlir::OwningOpR
   mlir::MLIRContext *ctx = module->getContext();
   std::shared_ptr<Benchmark> b(new Benchmark());
   b->module_ = std::move(module);
-  std::string error;
-  if (!runners::analyzeKernel(*b->module_, b->signature_, error))
-    return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, ": ", error));
+  absl::StatusOr<runners::KernelSignature> signature = runners::analyzeKernel(*b->module_);
+  if (!signature.ok())
+    return absl::InvalidArgumentError(absl::StrCat("benchmark ", uri, ": ", signature.status().message()));
+  b->signature_ = std::move(*signature);
 
   // Tag the schedulable ops in program order; schedule them in reverse.
   int64_t tag = 0;

@@ -205,8 +205,13 @@ bool Session::apply(const transforms::Fragment &fragment, std::string &failure) 
   if (!known) {
     Transition t;
     mlir::OwningOpRef<mlir::ModuleOp> candidate(state_->module().clone());
-    if (mlir::succeeded(transforms::applyFragments(*candidate, {fragment}, t.failure)))
+    support::DiagnosticCapture capture;
+    if (mlir::succeeded(transforms::applyFragments(*candidate, {fragment}))) {
       t.state = PayloadState::derived(std::move(candidate));
+    } else {
+      t.failure = capture.take();
+      if (t.failure.empty()) t.failure = "transformation failed";
+    }
     transitions_->insert(state_->id(), key, t);
     known = std::move(t);
   }

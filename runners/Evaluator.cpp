@@ -1,5 +1,7 @@
 #include "runners/Evaluator.h"
 
+#include "support/Status.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -48,22 +50,15 @@ bool elementKindOf(mlir::Type t, ElementKind &kind) {
   return true;
 }
 
-bool specOf(mlir::Type type, TensorSpec &spec, std::string &error) {
+absl::StatusOr<TensorSpec> specOf(mlir::Type type) {
   auto tensor = mlir::dyn_cast<mlir::RankedTensorType>(type);
-  if (!tensor) {
-    error = "kernel arguments and results must be ranked tensors";
-    return false;
-  }
-  if (!tensor.hasStaticShape()) {
-    error = "kernel tensors must have static shapes";
-    return false;
-  }
-  if (!elementKindOf(tensor.getElementType(), spec.kind)) {
-    error = "unsupported element type in kernel signature";
-    return false;
-  }
+  if (!tensor) return absl::InvalidArgumentError("kernel arguments and results must be ranked tensors");
+  if (!tensor.hasStaticShape()) return absl::InvalidArgumentError("kernel tensors must have static shapes");
+  TensorSpec spec;
+  if (!elementKindOf(tensor.getElementType(), spec.kind))
+    return absl::InvalidArgumentError("unsupported element type in kernel signature");
   spec.shape.assign(tensor.getShape().begin(), tensor.getShape().end());
-  return true;
+  return spec;
 }
 
 // Words of a ranked memref descriptor: allocated, aligned, offset, sizes[rank], strides[rank].
@@ -111,7 +106,7 @@ constexpr int64_t kGlobalMarker = 0xdeadbeef;
 
 }  // namespace
 
-bool analyzeKernel(mlir::ModuleOp module, KernelSignature &signature, std::string &error) {
+absl::StatusOr<KernelSignature> analyzeKernel(mlir::ModuleOp module) {
   mlir::func::FuncOp kernel;
   int publicCount = 0;
   for (auto func : module.getOps<mlir::func::FuncOp>()) {
@@ -120,27 +115,21 @@ bool analyzeKernel(mlir::ModuleOp module, KernelSignature &signature, std::strin
       ++publicCount;
     }
   }
-  if (publicCount != 1) {
-    error = "the module must define exactly one public function (the kernel), found " + std::to_string(publicCount);
-    return false;
-  }
-  signature = KernelSignature();
+  if (publicCount != 1)
+    return absl::InvalidArgumentError("the module must define exactly one public function (the kernel), found " +
+                                      std::to_string(publicCount));
+  KernelSignature signature;
   signature.name = kernel.getSymName().str();
   for (mlir::Type t : kernel.getArgumentTypes()) {
-    TensorSpec spec;
-    if (!specOf(t, spec, error)) return false;
-    signature.args.push_back(spec);
+    MLIR_RL_ASSIGN_OR_RETURN(TensorSpec spec, specOf(t));
+    signature.args.push_back(std::move(spec));
   }
   for (mlir::Type t : kernel.getResultTypes()) {
-    TensorSpec spec;
-    if (!specOf(t, spec, error)) return false;
-    signature.results.push_back(spec);
+    MLIR_RL_ASSIGN_OR_RETURN(TensorSpec spec, specOf(t));
+    signature.results.push_back(std::move(spec));
   }
-  if (signature.results.empty()) {
-    error = "the kernel must return at least one tensor";
-    return false;
-  }
-  return true;
+  if (signature.results.empty()) return absl::InvalidArgumentError("the kernel must return at least one tensor");
+  return signature;
 }
 
 std::vector<Buffer> makeInputs(const KernelSignature &signature, uint64_t seed) {
@@ -184,33 +173,28 @@ std::function<llvm::Error(llvm::Module *)> makeLlvmOptimizer(const LlvmOptions &
 
 CompiledKernel::~CompiledKernel() = default;
 
-std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const CompileOptions &options,
-                                                  std::string &error) {
+absl::StatusOr<std::unique_ptr<CompiledKernel>> Compiler::compile(mlir::ModuleOp module,
+                                                                  const CompileOptions &options) {
   std::unique_ptr<CompiledKernel> kernel(new CompiledKernel());
-  if (!analyzeKernel(module, kernel->signature_, error)) return nullptr;
+  MLIR_RL_ASSIGN_OR_RETURN(kernel->signature_, analyzeKernel(module));
 
   auto start = Clock::now();
   mlir::OwningOpRef<mlir::ModuleOp> clone(module.clone());
-  if (mlir::failed(prepareKernel(*clone, kernel->signature_.name, error))) return nullptr;
+  MLIR_RL_RETURN_IF_ERROR(prepareKernel(*clone, kernel->signature_.name));
   LoweringOptions lowering;
   lowering.numThreads = options.numThreads;
   if (options.noaliasArguments) lowering.noaliasKernel = kernel->signature_.name;
-  if (mlir::failed(lowerToLLVM(*clone, lowering, error))) return nullptr;
+  MLIR_RL_RETURN_IF_ERROR(lowerToLLVM(*clone, lowering));
   kernel->lowerMs_ = msSince(start);
 
   start = Clock::now();
   support::initializeNativeTarget();
   auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!builder) {
-    error = "cannot detect the host target: " + llvm::toString(builder.takeError());
-    return nullptr;
-  }
+  if (!builder)
+    return absl::InternalError("cannot detect the host target: " + llvm::toString(builder.takeError()));
   builder->setCodeGenOptLevel(codegenLevel(options.llvm.codegenLevel));
   auto tm = builder->createTargetMachine();
-  if (!tm) {
-    error = "cannot create the host target machine: " + llvm::toString(tm.takeError());
-    return nullptr;
-  }
+  if (!tm) return absl::InternalError("cannot create the host target machine: " + llvm::toString(tm.takeError()));
   // ExecutionEngineOptions::transformer is a function_ref: keep the callable alive in a named variable.
   std::function<llvm::Error(llvm::Module *)> transformer = makeLlvmOptimizer(options.llvm, tm->get());
   llvm::SmallVector<llvm::StringRef, 2> libs;
@@ -223,10 +207,9 @@ std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const C
   engineOptions.enablePerfNotificationListener = false;
   support::DiagnosticCapture capture;
   auto engine = mlir::ExecutionEngine::create(*clone, engineOptions, std::move(*tm));
-  if (!engine) {
-    error = "JIT compilation failed: " + llvm::toString(engine.takeError()) + " " + capture.take();
-    return nullptr;
-  }
+  if (!engine)
+    return absl::InvalidArgumentError("JIT compilation failed: " + llvm::toString(engine.takeError()) + " " +
+                                      capture.take());
   kernel->engine_ = std::move(*engine);
   if (options.exitOnAllocationFailure) {
     kernel->engine_->registerSymbols([](llvm::orc::MangleAndInterner interner) {
@@ -236,10 +219,7 @@ std::unique_ptr<CompiledKernel> Compiler::compile(mlir::ModuleOp module, const C
     });
   }
   auto entry = kernel->engine_->lookupPacked("_mlir_ciface_" + kernel->signature_.name);
-  if (!entry) {
-    error = "JIT: kernel entry point missing: " + llvm::toString(entry.takeError());
-    return nullptr;
-  }
+  if (!entry) return absl::InternalError("JIT: kernel entry point missing: " + llvm::toString(entry.takeError()));
   kernel->entry_ = *entry;
   kernel->jitMs_ = msSince(start);
   return kernel;
@@ -287,10 +267,10 @@ void CompiledKernel::releaseResults(const std::vector<Buffer> &inputs,
   }
 }
 
-bool CompiledKernel::run(const std::vector<Buffer> &inputs, std::vector<Buffer> &outputs, std::string &error) const {
+std::vector<Buffer> CompiledKernel::run(const std::vector<Buffer> &inputs) const {
   std::vector<std::vector<int64_t>> descriptors;
   invoke(inputs, descriptors);
-  outputs.clear();
+  std::vector<Buffer> outputs;
   for (size_t r = 0; r < signature_.results.size(); ++r) {
     const TensorSpec &spec = signature_.results[r];
     const auto &d = descriptors[r];
@@ -313,7 +293,7 @@ bool CompiledKernel::run(const std::vector<Buffer> &inputs, std::vector<Buffer> 
     }
   }
   releaseResults(inputs, descriptors);
-  return true;
+  return outputs;
 }
 
 Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptions &options) const {

@@ -18,6 +18,8 @@
 namespace mlir {
 class ExecutionEngine;
 }
+#include "absl/status/statusor.h"
+
 namespace llvm {
 class Error;
 class Module;
@@ -33,9 +35,9 @@ struct KernelSignature {
   std::vector<TensorSpec> results;
 };
 
-// Finds the kernel: the single public func.func of the module. Fails (with a reason) on dynamic shapes,
+// Finds the kernel: the single public func.func of the module. INVALID_ARGUMENT (with a reason) on dynamic shapes,
 // non-tensor arguments or unsupported element types.
-bool analyzeKernel(mlir::ModuleOp module, KernelSignature &signature, std::string &error);
+absl::StatusOr<KernelSignature> analyzeKernel(mlir::ModuleOp module);
 
 // The shared libraries the JIT links kernels against (MLIR's C runner utilities, the OpenMP runtime).
 const std::vector<std::string> &jitSharedLibraries();
@@ -61,7 +63,7 @@ class CompiledKernel {
   double jitMs() const { return jitMs_; }
 
   // Runs once on `inputs` and returns the outputs.
-  bool run(const std::vector<Buffer> &inputs, std::vector<Buffer> &outputs, std::string &error) const;
+  std::vector<Buffer> run(const std::vector<Buffer> &inputs) const;
   // Runs repeatedly (first run discarded as warm-up) and reports the time per run.
   Timing time(const std::vector<Buffer> &inputs, const TimingOptions &options) const;
 
@@ -105,8 +107,9 @@ inline constexpr int kOutOfMemoryExitCode = 3;
 class Compiler {
  public:
   // Lowers a clone of `module` and JIT-compiles it at O3 for the host CPU. `module` is left untouched.
-  static std::unique_ptr<CompiledKernel> compile(mlir::ModuleOp module, const CompileOptions &options,
-                                                 std::string &error);
+  // INVALID_ARGUMENT when the kernel's signature is unsupported or lowering / code generation fails (MLIR's and
+  // LLVM's diagnostics in the message); INTERNAL when the host target cannot be set up.
+  static absl::StatusOr<std::unique_ptr<CompiledKernel>> compile(mlir::ModuleOp module, const CompileOptions &options);
 };
 
 // The LLVM IR optimizer for ExecutionEngineOptions::transformer. `targetMachine` must outlive it.

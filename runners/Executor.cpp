@@ -1,5 +1,8 @@
 #include "runners/Executor.h"
 
+#include "llvm/Support/xxhash.h"
+#include "support/Status.h"
+
 #include "absl/strings/str_cat.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
@@ -24,41 +27,29 @@ const char *failureKindName(FailureKind kind) {
 
 namespace {
 
-mlir::OwningOpRef<mlir::ModuleOp> parse(mlir::MLIRContext *ctx, const std::string &text, std::string &error) {
+absl::StatusOr<mlir::OwningOpRef<mlir::ModuleOp>> parse(mlir::MLIRContext *ctx, const std::string &text) {
   support::DiagnosticCapture capture;
   auto module = mlir::parseSourceString<mlir::ModuleOp>(text, ctx);
-  if (!module) error = "does not parse: " + capture.take();
+  if (!module) return absl::InvalidArgumentError("does not parse: " + capture.take());
   return module;
 }
 
 }  // namespace
 
-std::shared_ptr<const ReferenceCache::Entry> ReferenceCache::get(mlir::MLIRContext *ctx,
-                                                                 const std::string &referenceIR, uint64_t seed,
-                                                                 int numThreads, std::string &error) {
-  std::string key = absl::StrCat(std::hash<std::string>{}(referenceIR), ":", referenceIR.size(), ":", seed, ":",
-                                 numThreads);
+absl::StatusOr<std::shared_ptr<const ReferenceCache::Entry>> ReferenceCache::get(mlir::MLIRContext *ctx,
+                                                                                 const std::string &referenceIR,
+                                                                                 uint64_t seed, int numThreads) {
+  std::string key = absl::StrCat(llvm::xxh3_64bits(referenceIR), ":", referenceIR.size(), ":", seed, ":", numThreads);
   std::lock_guard<std::mutex> lock(mutex_);  // one computation at a time; references are computed once
   auto it = entries_.find(key);
   if (it != entries_.end()) return it->second;
-  auto module = parse(ctx, referenceIR, error);
-  if (!module) {
-    error = "reference " + error;
-    return nullptr;
-  }
+  MLIR_RL_ASSIGN_OR_RETURN(mlir::OwningOpRef<mlir::ModuleOp> module, parse(ctx, referenceIR));
   CompileOptions options;
   options.numThreads = numThreads;
-  auto kernel = Compiler::compile(*module, options, error);
-  if (!kernel) {
-    error = "reference: " + error;
-    return nullptr;
-  }
+  MLIR_RL_ASSIGN_OR_RETURN(std::unique_ptr<CompiledKernel> kernel, Compiler::compile(*module, options));
   auto entry = std::make_shared<Entry>();
   entry->inputs = makeInputs(kernel->signature(), seed);
-  if (!kernel->run(entry->inputs, entry->outputs, error)) {
-    error = "reference: " + error;
-    return nullptr;
-  }
+  entry->outputs = kernel->run(entry->inputs);
   entries_.emplace(key, entry);
   return entry;
 }
@@ -66,43 +57,38 @@ std::shared_ptr<const ReferenceCache::Entry> ReferenceCache::get(mlir::MLIRConte
 ExecResult executeHere(mlir::MLIRContext *ctx, ReferenceCache &references, const ExecRequest &request,
                        const CompileOptions &baseOptions) {
   ExecResult result;
-  std::string error;
-  auto reference = references.get(ctx, request.referenceIR, request.seed, request.numThreads, error);
-  if (!reference) {
-    result.failure = FailureKind::Internal;
-    result.message = error;
+  auto reference = references.get(ctx, request.referenceIR, request.seed, request.numThreads);
+  if (!reference.ok()) {
+    // The benchmark itself does not compile: reproducible (remembered as the reference's failure).
+    result.failure = FailureKind::Compile;
+    result.message = absl::StrCat("the reference does not compile: ", reference.status().message());
     return result;
   }
-  auto candidate = parse(ctx, request.candidateIR, error);
-  if (!candidate) {
+  auto candidate = parse(ctx, request.candidateIR);
+  if (!candidate.ok()) {
     result.failure = FailureKind::Internal;
-    result.message = "candidate " + error;
+    result.message = absl::StrCat("the candidate ", candidate.status().message());
     return result;
   }
   CompileOptions options = baseOptions;
   options.numThreads = request.numThreads;
-  auto kernel = Compiler::compile(*candidate, options, error);
-  if (!kernel) {
+  auto kernel = Compiler::compile(**candidate, options);
+  if (!kernel.ok()) {
     result.failure = FailureKind::Compile;
-    result.message = "compilation failed: " + error;
+    result.message = absl::StrCat("compilation failed: ", kernel.status().message());
     return result;
   }
-  result.lowerMs = kernel->lowerMs();
-  result.jitMs = kernel->jitMs();
-  std::vector<Buffer> outputs;
-  if (!kernel->run(reference->inputs, outputs, error)) {
-    result.failure = FailureKind::Crash;
-    result.message = "execution failed: " + error;
-    return result;
-  }
-  if (outputs.size() != reference->outputs.size()) {
+  result.lowerMs = (*kernel)->lowerMs();
+  result.jitMs = (*kernel)->jitMs();
+  std::vector<Buffer> outputs = (*kernel)->run((*reference)->inputs);
+  if (outputs.size() != (*reference)->outputs.size()) {
     result.failure = FailureKind::WrongResult;
     result.message = "wrong result: the candidate returns a different number of outputs";
     return result;
   }
   result.correct = true;
   for (size_t i = 0; i < outputs.size(); ++i) {
-    Comparison c = compareBuffers(outputs[i], reference->outputs[i]);
+    Comparison c = compareBuffers(outputs[i], (*reference)->outputs[i]);
     result.maxAbsError = std::max(result.maxAbsError, c.maxAbsError);
     if (!c.equal && result.correct) {
       result.correct = false;
@@ -110,7 +96,7 @@ ExecResult executeHere(mlir::MLIRContext *ctx, ReferenceCache &references, const
       result.message = absl::StrCat("wrong result: output ", i, " ", c.detail);
     }
   }
-  if (result.correct && request.time) result.timing = kernel->time(reference->inputs, request.timing);
+  if (result.correct && request.time) result.timing = (*kernel)->time((*reference)->inputs, request.timing);
   return result;
 }
 

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+
 #include "runners/Buffers.h"
 #include "runners/Evaluator.h"
 
@@ -69,9 +71,9 @@ class ReferenceCache {
   struct Entry {
     std::vector<Buffer> inputs, outputs;
   };
-  // Null with `error` set when the reference does not compile or run.
-  std::shared_ptr<const Entry> get(mlir::MLIRContext *ctx, const std::string &referenceIR, uint64_t seed,
-                                   int numThreads, std::string &error);
+  // The reference's inputs and outputs; an error when it does not parse or compile.
+  absl::StatusOr<std::shared_ptr<const Entry>> get(mlir::MLIRContext *ctx, const std::string &referenceIR,
+                                                   uint64_t seed, int numThreads);
 
  private:
   std::mutex mutex_;

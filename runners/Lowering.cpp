@@ -1,5 +1,7 @@
 #include "runners/Lowering.h"
 
+#include "support/Status.h"
+
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/Transforms/Hoisting.h"
@@ -83,67 +85,52 @@ std::string toLLVMPipeline(int numThreads) {
          "convert-func-to-llvm,convert-cf-to-llvm,convert-openmp-to-llvm,reconcile-unrealized-casts";
 }
 
-mlir::LogicalResult runPipeline(mlir::ModuleOp module, const std::string &pipeline, const char *stage,
-                                const LoweringOptions &options, support::DiagnosticCapture &capture,
-                                std::string &error) {
+absl::Status runPipeline(mlir::ModuleOp module, const std::string &pipeline, const char *stage,
+                         const LoweringOptions &options, support::DiagnosticCapture &capture) {
   mlir::PassManager pm(module.getContext());
   if (options.printTiming) pm.enableTiming();
   std::string parseErrors;
   llvm::raw_string_ostream errs(parseErrors);
-  if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, errs))) {
-    error = std::string("internal error: bad ") + stage + " pipeline: " + errs.str();
-    return mlir::failure();
-  }
-  if (mlir::failed(pm.run(module))) {
-    error = std::string(stage) + " failed: " + capture.take();
-    return mlir::failure();
-  }
-  return mlir::success();
+  if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, errs)))
+    return absl::InternalError(std::string("bad ") + stage + " pipeline: " + errs.str());
+  if (mlir::failed(pm.run(module))) return absl::InvalidArgumentError(std::string(stage) + " failed: " + capture.take());
+  return absl::OkStatus();
 }
 
-mlir::LogicalResult applyScript(mlir::ModuleOp module, const char *text, const char *stage,
-                                support::DiagnosticCapture &capture, std::string &error) {
+absl::Status applyScript(mlir::ModuleOp module, const char *text, const char *stage,
+                         support::DiagnosticCapture &capture) {
   mlir::OwningOpRef<mlir::ModuleOp> script = mlir::parseSourceString<mlir::ModuleOp>(text, module.getContext());
-  if (!script) {
-    error = std::string("internal error: ") + stage + " script: " + capture.take();
-    return mlir::failure();
-  }
+  if (!script) return absl::InternalError(std::string(stage) + " script: " + capture.take());
   auto entry = script->lookupSymbol<mlir::transform::NamedSequenceOp>("__transform_main");
   if (mlir::failed(mlir::transform::applyTransformNamedSequence(module, entry, *script,
-                                                                mlir::transform::TransformOptions()))) {
-    error = std::string(stage) + " failed: " + capture.take();
-    return mlir::failure();
-  }
-  return mlir::success();
+                                                                mlir::transform::TransformOptions())))
+    return absl::InvalidArgumentError(std::string(stage) + " failed: " + capture.take());
+  return absl::OkStatus();
 }
 
 }  // namespace
 
-mlir::LogicalResult prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel, std::string &error) {
+absl::Status prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel) {
   auto func = module.lookupSymbol<mlir::func::FuncOp>(kernel);
-  if (!func) {
-    error = "kernel function @" + kernel.str() + " not found";
-    return mlir::failure();
-  }
+  if (!func) return absl::InvalidArgumentError("kernel function @" + kernel.str() + " not found");
   mlir::MLIRContext *ctx = module.getContext();
   func->setAttr(mlir::LLVM::LLVMDialect::getEmitCWrapperAttrName(), mlir::UnitAttr::get(ctx));
   // Inputs are shared between repeated runs, so the kernel must never write into them.
   for (unsigned i = 0; i < func.getNumArguments(); ++i)
     func.setArgAttr(i, mlir::bufferization::BufferizationDialect::kWritableAttrName,
                     mlir::BoolAttr::get(ctx, false));
-  return mlir::success();
+  return absl::OkStatus();
 }
 
-mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options, std::string &error) {
+absl::Status lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options) {
   support::DiagnosticCapture capture;
-  if (mlir::failed(applyScript(module, kVectorCleanup, "vector cleanup", capture, error))) return mlir::failure();
-  if (mlir::failed(runPipeline(module, kBufferize, "bufferization", options, capture, error))) return mlir::failure();
+  MLIR_RL_RETURN_IF_ERROR(applyScript(module, kVectorCleanup, "vector cleanup", capture));
+  MLIR_RL_RETURN_IF_ERROR(runPipeline(module, kBufferize, "bufferization", options, capture));
   // Keep accumulators in registers across the reduction loop (e.g. the C tile of a matmul).
   module.walk([](mlir::func::FuncOp func) { mlir::linalg::hoistRedundantVectorTransfers(func); });
-  if (mlir::failed(applyScript(module, kVectorLowering, "vector lowering", capture, error))) return mlir::failure();
-  if (mlir::failed(runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture,
-                               error)))
-    return mlir::failure();
+  MLIR_RL_RETURN_IF_ERROR(applyScript(module, kVectorLowering, "vector lowering", capture));
+  MLIR_RL_RETURN_IF_ERROR(runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options,
+                                      capture));
   if (!options.noaliasKernel.empty()) {
     if (auto func = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(options.noaliasKernel)) {
       mlir::UnitAttr unit = mlir::UnitAttr::get(module.getContext());
@@ -152,7 +139,7 @@ mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &op
           func.setArgAttr(i, mlir::LLVM::LLVMDialect::getNoAliasAttrName(), unit);
     }
   }
-  return mlir::success();
+  return absl::OkStatus();
 }
 
 }  // namespace mlir_rl::runners

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "mlir/IR/BuiltinOps.h"
+#include "absl/status/status.h"
 #include "mlir/Support/LogicalResult.h"
 
 namespace mlir_rl::runners {
@@ -21,9 +22,9 @@ struct LoweringOptions {
 };
 
 // Marks `kernel` for the C interface and its arguments read-only. Call before lowerToLLVM.
-mlir::LogicalResult prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel, std::string &error);
+absl::Status prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel);
 
-// Lowers `module` in place. On failure `error` holds MLIR's diagnostics.
-mlir::LogicalResult lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options, std::string &error);
+// Lowers `module` in place. INVALID_ARGUMENT with MLIR's diagnostics when a stage fails.
+absl::Status lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options);
 
 }  // namespace mlir_rl::runners

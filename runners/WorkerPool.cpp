@@ -118,14 +118,12 @@ bool WorkerPool::runOnSpawner(const std::function<void()> &task) {
   return true;
 }
 
-bool WorkerPool::spawn(Worker &w, std::string &error) {
+absl::Status WorkerPool::spawn(Worker &w) {
   support::Pipe toWorker = support::Pipe::create(O_CLOEXEC), fromWorker = support::Pipe::create(O_CLOEXEC),
                 errPipe = support::Pipe::create(O_CLOEXEC);
   for (const support::Pipe *p : {&toWorker, &fromWorker, &errPipe})
-    if (p->error != 0) {
-      error = absl::StrCat("cannot create pipes: ", std::strerror(p->error));
-      return false;  // the pipes made so far close with their owners
-    }
+    if (p->error != 0)  // the pipes made so far close with their owners
+      return absl::InternalError(absl::StrCat("cannot create pipes: ", std::strerror(p->error)));
   // Most requests (candidate + reference IR) then fit in the pipe: one write, no wake-up per 64 KiB.
   fcntl(toWorker.write.get(), F_SETPIPE_SZ, 1 << 20);
   posix_spawn_file_actions_t actions;
@@ -143,10 +141,7 @@ bool WorkerPool::spawn(Worker &w, std::string &error) {
   pid_t pid = 0;
   int rc = posix_spawn(&pid, options_.runnerPath.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    error = absl::StrCat("cannot start ", options_.runnerPath, ": ", std::strerror(rc));
-    return false;
-  }
+  if (rc != 0) return absl::InternalError(absl::StrCat("cannot start ", options_.runnerPath, ": ", std::strerror(rc)));
   setNonBlocking(toWorker.write.get());
   setNonBlocking(fromWorker.read.get());
   setNonBlocking(errPipe.read.get());
@@ -158,7 +153,7 @@ bool WorkerPool::spawn(Worker &w, std::string &error) {
   w.responseFd = std::move(fromWorker.read);
   w.stderrFd = std::move(errPipe.read);
   w.stderrTail.clear();
-  return true;  // the worker's ends close here, in this process
+  return absl::OkStatus();  // the worker's ends close here, in this process
 }
 
 void WorkerPool::drainStderr(Worker &w) {
@@ -271,12 +266,11 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
     needsSpawn = w->pid == 0;
   }
   if (needsSpawn) {
-    std::string error;
-    bool spawned = false;
-    runOnSpawner([&] { spawned = spawn(*w, error); });
-    if (!spawned) {
+    absl::Status spawned = absl::UnavailableError("the worker pool is shutting down");
+    runOnSpawner([&] { spawned = spawn(*w); });
+    if (!spawned.ok()) {
       result.failure = FailureKind::Internal;
-      result.message = error.empty() ? "the worker pool is shutting down" : error;
+      result.message = std::string(spawned.message());
       release();
       return result;
     }

@@ -19,6 +19,8 @@
 
 #include <sys/types.h>
 
+#include "absl/status/status.h"
+
 #include "runners/Executor.h"
 #include "support/UniqueFd.h"
 
@@ -72,7 +74,7 @@ class WorkerPool : public Executor {
   };
   // How an exchange with a worker ended when it did not bring an answer.
   enum class Ending { Died, Deadline, CallerDeadline };
-  bool spawn(Worker &w, std::string &error);         // runs on the spawner thread
+  absl::Status spawn(Worker &w);                     // runs on the spawner thread
   // After a failed exchange: kill (unless it died), wait, classify into `result`.
   void reap(Worker &w, Ending ending, const ExecRequest &request, ExecResult &result);
   void drainStderr(Worker &w);

@@ -57,9 +57,8 @@ int main(int argc, char **argv) {
   }
 
   if (std::string cpus = absl::GetFlag(FLAGS_cpus); !cpus.empty()) {
-    std::string error;
-    if (!mlir_rl::support::pinCallingThreadTo(cpus, error))
-      std::fprintf(stderr, "mlir-rl-runner: --cpus: %s\n", error.c_str());
+    if (absl::Status pinned = mlir_rl::support::pinCallingThreadTo(cpus); !pinned.ok())
+      std::fprintf(stderr, "mlir-rl-runner: --cpus: %s\n", std::string(pinned.message()).c_str());
   }
   // Frames go to a private copy of stdout; anything else printing to stdout lands on stderr instead.
   int responseFd = dup(1);

@@ -260,9 +260,8 @@ int main(int argc, char **argv) {
   // After the worker pool has read the process's CPUs (it pins workers itself), before any RPC thread exists: the
   // threads gRPC starts inherit the main thread's affinity.
   if (std::string list = absl::GetFlag(FLAGS_rpc_cpus); !list.empty()) {
-    std::string error;
-    if (!mlir_rl::support::pinCallingThreadTo(list, error)) {
-      spdlog::error("--rpc_cpus: {}", error);
+    if (absl::Status pinned = mlir_rl::support::pinCallingThreadTo(list); !pinned.ok()) {
+      spdlog::error("--rpc_cpus: {}", std::string(pinned.message()));
       return 2;
     }
     spdlog::info("RPC threads on CPU(s) {}", list);

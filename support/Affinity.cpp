@@ -1,5 +1,7 @@
 #include "support/Affinity.h"
 
+#include "support/Status.h"
+
 #include <sched.h>
 
 #include <algorithm>
@@ -32,8 +34,8 @@ std::vector<int> allowedCpus() {
   return cpus;
 }
 
-bool parseCpuList(const std::string &text, std::vector<int> &cpus, std::string &error) {
-  cpus.clear();
+absl::StatusOr<std::vector<int>> parseCpuList(const std::string &text) {
+  std::vector<int> cpus;
   const std::vector<int> allowed = allowedCpus();
   size_t start = 0;
   while (start <= text.size()) {
@@ -44,37 +46,33 @@ bool parseCpuList(const std::string &text, std::vector<int> &cpus, std::string &
     bool ok = dash == std::string::npos ? parseNumber(item, first) && (last = first, true)
                                         : parseNumber(item.substr(0, dash), first) &&
                                               parseNumber(item.substr(dash + 1), last) && first <= last;
-    if (!ok) {
-      error = "'" + item + "' in CPU list '" + text + "' is not a CPU number or an ascending range (e.g. 0,2-3)";
-      return false;
-    }
+    if (!ok)
+      return absl::InvalidArgumentError("'" + item + "' in CPU list '" + text +
+                                        "' is not a CPU number or an ascending range (e.g. 0,2-3)");
     for (int c = first; c <= last; ++c) {
-      if (std::find(allowed.begin(), allowed.end(), c) == allowed.end()) {
-        error = "CPU " + std::to_string(c) + " in CPU list '" + text + "' is not available to this process";
-        return false;
-      }
+      if (std::find(allowed.begin(), allowed.end(), c) == allowed.end())
+        return absl::InvalidArgumentError("CPU " + std::to_string(c) + " in CPU list '" + text +
+                                          "' is not available to this process");
       cpus.push_back(c);
     }
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
-  return true;
+  return cpus;
 }
 
-bool pinCallingThread(const std::vector<int> &cpus, std::string &error) {
+absl::Status pinCallingThread(const std::vector<int> &cpus) {
   cpu_set_t set;
   CPU_ZERO(&set);
   for (int c : cpus) CPU_SET(c, &set);
-  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-    error = std::string("sched_setaffinity: ") + std::strerror(errno);
-    return false;
-  }
-  return true;
+  if (sched_setaffinity(0, sizeof(set), &set) != 0)
+    return absl::InternalError(std::string("sched_setaffinity: ") + std::strerror(errno));
+  return absl::OkStatus();
 }
 
-bool pinCallingThreadTo(const std::string &cpuList, std::string &error) {
-  std::vector<int> cpus;
-  return parseCpuList(cpuList, cpus, error) && pinCallingThread(cpus, error);
+absl::Status pinCallingThreadTo(const std::string &cpuList) {
+  MLIR_RL_ASSIGN_OR_RETURN(std::vector<int> cpus, parseCpuList(cpuList));
+  return pinCallingThread(cpus);
 }
 
 }  // namespace mlir_rl::support

@@ -60,12 +60,13 @@ std::string tileUsingForStatement(llvm::StringRef handle, llvm::ArrayRef<int64_t
 // Wraps fragments into a module holding `@__transform_main`, the entry point `--transform-interpreter` runs.
 std::string buildScript(llvm::ArrayRef<Fragment> fragments);
 
-// Applies the fragments to `payload` in place. On failure returns the interpreter's diagnostics in `error`; the
-// payload may then be partially transformed, so callers apply to a clone.
-mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragment> fragments, std::string &error);
+// Applies the fragments to `payload` in place. On failure the interpreter's (and the verifier's) diagnostics were
+// emitted: capture them with support::DiagnosticCapture. The payload may then be partially transformed, so callers
+// apply to a clone.
+mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragment> fragments);
 // The same for a whole script as buildScript (and ExportSchedule) writes it: what `mlir-opt --transform-interpreter`
 // does with it.
-mlir::LogicalResult applyScript(mlir::ModuleOp payload, const std::string &script, std::string &error);
+mlir::LogicalResult applyScript(mlir::ModuleOp payload, const std::string &script);
 
 // Finds the linalg op carrying tag `tag` (null when there is none, e.g. after vectorization consumed it).
 mlir::linalg::LinalgOp findTaggedOp(mlir::ModuleOp module, int64_t tag);

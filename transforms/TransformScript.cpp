@@ -108,36 +108,22 @@ class ScriptPool {
 
 }  // namespace
 
-mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragment> fragments, std::string &error) {
-  return applyScript(payload, buildScript(fragments), error);
+mlir::LogicalResult applyFragments(mlir::ModuleOp payload, llvm::ArrayRef<Fragment> fragments) {
+  return applyScript(payload, buildScript(fragments));
 }
 
-mlir::LogicalResult applyScript(mlir::ModuleOp payload, const std::string &script, std::string &error) {
+mlir::LogicalResult applyScript(mlir::ModuleOp payload, const std::string &script) {
   mlir::MLIRContext *ctx = payload.getContext();
-  support::DiagnosticCapture capture;
   mlir::OwningOpRef<mlir::ModuleOp> scriptModule = ScriptPool::shared().take(script, ctx);
-  if (!scriptModule) {
-    error = "internal error: transform script does not parse: " + capture.take();
-    return mlir::failure();
-  }
+  if (!scriptModule) return payload->emitError("internal error: the transform script does not parse");
   auto entry = scriptModule->lookupSymbol<mlir::transform::NamedSequenceOp>("__transform_main");
-  if (!entry) {
-    error = "the transform script has no @__transform_main";
-    return mlir::failure();
-  }
+  if (!entry) return payload->emitError("the transform script has no @__transform_main");
   mlir::transform::TransformOptions options;
   mlir::LogicalResult applied = mlir::transform::applyTransformNamedSequence(payload, entry, *scriptModule, options);
   ScriptPool::shared().give(script, std::move(scriptModule));
-  if (mlir::failed(applied)) {
-    error = capture.take();
-    if (error.empty()) error = "transformation failed";
-    return mlir::failure();
-  }
+  if (mlir::failed(applied)) return mlir::failure();  // the interpreter emitted why
   // A transformation can leave IR that no longer verifies; that is a failed action, never a new state.
-  if (mlir::failed(mlir::verify(payload))) {
-    error = "transformed IR does not verify: " + capture.take();
-    return mlir::failure();
-  }
+  if (mlir::failed(mlir::verify(payload))) return payload->emitError("the transformed IR does not verify");
   return mlir::success();
 }
 

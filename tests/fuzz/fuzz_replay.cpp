@@ -10,6 +10,7 @@
 #include "mlir/IR/OperationSupport.h"
 #include "mlir/Parser/Parser.h"
 #include "llvm/Support/raw_ostream.h"
+#include "support/Diagnostics.h"
 #include "tests/fuzz/FuzzSupport.h"
 #include "transforms/Transform.h"
 
@@ -50,9 +51,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   mlir::OwningOpRef<mlir::ModuleOp> payload =
       mlir::parseSourceString<mlir::ModuleOp>(s.benchmark().taggedText(), world.context.get());
-  std::string error;
-  if (!payload || mlir::failed(transforms::applyScript(*payload, s.schedule(), error))) {
-    std::fprintf(stderr, "the exported schedule does not replay: %s\n%s\n", error.c_str(), s.schedule().c_str());
+  support::DiagnosticCapture capture;
+  if (!payload || mlir::failed(transforms::applyScript(*payload, s.schedule()))) {
+    std::fprintf(stderr, "the exported schedule does not replay: %s\n%s\n", capture.take().c_str(),
+                 s.schedule().c_str());
     std::abort();
   }
   mlir::OwningOpRef<mlir::ModuleOp> current = mlir::parseSourceString<mlir::ModuleOp>(s.currentIR(),

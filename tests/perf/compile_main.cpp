@@ -59,12 +59,12 @@ int main(int argc, char **argv) {
   auto ctx = mlir_rl::support::createContext();
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::parseSourceFile<mlir::ModuleOp>(files[1], ctx.get());
   if (!module) return 1;
-  mlir_rl::runners::KernelSignature signature;
-  std::string error;
-  if (!mlir_rl::runners::analyzeKernel(*module, signature, error)) {
-    std::fprintf(stderr, "%s\n", error.c_str());
+  auto analyzed = mlir_rl::runners::analyzeKernel(*module);
+  if (!analyzed.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(analyzed.status().message()).c_str());
     return 1;
   }
+  const mlir_rl::runners::KernelSignature &signature = *analyzed;
   mlir_rl::runners::CompileOptions options;
   options.llvm.optLevel = absl::GetFlag(FLAGS_opt_level);
   options.llvm.codegenLevel = absl::GetFlag(FLAGS_codegen_level);
@@ -79,9 +79,10 @@ int main(int argc, char **argv) {
     mlir_rl::runners::LoweringOptions lowering;
     lowering.printTiming = absl::GetFlag(FLAGS_mlir_timing);
     if (options.noaliasArguments) lowering.noaliasKernel = signature.name;
-    if (mlir::failed(mlir_rl::runners::prepareKernel(*clone, signature.name, error)) ||
-        mlir::failed(mlir_rl::runners::lowerToLLVM(*clone, lowering, error))) {
-      std::fprintf(stderr, "%s\n", error.c_str());
+    absl::Status lowered = mlir_rl::runners::prepareKernel(*clone, signature.name);
+    if (lowered.ok()) lowered = mlir_rl::runners::lowerToLLVM(*clone, lowering);
+    if (!lowered.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(lowered.message()).c_str());
       return 1;
     }
     double lowerMs = msSince(t);
@@ -145,12 +146,13 @@ int main(int argc, char **argv) {
   }
 
   auto t = Clock::now();
-  auto kernel = mlir_rl::runners::Compiler::compile(*module, options, error);
+  auto compiled = mlir_rl::runners::Compiler::compile(*module, options);
   double totalMs = msSince(t);
-  if (!kernel) {
-    std::fprintf(stderr, "%s\n", error.c_str());
+  if (!compiled.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(compiled.status().message()).c_str());
     return 1;
   }
+  auto &kernel = *compiled;
   std::printf("Compiler::compile %.1f ms (lower %.1f + JIT %.1f)\n", totalMs, kernel->lowerMs(), kernel->jitMs());
   if (absl::GetFlag(FLAGS_run)) {
     std::vector<mlir_rl::runners::Buffer> inputs = mlir_rl::runners::makeInputs(signature, 1);

@@ -330,9 +330,8 @@ int main(int argc, char **argv) {
   absl::ParseCommandLine(argc, argv);
   mlir_rl::server::configureGrpcProcess();
   if (std::string list = absl::GetFlag(FLAGS_cpus); !list.empty()) {
-    std::string error;
-    if (!mlir_rl::support::pinCallingThreadTo(list, error)) {
-      std::fprintf(stderr, "--cpus: %s\n", error.c_str());
+    if (absl::Status pinned = mlir_rl::support::pinCallingThreadTo(list); !pinned.ok()) {
+      std::fprintf(stderr, "--cpus: %s\n", std::string(pinned.message()).c_str());
       return 2;
     }
   }

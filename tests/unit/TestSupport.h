@@ -9,6 +9,7 @@
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
 #include "env/Session.h"
+#include "transforms/Transform.h"
 
 namespace mlir_rl::testing {
 
@@ -21,6 +22,9 @@ std::shared_ptr<const env::Benchmark> benchmark(const std::string &name);  // na
 // interchange head, `unroll` for UNROLL's factor (head tile_{L-1}).
 std::vector<int64_t> act(const env::Session &s, env::ActionType type, std::vector<int64_t> sizes = {},
                          int64_t pointer = 0, int64_t unroll = 0);
+
+// Applies `fragments` to `payload`: "" when they applied, else the diagnostics they emitted.
+std::string applyOrWhy(mlir::ModuleOp payload, llvm::ArrayRef<transforms::Fragment> fragments);
 
 // A value the mask allows, drawn uniformly (0 when it allows none).
 int64_t pickLegal(const std::vector<uint8_t> &mask, std::mt19937_64 &rng);

@@ -63,16 +63,17 @@ void checkRuns(const std::string &uri, int runs) {
   auto b = testing::registry().get(uri);
   ASSERT_TRUE(b.ok()) << b.status();
   std::string error;
-  auto kernel = runners::Compiler::compile((*b)->module(), {}, error);
-  ASSERT_TRUE(kernel) << error;
+  auto compiled = runners::Compiler::compile((*b)->module(), {});
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  auto &kernel = *compiled;
   auto inputs = runners::makeInputs(kernel->signature(), 3);
   std::vector<runners::Buffer> first;
-  ASSERT_TRUE(kernel->run(inputs, first, error)) << error;
+  first = kernel->run(inputs);
   ASSERT_EQ(first.size(), kernel->signature().results.size());
   for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(firstNonFinite(first[i]), -1) << "result " << i;
   for (int r = 1; r < runs; ++r) {
     std::vector<runners::Buffer> again;
-    ASSERT_TRUE(kernel->run(inputs, again, error)) << error;
+    again = kernel->run(inputs);
     ASSERT_EQ(first.size(), again.size());
     for (size_t i = 0; i < first.size(); ++i)
       EXPECT_EQ(0, std::memcmp(first[i].data(), again[i].data(), first[i].spec().numBytes())) << "result " << i;
@@ -141,18 +142,19 @@ TEST(Benchmarks, DISABLED_ReportUntransformedTimes) {
     ASSERT_TRUE(b.ok()) << b.status();
     std::string error;
     auto start = Clock::now();
-    auto kernel = runners::Compiler::compile((*b)->module(), {}, error);
-    ASSERT_TRUE(kernel) << uri << ": " << error;
+    auto compiled = runners::Compiler::compile((*b)->module(), {});
+    ASSERT_TRUE(compiled.ok()) << uri << ": " << compiled.status();
+    auto &kernel = *compiled;
     double compileMs = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     auto inputs = runners::makeInputs(kernel->signature(), 3);
     // The first run pays for page faults on fresh outputs; report the second.
     std::vector<runners::Buffer> out;
     start = Clock::now();
-    ASSERT_TRUE(kernel->run(inputs, out, error)) << uri << ": " << error;
+    out = kernel->run(inputs);
     double firstMs = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     start = Clock::now();
     double cpuStart = threadCpuMs();
-    ASSERT_TRUE(kernel->run(inputs, out, error)) << uri << ": " << error;
+    out = kernel->run(inputs);
     double runMs = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     double cpuMs = threadCpuMs() - cpuStart;
     bool finite = true;

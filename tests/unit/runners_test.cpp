@@ -18,11 +18,12 @@ TEST(Runners, MatmulMatchesNaiveCpp) {
   auto b = testing::benchmark("matmul_64x64x64_f32");
   ASSERT_TRUE(b);
   std::string error;
-  auto kernel = runners::Compiler::compile(b->module(), {}, error);
-  ASSERT_TRUE(kernel) << error;
+  auto compiled = runners::Compiler::compile(b->module(), {});
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  auto &kernel = *compiled;
   auto inputs = runners::makeInputs(kernel->signature(), 7);
   std::vector<Buffer> outputs;
-  ASSERT_TRUE(kernel->run(inputs, outputs, error)) << error;
+  outputs = kernel->run(inputs);
   ASSERT_EQ(outputs.size(), 1u);
   const float *A = static_cast<const float *>(inputs[0].data());
   const float *B = static_cast<const float *>(inputs[1].data());
@@ -43,10 +44,11 @@ void compileAndRun(const char *text, uint64_t seed, std::vector<Buffer> &inputs,
   auto module = mlir::parseSourceString<mlir::ModuleOp>(text, testing::context());
   ASSERT_TRUE(module);
   std::string error;
-  auto kernel = runners::Compiler::compile(*module, {}, error);
-  ASSERT_TRUE(kernel) << error;
+  auto compiled = runners::Compiler::compile(*module, {});
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  auto &kernel = *compiled;
   inputs = runners::makeInputs(kernel->signature(), seed);
-  ASSERT_TRUE(kernel->run(inputs, outputs, error)) << error;
+  outputs = kernel->run(inputs);
 }
 
 // A broadcast that only adds leading unit dimensions: MLIR 19's broadcast lowering and canonicalization rewrite it
@@ -126,18 +128,18 @@ TEST(Runners, RejectsDynamicShapes) {
   )mlir";
   auto module = mlir::parseSourceString<mlir::ModuleOp>(text, testing::context());
   ASSERT_TRUE(module);
-  runners::KernelSignature sig;
-  std::string error;
-  EXPECT_FALSE(runners::analyzeKernel(*module, sig, error));
-  EXPECT_NE(error.find("static"), std::string::npos);
+  auto signature = runners::analyzeKernel(*module);
+  ASSERT_FALSE(signature.ok());
+  EXPECT_NE(signature.status().message().find("static"), std::string::npos);
 }
 
 TEST(Runners, TimingReportsStableMedian) {
   auto b = testing::benchmark("add_256x256_f32");
   ASSERT_TRUE(b);
   std::string error;
-  auto kernel = runners::Compiler::compile(b->module(), {}, error);
-  ASSERT_TRUE(kernel) << error;
+  auto compiled = runners::Compiler::compile(b->module(), {});
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  auto &kernel = *compiled;
   auto inputs = runners::makeInputs(kernel->signature(), 0);
   runners::TimingOptions opts;
   opts.budgetSeconds = 0.3;

@@ -3,6 +3,8 @@
 #include "support/Context.h"
 #include "tests/unit/TestSupport.h"
 
+#include "support/Diagnostics.h"
+
 namespace mlir_rl::testing {
 
 mlir::MLIRContext *context() {
@@ -51,6 +53,13 @@ std::vector<int64_t> act(const env::Session &s, env::ActionType type, std::vecto
   if (unroll) v[c.maxLoops] = tileValue(c, unroll);
   v.back() = pointer;
   return v;
+}
+
+std::string applyOrWhy(mlir::ModuleOp payload, llvm::ArrayRef<transforms::Fragment> fragments) {
+  support::DiagnosticCapture capture;
+  if (mlir::succeeded(transforms::applyFragments(payload, fragments))) return "";
+  std::string why = capture.take();
+  return why.empty() ? "failed without a diagnostic" : why;
 }
 
 int64_t pickLegal(const std::vector<uint8_t> &mask, std::mt19937_64 &rng) {

@@ -27,8 +27,7 @@ int count(mlir::ModuleOp m, llvm::StringRef opName) {
 
 TEST(Transforms, TilingKeepsTagAndShrinksLoops) {
   auto m = fresh("matmul_64x64x64_f32");
-  std::string error;
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 0}, "t")}, error))) << error;
+  ASSERT_EQ(testing::applyOrWhy(*m, {tilingFragment(0, {8, 16, 0}, "t")}), "");
   auto op = findTaggedOp(*m, 0);
   ASSERT_TRUE(op);
   EXPECT_EQ(op.getStaticLoopRanges(), (llvm::SmallVector<int64_t>{8, 16, 64}));
@@ -38,13 +37,13 @@ TEST(Transforms, TilingKeepsTagAndShrinksLoops) {
 // Parsed scripts are pooled and reused (TransformScript.cpp): applying one again, to another payload and after a
 // failed application of another script, must do exactly what the freshly parsed script did.
 TEST(Transforms, ReusedScriptsTransformLikeFreshOnes) {
-  std::string first, error;
+  std::string first;
   for (int round = 0; round < 3; ++round) {
     auto failing = fresh("matmul_64x64x64_f32");
-    ASSERT_TRUE(mlir::failed(applyFragments(*failing, {interchangeFragment(0, {1, 0}, "x")}, error)));
+    ASSERT_NE(testing::applyOrWhy(*failing, {interchangeFragment(0, {1, 0}, "x")}), "");
     auto m = fresh("matmul_64x64x64_f32");
-    ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 1}, "t")}, error))) << error;
-    ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {vectorizationFragment(0, "v")}, error))) << error;
+    ASSERT_EQ(testing::applyOrWhy(*m, {tilingFragment(0, {8, 16, 1}, "t")}), "");
+    ASSERT_EQ(testing::applyOrWhy(*m, {vectorizationFragment(0, "v")}), "");
     EXPECT_EQ(count(*m, "scf.for"), 3);
     EXPECT_GT(count(*m, "vector.transfer_read"), 0);
     std::string ir;
@@ -57,9 +56,8 @@ TEST(Transforms, ReusedScriptsTransformLikeFreshOnes) {
 
 TEST(Transforms, ParallelTilingPutsOnlyParallelLoopsInForall) {
   auto m = fresh("matmul_64x64x64_f32");
-  std::string error;
   auto frag = parallelTilingFragment(0, {16, 16, 8}, {false, false, true}, "p");
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {frag}, error))) << error;
+  ASSERT_EQ(testing::applyOrWhy(*m, {frag}), "");
   EXPECT_EQ(count(*m, "scf.forall"), 1);
   EXPECT_EQ(count(*m, "scf.for"), 1);  // the reduction loop
   auto op = findTaggedOp(*m, 0);
@@ -70,11 +68,10 @@ TEST(Transforms, ParallelTilingPutsOnlyParallelLoopsInForall) {
 
 TEST(Transforms, UnrolledCopiesInOneLoopBodyAreCounted) {
   auto m = fresh("matmul_64x64x64_f32");
-  std::string error;
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 4}, "t")}, error))) << error;
+  ASSERT_EQ(testing::applyOrWhy(*m, {tilingFragment(0, {8, 16, 4}, "t")}), "");
   EXPECT_EQ(maxCopiesPerLoopBody(findTaggedOps(*m, 0)), 1);
   EXPECT_EQ(unrollLoopNestBlocker(findTaggedOps(*m, 0)), std::nullopt);
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {unrollFragment(0, 4, "u")}, error))) << error;
+  ASSERT_EQ(testing::applyOrWhy(*m, {unrollFragment(0, 4, "u")}), "");
   auto copies = findTaggedOps(*m, 0);
   ASSERT_EQ(copies.size(), 4u);
   EXPECT_EQ(maxCopiesPerLoopBody(copies), 4);
@@ -107,9 +104,8 @@ TEST(Transforms, UnrollRefusedWhenTheLoopHoldsOtherLoops) {
 
 TEST(Transforms, InterchangeGeneralizesAndPermutes) {
   auto m = fresh("matmul_64x64x64_f32");
-  std::string error;
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 32}, "t")}, error))) << error;
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {interchangeFragment(0, {2, 0, 1}, "i")}, error))) << error;
+  ASSERT_EQ(testing::applyOrWhy(*m, {tilingFragment(0, {8, 16, 32}, "t")}), "");
+  ASSERT_EQ(testing::applyOrWhy(*m, {interchangeFragment(0, {2, 0, 1}, "i")}), "");
   auto op = findTaggedOp(*m, 0);
   ASSERT_TRUE(op);
   EXPECT_TRUE(mlir::isa<mlir::linalg::GenericOp>(op.getOperation()));
@@ -119,10 +115,9 @@ TEST(Transforms, InterchangeGeneralizesAndPermutes) {
 TEST(Transforms, VectorizationBlockedUntilTiledSmall) {
   auto m = fresh("matmul_64x64x64_f32");
   EXPECT_TRUE(vectorizationBlocker(findTaggedOp(*m, 0), 512).has_value());
-  std::string error;
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {tilingFragment(0, {8, 16, 1}, "t")}, error))) << error;
+  ASSERT_EQ(testing::applyOrWhy(*m, {tilingFragment(0, {8, 16, 1}, "t")}), "");
   EXPECT_EQ(vectorizationBlocker(findTaggedOp(*m, 0), 512), std::nullopt);
-  ASSERT_TRUE(mlir::succeeded(applyFragments(*m, {vectorizationFragment(0, "v")}, error))) << error;
+  ASSERT_EQ(testing::applyOrWhy(*m, {vectorizationFragment(0, "v")}), "");
   EXPECT_FALSE(findTaggedOp(*m, 0));
   // The multiply-reduce becomes a vector.contract in the runner's lowering (vector cleanup), not in the step.
   EXPECT_EQ(count(*m, "vector.transfer_read"), 3);
@@ -161,10 +156,10 @@ TEST(Transforms, RenamedFragmentsEqualFragmentsBuiltWithThePrefix) {
 
 TEST(Transforms, FailureReportsDiagnosticAndScriptIsReplayable) {
   auto m = fresh("matmul_64x64x64_f32");
-  std::string error;
   // Interchange with a permutation of the wrong length is rejected by MLIR with a message.
-  EXPECT_TRUE(mlir::failed(applyFragments(*m, {interchangeFragment(0, {1, 0}, "i")}, error)));
-  EXPECT_FALSE(error.empty());
+  std::string why = testing::applyOrWhy(*m, {interchangeFragment(0, {1, 0}, "i")});
+  EXPECT_NE(why, "");
+  EXPECT_NE(why, "failed without a diagnostic");
   std::string script = buildScript({tilingFragment(0, {8, 8, 8}, "a"), vectorizationFragment(0, "b")});
   EXPECT_NE(script.find("@__transform_main"), std::string::npos);
   EXPECT_NE(script.find("%a_op"), std::string::npos);
