@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 
 from . import spaces as _spaces
+from .cluster import ServerPool
 from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks, single_uri
 from .errors import (FailedPreconditionError, InternalError, InvalidArgumentError, MlirRlError, NotFoundError,
                      UnavailableError, from_rpc_error)
@@ -423,7 +424,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
                  max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = "penalize",
                  max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
                  mlir: Optional[str] = None, description: str = "", info_timings: bool = False,
-                 benchmark_order: Optional[str] = None):
+                 benchmark_order: Optional[str] = None, servers: Any = None, resolver: Any = None,
+                 pool: Optional[ServerPool] = None):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
         # The last full observation (private arrays) and its id: steps ask the server for the tensors that changed
@@ -448,7 +450,28 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         # Where resets take their benchmark from; None until needed when no benchmark was given (the train split).
         self._choice: Optional[BenchmarkChoice] = None
         self._auto_recover = bool(auto_recover)
-        self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
+        self._pool: Optional[ServerPool] = None
+        self.migrations = 0  # times the episode moved to another server because its server became unreachable
+        if pool is not None or servers is not None:
+            if channel is not None:
+                raise InvalidArgumentError("channel= and servers= exclude each other")
+            if pool is None:
+                pool = ServerPool(servers, lambda address: Connection(address, timeout=timeout,
+                                                                      max_attempts=max_attempts),
+                                  resolver=resolver)
+            else:
+                pool.acquire()
+            self._pool = pool
+            try:
+                address = pool.place()
+                self._conn = pool.connection(address).acquire()
+            except BaseException:
+                pool.release()
+                self._pool = None
+                raise
+            pool.move(None, address)
+        else:
+            self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
         self._closed = False
         # Uploaded benchmarks (uri -> (text, description)), re-uploaded if a restarted server no longer knows them.
         self._uploads: Dict[str, Tuple[str, str]] = {}
@@ -462,7 +485,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             elif benchmark is not None:
                 self._choice = BenchmarkChoice(resolve_benchmarks(benchmark, self._catalog),
                                                benchmark_order or default_order(benchmark))
-            reply = self._conn.call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
+            reply = self._call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
             self._set_spaces(reply)
         except BaseException:
             self.close()
@@ -511,6 +534,11 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     @property
     def server(self) -> str:
         return self._conn.server
+
+    @property
+    def pool(self) -> Optional[ServerPool]:
+        """The servers this environment may use (``servers=``), else None."""
+        return self._pool
 
     @property
     def timeout(self) -> Optional[float]:
@@ -566,17 +594,17 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     def list_benchmarks(self, dataset: str = "", split: str = "") -> List[Dict[str, Any]]:
         """The server's benchmarks (all datasets / splits when empty) as dicts of ``BenchmarkInfo`` fields."""
         self._check_open()
-        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset, split=split),
-                                idempotent=True)
+        reply = self._call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset, split=split),
+                           idempotent=True)
         return [benchmark_to_dict(b) for b in reply.benchmarks]
 
     def version(self) -> Dict[str, str]:
         self._check_open()
-        return message_to_dict(self._conn.call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
+        return message_to_dict(self._call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
 
     def _catalog(self) -> Tuple[List[Tuple[str, str, str]], List[str]]:
         """Every benchmark as (uri, dataset, split), and the generator families: what names resolve against."""
-        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
+        reply = self._call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
         return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
 
     @property
@@ -639,8 +667,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         """Uploads a benchmark (Linalg on tensors, or TOSA) to the server; returns its info dict, whose ``uri``
         (``benchmark://user/<hash>``) ``reset(options={"benchmark": uri})`` accepts. Rejections raise
         InvalidArgumentError with MLIR's diagnostic (line and column)."""
-        reply = self._conn.call("AddBenchmark", env_pb2.AddBenchmarkRequest(mlir=mlir, description=description),
-                                idempotent=True)
+        reply = self._call("AddBenchmark", env_pb2.AddBenchmarkRequest(mlir=mlir, description=description),
+                           idempotent=True)
         self._uploads[reply.benchmark.uri] = (mlir, description)
         return benchmark_to_dict(reply.benchmark)
 
@@ -670,10 +698,16 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
                 raise
             logger.warning("%s: session %s is unknown to the server (%s); replaying %d action(s) to restore it",
                            method, sid, e, len(self._actions))
-        except UnavailableError:
+        except UnavailableError as e:
+            if not self._auto_recover or self._episode_benchmark is None:
+                raise
+            if self._pool is not None and not self._pool.probe(self._conn.server):
+                # The server is gone (no answer to its health check): rebuild the episode on another one.
+                self._failover(f"{method}: {e}")
+                return self._session_call(method, make_request, idempotent=idempotent)
             # A call that must not be repeated blindly: ask (idempotently, with retries) whether the server still
             # knows the session. If it does not, it restarted and nothing of this call survived: recover and retry.
-            if idempotent or not self._auto_recover or self._episode_benchmark is None:
+            if idempotent:
                 raise
             try:
                 self._conn.call("Observe", env_pb2.ObserveRequest(session_id=sid), idempotent=True)
@@ -686,10 +720,77 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         return self._conn.call(method, make_request(self._session_id), idempotent=idempotent)
 
     def _recover(self) -> None:
-        reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+        """Rebuilds the episode from its recorded actions on a new session (``Reset(replay_actions=...)``); with
+        several servers, on another one when this one is unreachable."""
+        try:
+            reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+        except UnavailableError as e:
+            if self._pool is None or self._pool.probe(self._conn.server):
+                raise
+            self._failover(f"Reset: {e}")
+            return
         self._session_id = reply.session_id
         self._take_observation(reply.observation)  # the new session's first observation: later deltas build on it
         self.recoveries += 1
+
+    # -- several servers -------------------------------------------------------------------------------------------
+
+    def _switch(self, address: str) -> None:
+        """Moves this environment (not its session) to the pool's server ``address``."""
+        old = self._conn
+        if old.server == address:
+            return
+        self._conn = self._pool.connection(address).acquire()
+        self._pool.move(old.server, address)
+        old.release()
+
+    def _failover(self, reason: Any) -> None:
+        """The current server is unreachable: mark it unusable and move to the usable server with the fewest
+        sessions, rebuilding the open episode there from its recorded actions (no episode is lost, only delayed).
+        Raises :class:`UnavailableError` when no server answers within the pool's ``wait_for_server``."""
+        pool = self._pool
+        pool.mark_unusable(self._conn.server, reason)
+        self._session_id = None
+        self._obs_id = 0
+        while True:
+            address = pool.place()
+            logger.warning("moving %s from %s to %s (%s)", "its episode" if self._episode_benchmark else
+                           "the environment", self._conn.server, address, reason)
+            self._switch(address)
+            if self._episode_benchmark is None:
+                return
+            try:
+                reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+            except UnavailableError as e:
+                if pool.probe(address):
+                    raise
+                reason = f"Reset: {e}"
+                continue
+            self._session_id = reply.session_id
+            self._take_observation(reply.observation)
+            self.recoveries += 1
+            self.migrations += 1
+            return
+
+    def _call(self, method: str, request: Any, *, idempotent: bool) -> Any:
+        """A call that needs no session; with several servers, sent to another one when this one is unreachable."""
+        if self._pool is None:
+            return self._conn.call(method, request, idempotent=idempotent)
+        for _ in range(len(self._pool.addresses) + 2):
+            try:
+                return self._conn.call(method, request, idempotent=idempotent)
+            except UnavailableError:
+                if self._pool.probe(self._conn.server):
+                    raise
+                self._switch(self._pool.place())
+        return self._conn.call(method, request, idempotent=idempotent)
+
+    def _end_session_elsewhere(self, conn: "Connection", sid: str) -> None:
+        """Ends a session on a server this environment is leaving, without waiting for the answer."""
+        try:
+            conn.stub.Close.future(env_pb2.CloseRequest(session_id=sid), timeout=10.0, metadata=conn._metadata)
+        except Exception as e:  # noqa: BLE001 - the session expires on the server anyway
+            logger.debug("closing session %s on %s: %s", sid, conn.server, e)
 
     def _close_session(self) -> None:
         sid, self._session_id = self._session_id, None
@@ -736,14 +837,33 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         previous, self._session_id = self._session_id, None
         self._restore_pending = False
         self._obs, self._obs_id = None, 0
-        try:
-            reply = self._reset_rpc(benchmark, server_seed, replay, close_session_id=previous)
-        except MlirRlError:
+        if self._pool is not None:
+            # A new episode goes to the server with the fewest sessions (this one when it is among them).
+            address = self._pool.place(current=self._conn.server)
+            if address != self._conn.server:
+                if previous is not None:
+                    self._end_session_elsewhere(self._conn, previous)
+                    previous = None
+                self._switch(address)
+        while True:
+            try:
+                reply = self._reset_rpc(benchmark, server_seed, replay, close_session_id=previous)
+                break
+            except UnavailableError as e:
+                # Several servers: this one is gone (or draining, which refuses new sessions): try another.
+                if self._pool is None or self._pool.probe(self._conn.server):
+                    error: MlirRlError = e
+                else:
+                    self._switch(self._pool.place())
+                    previous = None
+                    continue
+            except MlirRlError as e:
+                error = e
             # A Reset refused before it got to closing (e.g. an unknown benchmark) leaves the old session open.
             if previous is not None:
                 self._session_id = previous
                 self._close_session()
-            raise
+            raise error
         self._session_id = reply.session_id
         self._episode_benchmark = reply.benchmark or benchmark
         self._episode_seed = server_seed
@@ -853,6 +973,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             setattr(child, name, list(getattr(self, name)))
         if self._choice is not None:
             child._choice = copy.deepcopy(self._choice)
+        if self._pool is not None:  # the copy's session is on the same server, counted there
+            self._pool.acquire()
+            self._pool.move(None, self._conn.server)
         return child
 
     def close(self) -> None:
@@ -864,6 +987,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         finally:
             self._closed = True
             self._conn.release()
+            if self._pool is not None:
+                self._pool.move(self._conn.server, None)
+                self._pool.release()
 
     # -- pickling ----------------------------------------------------------------------------------------------
 
@@ -873,8 +999,11 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         channel and the session stay here."""
         state = dict(self.__dict__)
         conn = state.pop("_conn")
+        pool = state.pop("_pool", None)
         state["_connection_settings"] = {"server": conn.server, "timeout": conn.timeout,
-                                         "max_attempts": conn.max_attempts, "backoff": conn.backoff}
+                                         "max_attempts": conn.max_attempts, "backoff": conn.backoff,
+                                         "servers": None if pool is None else pool.spec,
+                                         "resolver": None if pool is None else pool.resolver_given}
         # An episode to rebuild (Reset with replay_actions) on the copy's first call.
         state["_restore_pending"] = not self._closed and (self._session_id is not None or self._restore_pending)
         state["_session_id"] = None
@@ -887,6 +1016,18 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         state = dict(state)
         settings = state.pop("_connection_settings")
         self.__dict__.update(state)
+        self._pool = None
+        servers = settings.get("servers")
+        if servers is not None and not self._closed:
+            # A pool of its own over the same servers; the episode is rebuilt where it is placed.
+            def connect(address: str, s: Dict[str, Any] = settings) -> Connection:
+                return Connection(address, timeout=s["timeout"], max_attempts=s["max_attempts"], backoff=s["backoff"])
+
+            self._pool = ServerPool(servers, connect, resolver=settings.get("resolver"))
+            address = self._pool.place()
+            self._conn = self._pool.connection(address).acquire()
+            self._pool.move(None, address)
+            return
         self._conn = Connection(settings["server"], timeout=settings["timeout"],
                                 max_attempts=settings["max_attempts"], backoff=settings["backoff"])
         if self._closed:
