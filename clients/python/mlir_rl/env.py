@@ -172,7 +172,13 @@ _INTERCHANGE_MODES = {
     "level_pointers": env_pb2.INTERCHANGE_MODE_LEVEL_POINTERS,
     "swaps": env_pb2.INTERCHANGE_MODE_SWAPS,
 }
-OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions", "interchange_mode")
+_EVALUATION_CACHE_MODES = {
+    "use": env_pb2.EVALUATION_CACHE_USE,
+    "refresh": env_pb2.EVALUATION_CACHE_REFRESH,
+    "bypass": env_pb2.EVALUATION_CACHE_BYPASS,
+}
+OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions", "interchange_mode",
+                                                "evaluation_cache")
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -188,7 +194,8 @@ def session_options(**options: Any) -> env_pb2.SessionOptions:
     ``masked_actions`` is ``"reject"`` (a masked action raises InvalidArgumentError) or ``"penalize"`` (it is a failed
     step with the transform penalty, for agents that ignore masks, e.g. gymnasium's ``check_env``);
     ``interchange_mode`` is ``"level_pointers"`` (default) or ``"swaps"`` (head ``interchange`` picks one of the
-    3L-6 swaps of two loops 1-3 apart).
+    3L-6 swaps of two loops 1-3 apart); ``evaluation_cache`` is ``"use"`` (default: a candidate measured before is
+    not measured again), ``"refresh"`` (measure, replace the cached result) or ``"bypass"`` (measure, no cache).
     Unknown names raise :class:`InvalidArgumentError` (a ``ValueError``); value ranges are checked by the server.
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
@@ -226,6 +233,11 @@ def session_options(**options: Any) -> env_pb2.SessionOptions:
             raise InvalidArgumentError(
                 f"option 'interchange_mode' must be 'level_pointers' or 'swaps', got {interchange!r}")
         msg.interchange_mode = _INTERCHANGE_MODES[interchange.lower()]
+    cache = options.get("evaluation_cache")
+    if cache is not None:
+        if not isinstance(cache, str) or cache.lower() not in _EVALUATION_CACHE_MODES:
+            raise InvalidArgumentError(f"option 'evaluation_cache' must be 'use', 'refresh' or 'bypass', got {cache!r}")
+        msg.evaluation_cache = _EVALUATION_CACHE_MODES[cache.lower()]
     sizes = options.get("tile_sizes")
     if sizes is not None:
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
@@ -386,6 +398,11 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         benchmark_order: ``"cycle"`` (the default for a list; a seeded reset restarts the cycle) or ``"random"``
             (the default otherwise; drawn with ``self.np_random``, so seeded resets repeat the sequence).
         server: ``host:port`` of the server.
+        servers: several servers instead (a list of ``host:port``, or ``"dns:///name:port"``; see
+            :mod:`mlir_rl.cluster`): each episode starts on the one with the fewest sessions of this env and its
+            forks, and moves to another, replaying its actions, when its server becomes unreachable.
+        resolver: with ``servers="dns:///..."``, a callable ``(host, port) -> ["ip:port", ...]`` instead of the
+            system resolver.
         timeout: deadline of each call in seconds (``None``: none).
         render_mode: ``None`` or ``"ansi"``; ``render()`` returns the current IR text either way.
         max_attempts: tries of an idempotent call while the server is UNAVAILABLE.
@@ -399,7 +416,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             penalty, so every action of ``action_space`` is accepted, as Gymnasium's contract wants;
             ``"reject"``: it raises :class:`InvalidArgumentError` and changes nothing (the server's default).
         max_loops, actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes,
-            num_threads, max_vector_elements, max_accesses, interchange_mode: session options
+            num_threads, max_vector_elements, max_accesses, interchange_mode, evaluation_cache: session options
             (``SessionOptions``);
             ``None`` = server default.
 
@@ -424,7 +441,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
                  max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = "penalize",
                  max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
                  mlir: Optional[str] = None, description: str = "", info_timings: bool = False,
-                 benchmark_order: Optional[str] = None, servers: Any = None, resolver: Any = None,
+                 benchmark_order: Optional[str] = None, evaluation_cache: Optional[str] = None,
+                 servers: Any = None, resolver: Any = None,
                  pool: Optional[ServerPool] = None):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
@@ -443,7 +461,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             max_loops=max_loops, actions_per_op=actions_per_op, max_steps=max_steps, reward_mode=reward_mode,
             transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
             num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions,
-            max_accesses=max_accesses, interchange_mode=interchange_mode)
+            max_accesses=max_accesses, interchange_mode=interchange_mode, evaluation_cache=evaluation_cache)
         if benchmark_order is not None and benchmark_order not in ("cycle", "random"):
             raise InvalidArgumentError(f"benchmark_order must be 'cycle' or 'random', got {benchmark_order!r}")
         self._benchmark_order = benchmark_order
