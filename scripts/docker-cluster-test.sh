@@ -326,7 +326,7 @@ for a in $addrs; do
   if "$DOCKER" exec "$ANCHOR" mlir-rl-cli --server="$a:50051" list >"$WORK/notoken.out" 2>&1; then
     die "$a served \`list\` without a token"
   fi
-  grep -qi "unauthenticated" "$WORK/notoken.out" || { cat "$WORK/notoken.out" >&2; die "no UNAUTHENTICATED from $a"; }
+  grep -q "gRPC code 16" "$WORK/notoken.out" || { cat "$WORK/notoken.out" >&2; die "no UNAUTHENTICATED from $a"; }
   bounded 300 "$DOCKER" exec -e MLIR_RL_TOKEN="$TOKEN" "$ANCHOR" mlir-rl-cli --server="$a:50051" episode \
     --benchmark=benchmark://nn-ops/matmul_64x64x64_f32 --policy=random >"$WORK/episode.out" 2>&1 \
     || { cat "$WORK/episode.out" >&2; die "random episode on $a"; }
