@@ -254,7 +254,8 @@ pass() { PASSED=$((PASSED + 1)); log "ok: $*"; }
 # Everything below must finish within CLUSTER_TIMEOUT: a watchdog ends the script (the trap cleans up).
 ( sleep "$CLUSTER_TIMEOUT"; log "FAIL: the swarm part took longer than $CLUSTER_TIMEOUT s"; kill -TERM $$ ) 2>/dev/null &
 WATCHDOG=$!
-trap 'rc=$?; kill $WATCHDOG 2>/dev/null; (exit $rc); cleanup' EXIT
+# (set +e first: errexit applies inside traps, and `(exit $rc)` would end the handler before the clean-up.)
+trap 'rc=$?; set +e; kill $WATCHDOG 2>/dev/null; (exit $rc); cleanup' EXIT
 
 NETNS=mlirrl-cluster-$$
 ip netns add "$NETNS" || skip "no docker: cannot make a network namespace"
@@ -276,7 +277,8 @@ bounded 60 "$DOCKER" swarm init --advertise-addr "$SWARM_ADDR" --listen-addr "$S
 log "swarm initialised (single node, advertise address $SWARM_ADDR inside netns $NETNS)"
 
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf 'cluster-test %s\n' "$TOKEN" | bounded 30 "$DOCKER" secret create mlir-rl-tokens - >/dev/null
+printf 'cluster-test %s\n' "$TOKEN" >"$WORK/tokens"
+bounded 30 --stdin "$WORK/tokens" "$DOCKER" secret create mlir-rl-tokens - >/dev/null || die "docker secret create failed"
 start=$SECONDS
 MLIR_RL_IMAGE=$IMAGE MLIR_RL_REPLICAS=$REPLICAS bounded 120 "$DOCKER" stack deploy -c "$REPO/docker/stack.yaml" "$STACK" \
   >"$WORK/deploy.log" 2>&1 || { cat "$WORK/deploy.log" >&2; die "docker stack deploy failed"; }
