@@ -58,7 +58,10 @@ for arg in "$@"; do
 done
 
 T0=$SECONDS
-log() { printf '[docker-cluster +%4ss] %s\n' "$((SECONDS - T0))" "$*" >&2; }
+# The log goes to the script's standard error as it was at the start (fd 3), also from a trap that fires while a
+# command's output is redirected to a file.
+exec 3>&2
+log() { printf '[docker-cluster +%4ss] %s\n' "$((SECONDS - T0))" "$*" >&3; }
 die() { log "FAIL: $*"; exit 1; }
 skip() { log "SKIP: $*"; echo "0 passed, 0 failed, 1 skipped"; exit 0; }
 
@@ -114,7 +117,7 @@ cleanup() {
   trap - EXIT INT TERM
   if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then kill -TERM "$CHILD" 2>/dev/null; wait "$CHILD" 2>/dev/null; fi
   if [ $rc -ne 0 ] && [ -n "$WORK" ] && [ -s "$WORK/dockerd.log" ]; then
-    log "last lines of the daemon's log:"; tail -n 15 "$WORK/dockerd.log" >&2
+    log "last lines of the daemon's log:"; tail -n 15 "$WORK/dockerd.log" >&3
   fi
   if [ -n "$DOCKERD_PID" ]; then
     [ -n "$NETNS" ] && timeout 60 "$DOCKER" swarm leave --force >/dev/null 2>&1
@@ -252,7 +255,7 @@ FAILED=0
 pass() { PASSED=$((PASSED + 1)); log "ok: $*"; }
 
 # Everything below must finish within CLUSTER_TIMEOUT: a watchdog ends the script (the trap cleans up).
-( sleep "$CLUSTER_TIMEOUT"; log "FAIL: the swarm part took longer than $CLUSTER_TIMEOUT s"; kill -TERM $$ ) 2>/dev/null &
+( sleep "$CLUSTER_TIMEOUT"; log "FAIL: the swarm part took longer than $CLUSTER_TIMEOUT s"; kill -TERM $$ ) &
 WATCHDOG=$!
 # (set +e first: errexit applies inside traps, and `(exit $rc)` would end the handler before the clean-up.)
 trap 'rc=$?; set +e; kill $WATCHDOG 2>/dev/null; (exit $rc); cleanup' EXIT
