@@ -308,3 +308,30 @@ def test_single_env_with_a_list_of_servers_fails_over():
     finally:
         for p in procs:
             p.stop(signal.SIGKILL)
+
+
+def test_a_pickled_env_with_servers_rebuilds_its_episode_on_a_pool_of_its_own():
+    import pickle
+
+    procs = start(2)
+    try:
+        addresses = [p.address for p in procs]
+        with mlir_rl.make(SMALL, servers=addresses) as env:
+            env.reset(seed=0)
+            env.step(tiling_action(env, (8, 16, 1)))
+            obs, _ = env.observe()
+            copy = pickle.loads(pickle.dumps(env))
+            try:
+                assert copy.pool is not None and copy.pool is not env.pool
+                assert copy.pool.addresses == addresses
+                copy_obs, _ = copy.observe()  # rebuilt by replay on the copy's own session
+                assert copy.session_id != env.session_id
+                assert all(np.array_equal(obs[k], copy_obs[k]) for k in obs)
+                _, _, terminated, _, info = copy.step(finishing_action(copy))
+                assert terminated and info["evaluation"]["correct"]
+            finally:
+                copy.close()
+            assert copy.pool is None or sum(copy.pool.sessions().values()) == 0
+    finally:
+        for p in procs:
+            p.stop(signal.SIGKILL)
