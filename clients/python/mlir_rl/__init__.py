@@ -5,6 +5,8 @@
     obs, info = env.reset(seed=0)
 
     envs = mlir_rl.make_vec(8, server="127.0.0.1:50051")  # 8 sessions on that server, one StepMany call per step
+    envs = mlir_rl.make_vec(8, servers=["127.0.0.1:50051", "127.0.0.1:50052"])  # spread; failover by replay
+    envs = mlir_rl.make_vec(8, servers="dns:///tasks.mlirrl_server:50051")      # every replica the name lists
 
 With gymnasium importable, ``gymnasium.make("mlir_rl/MlirRl-v0", benchmark=..., server=...)`` works too; for
 Stable-Baselines3, ``mlir_rl.sb3.make_sb3_vec(8, server=...)``.
@@ -26,7 +28,7 @@ except ImportError as _e:  # pragma: no cover - only without generated stubs
         "--grpc_python_out=clients/python --plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin "
         f"proto/mlir_rl/v1/env.proto ({_e})") from _e
 
-from . import errors, local_server  # noqa: E402
+from . import cluster, errors, local_server  # noqa: E402
 from .client import generator_families, list_benchmarks, make, make_vec, version  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
 from .vector import AutoresetMode, MlirRlVectorEnv  # noqa: E402
@@ -64,6 +66,7 @@ __all__ = [
     "version",
     "MlirRlEnv",
     "errors",
+    "cluster",
     "local_server",
     "register_envs",
     "MlirRlError",

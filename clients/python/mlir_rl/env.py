@@ -26,6 +26,7 @@ import grpc
 import numpy as np
 
 from . import spaces as _spaces
+from .cluster import ServerPool
 from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks, single_uri
 from .errors import (FailedPreconditionError, InternalError, InvalidArgumentError, MlirRlError, NotFoundError,
                      UnavailableError, from_rpc_error)
@@ -171,7 +172,13 @@ _INTERCHANGE_MODES = {
     "level_pointers": env_pb2.INTERCHANGE_MODE_LEVEL_POINTERS,
     "swaps": env_pb2.INTERCHANGE_MODE_SWAPS,
 }
-OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions", "interchange_mode")
+_EVALUATION_CACHE_MODES = {
+    "use": env_pb2.EVALUATION_CACHE_USE,
+    "refresh": env_pb2.EVALUATION_CACHE_REFRESH,
+    "bypass": env_pb2.EVALUATION_CACHE_BYPASS,
+}
+OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions", "interchange_mode",
+                                                "evaluation_cache")
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -187,7 +194,8 @@ def session_options(**options: Any) -> env_pb2.SessionOptions:
     ``masked_actions`` is ``"reject"`` (a masked action raises InvalidArgumentError) or ``"penalize"`` (it is a failed
     step with the transform penalty, for agents that ignore masks, e.g. gymnasium's ``check_env``);
     ``interchange_mode`` is ``"level_pointers"`` (default) or ``"swaps"`` (head ``interchange`` picks one of the
-    3L-6 swaps of two loops 1-3 apart).
+    3L-6 swaps of two loops 1-3 apart); ``evaluation_cache`` is ``"use"`` (default: a candidate measured before is
+    not measured again), ``"refresh"`` (measure, replace the cached result) or ``"bypass"`` (measure, no cache).
     Unknown names raise :class:`InvalidArgumentError` (a ``ValueError``); value ranges are checked by the server.
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
@@ -225,6 +233,11 @@ def session_options(**options: Any) -> env_pb2.SessionOptions:
             raise InvalidArgumentError(
                 f"option 'interchange_mode' must be 'level_pointers' or 'swaps', got {interchange!r}")
         msg.interchange_mode = _INTERCHANGE_MODES[interchange.lower()]
+    cache = options.get("evaluation_cache")
+    if cache is not None:
+        if not isinstance(cache, str) or cache.lower() not in _EVALUATION_CACHE_MODES:
+            raise InvalidArgumentError(f"option 'evaluation_cache' must be 'use', 'refresh' or 'bypass', got {cache!r}")
+        msg.evaluation_cache = _EVALUATION_CACHE_MODES[cache.lower()]
     sizes = options.get("tile_sizes")
     if sizes is not None:
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
@@ -385,6 +398,11 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         benchmark_order: ``"cycle"`` (the default for a list; a seeded reset restarts the cycle) or ``"random"``
             (the default otherwise; drawn with ``self.np_random``, so seeded resets repeat the sequence).
         server: ``host:port`` of the server.
+        servers: several servers instead (a list of ``host:port``, or ``"dns:///name:port"``; see
+            :mod:`mlir_rl.cluster`): each episode starts on the one with the fewest sessions of this env and its
+            forks, and moves to another, replaying its actions, when its server becomes unreachable.
+        resolver: with ``servers="dns:///..."``, a callable ``(host, port) -> ["ip:port", ...]`` instead of the
+            system resolver.
         timeout: deadline of each call in seconds (``None``: none).
         render_mode: ``None`` or ``"ansi"``; ``render()`` returns the current IR text either way.
         max_attempts: tries of an idempotent call while the server is UNAVAILABLE.
@@ -398,7 +416,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             penalty, so every action of ``action_space`` is accepted, as Gymnasium's contract wants;
             ``"reject"``: it raises :class:`InvalidArgumentError` and changes nothing (the server's default).
         max_loops, actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes,
-            num_threads, max_vector_elements, max_accesses, interchange_mode: session options
+            num_threads, max_vector_elements, max_accesses, interchange_mode, evaluation_cache: session options
             (``SessionOptions``);
             ``None`` = server default.
 
@@ -423,7 +441,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
                  max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = "penalize",
                  max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
                  mlir: Optional[str] = None, description: str = "", info_timings: bool = False,
-                 benchmark_order: Optional[str] = None):
+                 benchmark_order: Optional[str] = None, evaluation_cache: Optional[str] = None,
+                 servers: Any = None, resolver: Any = None,
+                 pool: Optional[ServerPool] = None):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
         # The last full observation (private arrays) and its id: steps ask the server for the tensors that changed
@@ -441,14 +461,35 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             max_loops=max_loops, actions_per_op=actions_per_op, max_steps=max_steps, reward_mode=reward_mode,
             transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
             num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions,
-            max_accesses=max_accesses, interchange_mode=interchange_mode)
+            max_accesses=max_accesses, interchange_mode=interchange_mode, evaluation_cache=evaluation_cache)
         if benchmark_order is not None and benchmark_order not in ("cycle", "random"):
             raise InvalidArgumentError(f"benchmark_order must be 'cycle' or 'random', got {benchmark_order!r}")
         self._benchmark_order = benchmark_order
         # Where resets take their benchmark from; None until needed when no benchmark was given (the train split).
         self._choice: Optional[BenchmarkChoice] = None
         self._auto_recover = bool(auto_recover)
-        self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
+        self._pool: Optional[ServerPool] = None
+        self.migrations = 0  # times the episode moved to another server because its server became unreachable
+        if pool is not None or servers is not None:
+            if channel is not None:
+                raise InvalidArgumentError("channel= and servers= exclude each other")
+            if pool is None:
+                pool = ServerPool(servers, lambda address: Connection(address, timeout=timeout,
+                                                                      max_attempts=max_attempts),
+                                  resolver=resolver)
+            else:
+                pool.acquire()
+            self._pool = pool
+            try:
+                address = pool.place()
+                self._conn = pool.connection(address).acquire()
+            except BaseException:
+                pool.release()
+                self._pool = None
+                raise
+            pool.move(None, address)
+        else:
+            self._conn = Connection(server, channel=channel, timeout=timeout, max_attempts=max_attempts)
         self._closed = False
         # Uploaded benchmarks (uri -> (text, description)), re-uploaded if a restarted server no longer knows them.
         self._uploads: Dict[str, Tuple[str, str]] = {}
@@ -462,7 +503,7 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             elif benchmark is not None:
                 self._choice = BenchmarkChoice(resolve_benchmarks(benchmark, self._catalog),
                                                benchmark_order or default_order(benchmark))
-            reply = self._conn.call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
+            reply = self._call("GetSpaces", env_pb2.GetSpacesRequest(options=self._options), idempotent=True)
             self._set_spaces(reply)
         except BaseException:
             self.close()
@@ -511,6 +552,11 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     @property
     def server(self) -> str:
         return self._conn.server
+
+    @property
+    def pool(self) -> Optional[ServerPool]:
+        """The servers this environment may use (``servers=``), else None."""
+        return self._pool
 
     @property
     def timeout(self) -> Optional[float]:
@@ -566,17 +612,17 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     def list_benchmarks(self, dataset: str = "", split: str = "") -> List[Dict[str, Any]]:
         """The server's benchmarks (all datasets / splits when empty) as dicts of ``BenchmarkInfo`` fields."""
         self._check_open()
-        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset, split=split),
-                                idempotent=True)
+        reply = self._call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset=dataset, split=split),
+                           idempotent=True)
         return [benchmark_to_dict(b) for b in reply.benchmarks]
 
     def version(self) -> Dict[str, str]:
         self._check_open()
-        return message_to_dict(self._conn.call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
+        return message_to_dict(self._call("GetVersion", env_pb2.GetVersionRequest(), idempotent=True))
 
     def _catalog(self) -> Tuple[List[Tuple[str, str, str]], List[str]]:
         """Every benchmark as (uri, dataset, split), and the generator families: what names resolve against."""
-        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
+        reply = self._call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
         return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
 
     @property
@@ -639,8 +685,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         """Uploads a benchmark (Linalg on tensors, or TOSA) to the server; returns its info dict, whose ``uri``
         (``benchmark://user/<hash>``) ``reset(options={"benchmark": uri})`` accepts. Rejections raise
         InvalidArgumentError with MLIR's diagnostic (line and column)."""
-        reply = self._conn.call("AddBenchmark", env_pb2.AddBenchmarkRequest(mlir=mlir, description=description),
-                                idempotent=True)
+        reply = self._call("AddBenchmark", env_pb2.AddBenchmarkRequest(mlir=mlir, description=description),
+                           idempotent=True)
         self._uploads[reply.benchmark.uri] = (mlir, description)
         return benchmark_to_dict(reply.benchmark)
 
@@ -670,10 +716,16 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
                 raise
             logger.warning("%s: session %s is unknown to the server (%s); replaying %d action(s) to restore it",
                            method, sid, e, len(self._actions))
-        except UnavailableError:
+        except UnavailableError as e:
+            if not self._auto_recover or self._episode_benchmark is None:
+                raise
+            if self._pool is not None and not self._pool.probe(self._conn.server):
+                # The server is gone (no answer to its health check): rebuild the episode on another one.
+                self._failover(f"{method}: {e}")
+                return self._session_call(method, make_request, idempotent=idempotent)
             # A call that must not be repeated blindly: ask (idempotently, with retries) whether the server still
             # knows the session. If it does not, it restarted and nothing of this call survived: recover and retry.
-            if idempotent or not self._auto_recover or self._episode_benchmark is None:
+            if idempotent:
                 raise
             try:
                 self._conn.call("Observe", env_pb2.ObserveRequest(session_id=sid), idempotent=True)
@@ -686,10 +738,77 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         return self._conn.call(method, make_request(self._session_id), idempotent=idempotent)
 
     def _recover(self) -> None:
-        reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+        """Rebuilds the episode from its recorded actions on a new session (``Reset(replay_actions=...)``); with
+        several servers, on another one when this one is unreachable."""
+        try:
+            reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+        except UnavailableError as e:
+            if self._pool is None or self._pool.probe(self._conn.server):
+                raise
+            self._failover(f"Reset: {e}")
+            return
         self._session_id = reply.session_id
         self._take_observation(reply.observation)  # the new session's first observation: later deltas build on it
         self.recoveries += 1
+
+    # -- several servers -------------------------------------------------------------------------------------------
+
+    def _switch(self, address: str) -> None:
+        """Moves this environment (not its session) to the pool's server ``address``."""
+        old = self._conn
+        if old.server == address:
+            return
+        self._conn = self._pool.connection(address).acquire()
+        self._pool.move(old.server, address)
+        old.release()
+
+    def _failover(self, reason: Any) -> None:
+        """The current server is unreachable: mark it unusable and move to the usable server with the fewest
+        sessions, rebuilding the open episode there from its recorded actions (no episode is lost, only delayed).
+        Raises :class:`UnavailableError` when no server answers within the pool's ``wait_for_server``."""
+        pool = self._pool
+        pool.mark_unusable(self._conn.server, reason)
+        self._session_id = None
+        self._obs_id = 0
+        while True:
+            address = pool.place()
+            logger.warning("moving %s from %s to %s (%s)", "its episode" if self._episode_benchmark else
+                           "the environment", self._conn.server, address, reason)
+            self._switch(address)
+            if self._episode_benchmark is None:
+                return
+            try:
+                reply = self._reset_rpc(self._episode_benchmark, self._episode_seed, self._actions)
+            except UnavailableError as e:
+                if pool.probe(address):
+                    raise
+                reason = f"Reset: {e}"
+                continue
+            self._session_id = reply.session_id
+            self._take_observation(reply.observation)
+            self.recoveries += 1
+            self.migrations += 1
+            return
+
+    def _call(self, method: str, request: Any, *, idempotent: bool) -> Any:
+        """A call that needs no session; with several servers, sent to another one when this one is unreachable."""
+        if self._pool is None:
+            return self._conn.call(method, request, idempotent=idempotent)
+        for _ in range(len(self._pool.addresses) + 2):
+            try:
+                return self._conn.call(method, request, idempotent=idempotent)
+            except UnavailableError:
+                if self._pool.probe(self._conn.server):
+                    raise
+                self._switch(self._pool.place())
+        return self._conn.call(method, request, idempotent=idempotent)
+
+    def _end_session_elsewhere(self, conn: "Connection", sid: str) -> None:
+        """Ends a session on a server this environment is leaving, without waiting for the answer."""
+        try:
+            conn.stub.Close.future(env_pb2.CloseRequest(session_id=sid), timeout=10.0, metadata=conn._metadata)
+        except Exception as e:  # noqa: BLE001 - the session expires on the server anyway
+            logger.debug("closing session %s on %s: %s", sid, conn.server, e)
 
     def _close_session(self) -> None:
         sid, self._session_id = self._session_id, None
@@ -736,14 +855,33 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         previous, self._session_id = self._session_id, None
         self._restore_pending = False
         self._obs, self._obs_id = None, 0
-        try:
-            reply = self._reset_rpc(benchmark, server_seed, replay, close_session_id=previous)
-        except MlirRlError:
+        if self._pool is not None:
+            # A new episode goes to the server with the fewest sessions (this one when it is among them).
+            address = self._pool.place(current=self._conn.server)
+            if address != self._conn.server:
+                if previous is not None:
+                    self._end_session_elsewhere(self._conn, previous)
+                    previous = None
+                self._switch(address)
+        while True:
+            try:
+                reply = self._reset_rpc(benchmark, server_seed, replay, close_session_id=previous)
+                break
+            except UnavailableError as e:
+                # Several servers: this one is gone (or draining, which refuses new sessions): try another.
+                if self._pool is None or self._pool.probe(self._conn.server):
+                    error: MlirRlError = e
+                else:
+                    self._switch(self._pool.place())
+                    previous = None
+                    continue
+            except MlirRlError as e:
+                error = e
             # A Reset refused before it got to closing (e.g. an unknown benchmark) leaves the old session open.
             if previous is not None:
                 self._session_id = previous
                 self._close_session()
-            raise
+            raise error
         self._session_id = reply.session_id
         self._episode_benchmark = reply.benchmark or benchmark
         self._episode_seed = server_seed
@@ -853,6 +991,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
             setattr(child, name, list(getattr(self, name)))
         if self._choice is not None:
             child._choice = copy.deepcopy(self._choice)
+        if self._pool is not None:  # the copy's session is on the same server, counted there
+            self._pool.acquire()
+            self._pool.move(None, self._conn.server)
         return child
 
     def close(self) -> None:
@@ -864,6 +1005,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         finally:
             self._closed = True
             self._conn.release()
+            if self._pool is not None:
+                self._pool.move(self._conn.server, None)
+                self._pool.release()
 
     # -- pickling ----------------------------------------------------------------------------------------------
 
@@ -873,8 +1017,11 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         channel and the session stay here."""
         state = dict(self.__dict__)
         conn = state.pop("_conn")
+        pool = state.pop("_pool", None)
         state["_connection_settings"] = {"server": conn.server, "timeout": conn.timeout,
-                                         "max_attempts": conn.max_attempts, "backoff": conn.backoff}
+                                         "max_attempts": conn.max_attempts, "backoff": conn.backoff,
+                                         "servers": None if pool is None else pool.spec,
+                                         "resolver": None if pool is None else pool.resolver_given}
         # An episode to rebuild (Reset with replay_actions) on the copy's first call.
         state["_restore_pending"] = not self._closed and (self._session_id is not None or self._restore_pending)
         state["_session_id"] = None
@@ -887,6 +1034,18 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         state = dict(state)
         settings = state.pop("_connection_settings")
         self.__dict__.update(state)
+        self._pool = None
+        servers = settings.get("servers")
+        if servers is not None and not self._closed:
+            # A pool of its own over the same servers; the episode is rebuilt where it is placed.
+            def connect(address: str, s: Dict[str, Any] = settings) -> Connection:
+                return Connection(address, timeout=s["timeout"], max_attempts=s["max_attempts"], backoff=s["backoff"])
+
+            self._pool = ServerPool(servers, connect, resolver=settings.get("resolver"))
+            address = self._pool.place()
+            self._conn = self._pool.connection(address).acquire()
+            self._pool.move(None, address)
+            return
         self._conn = Connection(settings["server"], timeout=settings["timeout"],
                                 max_attempts=settings["max_attempts"], backoff=settings["backoff"])
         if self._closed:

@@ -37,9 +37,10 @@ import numpy as np
 
 from . import spaces as _spaces
 from .benchmarks import BenchmarkChoice, default_order, resolve_benchmarks
+from .cluster import ServerPool
 from .env import DEFAULT_SERVER, DEFAULT_TIMEOUT, Connection, MlirRlEnv, _ClosesItself, _step_request
 from .errors import (AbortedError, FailedPreconditionError, InvalidArgumentError, MlirRlError, NotFoundError, UnavailableError,
-                     error_class)
+                     error_class, from_rpc_error)
 from .v1 import env_pb2
 
 import grpc
@@ -108,6 +109,14 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         autoreset_mode: ``AutoresetMode`` or its name (``"next_step"``, ``"same_step"``, ``"disabled"``); default
             ``NEXT_STEP`` (``SAME_STEP`` under Gymnasium 0.29). See the module's docstring.
         server, timeout, channel: as for :class:`~mlir_rl.MlirRlEnv`; all sub-environments share one channel.
+        servers: several servers instead of ``server``: a list of ``host:port``, or ``"dns:///name:port"`` (every
+            address of the name, resolved again every ``resolve_interval`` seconds). Sessions are spread over them
+            by load (fewest sessions), pinned to their server for the episode, stepped with one ``StepMany`` per
+            server per step (concurrently), and rebuilt on another server when theirs becomes unreachable. See
+            :mod:`mlir_rl.cluster`.
+        resolver: with ``servers="dns:///..."``, a callable ``(host, port) -> ["ip:port", ...]`` replacing the
+            system resolver. ``resolve_interval``, ``retry_interval``, ``probe_timeout``, ``wait_for_server``:
+            the pool's settings (:class:`~mlir_rl.cluster.ServerPool`).
         options: the other keyword arguments of :class:`~mlir_rl.MlirRlEnv` (session options such as
             ``max_loops``, ``reward_mode``; ``masked_actions``, ``info_timings``, ``benchmark_order``, ...).
 
@@ -117,14 +126,25 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
 
     def __init__(self, num_envs: int, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
                  timeout: Optional[float] = DEFAULT_TIMEOUT, channel: Optional[grpc.Channel] = None,
-                 autoreset_mode: Any = None, **options: Any):
+                 autoreset_mode: Any = None, servers: Any = None, resolver: Any = None,
+                 resolve_interval: float = 10.0, retry_interval: float = 2.0, probe_timeout: float = 5.0,
+                 wait_for_server: float = 60.0, **options: Any):
         # What close() needs, even if this raises.
-        self._closed, self.closed, self.envs, self._conn = True, True, [], None
+        self._closed, self.closed, self.envs, self._conn, self._pool = True, True, [], None, None
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise InvalidArgumentError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.num_envs = num_envs
-        self._conn = Connection(server, channel=channel, timeout=timeout)
+        max_attempts = options.get("max_attempts", 5)
+        if servers is not None:
+            if channel is not None:
+                raise InvalidArgumentError("channel= and servers= exclude each other")
+            self._pool = ServerPool(
+                servers, lambda address: Connection(address, timeout=timeout, max_attempts=max_attempts),
+                resolver=resolver, resolve_interval=resolve_interval, retry_interval=retry_interval,
+                probe_timeout=probe_timeout, wait_for_server=wait_for_server)
+        else:
+            self._conn = Connection(server, channel=channel, timeout=timeout)
         self._closed = self.closed = False
         try:
             # One look-up of the names for all sub-environments; each gets its place in a shared cycle.
@@ -134,7 +154,11 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
                 choice = BenchmarkChoice(resolve_benchmarks(benchmark, self._catalog), order)
                 choices = [choice.strided(i, num_envs) for i in range(num_envs)]
             for c in choices:
-                self.envs.append(MlirRlEnv(c, server=server, timeout=timeout, channel=self._conn.channel, **options))
+                if self._pool is not None:
+                    self.envs.append(MlirRlEnv(c, timeout=timeout, pool=self._pool, **options))
+                else:
+                    self.envs.append(MlirRlEnv(c, server=server, timeout=timeout, channel=self._conn.channel,
+                                               **options))
         except BaseException:
             self.close()
             raise
@@ -154,8 +178,27 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         # next step; DISABLED: must be reset with reset_mask first).
         self._ended: List[int] = []
 
+    @property
+    def pool(self) -> Optional[ServerPool]:
+        """The servers (with ``servers=``): ``pool.sessions()``, ``pool.usable()``, ``pool.addresses``; else None."""
+        return self._pool
+
     def _catalog(self) -> Any:
-        reply = self._conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(), idempotent=True)
+        request = env_pb2.ListBenchmarksRequest()
+        if self._pool is not None:
+            reply = None
+            for _ in range(len(self._pool.addresses) + 1):
+                address = self._pool.place()
+                try:
+                    reply = self._pool.connection(address).call("ListBenchmarks", request, idempotent=True)
+                    break
+                except UnavailableError:
+                    if self._pool.probe(address):
+                        raise
+            if reply is None:
+                raise UnavailableError("no server answered ListBenchmarks")
+            return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
+        reply = self._conn.call("ListBenchmarks", request, idempotent=True)
         return [(b.uri, b.dataset, b.split) for b in reply.benchmarks], list(reply.generator_families)
 
     # -- Gymnasium vector API ----------------------------------------------------------------------------------
@@ -229,22 +272,31 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
             ended = []  # (the mode changed under it: the ended episodes refuse the step, as the server says)
         stepping = range(n) if not ended else [i for i in range(n) if i not in ended]
         envs = self.envs
-        request = env_pb2.StepManyRequest()
         values: List[Any] = [None] * n
-        for i in stepping:
-            env = envs[i]
-            values[i] = v = env._action_values(actions[i])
-            request.steps.append(_step_request(env._require_session(), v, env._obs_id))
+        if self._pool is None:
+            request = env_pb2.StepManyRequest()
+            for i in stepping:
+                env = envs[i]
+                values[i] = v = env._action_values(actions[i])
+                request.steps.append(_step_request(env._require_session(), v, env._obs_id))
+        else:
+            for i in stepping:
+                values[i] = envs[i]._action_values(actions[i])
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
         entries: List[Tuple[Any, ...]] = []
         failures: List[Tuple[int, MlirRlError]] = []
-        if request.steps:
-            reply = self._step_many(request, envs[stepping[0]])
-            if len(reply.results) != len(request.steps):
-                raise MlirRlError(f"StepMany answered {len(reply.results)} entries for {len(request.steps)} requests")
-            for i, result in zip(stepping, reply.results):
+        if stepping:
+            if self._pool is None:
+                reply = self._step_many(request, envs[stepping[0]])
+                if len(reply.results) != len(request.steps):
+                    raise MlirRlError(f"StepMany answered {len(reply.results)} entries for {len(request.steps)} "
+                                      f"requests")
+                results = reply.results
+            else:
+                results = self._step_many_servers(stepping, values)
+            for i, result in zip(stepping, results):
                 env = envs[i]
                 try:
                     if result.code != 0:
@@ -300,6 +352,67 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
                 return self._conn.call("StepMany", request, idempotent=False)
             raise
 
+    def _step_many_servers(self, stepping: Sequence[int], values: List[Any]) -> List[Any]:
+        """Several servers: one ``StepMany`` per server, sent concurrently (gRPC futures), so every server works
+        on its own cores at once; the per-entry results in ``stepping`` order. The sessions of a server that
+        fails (UNAVAILABLE and no answer to its health check) are rebuilt on the others from their recorded
+        actions and their step is sent again there, in the next round."""
+        envs, pool = self.envs, self._pool
+        results: Dict[int, Any] = {}
+        todo = list(stepping)
+        for _ in range(len(pool.addresses) + 3):
+            if not todo:
+                break
+            groups: Dict[Any, List[int]] = {}
+            for i in todo:
+                envs[i]._require_session()
+                groups.setdefault(envs[i]._conn, []).append(i)
+            calls = []
+            for conn, indices in groups.items():
+                request = env_pb2.StepManyRequest()
+                for i in indices:
+                    env = envs[i]
+                    request.steps.append(_step_request(env._session_id, values[i], env._obs_id))
+                calls.append((conn, indices, conn.stub.StepMany.future(request, timeout=conn.timeout,
+                                                                       metadata=conn._metadata)))
+            todo = []
+            for conn, indices, future in calls:
+                try:
+                    reply = future.result()
+                except grpc.RpcError as e:
+                    code = e.code()
+                    if code == grpc.StatusCode.ABORTED:  # undone as a whole: send it again
+                        todo.extend(indices)
+                        continue
+                    if code != grpc.StatusCode.UNAVAILABLE:
+                        raise from_rpc_error(e, "StepMany") from None
+                    if pool.probe(conn.server):
+                        # Alive: it may have restarted (then it knows none of the sessions and the entries come
+                        # back NOT_FOUND, rebuilt by _recover_entry) or the call may have been applied (raise).
+                        probe = envs[indices[0]]
+                        try:
+                            conn.call("Observe", env_pb2.ObserveRequest(session_id=probe._session_id),
+                                      idempotent=True)
+                        except NotFoundError:
+                            logger.warning("StepMany on %s: the server restarted; rebuilding its sessions",
+                                           conn.server)
+                            todo.extend(indices)
+                            continue
+                        raise from_rpc_error(e, "StepMany") from None
+                    for i in indices:
+                        if not envs[i]._auto_recover:
+                            raise from_rpc_error(e, "StepMany") from None
+                        envs[i]._failover(f"StepMany: {e.details()}")
+                    todo.extend(indices)
+                    continue
+                if len(reply.results) != len(indices):
+                    raise MlirRlError(f"StepMany answered {len(reply.results)} entries for {len(indices)} requests")
+                for i, result in zip(indices, reply.results):
+                    results[i] = result
+        if todo:
+            raise UnavailableError(f"environments {todo}: no server took their step")
+        return [results[i] for i in stepping]
+
     def _recover_entry(self, i: int, env: MlirRlEnv, values: List[int], result: Any) -> Any:
         """A refused StepMany entry: raises its error, unless the server lost the session (it restarted), in which
         case the episode is rebuilt from the recorded actions, as MlirRlEnv does, and this step taken alone."""
@@ -308,12 +421,18 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         if isinstance(error, AbortedError):  # undone by the server (nothing applied): take the step again, alone
             step = env._conn.call("Step", _step_request(env._session_id, values, env._obs_id), idempotent=False)
             return env_pb2.StepManyResult(reply=step)
+        if isinstance(error, UnavailableError) and env._pool is not None and env._auto_recover \
+                and env._episode_benchmark is not None and not env._pool.probe(env._conn.server):
+            # Undone by a server that shuts down: rebuild the episode elsewhere and take the step there.
+            env._failover(f"StepMany entry: {result.message}")
+            step = env._session_call("Step", lambda sid: _step_request(sid, values, env._obs_id), idempotent=False)
+            return env_pb2.StepManyResult(reply=step)
         if not (isinstance(error, NotFoundError) and env._auto_recover and env._episode_benchmark is not None):
             raise error
         logger.warning("environment %d: session %s is unknown to the server (%s); replaying %d action(s) to "
                        "restore it", i, env.session_id, result.message, len(env._actions))
         env._recover()
-        step = env._conn.call("Step", _step_request(env._session_id, values, env._obs_id), idempotent=False)
+        step = env._session_call("Step", lambda sid: _step_request(sid, values, env._obs_id), idempotent=False)
         return env_pb2.StepManyResult(reply=step)
 
     def _merge(self, infos: Sequence[Tuple[int, Dict[str, Any]]]) -> Dict[str, Any]:
@@ -359,6 +478,9 @@ class MlirRlVectorEnv(_ClosesItself, _VectorBase):
         if self._conn is not None:
             self._conn.release()
             self._conn = None
+        if self._pool is not None:
+            self._pool.release()
+            self._pool = None
         self._closed = self.closed = True
 
     def close_extras(self, **kwargs: Any) -> None:
