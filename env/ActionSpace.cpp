@@ -91,7 +91,8 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
   // Only the heads the action's type reads.
   transforms::Heads heads = transforms::registry()[t]->heads();
   if (heads == transforms::Heads::Tiles) {
-    for (int i = 0; i < config_.maxLoops; ++i)
+    // Heads past the op's loops are not read (any value is accepted there, e.g. an unroll factor in tile_{L-1}).
+    for (int i = 0; i < std::min(mask.numLoops, config_.maxLoops); ++i)
       if (!mask.tiles[i][action.tileChoices[i]])
         return absl::InvalidArgumentError(absl::StrCat(
             "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],

@@ -59,6 +59,7 @@ struct ActionMask {
   std::vector<uint8_t> unroll;              // head tile_{L-1} as UNROLL reads it (value 0: the smallest factor)
   std::vector<uint8_t> interchange;
   std::vector<std::string> typeReasons;  // why a masked type is masked (empty when legal)
+  int numLoops = 0;  // loops of the op under the cursor: tiling reads (and checks) the tile heads of those only
 };
 
 // Which observation tensor (and row: -1 for the whole tensor) masks a head for which action types.

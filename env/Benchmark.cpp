@@ -166,7 +166,7 @@ absl::StatusOr<std::shared_ptr<Benchmark>> Benchmark::fromModule(mlir::OwningOpR
   info.flops = flops;
   for (const auto &spec : b->signature_.args) info.bytes += spec.numBytes();
   for (const auto &spec : b->signature_.results) info.bytes += spec.numBytes();
-  info.split = isEvalDataset(info.dataset) ? "eval" : info.dataset == "user" ? "user" : "train";
+  info.split = splitOf(info.dataset);
   return b;
 }
 
@@ -374,12 +374,21 @@ size_t BenchmarkRegistry::numUploads() const {
   return uploads_.size();
 }
 
-std::vector<BenchmarkInfo> BenchmarkRegistry::list(const std::string &dataset) {
+std::string splitOf(const std::string &dataset) {
+  return isEvalDataset(dataset) ? "eval" : dataset == "user" ? "user" : "train";
+}
+
+std::vector<BenchmarkInfo> BenchmarkRegistry::list(const std::string &dataset, const std::string &split) {
   std::vector<BenchmarkInfo> out;
   for (const std::string &uri : uris()) {
+    // Filtered on the URI first: only the benchmarks listed are parsed.
+    absl::string_view rest = uri;
+    absl::ConsumePrefix(&rest, "benchmark://");
+    std::string uriDataset(rest.substr(0, rest.find('/')));
+    if (!dataset.empty() && uriDataset != dataset) continue;
+    if (!split.empty() && splitOf(uriDataset) != split) continue;
     auto b = get(uri);
     if (!b.ok()) continue;
-    if (!dataset.empty() && (*b)->info().dataset != dataset) continue;
     out.push_back((*b)->info());
   }
   return out;

@@ -44,6 +44,8 @@ struct BenchmarkInfo {
 
 // The datasets held out for evaluation; generators never produce an op that occurs in them.
 bool isEvalDataset(const std::string &dataset);
+// "eval" (the held-out datasets), "user" (uploads) or "train".
+std::string splitOf(const std::string &dataset);
 
 class PayloadState;
 
@@ -97,7 +99,8 @@ class BenchmarkRegistry {
   // they expired. Returns how many.
   size_t expireUploads(std::chrono::steady_clock::duration idle);
   size_t numUploads() const;
-  std::vector<BenchmarkInfo> list(const std::string &dataset);
+  // The benchmarks of `dataset` and `split` (empty: every one); only those are parsed.
+  std::vector<BenchmarkInfo> list(const std::string &dataset, const std::string &split = "");
   // generator://<family>/<seed>: generated on first use (see Generators.h), cached up to maxGenerated.
   size_t maxGenerated = 4096;
   std::vector<std::string> uris() const;

@@ -11,6 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/xxhash.h"
+#include "support/Status.h"
 #include "llvm/Support/raw_ostream.h"
 
 namespace mlir_rl::env {
@@ -18,16 +22,33 @@ namespace mlir_rl::env {
 namespace {
 
 
-// 128-bit key of a candidate: two independent 64-bit hashes of its IR text plus the measurement settings.
-std::string candidateKey(const std::string &ir, const std::string &benchmark, uint64_t seed, int threads) {
-  uint64_t fnv = 1469598103934665603ULL;
-  for (unsigned char c : ir) fnv = (fnv ^ c) * 1099511628211ULL;
-  size_t stdHash = std::hash<std::string>{}(ir);
-  return absl::StrCat(benchmark, "|", seed, "|", threads, "|", ir.size(), "|", fnv, "|", stdHash);
+// A stable digest of a text (xxh3-128: the same on every machine and library version, unlike std::hash), in hex.
+std::string digest(const std::string &text) {
+  llvm::XXH128_hash_t h =
+      llvm::xxh3_128bits(llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(text.data()), text.size()));
+  return absl::StrCat(absl::Hex(h.high64, absl::kZeroPad16), absl::Hex(h.low64, absl::kZeroPad16));
 }
 
-// Full precision, so a persisted measurement reads back exactly.
-std::string num(double x) { return absl::StrFormat("%.17g", x); }
+// The key of a candidate: its IR text's digest and size, and the measurement settings.
+std::string candidateKey(const std::string &ir, const std::string &benchmark, uint64_t seed, int threads) {
+  return absl::StrCat(benchmark, "|", seed, "|", threads, "|", ir.size(), "|", digest(ir));
+}
+
+// The on-disk format (persistTo): JSON lines, the first a header naming the format, its version and the machine.
+constexpr const char kFormat[] = "mlir-rl evaluation cache";
+constexpr int64_t kFormatVersion = 2;
+
+llvm::json::Object timingJson(const runners::Timing &t) {
+  return llvm::json::Object{{"median_ns", t.medianNs}, {"min_ns", t.minNs}, {"spread", t.spread},
+                            {"repetitions", t.repetitions}};
+}
+
+std::optional<runners::Timing> timingOf(const llvm::json::Object &o) {
+  auto median = o.getNumber("median_ns"), min = o.getNumber("min_ns"), spread = o.getNumber("spread");
+  auto reps = o.getInteger("repetitions");
+  if (!median || !min || !spread || !reps) return std::nullopt;
+  return runners::Timing{*median, *min, *spread, static_cast<int>(*reps)};
+}
 
 std::string referenceKey(const Benchmark &b, uint64_t seed, int threads) {
   return absl::StrCat(b.info().uri, "|", seed, "|", threads);
@@ -111,10 +132,13 @@ absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationSe
   ref->lowerMs = result.lowerMs;
   ref->jitMs = result.jitMs;
   entry->value = ref;
-  persist(absl::StrCat("R\t", referenceKey(benchmark, seed, threads), "|", benchmark.taggedText().size(), "|",
-                       std::hash<std::string>{}(benchmark.taggedText()), "\t", num(ref->timing.medianNs), "\t",
-                       num(ref->timing.minNs), "\t", num(ref->timing.spread), "\t", ref->timing.repetitions, "\t",
-                       num(ref->lowerMs), "\t", num(ref->jitMs)));
+  llvm::json::Object line{{"kind", "reference"},
+                          {"key", referenceKey(benchmark, seed, threads)},
+                          {"text", digest(benchmark.taggedText())},
+                          {"timing", timingJson(ref->timing)},
+                          {"lower_ms", ref->lowerMs},
+                          {"jit_ms", ref->jitMs}};
+  persist(llvm::json::Value(std::move(line)));
   return entry->value;
 }
 
@@ -124,9 +148,7 @@ std::shared_ptr<const EvaluationService::Reference> EvaluationService::persisted
   auto it = pendingReferences_.find(referenceKey(benchmark, seed, threads));
   if (it == pendingReferences_.end()) return nullptr;
   // Only when the benchmark's text is the one that was measured.
-  std::string full = absl::StrCat(referenceKey(benchmark, seed, threads), "|", benchmark.taggedText().size(), "|",
-                                  std::hash<std::string>{}(benchmark.taggedText()));
-  if (it->second.first != full) return nullptr;
+  if (it->second.first != digest(benchmark.taggedText())) return nullptr;
   return it->second.second;
 }
 
@@ -261,9 +283,13 @@ EvaluationRecord EvaluationService::measure(const Benchmark &benchmark, const st
   bool replace = options.writeCache && (!options.readCache || !cache_.contains(key));
   if (replace) {
     if (record.ok)
-      persist(absl::StrCat("C\t", key, "\t", num(record.timing.medianNs), "\t", num(record.timing.minNs), "\t",
-                           num(record.timing.spread), "\t", record.timing.repetitions, "\t", num(record.lowerMs), "\t",
-                           num(record.jitMs), "\t", num(record.referenceNs), "\t", num(record.maxAbsError)));
+      persist(llvm::json::Value(llvm::json::Object{{"kind", "candidate"},
+                                                   {"key", key},
+                                                   {"timing", timingJson(record.timing)},
+                                                   {"lower_ms", record.lowerMs},
+                                                   {"jit_ms", record.jitMs},
+                                                   {"reference_ns", record.referenceNs},
+                                                   {"max_abs_error", record.maxAbsError}}));
     cache_.take(key);  // a re-measurement replaces the earlier result
     cache_.insert(key, record);
   }
@@ -274,58 +300,80 @@ absl::Status EvaluationService::persistTo(const std::string &directory, const st
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create cache directory ", directory, ": ", ec.message()));
-  std::string path = absl::StrCat(directory, "/evaluations-", absl::Hex(std::hash<std::string>{}(machineIdentity)),
-                                  ".tsv");
-  loadPersisted(path);
+  std::string path = absl::StrCat(directory, "/evaluations-", digest(machineIdentity).substr(0, 16), ".jsonl");
+  bool fresh = !std::filesystem::exists(path, ec);
+  if (!fresh) MLIR_RL_RETURN_IF_ERROR(loadPersisted(path, machineIdentity));
   auto out = std::make_unique<std::ofstream>(path, std::ios::app);
   if (!*out) return absl::InvalidArgumentError(absl::StrCat("cannot open ", path, " for appending"));
   std::lock_guard<std::mutex> lock(fileMutex_);
   file_ = std::move(out);
+  if (fresh)
+    *file_ << llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"format", kFormat},
+                                                                        {"version", kFormatVersion},
+                                                                        {"machine", machineIdentity}}))
+                  .str()
+           << '\n';
+  file_->flush();
   return absl::OkStatus();
 }
 
-void EvaluationService::persist(const std::string &line) {
+void EvaluationService::persist(const llvm::json::Value &line) {
   std::lock_guard<std::mutex> lock(fileMutex_);
   if (!file_) return;
-  *file_ << line << '\n';
+  *file_ << llvm::formatv("{0}", line).str() << '\n';
   file_->flush();
 }
 
-void EvaluationService::loadPersisted(const std::string &path) {
+absl::Status EvaluationService::loadPersisted(const std::string &path, const std::string &machineIdentity) {
   std::ifstream in(path);
   std::string line;
-  // Lines: R <reference key> <median> <min> <spread> <reps> <lower> <jit>
-  //        C <candidate key> <median> <min> <spread> <reps> <lower> <jit> <reference> <max error>
-  // A line that does not parse (e.g. cut short by a crash) is skipped.
+  if (!std::getline(in, line)) return absl::OkStatus();  // empty: written from scratch
+  llvm::Expected<llvm::json::Value> header = llvm::json::parse(line);
+  const llvm::json::Object *h = header ? header->getAsObject() : nullptr;
+  if (!header) llvm::consumeError(header.takeError());
+  if (!h || h->getString("format") != kFormat)
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not an mlir-rl evaluation cache (no header line)"));
+  if (h->getInteger("version").value_or(0) != kFormatVersion)
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " is format version ", h->getInteger("version").value_or(0), ", this server reads version ",
+        kFormatVersion, ": move it away, or give another --cache_dir"));
+  if (h->getString("machine") != llvm::StringRef(machineIdentity))
+    return absl::FailedPreconditionError(absl::StrCat(path, " was measured on another machine"));
+  // A line that does not parse (e.g. cut short by a crash) or of an unknown kind is skipped.
   while (std::getline(in, line)) {
-    std::vector<std::string> f = absl::StrSplit(line, '\t');
-    std::vector<double> v;
-    for (size_t i = 2; i < f.size(); ++i) {
-      double x = 0;
-      if (!absl::SimpleAtod(f[i], &x)) break;
-      v.push_back(x);
+    llvm::Expected<llvm::json::Value> value = llvm::json::parse(line);
+    if (!value) {
+      llvm::consumeError(value.takeError());
+      continue;
     }
-    if (f.size() == 8 && f[0] == "R" && v.size() == 6) {
-      // The reference key in the file carries the benchmark text's size and hash; match on the prefix we use.
-      std::string key = f[1].substr(0, f[1].rfind('|', f[1].rfind('|') - 1));
+    const llvm::json::Object *o = value->getAsObject();
+    const llvm::json::Object *t = o ? o->getObject("timing") : nullptr;
+    std::optional<runners::Timing> timing = t ? timingOf(*t) : std::nullopt;
+    std::optional<llvm::StringRef> kind = o ? o->getString("kind") : std::nullopt, key = o ? o->getString("key") : std::nullopt;
+    if (!timing || !kind || !key) continue;
+    if (*kind == "reference") {
+      std::optional<llvm::StringRef> text = o->getString("text");
+      if (!text) continue;
       auto ref = std::make_shared<Reference>();
-      ref->timing = {v[0], v[1], v[2], static_cast<int>(v[3])};
-      ref->lowerMs = v[4];
-      ref->jitMs = v[5];
-      pendingReferences_[key] = {f[1], ref};
-    } else if (f.size() == 10 && f[0] == "C" && v.size() == 8) {
+      ref->timing = *timing;
+      ref->lowerMs = o->getNumber("lower_ms").value_or(0);
+      ref->jitMs = o->getNumber("jit_ms").value_or(0);
+      pendingReferences_[key->str()] = {text->str(), ref};
+    } else if (*kind == "candidate") {
       EvaluationRecord r;
       r.ok = r.correct = true;
-      r.timing = {v[0], v[1], v[2], static_cast<int>(v[3])};
-      r.lowerMs = v[4];
-      r.jitMs = v[5];
-      r.referenceNs = v[6];
-      r.maxAbsError = v[7];
+      r.timing = *timing;
+      r.lowerMs = o->getNumber("lower_ms").value_or(0);
+      r.jitMs = o->getNumber("jit_ms").value_or(0);
+      r.referenceNs = o->getNumber("reference_ns").value_or(0);
+      r.maxAbsError = o->getNumber("max_abs_error").value_or(0);
       r.speedup = r.timing.medianNs > 0 ? r.referenceNs / r.timing.medianNs : 0;
       std::lock_guard<std::mutex> lock(mutex_);
-      cache_.insert(f[1], r);  // later lines are newer: with a full cache the oldest go
+      cache_.take(key->str());
+      cache_.insert(key->str(), r);  // later lines are newer: with a full cache the oldest go
     }
   }
+  return absl::OkStatus();
 }
 
 EvaluationStats EvaluationService::stats() const {

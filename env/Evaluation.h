@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "llvm/Support/JSON.h"
 #include "mlir/IR/BuiltinOps.h"
 
 #include "env/Benchmark.h"
@@ -93,15 +94,17 @@ class EvaluationService {
 
   EvaluationStats stats() const;
 
-  // Keeps reference times and candidate results across restarts in `directory` (one file per machine identity:
-  // CPU model, core count, vector width, so results from another machine are never reused). Loads what is there
-  // and appends every new measurement. Returns an error when the directory cannot be created or the file opened.
+  // Keeps reference times and candidate results across restarts in `directory`: one file per machine identity (CPU
+  // model, core count, vector width, so results from another machine are never reused), JSON lines after a header
+  // naming the format, its version and the machine (keys from xxh3-128 digests, stable across builds). Loads what is
+  // there and appends every new measurement. An error when the directory cannot be created or the file opened, or
+  // the file is of another format version (FAILED_PRECONDITION saying so).
   absl::Status persistTo(const std::string &directory, const std::string &machineIdentity);
 
  private:
-  void persist(const std::string &line);
+  void persist(const llvm::json::Value &line);
   std::shared_ptr<const Reference> persistedReference(const Benchmark &benchmark, uint64_t seed, int threads);
-  void loadPersisted(const std::string &path);
+  absl::Status loadPersisted(const std::string &path, const std::string &machineIdentity);
   struct ReferenceEntry {
     std::mutex mutex;
     std::shared_ptr<const Reference> value;
@@ -129,7 +132,7 @@ class EvaluationService {
   std::map<std::string, std::shared_ptr<ReferenceEntry>> references_;
   support::LruCache<std::string, EvaluationRecord> cache_;  // candidate results by candidateKey (cost: 1 per entry)
   EvaluationStats stats_;
-  // Reference times read from disk: key -> (full key with the benchmark text's hash, timing).
+  // Reference times read from disk: key -> (digest of the benchmark text measured, timing).
   std::map<std::string, std::pair<std::string, std::shared_ptr<const Reference>>> pendingReferences_;
   std::mutex fileMutex_;
   std::unique_ptr<std::ofstream> file_;

@@ -37,6 +37,7 @@ OpenMask assembleMask(const transforms::OpView &view, const SessionConfig &confi
   m.tiles = tiles.rows;
   out.tiles = tiles.rows;
   int numLoops = view.numLoops();
+  m.numLoops = numLoops;
   if (config.interchangeMode == InterchangeMode::Swaps) {
     for (int s = 0; s < static_cast<int>(m.interchange.size()); ++s)
       m.interchange[s] = transforms::swapPermutation(s, L, numLoops).has_value();

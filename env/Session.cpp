@@ -158,6 +158,7 @@ ActionMask Session::computeMask() const {
   m.type[static_cast<int>(ActionType::Interchange)] = 1;
   m.typeReasons[static_cast<int>(ActionType::Interchange)].clear();
   m.tiles = f->tiles;
+  m.numLoops = f->numLoops();
   for (int i = 0; i < std::min(f->numLoops(), L); ++i)
     m.interchange[i] =
         std::find(pendingPermutation_.begin(), pendingPermutation_.end(), i) == pendingPermutation_.end();

@@ -15,8 +15,8 @@ PACKAGES=(
   libssl-dev libmicrohttpd-dev libseccomp-dev openssl
   # allocator of the server, the runner and the perf program (CMakeLists.txt: MLIR_RL_TCMALLOC)
   libtcmalloc-minimal4
-  # tests
-  libgtest-dev libgmock-dev
+  # tests; clang-format (scripts/format.sh); clang 14 with libFuzzer for the fuzzers (scripts/fuzz.sh)
+  libgtest-dev libgmock-dev clang-format clang-14 libclang-rt-14-dev
   # Python client and its tests (these serve /usr/bin/python3); venv and pip: `pip install ./clients/python`
   # into a venv made with --system-site-packages (tests/e2e/test_packaging.py)
   python3 python3-grpcio python3-protobuf python3-numpy python3-pytest python3-venv python3-pip

@@ -313,11 +313,25 @@ grpc::Status EnvService::GetSpaces(Call &, const v1::GetSpacesRequest &request, 
 
 grpc::Status EnvService::ListBenchmarks(Call &, const v1::ListBenchmarksRequest &request,
                                         v1::ListBenchmarksReply &reply) {
-  const std::string &split = request.split();
+  for (const std::string &family : env::generatorFamilies()) reply.add_generator_families(family);
+  if (request.families_only()) return grpc::Status::OK;
+  std::string split = request.split();
   if (!split.empty() && split != "train" && split != "eval" && split != "user")
     return toGrpc(absl::InvalidArgumentError(absl::StrCat("split '", split, "' is unknown (train, eval or user)")));
-  for (const env::BenchmarkInfo &info : benchmarks_->list(request.dataset())) {
-    if (!split.empty() && info.split != split) continue;
+  if (request.split_filter() != v1::SPLIT_UNSPECIFIED) {
+    std::string named = request.split_filter() == v1::SPLIT_TRAIN  ? "train"
+                        : request.split_filter() == v1::SPLIT_EVAL ? "eval"
+                        : request.split_filter() == v1::SPLIT_USER ? "user"
+                                                                   : "";
+    if (named.empty())
+      return toGrpc(absl::InvalidArgumentError(
+          absl::StrCat("split_filter = ", static_cast<int>(request.split_filter()), " is unknown")));
+    if (!split.empty() && split != named)
+      return toGrpc(absl::InvalidArgumentError(
+          absl::StrCat("split '", split, "' and split_filter '", named, "' disagree: give one")));
+    split = named;
+  }
+  for (const env::BenchmarkInfo &info : benchmarks_->list(request.dataset(), split)) {
     v1::BenchmarkInfo *out = reply.add_benchmarks();
     fillBenchmarkInfo(info, *out);
     auto benchmark = benchmarks_->get(info.uri);
@@ -325,7 +339,6 @@ grpc::Status EnvService::ListBenchmarks(Call &, const v1::ListBenchmarksRequest 
     if (benchmark.ok() && evaluator_->knownReference(**benchmark, 0, 1, reference))
       out->set_reference_ns(reference.medianNs);
   }
-  for (const std::string &family : env::generatorFamilies()) reply.add_generator_families(family);
   return grpc::Status::OK;
 }
 

@@ -1,5 +1,5 @@
 // Tiled parallelization: parallel loops are tiled with scf.forall (lowered to OpenMP), reduction loops with scf.for.
-// Reductions never go to scf.forall: MLIR accepts it and produces a data race (../shared/notes/mlir19.md).
+// Reductions never go to scf.forall: MLIR 19 accepts it and produces a data race.
 #include "transforms/Transformation.h"
 
 #include "mlir/Dialect/Linalg/IR/Linalg.h"

@@ -4,7 +4,7 @@
 // output tiles, and a producer fused into it computes exactly the slice that tile reads. That makes it safe to fuse
 // the linalg.fill initializing the destination too. Reduction loops are tiled with scf.for only after fusion, so every
 // fused producer sits outside the reduction loops; fusing a fill into a tiled reduction loop would re-initialize the
-// accumulator on every iteration (a wrong result, ../shared/notes/mlir19.md). Producers are only taken from the op's
+// accumulator on every iteration (a wrong result in MLIR 19). Producers are only taken from the op's
 // own block: an op already tiled by scf.for reads slices and loop-carried values, never a producer directly, so
 // fusion never crosses an existing loop (and in particular never a tiled reduction).
 //

@@ -3,7 +3,7 @@
 // candidate (runners/Lowering.cpp: those patterns cost ≈0.8 ms per step when the fragment applied them) and lowers
 // what remains to the native vector width.
 //
-// 2-D convolutions and pooling do not vectorize directly (../shared/notes/mlir19.md): their output-height and
+// 2-D convolutions and pooling do not vectorize directly in MLIR 19: their output-height and
 // kernel-height loops are tiled to 1 (when they are not 1 already), `transform.structured.decompose` rewrites the op
 // to its 1-D form (conv_1d_nwc_wcf, conv_1d_ncw_fcw, depthwise_conv_1d_nwc_wc, pooling_nwc_*, pooling_ncw_*), and
 // that is vectorized. Only the forms decompose supports take that path; the limits apply to the 1-D iteration space.

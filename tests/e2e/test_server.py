@@ -520,7 +520,20 @@ def test_cache_dir_keeps_references_and_results_across_restarts(tmp_path):
             channel.close()
         finally:
             proc.stop()
-    assert any(cache.iterdir())
+    # One file per machine: JSON lines after a header naming the format, its version and the machine.
+    import json
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".jsonl", files
+    lines = files[0].read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "mlir-rl evaluation cache" and header["version"] == 2 and header["machine"]
+    assert {json.loads(line)["kind"] for line in lines[1:]} == {"reference", "candidate"}
+    # A file of another format version is refused, saying so (a newer server reads or rejects it cleanly).
+    header["version"] = 99
+    files[0].write_text(json.dumps(header) + "\n")
+    out = subprocess.run([str(server_binary()), "--port=0", f"--cache_dir={cache}"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "format version 99" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
 BAD_UPLOADS = [
@@ -750,3 +763,52 @@ def test_step_many_does_not_wait_for_another_calls_evaluation(server):
     # helper thread, B came back together with A.)
     assert result["a_done"] - b_done > 0.5 * (result["a_done"] - b_start), \
         "the plain StepMany waited for the other call's evaluations"
+
+
+# --- Protocol additions of issue 15 (additive, v1-compatible) --------------------------------------------------
+
+def test_end_session_and_its_deprecated_close_alias(stub):
+    for method in (stub.EndSession, stub.Close):
+        sid = reset(stub).session_id
+        method(pb.CloseRequest(session_id=sid), timeout=10)
+        code, msg = code_and_message(stub.Observe, pb.ObserveRequest(session_id=sid), timeout=10)
+        assert code == grpc.StatusCode.NOT_FOUND and sid in msg
+
+
+def test_observation_ids_stay_exact_in_a_double(stub):
+    # JavaScript clients read int64 as Number: ids above 2^53 would be rounded and delta observations would stop.
+    ids = []
+    for _ in range(3):
+        r = reset(stub)
+        ids.append(r.observation.id)
+        step = stub.Step(pb.StepRequest(session_id=r.session_id, actions=[action(TILING, [8, 16, 1])]), timeout=60)
+        ids.append(step.observation.id)
+    assert all(0 < i < 2 ** 53 for i in ids), ids
+
+
+def test_failure_kind_names_why_a_candidate_has_no_time():
+    # Candidates get 10 ms (floor, no multiple of the reference): compiling alone takes longer, so they time out,
+    # while the reference gets the ceiling.
+    proc = start_server(extra_args=["--eval_timeout_floor_s=0.01", "--eval_timeout_multiple=0"])
+    try:
+        with grpc.insecure_channel(proc.address) as channel:
+            s = rpc.MlirRlEnvStub(channel)
+            sid = reset(s).session_id
+            reply = s.Step(pb.StepRequest(session_id=sid, actions=[action(TILING, [8, 16, 1]), action(VECTORIZATION)]),
+                           timeout=120)
+            ev = reply.outcomes[-1].evaluation
+            assert ev.failure_kind == pb.FAILURE_KIND_TIMED_OUT and "did not finish" in ev.failure, ev
+            assert reply.outcomes[-1].reward == -20.0
+    finally:
+        proc.stop()
+
+
+def test_split_filter_and_generator_families_field(stub):
+    families = stub.ListBenchmarks(pb.ListBenchmarksRequest(families_only=True), timeout=60)
+    assert not families.benchmarks and "matmul" in families.generator_families
+    evals = stub.ListBenchmarks(pb.ListBenchmarksRequest(split_filter=pb.SPLIT_EVAL), timeout=120).benchmarks
+    assert evals and {b.split for b in evals} == {"eval"}
+    assert {b.dataset for b in evals} <= {"models", "models-full", "lqcd"}
+    code, msg = code_and_message(stub.ListBenchmarks, pb.ListBenchmarksRequest(split="train",
+                                                                              split_filter=pb.SPLIT_EVAL))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "disagree" in msg

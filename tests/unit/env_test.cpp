@@ -93,9 +93,13 @@ TEST(Env, BadActionsAreRejectedAndStateIsKept) {
   auto masked = s->step(act(*s, ActionType::Vectorization));
   EXPECT_EQ(masked.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(masked.status().message().find("VECTORIZATION"), std::string::npos);
-  auto maskedTile = s->step(act(*s, ActionType::Tiling, {0, 0, 0, 8}));
+  // A masked size of an existing loop (after tiling 8x16x1, size 16 does not divide loop 0's 8).
+  auto tiled = s->fork();
+  ASSERT_TRUE(tiled->step(act(*tiled, ActionType::Tiling, {8, 16, 1})).ok());
+  auto maskedTile = tiled->step(act(*tiled, ActionType::Tiling, {16}));
   EXPECT_EQ(maskedTile.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(maskedTile.status().message().find("tile_3"), std::string::npos);
+  EXPECT_NE(maskedTile.status().message().find("tile_0"), std::string::npos);
+  EXPECT_EQ(tiled->status().step, 1);
   EXPECT_EQ(s->currentIR(), before);
   EXPECT_EQ(s->status().step, 0);
   EXPECT_TRUE(s->actions().empty());

@@ -86,7 +86,7 @@ def generator_families(server: Optional[str] = None, *, timeout: Optional[float]
     with local_server.address(server) as address:
         conn = Connection(address, timeout=timeout)
         try:
-            return list(conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(dataset="-"),
+            return list(conn.call("ListBenchmarks", env_pb2.ListBenchmarksRequest(families_only=True),
                                   idempotent=True).generator_families)
         finally:
             conn.release()

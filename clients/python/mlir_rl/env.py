@@ -158,27 +158,19 @@ class Connection:
 # Session options
 
 
-_REWARD_MODES = {
-    "final": env_pb2.REWARD_MODE_FINAL,
-    "immediate": env_pb2.REWARD_MODE_IMMEDIATE,
-}
-_INT_OPTIONS = ("max_loops", "actions_per_op", "max_steps", "num_threads", "max_vector_elements", "max_accesses")
-_FLOAT_OPTIONS = ("transform_penalty", "execution_penalty")
-_MASKED_ACTION_MODES = {
-    "reject": env_pb2.MASKED_ACTIONS_REJECT,
-    "penalize": env_pb2.MASKED_ACTIONS_PENALIZE,
-}
-_INTERCHANGE_MODES = {
-    "level_pointers": env_pb2.INTERCHANGE_MODE_LEVEL_POINTERS,
-    "swaps": env_pb2.INTERCHANGE_MODE_SWAPS,
-}
-_EVALUATION_CACHE_MODES = {
-    "use": env_pb2.EVALUATION_CACHE_USE,
-    "refresh": env_pb2.EVALUATION_CACHE_REFRESH,
-    "bypass": env_pb2.EVALUATION_CACHE_BYPASS,
-}
-OPTION_NAMES = _INT_OPTIONS + _FLOAT_OPTIONS + ("reward_mode", "tile_sizes", "masked_actions", "interchange_mode",
-                                                "evaluation_cache")
+def _enum_choices(enum: Any) -> Dict[str, int]:
+    """An enum's values by their lower-case names without the prefix they share (REWARD_MODE_FINAL -> "final"), the
+    zero "unspecified" value left out."""
+    names = [v.name for v in enum.values if v.number != 0]
+    prefix = os.path.commonprefix(names)
+    prefix = prefix[:prefix.rfind("_") + 1]
+    return {v.name[len(prefix):].lower(): v.number for v in enum.values if v.number != 0}
+
+
+_FIELD = env_pb2.SessionOptions.DESCRIPTOR.fields_by_name
+# The session options and how each is written, read from the protocol's SessionOptions: nothing here lists them.
+OPTION_NAMES: Tuple[str, ...] = tuple(f.name for f in env_pb2.SessionOptions.DESCRIPTOR.fields)
+_CHOICES = {f.name: _enum_choices(f.enum_type) for f in env_pb2.SessionOptions.DESCRIPTOR.fields if f.enum_type}
 
 
 def _as_int(name: str, value: Any) -> int:
@@ -187,62 +179,54 @@ def _as_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"option {name!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _as_choice(name: str, value: Any) -> int:
+    choices = _CHOICES[name]
+    if isinstance(value, str) and value.lower() in choices:
+        return choices[value.lower()]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) in choices.values():
+        return int(value)
+    raise InvalidArgumentError(f"option {name!r} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
 def session_options(**options: Any) -> env_pb2.SessionOptions:
     """A ``SessionOptions`` message from keyword arguments; ``None`` leaves a field at the server default.
 
-    ``reward_mode`` is ``"final"`` or ``"immediate"`` (or the proto enum value); ``tile_sizes`` a sequence of ints;
-    ``masked_actions`` is ``"reject"`` (a masked action raises InvalidArgumentError) or ``"penalize"`` (it is a failed
-    step with the transform penalty, for agents that ignore masks, e.g. gymnasium's ``check_env``);
-    ``interchange_mode`` is ``"level_pointers"`` (default) or ``"swaps"`` (head ``interchange`` picks one of the
-    3L-6 swaps of two loops 1-3 apart); ``evaluation_cache`` is ``"use"`` (default: a candidate measured before is
-    not measured again), ``"refresh"`` (measure, replace the cached result) or ``"bypass"`` (measure, no cache).
-    Unknown names raise :class:`InvalidArgumentError` (a ``ValueError``); value ranges are checked by the server.
+    The names, types and choices are the protocol's (``proto/mlir_rl/v1/env.proto``, ``SessionOptions``): integers
+    (``max_loops``, ``actions_per_op``, ``max_steps``, ``num_threads``, ``max_vector_elements``, ``max_accesses``),
+    numbers (``transform_penalty``, ``execution_penalty``), ``tile_sizes`` (a sequence of ints), and enums written as
+    their value names without the shared prefix, in any case: ``reward_mode`` ``"final"`` | ``"immediate"``;
+    ``masked_actions`` ``"reject"`` (a masked action raises InvalidArgumentError) | ``"penalize"`` (a failed step
+    with the transform penalty, for agents that ignore masks, e.g. gymnasium's ``check_env``); ``interchange_mode``
+    ``"level_pointers"`` | ``"swaps"`` (one of the 3L-6 swaps of two loops 1-3 apart); ``evaluation_cache``
+    ``"use"`` (a candidate measured before is not measured again) | ``"refresh"`` (measure, replace the cached result)
+    | ``"bypass"`` (measure, no cache). Unknown names raise :class:`InvalidArgumentError` (a ``ValueError``); value
+    ranges are checked by the server.
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
         raise InvalidArgumentError(f"unknown session option(s) {', '.join(map(repr, unknown))}; "
                                    f"known: {', '.join(OPTION_NAMES)}")
     msg = env_pb2.SessionOptions()
-    for name in _INT_OPTIONS:
-        if options.get(name) is not None:
-            setattr(msg, name, _as_int(name, options[name]))
-    for name in _FLOAT_OPTIONS:
-        value = options.get(name)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise InvalidArgumentError(f"option {name!r} must be a number, got {value!r}")
-            setattr(msg, name, float(value))
-    mode = options.get("reward_mode")
-    if mode is not None:
-        if isinstance(mode, str):
-            if mode.lower() not in _REWARD_MODES:
-                raise InvalidArgumentError(f"option 'reward_mode' must be 'final' or 'immediate', got {mode!r}")
-            msg.reward_mode = _REWARD_MODES[mode.lower()]
-        elif isinstance(mode, numbers.Integral) and int(mode) in _REWARD_MODES.values():
-            msg.reward_mode = int(mode)
+    for name, value in options.items():
+        if value is None:
+            continue
+        field = _FIELD[name]
+        if field.label == field.LABEL_REPEATED:
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise InvalidArgumentError(f"option {name!r} must be a sequence of integers, got {value!r}")
+            getattr(msg, name).extend(_as_int(name, v) for v in value)
+        elif field.enum_type is not None:
+            setattr(msg, name, _as_choice(name, value))
+        elif field.cpp_type == field.CPPTYPE_DOUBLE or field.cpp_type == field.CPPTYPE_FLOAT:
+            setattr(msg, name, _as_float(name, value))
         else:
-            raise InvalidArgumentError(f"option 'reward_mode' must be 'final' or 'immediate', got {mode!r}")
-    masked = options.get("masked_actions")
-    if masked is not None:
-        if not isinstance(masked, str) or masked.lower() not in _MASKED_ACTION_MODES:
-            raise InvalidArgumentError(f"option 'masked_actions' must be 'reject' or 'penalize', got {masked!r}")
-        msg.masked_actions = _MASKED_ACTION_MODES[masked.lower()]
-    interchange = options.get("interchange_mode")
-    if interchange is not None:
-        if not isinstance(interchange, str) or interchange.lower() not in _INTERCHANGE_MODES:
-            raise InvalidArgumentError(
-                f"option 'interchange_mode' must be 'level_pointers' or 'swaps', got {interchange!r}")
-        msg.interchange_mode = _INTERCHANGE_MODES[interchange.lower()]
-    cache = options.get("evaluation_cache")
-    if cache is not None:
-        if not isinstance(cache, str) or cache.lower() not in _EVALUATION_CACHE_MODES:
-            raise InvalidArgumentError(f"option 'evaluation_cache' must be 'use', 'refresh' or 'bypass', got {cache!r}")
-        msg.evaluation_cache = _EVALUATION_CACHE_MODES[cache.lower()]
-    sizes = options.get("tile_sizes")
-    if sizes is not None:
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            raise InvalidArgumentError(f"option 'tile_sizes' must be a sequence of integers, got {sizes!r}")
-        msg.tile_sizes.extend(_as_int("tile_sizes", s) for s in sizes)
+            setattr(msg, name, _as_int(name, value))
     return msg
 
 
@@ -415,10 +399,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         masked_actions: ``"penalize"`` (default here): a masked action is a failed step with the transform
             penalty, so every action of ``action_space`` is accepted, as Gymnasium's contract wants;
             ``"reject"``: it raises :class:`InvalidArgumentError` and changes nothing (the server's default).
-        max_loops, actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes,
-            num_threads, max_vector_elements, max_accesses, interchange_mode, evaluation_cache: session options
-            (``SessionOptions``);
-            ``None`` = server default.
+        **options: the session options of the protocol's ``SessionOptions`` (:func:`session_options`: max_loops,
+            actions_per_op, max_steps, reward_mode, transform_penalty, execution_penalty, tile_sizes, num_threads,
+            max_vector_elements, max_accesses, interchange_mode, evaluation_cache, ...); ``None`` = server default.
 
     Attributes beyond Gymnasium's: ``head_names`` (one per entry of an action), ``type_names`` (values of head
     ``type``), ``tile_sizes`` (``tile_sizes[v]`` is the size a tile head value ``v`` means; 0 = not tiled),
@@ -434,16 +417,9 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
     def __init__(self, benchmark: Any = None, *, server: str = DEFAULT_SERVER,
                  timeout: Optional[float] = DEFAULT_TIMEOUT, render_mode: Optional[str] = None,
                  max_attempts: int = 5, auto_recover: bool = True, channel: Optional[grpc.Channel] = None,
-                 max_loops: Optional[int] = None, actions_per_op: Optional[int] = None,
-                 max_steps: Optional[int] = None, reward_mode: Optional[str] = None,
-                 transform_penalty: Optional[float] = None, execution_penalty: Optional[float] = None,
-                 tile_sizes: Optional[Sequence[int]] = None, num_threads: Optional[int] = None,
-                 max_vector_elements: Optional[int] = None, masked_actions: Optional[str] = "penalize",
-                 max_accesses: Optional[int] = None, interchange_mode: Optional[str] = None,
                  mlir: Optional[str] = None, description: str = "", info_timings: bool = False,
-                 benchmark_order: Optional[str] = None, evaluation_cache: Optional[str] = None,
-                 servers: Any = None, resolver: Any = None,
-                 pool: Optional[ServerPool] = None):
+                 benchmark_order: Optional[str] = None, servers: Any = None, resolver: Any = None,
+                 pool: Optional[ServerPool] = None, **options: Any):
         self._closed = True  # until the connection exists (so __del__ / close of a half-built env do nothing)
         self._session_id: Optional[str] = None
         # The last full observation (private arrays) and its id: steps ask the server for the tensors that changed
@@ -457,11 +433,8 @@ class MlirRlEnv(_ClosesItself, _EnvBase):
         self.last_evaluation: Optional[Dict[str, Any]] = None
         self.last_apply_ms: Optional[float] = None
         self.reference: Optional[Dict[str, Any]] = None
-        self._options = session_options(
-            max_loops=max_loops, actions_per_op=actions_per_op, max_steps=max_steps, reward_mode=reward_mode,
-            transform_penalty=transform_penalty, execution_penalty=execution_penalty, tile_sizes=tile_sizes,
-            num_threads=num_threads, max_vector_elements=max_vector_elements, masked_actions=masked_actions,
-            max_accesses=max_accesses, interchange_mode=interchange_mode, evaluation_cache=evaluation_cache)
+        options.setdefault("masked_actions", "penalize")  # every action of action_space is accepted (Gymnasium)
+        self._options = session_options(**options)
         if benchmark_order is not None and benchmark_order not in ("cycle", "random"):
             raise InvalidArgumentError(f"benchmark_order must be 'cycle' or 'random', got {benchmark_order!r}")
         self._benchmark_order = benchmark_order
