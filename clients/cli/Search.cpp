@@ -118,9 +118,9 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
   // a smaller register tile, which the parent state offered).
   if (left >= 2 && view.legal(s.tiling) && !view.legal(s.vectorization)) {
     int n = 0;
-    for (const std::vector<int64_t> &t : registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {
+    for (const RegisterTile &t : registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {
       if (n >= config_.maxRegisterTiles) break;
-      Action a = s.tiles(s.tiling, t);
+      Action a = s.tiles(s.tiling, t.sizes);
       std::optional<View> v = env_.observe(concat(prefix, {a}));
       if (sameOp(v) && v->legal(s.vectorization)) {
         out.push_back({a});

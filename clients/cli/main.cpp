@@ -360,6 +360,15 @@ int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
   }
   // The untransformed and heuristic schedules when they were measured.
   const EvalResult *untransformed = env.known({});
+  const EvalResult *heuristicResult = nullptr;
+  Actions heuristicSchedule;
+  if (strategy != "random") {
+    try {
+      heuristicSchedule = heuristic.complete({}, config.completionOps);
+      heuristicResult = env.known(heuristicSchedule);
+    } catch (const std::exception &) {
+    }
+  }
 
   JsonWriter j;
   j.beginObject();
@@ -375,6 +384,10 @@ int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
   j.key("wall_time_s").value(wall);
   j.key("reference_ms").value(env.referenceNs() / 1e6);
   if (untransformed && untransformed->ok) j.key("untransformed_ms").value(untransformed->timeNs / 1e6);
+  if (heuristicResult && heuristicResult->ok) {
+    j.key("heuristic_ms").value(heuristicResult->timeNs / 1e6);
+    j.key("heuristic_schedule").value(env.space().brief(env.normalize(heuristicSchedule)));
+  }
   j.key("dtype").value(info.dtype());
   j.key("flops").value(static_cast<long long>(info.flops()));
   j.key("num_ops").value(info.num_ops());
@@ -389,6 +402,7 @@ int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
     j.key("best_found_at_s").value(best->wallS);
     j.key("best_spread").value(best->result.spread);
     j.key("best_origin").value(best->origin);
+    j.key("best_schedule").value(env.space().brief(best->actions));
     j.key("actions").beginArray();
     for (const Action &a : best->actions) {
       j.beginArray(true);
