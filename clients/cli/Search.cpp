@@ -171,14 +171,15 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
   return out;
 }
 
-std::vector<Search::Node> Search::score(const std::vector<Actions> &prefixes, int budget, const std::string &origin) {
+std::vector<Search::Node> Search::score(const std::vector<Actions> &prefixes, int budget, const std::string &origin,
+                                        int op) {
   std::vector<Node> nodes;
   std::vector<Actions> fulls;
   int fresh = 0;
   for (const Actions &p : prefixes) {
     Node n;
     n.prefix = p;
-    n.full = heuristic_.complete(p, config_.completionOps);
+    n.full = completeWith(p, op);
     if (!env_.known(n.full)) {
       if (fresh >= budget) continue;
       ++fresh;
@@ -209,7 +210,7 @@ Search::Node Search::bestOp(Node start, int width, int budget, int op) {
     std::vector<std::vector<Actions>> perNode;
     for (const Node &n : beam) {
       std::vector<Actions> kids;
-      std::optional<View> v = env_.observe(n.prefix);
+      std::optional<View> v = env_.observe(n.prefix);  // a node whose op is finished has no children
       if (v && !v->done && v->opIndex == op && !v->interchangePending)
         for (const Actions &c : expand(n.prefix, *v)) {
           Actions p = concat(n.prefix, c);
@@ -225,7 +226,15 @@ Search::Node Search::bestOp(Node start, int width, int budget, int op) {
       if (!any) break;
     }
     if (order.empty()) break;
-    std::vector<Node> scored = score(order, left(), origin);
+    // Last, each node's op finished as it stands, without vectorizing it (scalar code that beats the vectorized
+    // completion: some contractions with many small loops).
+    for (const Node &n : beam) {
+      std::optional<View> v = env_.observe(n.prefix);
+      if (!v || v->done || v->opIndex != op || !v->legal(env_.space().noTransformation)) continue;
+      Actions p = concat(n.prefix, {env_.space().make(env_.space().noTransformation)});
+      if (seen.insert(formatActions(p)).second) order.push_back(std::move(p));
+    }
+    std::vector<Node> scored = score(order, left(), origin, op);
     if (scored.empty()) break;
     std::stable_sort(scored.begin(), scored.end(), [](const Node &a, const Node &b) { return a.timeNs < b.timeNs; });
     bool improved = scored[0].timeNs < best.timeNs * (1 - config_.minGain);
@@ -244,30 +253,71 @@ Search::Node Search::bestOp(Node start, int width, int budget, int op) {
   return best;
 }
 
+Actions Search::completeWith(const Actions &prefix, int ownOp) {
+  Actions out = prefix;
+  std::optional<View> v = env_.observe(out);
+  if (!v || v->done) return out;
+  int firstOp = ownOp >= 0 ? ownOp : v->opIndex;
+  for (int guard = 0; v && !v->done && guard < 4096; ++guard) {
+    int op = v->opIndex;
+    bool useTemplate = op != firstOp && !v->interchangePending && op < static_cast<int>(template_.size()) &&
+                       !template_[op].empty();
+    if (useTemplate) {
+      std::optional<View> w = env_.observe(concat(out, template_[op]));
+      useTemplate = w && (w->done || w->opIndex > op);
+    }
+    if (useTemplate) {
+      out = concat(out, template_[op]);
+    } else if (op - firstOp >= config_.completionOps) {
+      out.push_back(env_.space().make(env_.space().noTransformation));
+    } else {
+      Actions finish = heuristic_.finishOp(out);
+      if (finish.empty()) break;
+      out = concat(out, finish);
+    }
+    v = env_.observe(out);
+  }
+  return out;
+}
+
 void Search::perOp(int width) {
   seedEvaluations();
+  if (!env_.best()) return;
   std::vector<double> weights = opWeights();
-  Actions prefix;
-  while (!env_.exhausted()) {
-    std::optional<View> v = env_.observe(prefix);
-    if (!v || v->done) break;
-    int op = v->opIndex;
-    double rest = 0;
-    for (size_t i = op; i < weights.size(); ++i) rest += weights[i];
-    double share = op < static_cast<int>(weights.size()) && rest > 0 ? weights[op] / rest : 1.0;
-    // The op's share of the evaluations left, by iteration space (what it costs), at least 2 (1 for ops below 2 %
-    // of the work: their children differ by less than the measurements' noise).
-    int opsLeft = std::max(1, v->numOps - op);
-    int floor = std::min(share < 0.02 ? 1 : 2, std::max(1, env_.remaining() / opsLeft));
-    int budget = std::max(floor, static_cast<int>(std::lround(env_.remaining() * share)));
-    std::vector<Node> start = score({prefix}, 1, "start");
-    if (start.empty()) break;
-    Node best = bestOp(start[0], width, budget, op);
-    std::optional<View> bv = env_.observe(best.prefix);
-    prefix = bv && !bv->done && bv->opIndex == op ? concat(best.prefix, heuristic_.finishOp(best.prefix))
-                                                  : best.prefix;
-    std::optional<View> nv = env_.observe(prefix);
-    if (!nv || (!nv->done && nv->opIndex <= op)) break;  // the op could not be finished
+  Actions incumbent = env_.best()->actions;
+  double incumbentNs = env_.best()->result.timeNs;
+  template_ = segments(incumbent);
+  // Passes over the ops (coordinate descent): each op's schedule searched with the others fixed at the incumbent's,
+  // until a pass changes nothing or the budget is spent.
+  for (int pass = 0; pass < 16 && !env_.exhausted(); ++pass) {
+    bool improved = false;
+    for (int op = 0; op < static_cast<int>(template_.size()) && !env_.exhausted(); ++op) {
+      Actions prefix;
+      for (int i = 0; i < op; ++i) prefix = concat(prefix, template_[i]);
+      std::optional<View> v = env_.observe(prefix);
+      if (!v || v->done || v->opIndex != op) continue;
+      double rest = 0;
+      for (size_t i = op; i < weights.size(); ++i) rest += weights[i];
+      double share = op < static_cast<int>(weights.size()) && rest > 0 ? weights[op] / rest : 1.0;
+      // The op's share of the evaluations left, by iteration space (what it costs), at least 2 (1 for ops below 2 %
+      // of the work: their children differ by less than the measurements' noise).
+      int opsLeft = std::max(1, v->numOps - op);
+      int floor = std::min(share < 0.02 ? 1 : 2, std::max(1, env_.remaining() / opsLeft));
+      int budget = std::max(floor, static_cast<int>(std::lround(env_.remaining() * share)));
+      Node start;
+      start.prefix = prefix;
+      start.full = incumbent;
+      start.timeNs = incumbentNs;
+      start.scored = true;
+      Node best = bestOp(start, width, budget, op);
+      if (best.timeNs < incumbentNs) {
+        incumbent = env_.normalize(best.full);
+        incumbentNs = best.timeNs;
+        template_ = segments(incumbent);
+        improved = true;
+      }
+    }
+    if (!improved) break;
   }
 }
 
@@ -407,8 +457,13 @@ void Search::local() {
   while (!env_.exhausted() && idle < 500) {
     std::vector<Actions> segs = segments(current);
     if (segs.empty()) break;
-    int op = pickOp(rng_);
-    if (op >= static_cast<int>(segs.size()) || !mutate(segs, op)) {
+    // One change at a time; two or three once single changes stop finding new schedules.
+    int wanted = idle > 200 ? 3 : idle > 50 ? 2 : 1, changed = 0;
+    for (int m = 0; m < wanted; ++m) {
+      int op = pickOp(rng_);
+      changed += op < static_cast<int>(segs.size()) && mutate(segs, op);
+    }
+    if (changed == 0) {
       ++idle;
       continue;
     }

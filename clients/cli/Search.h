@@ -14,7 +14,7 @@
 namespace mlir_rl::cli {
 
 struct SearchConfig {
-  std::string strategy = "greedy";  // random, greedy, beam, local, heuristic
+  std::string strategy = "local";  // random, greedy, beam, local, heuristic
   int beamWidth = 4;
   double minGain = 0.01;        // a change must make the schedule this much faster to count as better
   uint64_t seed = 0;
@@ -53,16 +53,22 @@ class Search {
   void seedEvaluations();
   std::vector<double> opWeights();
   Node bestOp(Node start, int width, int budget, int op);
-  // Completes and scores `prefixes` in order while `budget` new evaluations last; unscored ones are dropped.
-  std::vector<Node> score(const std::vector<Actions> &prefixes, int budget, const std::string &origin);
+  // Completes (completeWith, `op` the op being searched) and scores `prefixes` in order while `budget` new
+  // evaluations last; unscored ones are dropped.
+  std::vector<Node> score(const std::vector<Actions> &prefixes, int budget, const std::string &origin, int op);
   // Per-op segments of a complete schedule (the actions taken while the cursor was on each op).
   std::vector<Actions> segments(const Actions &schedule);
+  // `prefix` with op `ownOp` (default: the op under the cursor) finished by the heuristic if the cursor is still on
+  // it, then every later op as in template_ (the incumbent schedule's segments) while that is legal, else finished by
+  // the heuristic.
+  Actions completeWith(const Actions &prefix, int ownOp = -1);
   bool mutate(std::vector<Actions> &segs, int op);
 
   Env &env_;
   Heuristic &heuristic_;
   SearchConfig config_;
   std::mt19937_64 rng_;
+  std::vector<Actions> template_;  // per-op segments later ops are completed with when scoring a partial schedule
 };
 
 }  // namespace mlir_rl::cli

@@ -43,13 +43,15 @@ ABSL_FLAG(std::string, tls_ca, "", "connect with TLS, verifying the server again
 ABSL_FLAG(std::string, tls_cert, "", "client certificate (PEM) for TLS servers that require one (default: $MLIR_RL_TLS_CERT)");
 ABSL_FLAG(std::string, tls_key, "", "key of --tls_cert (default: $MLIR_RL_TLS_KEY)");
 // search
-ABSL_FLAG(std::string, strategy, "greedy", "search strategy: random, greedy, beam, local, heuristic");
+ABSL_FLAG(std::string, strategy, "local", "search strategy: random, greedy, beam, local, heuristic");
 ABSL_FLAG(int, budget_evals, 200, "search: evaluations (distinct schedules measured) at most (0: no limit)");
 ABSL_FLAG(double, budget_s, 0, "search: wall time in seconds, checked before each evaluation batch (0: no limit)");
 ABSL_FLAG(int, beam_width, 4, "search: width of the beam");
 ABSL_FLAG(double, min_gain, 0.01, "search: relative speed gain a change needs to count as better");
 ABSL_FLAG(int, parallel, 2, "search: schedules measured at once (one StepMany; the server's workers run them)");
 ABSL_FLAG(int, num_threads, 0, "session option num_threads (OpenMP threads per evaluation; 0: server default, 1)");
+ABSL_FLAG(std::string, evaluation_cache, "use", "session option evaluation_cache: use (a schedule any session "
+                                                "measured is not measured again), refresh, bypass (always measure)");
 ABSL_FLAG(int, completion_ops, 12, "search: later ops the heuristic completes when scoring a partial schedule");
 ABSL_FLAG(std::string, out, "", "search: write <out>.json (record), <out>.transform.mlir (Transform script of the "
                                 "best schedule) and <out>.payload.mlir (the benchmark IR the script applies to)");
@@ -155,6 +157,10 @@ v1::SessionOptions sessionOptions() {
   v1::SessionOptions o;
   if (int m = absl::GetFlag(FLAGS_max_steps); m > 0) o.set_max_steps(m);
   if (int t = absl::GetFlag(FLAGS_num_threads); t > 0) o.set_num_threads(t);
+  std::string cache = absl::GetFlag(FLAGS_evaluation_cache);
+  if (cache == "refresh") o.set_evaluation_cache(v1::EVALUATION_CACHE_REFRESH);
+  else if (cache == "bypass") o.set_evaluation_cache(v1::EVALUATION_CACHE_BYPASS);
+  else if (cache != "use") throw std::invalid_argument("--evaluation_cache must be use, refresh or bypass");
   return o;
 }
 

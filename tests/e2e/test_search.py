@@ -118,7 +118,9 @@ def test_unknown_strategy_is_refused(server):
 
 # The heuristic policy used to leave a loop untiled when 8 or 16 did not divide it, so vectorization stayed masked
 # and the tiled scalar code ran 4-28x slower than untransformed. Compared within one run (`--strategy=heuristic`
-# measures the untransformed and the heuristic schedule); 15 % covers the noise of a shared machine.
+# measures the untransformed and the heuristic schedule), the fastest of up to three runs measuring afresh
+# (`--evaluation_cache=bypass`): a kernel of a few microseconds varies by 30 % from one measurement to the next on a
+# shared machine; 15 % more is allowed.
 HEURISTIC_CASES = [
     "nn-ops/relu_1x64x112x112_f32",
     "nn-ops/relu_1x512x7x7_f32",
@@ -133,9 +135,16 @@ HEURISTIC_CASES = [
 @pytest.mark.parametrize("name", HEURISTIC_CASES)
 def test_heuristic_never_slower_than_untransformed(server, tmp_path, name):
     uri = f"benchmark://{name}"
-    record = run_search(server, tmp_path / "h", f"--benchmark={uri}", "--strategy=heuristic")
-    assert record["evaluations"] == 2 or record["heuristic_schedule"] == "(untransformed)"
-    assert record["heuristic_ms"] <= 1.15 * record["untransformed_ms"], record
+    heuristic, untransformed = [], []
+    for attempt in range(3):
+        record = run_search(server, tmp_path / f"h{attempt}", f"--benchmark={uri}", "--strategy=heuristic",
+                            "--evaluation_cache=bypass")
+        assert record["evaluations"] == 2 or record["heuristic_schedule"] == "(untransformed)"
+        heuristic.append(record["heuristic_ms"])
+        untransformed.append(record["untransformed_ms"])
+        if min(heuristic) <= 1.15 * min(untransformed):
+            break
+    assert min(heuristic) <= 1.15 * min(untransformed), (record["heuristic_schedule"], heuristic, untransformed)
     # The episode policy takes the same schedule.
     done = run_cli("episode", f"--server={server}", f"--benchmark={uri}", "--policy=heuristic")
     assert done.returncode == 0, done.stderr + done.stdout

@@ -68,7 +68,7 @@ def find_cli_binary(environ: Optional[Mapping[str, str]] = None) -> Path:
                                            f". Build it (bash scripts/build.sh) or set ${ENV_CLI_BIN}.")
 
 
-def search(benchmark: str, strategy: str = "greedy", budget: Optional[int] = 200, *, budget_s: Optional[float] = None,
+def search(benchmark: str, strategy: str = "local", budget: Optional[int] = 200, *, budget_s: Optional[float] = None,
            server: Optional[str] = None, seed: int = 0, beam_width: Optional[int] = None,
            parallel: Optional[int] = None, num_threads: Optional[int] = None, out: Optional[os.PathLike] = None,
            timeout: Optional[float] = None, progress: bool = False, extra_args: Sequence[str] = (),
