@@ -358,6 +358,7 @@ std::vector<std::optional<EvalResult>> Env::evaluate(const std::vector<Actions> 
     }
   }
   size_t next = 0;
+  std::map<size_t, int> aborted;
   while (next < todo.size() && !exhausted()) {
     size_t n = std::min<size_t>({static_cast<size_t>(parallel_), todo.size() - next,
                                  static_cast<size_t>(maxEvaluations_ - evaluations_)});
@@ -407,7 +408,7 @@ std::vector<std::optional<EvalResult>> Env::evaluate(const std::vector<Actions> 
           results_[formatActions(normalized[i])] = result;
           continue;
         }
-        if (r.code() == static_cast<int>(grpc::StatusCode::ABORTED)) {
+        if (r.code() == static_cast<int>(grpc::StatusCode::ABORTED) && ++aborted[i] <= 2) {
           todo.push_back(i);  // the server could not evaluate it (a worker killed from outside): try again
           continue;
         }

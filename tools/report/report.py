@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -344,6 +345,7 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=2, help="evaluations a search runs at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-budget-s", type=float, default=2.0)
+    p.add_argument("--keep", action="store_true", help="keep the work directory (search records, scripts, logs)")
     args = p.parse_args()
     if args.budget is None:
         args.budget = 8 if args.small else 200
@@ -463,6 +465,10 @@ def main() -> int:
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "report.md").write_text(markdown(report, images))
     log(f"wrote {out / 'report.md'}, report.json and {len(images)} plots in {report['wall_time_s'] / 60:.1f} min")
+    if args.keep:
+        log(f"work directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
