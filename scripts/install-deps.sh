@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package mlir-rl needs to build, test and run. Idempotent: packages already present are
-# skipped by apt, and `apt-get update` runs only when a package is missing.
+# Installs every Debian package mlir-rl needs to build, test and run (`--report`: also what the performance report
+# needs). Idempotent: packages already present are skipped by apt, and `apt-get update` runs only when a package is
+# missing.
 set -euo pipefail
 
 PACKAGES=(
@@ -28,6 +29,13 @@ PACKAGES=(
   # used by tests and tools
   procps curl
 )
+
+# The performance report (scripts/report.sh): PyTorch for the comparison, OpenBLAS for its matmuls (Debian's
+# python3-torch falls back to the reference BLAS otherwise), matplotlib for the plots, taskset for pinning.
+REPORT_PACKAGES=(python3-torch python3-matplotlib libopenblas0-pthread util-linux)
+if [ "${1:-}" = "--report" ]; then
+  PACKAGES+=("${REPORT_PACKAGES[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

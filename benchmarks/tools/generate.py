@@ -4,10 +4,15 @@
     /usr/bin/python3 benchmarks/tools/generate.py            # (re)write all files, delete stale ones
     /usr/bin/python3 benchmarks/tools/generate.py --check    # exit 1 if any file differs from what would be written
     /usr/bin/python3 benchmarks/tools/generate.py --list     # print dataset, name and description of each benchmark
+    /usr/bin/python3 benchmarks/tools/generate.py --manifest M.json  # write each benchmark's PyTorch program (no .mlir)
 
 Output is deterministic: the same script always writes byte-identical files. Each file holds one public func.func
 (the kernel) on statically shaped tensors, written with func, linalg, tensor, arith and math only; its first line is
 `// description: ...`. See benchmarks/README.md for what each suite contains.
+
+The builders also record, per function, the same computation as PyTorch operators (conv2d, linear, softmax, einsum,
+...; `Func.torch`), which `--manifest` writes as JSON for the performance report (tools/report/): every linalg op is
+accounted for by exactly one recorded operator, checked when the manifest is written.
 """
 import argparse
 import os
@@ -112,6 +117,8 @@ class Body:
         return acc
 
 
+RENDERED = {}  # rendered text -> (Func, results): what --manifest reads
+
 RESERVED = re.compile(r"[viop]\d+|v\d+|map\d+")
 
 
@@ -122,6 +129,27 @@ class Func:
         self.name, self.dt = name, dt
         self.args, self.consts, self.const_lines, self.lines = [], {}, [], []
         self.maps, self.counter, self.num_ops = {}, 0, 0
+        self.program, self.covered = [], 0  # the PyTorch equivalent (see torch())
+
+    # --- the PyTorch program (for the report's manifest) ---------------------------------------------------------
+    def torch(self, op, ins, out, covers=None, **attrs):
+        """Records `out = op(*ins, **attrs)` in PyTorch terms; it accounts for the linalg ops built since the last
+        record (`covers=0` for tensor ops that build none: pad, reshape, constants). Returns `out`."""
+        if covers is None:
+            covers = self.num_ops - self.covered
+            assert covers >= 1, f"{self.name}: {op} records no linalg op"
+            self.covered = self.num_ops
+        self.program.append(dict(op=op, ins=[v.name for v in ins], out=out.name, shape=list(out.shape),
+                                 covers=covers, **attrs))
+        return out
+
+    def manifest(self, results):
+        results = results if isinstance(results, (list, tuple)) else [results]
+        missing = self.num_ops - self.covered
+        assert missing == 0, f"{self.name}: {missing} linalg op(s) without a PyTorch equivalent"
+        return dict(function=self.name, dtype=self.dt, num_ops=self.num_ops,
+                    args=[dict(name=a.name, shape=list(a.shape), dtype=a.dt) for a in self.args],
+                    program=self.program, results=[dict(name=r.name, shape=list(r.shape)) for r in results])
 
     # --- values -------------------------------------------------------------------------------------------------
     def arg(self, name, shape, dt=None):
@@ -149,7 +177,7 @@ class Func:
         v = Val(self.fresh(hint), array.shape, dt)
         literal = fmt_dense(np.asarray(array, float), dt)
         self.const_lines.append(f"{v.name} = arith.constant dense<{literal}> : {v.type}")
-        return v
+        return self.torch("const", [], v, covers=0, value=np.asarray(array, float).tolist())
 
     def amap(self, ndims, exprs):
         dims = ", ".join(f"d{i}" for i in range(ndims))
@@ -181,18 +209,18 @@ class Func:
                        f"^bb0({idx}):",
                        f"  tensor.yield {self.scalar(value)} : {self.dt}",
                        f"}} : {x.type} to {v.type}"]
-        return v
+        return self.torch("pad", [x], v, covers=0, low=list(low), high=list(high), value=float(value))
 
     def expand(self, x, groups, shape):
         v = Val(self.fresh("expand"), shape, x.dt)
         self.lines.append(f"{v.name} = tensor.expand_shape {x.name} {groups} output_shape "
                           f"[{', '.join(map(str, shape))}] : {x.type} into {v.type}")
-        return v
+        return self.torch("reshape", [x], v, covers=0)
 
     def collapse(self, x, groups, shape):
         v = Val(self.fresh("collapse"), shape, x.dt)
         self.lines.append(f"{v.name} = tensor.collapse_shape {x.name} {groups} : {x.type} into {v.type}")
-        return v
+        return self.torch("reshape", [x], v, covers=0)
 
     # --- linalg ops ---------------------------------------------------------------------------------------------
     def named(self, op, ins, init, attrs=None, hint=None):
@@ -241,7 +269,9 @@ class Func:
         out += ["  " + line for line in self.const_lines + self.lines]
         out.append(f"  return {', '.join(r.name for r in results)} : {', '.join(r.type for r in results)}")
         out.append("}")
-        return "\n".join(out) + "\n"
+        text = "\n".join(out) + "\n"
+        RENDERED[text] = (self, results)
+        return text
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,7 +296,8 @@ def conv2d(f, x, w, stride, layout="nchw"):
         out = (n, conv_out(h, kh, stride), conv_out(wd, kw, stride), fo)
     attrs = [("dilations", "dense<1> : tensor<2xi64>"), ("strides", f"dense<{stride}> : tensor<2xi64>")]
     op = "conv_2d_nchw_fchw" if layout == "nchw" else "conv_2d_nhwc_hwcf"
-    return f.named(op, [x, w], f.fill(out, 0.0), attrs, hint="conv")
+    return f.torch("conv2d", [x, w], f.named(op, [x, w], f.fill(out, 0.0), attrs, hint="conv"), stride=stride,
+                   layout=layout)
 
 
 def depthwise2d(f, x, w, stride, layout="nchw"):
@@ -279,7 +310,8 @@ def depthwise2d(f, x, w, stride, layout="nchw"):
         out = (n, conv_out(h, kh, stride), conv_out(wd, kw, stride), c)
     attrs = [("dilations", "dense<1> : tensor<2xi64>"), ("strides", f"dense<{stride}> : tensor<2xi64>")]
     op = "depthwise_conv_2d_nchw_chw" if layout == "nchw" else "depthwise_conv_2d_nhwc_hwc"
-    return f.named(op, [x, w], f.fill(out, 0.0), attrs, hint="dwconv")
+    return f.torch("depthwise_conv2d", [x, w], f.named(op, [x, w], f.fill(out, 0.0), attrs, hint="dwconv"),
+                   stride=stride, layout=layout)
 
 
 def pool(f, x, k, stride, kind, layout="nchw"):
@@ -293,9 +325,11 @@ def pool(f, x, k, stride, kind, layout="nchw"):
     attrs = [("dilations", "dense<1> : tensor<2xi64>"), ("strides", f"dense<{stride}> : tensor<2xi64>")]
     window = f.empty((k, k))
     if kind == "max":
-        return f.named(f"pooling_{layout}_max", [x, window], f.fill(out, float("-inf")), attrs, hint="maxpool")
+        y = f.named(f"pooling_{layout}_max", [x, window], f.fill(out, float("-inf")), attrs, hint="maxpool")
+        return f.torch("max_pool2d", [x], y, kernel=k, stride=stride, layout=layout)
     s = f.named(f"pooling_{layout}_sum", [x, window], f.fill(out, 0.0), attrs, hint="sumpool")
-    return unary(f, s, lambda b, v: b.div(v, b.const(k * k)), "avg")
+    y = unary(f, s, lambda b, v: b.div(v, b.const(k * k)), "avg")
+    return f.torch("avg_pool2d", [x], y, kernel=k, stride=stride, layout=layout)
 
 
 def unary(f, x, fn, hint):
@@ -304,11 +338,11 @@ def unary(f, x, fn, hint):
 
 
 def relu(f, x):
-    return unary(f, x, lambda b, v: b.max(v, b.const(0.0)), "relu")
+    return f.torch("relu", [x], unary(f, x, lambda b, v: b.max(v, b.const(0.0)), "relu"))
 
 
 def relu6(f, x):
-    return unary(f, x, lambda b, v: b.min(b.max(v, b.const(0.0)), b.const(6.0)), "relu6")
+    return f.torch("relu6", [x], unary(f, x, lambda b, v: b.min(b.max(v, b.const(0.0)), b.const(6.0)), "relu6"))
 
 
 def gelu(f, x):
@@ -316,31 +350,34 @@ def gelu(f, x):
     def body(b, v):
         e = b.erf(b.mul(v, b.const(0.7071067811865476)))
         return b.mul(b.mul(v, b.const(0.5)), b.add(e, b.const(1.0)))
-    return unary(f, x, body, "gelu")
+    return f.torch("gelu", [x], unary(f, x, body, "gelu"))
 
 
 def bias_add(f, x, bias, channel_dim):
     """x + bias broadcast along every dim but `channel_dim`."""
     n = len(x.shape)
-    return f.generic([x, bias], [f.empty(x.shape)], [identity(n), (channel_dim,), identity(n)], "p" * n,
-                     lambda b, v, c, o: b.add(v, c), "bias")
+    y = f.generic([x, bias], [f.empty(x.shape)], [identity(n), (channel_dim,), identity(n)], "p" * n,
+                  lambda b, v, c, o: b.add(v, c), "bias")
+    return f.torch("bias_add", [x, bias], y, channel_dim=channel_dim)
 
 
 def add(f, a, b):
-    return f.named("add", [a, b], f.empty(a.shape), hint="add")
+    return f.torch("add", [a, b], f.named("add", [a, b], f.empty(a.shape), hint="add"))
 
 
 def matmul(f, a, b):
-    return f.named("matmul", [a, b], f.fill((a.shape[0], b.shape[1]), 0.0), hint="matmul")
+    return f.torch("matmul", [a, b], f.named("matmul", [a, b], f.fill((a.shape[0], b.shape[1]), 0.0), hint="matmul"))
 
 
 def linear(f, x, w):
     """x W^T with W [out, in] (PyTorch nn.Linear layout): linalg.matmul_transpose_b."""
-    return f.named("matmul_transpose_b", [x, w], f.fill((x.shape[0], w.shape[0]), 0.0), hint="linear")
+    return f.torch("linear", [x, w], f.named("matmul_transpose_b", [x, w], f.fill((x.shape[0], w.shape[0]), 0.0),
+                                             hint="linear"))
 
 
 def batch_matmul(f, a, b):
-    return f.named("batch_matmul", [a, b], f.fill((a.shape[0], a.shape[1], b.shape[2]), 0.0), hint="bmm")
+    return f.torch("bmm", [a, b], f.named("batch_matmul", [a, b], f.fill((a.shape[0], a.shape[1], b.shape[2]), 0.0),
+                                          hint="bmm"))
 
 
 def softmax(f, x, scale=None):
@@ -356,8 +393,9 @@ def softmax(f, x, scale=None):
         return b.exp(b.mul(d, b.const(scale)) if scale is not None else d)
     e = f.generic([x, m], [f.empty(x.shape)], [identity(n), row, identity(n)], "p" * n, exp_body, "exp")
     s = f.generic([e], [f.fill(x.shape[:-1], 0.0)], [identity(n), row], iters, lambda b, v, o: b.add(o, v), "rowsum")
-    return f.generic([e, s], [f.empty(x.shape)], [identity(n), row, identity(n)], "p" * n,
-                     lambda b, v, t, o: b.div(v, t), "softmax")
+    y = f.generic([e, s], [f.empty(x.shape)], [identity(n), row, identity(n)], "p" * n,
+                  lambda b, v, t, o: b.div(v, t), "softmax")
+    return f.torch("softmax", [x], y, scale=scale)
 
 
 def layernorm(f, x, gamma, beta, eps):
@@ -375,12 +413,21 @@ def layernorm(f, x, gamma, beta, eps):
         mean = b.mul(sm, b.const(inv))
         rstd = b.rsqrt(b.add(b.mul(vr, b.const(inv)), b.const(eps)))
         return b.add(b.mul(b.mul(b.sub(v, mean), rstd), g), bt)
-    return f.generic([x, s, var, gamma, beta], [f.empty(x.shape)], [(0, 1), (0,), (0,), (1,), (1,), (0, 1)], "pp",
-                     norm_body, "layernorm")
+    y = f.generic([x, s, var, gamma, beta], [f.empty(x.shape)], [(0, 1), (0,), (0,), (1,), (1,), (0, 1)], "pp",
+                  norm_body, "layernorm")
+    return f.torch("layer_norm", [x, gamma, beta], y, eps=eps)
 
 
 def dims(shape):
     return "x".join(map(str, shape))
+
+
+def einsum_equation(maps):
+    """torch.einsum's equation of a contraction whose indexing maps (dim indices; inputs, then the output) are
+    `maps`: out[...] = sum of the product of the inputs."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    assert all(isinstance(d, int) for m in maps for d in m), maps
+    return ",".join("".join(letters[d] for d in m) for m in maps[:-1]) + "->" + "".join(letters[d] for d in maps[-1])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -729,12 +776,16 @@ def bert_attention(f, q, k, v):
     s, h, d = BERT["seq"], BERT["heads"], BERT["head_dim"]
     q3, k3, v3 = (f.expand(t, "[[0], [1, 2]]", (s, h, d)) for t in (q, k, v))
     # scores[h, i, j] = sum_d Q[i, h, d] K[j, h, d]     loops (h, i, j, d)
-    scores = f.generic([q3, k3], [f.fill((h, s, s), 0.0)], [(1, 0, 3), (2, 0, 3), (0, 1, 2)], "pppr",
-                       lambda b, a, c, o: b.add(o, b.mul(a, c)), "scores")
+    maps = [(1, 0, 3), (2, 0, 3), (0, 1, 2)]
+    scores = f.torch("einsum", [q3, k3], f.generic([q3, k3], [f.fill((h, s, s), 0.0)], maps, "pppr",
+                                                   lambda b, a, c, o: b.add(o, b.mul(a, c)), "scores"),
+                     equation=einsum_equation(maps))
     probs = softmax(f, scores, 1.0 / np.sqrt(d))
     # context[i, h, d] = sum_j P[h, i, j] V[j, h, d]     loops (i, h, d, j)
-    ctx = f.generic([probs, v3], [f.fill((s, h, d), 0.0)], [(1, 0, 3), (3, 1, 2), (0, 1, 2)], "pppr",
-                    lambda b, a, c, o: b.add(o, b.mul(a, c)), "context")
+    maps = [(1, 0, 3), (3, 1, 2), (0, 1, 2)]
+    ctx = f.torch("einsum", [probs, v3], f.generic([probs, v3], [f.fill((s, h, d), 0.0)], maps, "pppr",
+                                                   lambda b, a, c, o: b.add(o, b.mul(a, c)), "context"),
+                  equation=einsum_equation(maps))
     return f.collapse(ctx, "[[0], [1, 2]]", (s, h * d))
 
 
@@ -881,8 +932,8 @@ def lqcd():
         out.append((name, f.render(description + "; real-valued f64", build(f))))
 
     def contract(f, ins, out_init, maps, iterators, hint):
-        return f.generic(ins, [out_init], maps, iterators,
-                         lambda b, *a: b.add(a[-1], b.product(list(a[:-1]))), hint)
+        y = f.generic(ins, [out_init], maps, iterators, lambda b, *a: b.add(a[-1], b.product(list(a[:-1]))), hint)
+        return f.torch("einsum", ins, y, equation=einsum_equation(maps))
 
     def diquark(f, s1, s2, nt, nx):
         # D[t,x,c,a',al',b',be'] = sum_{a,b,al,be} eps[a,b,c] CG5[al,be] S1[t,x,a,al,a',al'] S2[t,x,b,be,b',be']
@@ -1007,8 +1058,9 @@ def lqcd():
         args = dibaryon_args(f, nt8)
         terms = [dibaryon_term(f, *args, perm, hint) for perm, hint in
                  (((0, 1, 2, 3, 4, 5), "direct"), ((0, 4, 2, 3, 1, 5), "exchange"), ((0, 1, 5, 3, 4, 2), "exchange"))]
-        return f.generic(terms, [f.empty((nt8,))], [(0,)] * 4, "p", lambda b, d, e1, e2, o: b.sub(b.sub(d, e1), e2),
-                         "correlator")
+        y = f.generic(terms, [f.empty((nt8,))], [(0,)] * 4, "p", lambda b, d, e1, e2, o: b.sub(b.sub(d, e1), e2),
+                      "correlator")
+        return f.torch("lincomb", terms, y, coefficients=[1.0, -1.0, -1.0])
     emit("dibaryon_correlator",
          f"dibaryon correlator with Wick contractions: direct term minus two one-quark exchange terms (quarks 2<->5, "
          f"3<->6), each sum B1[t,..] B2[t,..] W1[..] W2[..] over six color-spin indices (7 loops), then "
@@ -1076,8 +1128,21 @@ def main():
     parser.add_argument("--out", default=BENCHMARKS_DIR, help="benchmarks directory (default: this tool's parent)")
     parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on differences")
     parser.add_argument("--list", action="store_true", help="print dataset, name and description of each benchmark")
+    parser.add_argument("--manifest", metavar="PATH",
+                        help="write each benchmark's arguments, results and PyTorch program as JSON (no .mlir files)")
     args = parser.parse_args()
     suites = all_benchmarks()
+    if args.manifest:
+        import json
+        manifest = {"generator": "benchmarks/tools/generate.py", "benchmarks": {}}
+        for dataset, files in suites.items():
+            for name, text in files:
+                func, results = RENDERED[text]
+                manifest["benchmarks"][f"{dataset}/{name}"] = func.manifest(results)
+        with open(args.manifest, "w", encoding="utf-8") as out:
+            json.dump(manifest, out, separators=(",", ":"))
+        print(f"{len(manifest['benchmarks'])} benchmarks -> {args.manifest}")
+        return 0
     differences = 0
     for dataset, files in suites.items():
         names = [n for n, _ in files]

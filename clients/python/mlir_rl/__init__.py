@@ -9,7 +9,8 @@
     envs = mlir_rl.make_vec(8, servers="dns:///tasks.mlirrl_server:50051")      # every replica the name lists
 
 With gymnasium importable, ``gymnasium.make("mlir_rl/MlirRl-v0", benchmark=..., server=...)`` works too; for
-Stable-Baselines3, ``mlir_rl.sb3.make_sb3_vec(8, server=...)``.
+Stable-Baselines3, ``mlir_rl.sb3.make_sb3_vec(8, server=...)``. Search baselines (random, greedy, beam, local
+search; ``mlir-rl-cli search``): ``mlir_rl.search(benchmark, strategy="beam", budget=200, server=...)``.
 
 Without ``server=``, ``$MLIR_RL_SERVER`` or else a local server shared by the process (:mod:`mlir_rl.local_server`).
 The generated protocol modules (``mlir_rl.v1.env_pb2``, ``env_pb2_grpc``) are produced by the build (CMake, or
@@ -30,6 +31,7 @@ except ImportError as _e:  # pragma: no cover - only without generated stubs
 
 from . import cluster, errors, local_server  # noqa: E402
 from .client import generator_families, list_benchmarks, make, make_vec, version  # noqa: E402
+from .search import search  # noqa: E402
 from .env import MlirRlEnv  # noqa: E402
 from .vector import AutoresetMode, MlirRlVectorEnv  # noqa: E402
 from .registration import ENV_ID, register_envs  # noqa: E402
@@ -56,6 +58,7 @@ except Exception as _e:  # pragma: no cover - a broken gymnasium must not make t
 
 __all__ = [
     "make",
+    "search",
     "ENV_ID",
     "register_envs",
     "make_vec",

@@ -1,0 +1,81 @@
+// What the heuristic policy and the searches propose for the op under the cursor, read from the masks and loop
+// bounds of an observation; legality of what a proposal leads to (e.g. whether vectorization is allowed after a
+// tiling) is asked of the server by observing the state (a replay that evaluates nothing).
+#pragma once
+
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "Env.h"
+
+namespace mlir_rl::cli {
+
+// How a register tile is shaped: `lanes` elements on the vector loop (the innermost parallel loop, or the innermost
+// loop for `innermost`), other parallel loops filled up to `elements` elements in all (each at most `lanes`),
+// reduction loops tiled to `reduction` (the innermost loop, when it is one, to `innerReduction` if set).
+struct TileShape {
+  int64_t lanes = 16;
+  int64_t elements = 128;
+  int64_t reduction = 1;
+  bool innermost = false;
+  int64_t innerReduction = 0;  // tile of the innermost loop when it is a reduction (0: `reduction`)
+};
+
+// Output-height and kernel-height loops of 2-D convolutions and poolings that vectorization decomposes (it tiles them
+// to 1 itself; they do not count towards the vector's size); {-1, -1} for other ops.
+std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops);
+
+// Tile sizes (0 = untiled) of `shape` for the op of `view`, each a legal value of its head (or the loop's bound);
+// `width` (if given) receives the extent of the vector loop after tiling.
+std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape,
+                                  int64_t *width = nullptr);
+struct RegisterTile {
+  std::vector<int64_t> sizes;
+  int64_t width = 0;  // extent of the vector loop (1: the "vector" is a scalar)
+};
+// Register tiles worth trying, most promising first, without duplicates or all-untiled vectors. `lanes`: vector
+// lanes of the benchmark's element type on this host (16 for f32 on AVX-512); `maxElements`: the session's
+// max_vector_elements.
+std::vector<RegisterTile> registerTiles(const View &view, const Space &space, int64_t lanes, int64_t maxElements);
+// Larger (cache) tiles: reductions and/or parallel loops to 64 or 32; only those that shrink some loop.
+std::vector<std::vector<int64_t>> cacheTiles(const View &view, const Space &space);
+// Tiles of the parallel loops for tiled fusion (reductions 0): the register tile's parallel part, then 8, 32, 64.
+std::vector<std::vector<int64_t>> fusionTiles(const View &view, const Space &space, int64_t lanes,
+                                              int64_t maxElements);
+// Loop permutations worth trying (not the identity): each loop moved innermost, the two innermost swapped.
+std::vector<std::vector<int>> permutations(const View &view, int limit);
+// Level-pointer actions of a permutation (the last loop is implied).
+Actions interchangeActions(const Space &space, const std::vector<int> &permutation);
+
+std::vector<int64_t> randomAction(const View &view, const Space &space, std::mt19937_64 &rng);
+
+// The heuristic: finish the op under the cursor with a register tile and vectorization (the first register tile,
+// most promising first, after which the server allows vectorization and whose vector loop has at least 2 elements;
+// img2col first for convolutions that cannot vectorize otherwise), or leave it untransformed when no such schedule
+// exists (vectors of one element are scalar code with loop overhead: batch_matmul 12x197x64x197, whose 197s only
+// tile by 1, measured no faster than untransformed). Memoized per state.
+class Heuristic {
+ public:
+  Heuristic(Env &env, int64_t lanes, int64_t maxElements) : env_(env), lanes_(lanes), maxElements_(maxElements) {}
+  // Actions that finish the current op of the state after `prefix` ({NO_TRANSFORMATION} when nothing helps; empty
+  // when the episode is over or the state does not exist).
+  Actions finishOp(const Actions &prefix);
+  // `prefix` followed by finishOp for every remaining op (or NO_TRANSFORMATION for ops past `heuristicOps` ops from
+  // the cursor, so that long models stay cheap to complete).
+  Actions complete(const Actions &prefix, int heuristicOps = 1 << 30);
+  int64_t lanes() const { return lanes_; }
+  int64_t maxElements() const { return maxElements_; }
+
+ private:
+  Actions vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft);
+  Env &env_;
+  int64_t lanes_, maxElements_;
+  std::map<std::string, Actions> memo_;
+};
+
+// Vector lanes for a dtype name ("f32", "f64", ...) with 512-bit registers.
+int64_t lanesFor(const std::string &dtype);
+
+}  // namespace mlir_rl::cli

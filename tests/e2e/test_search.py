@@ -1,0 +1,167 @@
+"""Search baselines (``mlir-rl-cli search``) and the CLI's heuristic policy against a real server.
+
+Each strategy finds a schedule at least as fast as the untransformed benchmark (it measures that schedule too, so the
+comparison is between measurements of one run), writes its JSON record and Transform script, and the script replays
+with ``mlir-opt --transform-interpreter`` to the IR the server reaches with the same actions. Budgets are respected.
+The heuristic policy is never slower than untransformed on the kernels it used to be 4-28x slower on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT, server_binary
+
+MLIR_OPT = Path("/usr/lib/llvm-19/bin/mlir-opt")
+SMALL = "benchmark://nn-ops/matmul_relu_128x128x128_f32"  # two ops: a producer, fusion, a consumer
+
+
+def cli_binary() -> Path:
+    path = Path(os.environ.get("MLIR_RL_CLI_BIN", server_binary().parent / "mlir-rl-cli"))
+    if not path.exists():
+        message = f"{path} not found (build it: bash scripts/build.sh)"
+        if os.environ.get("MLIR_RL_REQUIRE_SERVER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cli_binary()), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+
+
+def run_search(server: str, out: Path, *args: str, timeout: float = 600) -> dict:
+    done = run_cli("search", f"--server={server}", f"--out={out}", "--progress=lines", *args, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    assert re.search(r"search \w+ .*evals", done.stderr), done.stderr  # progress lines
+    return json.loads(Path(f"{out}.json").read_text())
+
+
+def mlir_opt(path: Path, *args: str) -> str:
+    done = subprocess.run([str(MLIR_OPT), *args, str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def current_ir(server: str, benchmark: str, actions) -> tuple:
+    """The server's IR and script after replaying `actions` on a fresh session (Python client)."""
+    import mlir_rl
+
+    with mlir_rl.make(benchmark, server=server, masked_actions="reject") as env:
+        env.reset(options={"replay_actions": actions})
+        exported = env.export_schedule()
+    return exported["current_ir"], exported["transform_script"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "greedy", "beam", "local"])
+def test_strategy_finds_schedule_writes_record_and_script_replays(server, tmp_path, strategy):
+    budget = 10
+    record = run_search(server, tmp_path / strategy, f"--benchmark={SMALL}", f"--strategy={strategy}",
+                        f"--budget_evals={budget}", "--seed=1")
+    assert record["benchmark"] == SMALL and record["strategy"] == strategy
+    assert 1 <= record["evaluations"] <= budget
+    assert record["budget"] == {"evaluations": budget, "seconds": 0}
+    # The untransformed schedule is among those measured, so the best is at least as fast (same run).
+    assert record["untransformed_ms"] > 0
+    assert record["best_time_ms"] <= record["untransformed_ms"]
+    assert record["best_speedup"] > 0 and record["reference_ms"] > 0
+    assert record["flops"] > 0 and record["best_gflops"] > 0
+    assert record["actions"] and len(record["descriptions"]) >= len(record["actions"])
+    assert record["trace"][-1][2] == pytest.approx(record["best_speedup"])
+    for key in ("wall_time_s", "server", "machine", "date", "client", "options"):
+        assert key in record, key
+    assert record["server"]["version"] and record["machine"]["cores"] >= 1
+    script, payload = Path(record["transform_script"]), Path(record["payload"])
+    assert script.read_text().startswith("module") and "rl.op" in payload.read_text()
+
+    # The script replays with mlir-opt to the IR the server reaches with the same actions.
+    if not MLIR_OPT.exists():
+        pytest.skip(f"{MLIR_OPT} not installed")
+    replayed = tmp_path / "replayed.mlir"
+    replayed.write_text(mlir_opt(payload, f"--transform-preload-library=transform-library-paths={script}",
+                                 "--transform-interpreter"))
+    ir, server_script = current_ir(server, SMALL, record["actions"])
+    assert server_script == script.read_text()
+    expected = tmp_path / "expected.mlir"
+    expected.write_text(ir)
+    assert mlir_opt(replayed) == mlir_opt(expected)
+
+
+def test_greedy_and_beam_beat_the_untransformed_matmul(server, tmp_path):
+    for strategy in ("greedy", "beam"):
+        record = run_search(server, tmp_path / strategy, "--benchmark=benchmark://nn-ops/matmul_128x128x128_f32",
+                            f"--strategy={strategy}", "--budget_evals=12")
+        assert "VECTORIZATION" in " ".join(record["descriptions"])
+        assert record["best_speedup"] > 3, record  # vectorized: ~20-60x here; 3x even on a loaded machine
+
+
+def test_wall_time_budget(server, tmp_path):
+    budget_s = 3.0
+    record = run_search(server, tmp_path / "timed", f"--benchmark={SMALL}", "--strategy=local", "--budget_evals=0",
+                        f"--budget_s={budget_s}")
+    assert record["evaluations"] >= 1
+    # Checked before each batch of (at most --parallel) evaluations: one batch may run past it.
+    assert record["wall_time_s"] < budget_s + 20
+    assert record["budget"]["seconds"] == budget_s
+
+
+def test_unknown_strategy_is_refused(server):
+    done = run_cli("search", f"--server={server}", "--strategy=annealing")
+    assert done.returncode == 2 and "unknown --strategy" in done.stderr
+
+
+# The heuristic policy used to leave a loop untiled when 8 or 16 did not divide it, so vectorization stayed masked
+# and the tiled scalar code ran 4-28x slower than untransformed. Compared within one run (`--strategy=heuristic`
+# measures the untransformed and the heuristic schedule), the fastest of up to three runs measuring afresh
+# (`--evaluation_cache=bypass`): a kernel of a few microseconds varies by 30 % from one measurement to the next on a
+# shared machine; 15 % more is allowed.
+HEURISTIC_CASES = [
+    "nn-ops/relu_1x64x112x112_f32",
+    "nn-ops/relu_1x512x7x7_f32",
+    "nn-ops/relu_128x256_f64",
+    "nn-ops/conv2d_nchw_1x64x58x58_64x64x3x3_s1_f32",
+    "nn-ops/conv2d_nhwc_1x28x28x32_1x1x32x192_s1_f32",
+    "nn-ops/batch_matmul_12x128x64x128_f32",
+    "nn-ops/batch_matmul_12x197x64x197_f32",
+]
+
+
+@pytest.mark.parametrize("name", HEURISTIC_CASES)
+def test_heuristic_never_slower_than_untransformed(server, tmp_path, name):
+    uri = f"benchmark://{name}"
+    heuristic, untransformed = [], []
+    for attempt in range(3):
+        record = run_search(server, tmp_path / f"h{attempt}", f"--benchmark={uri}", "--strategy=heuristic",
+                            "--evaluation_cache=bypass")
+        assert record["evaluations"] == 2 or record["heuristic_schedule"] == "(untransformed)"
+        heuristic.append(record["heuristic_ms"])
+        untransformed.append(record["untransformed_ms"])
+        if min(heuristic) <= 1.15 * min(untransformed):
+            break
+    assert min(heuristic) <= 1.15 * min(untransformed), (record["heuristic_schedule"], heuristic, untransformed)
+    # The episode policy takes the same schedule.
+    done = run_cli("episode", f"--server={server}", f"--benchmark={uri}", "--policy=heuristic")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "correct yes" in done.stdout
+    vectorized = "VECTORIZATION" in done.stdout
+    assert vectorized == ("V" in record["heuristic_schedule"].split()), done.stdout
+
+
+def test_python_wrapper(server, tmp_path):
+    import mlir_rl
+
+    record = mlir_rl.search(SMALL, strategy="greedy", budget=4, server=server)
+    assert record["evaluations"] <= 4 and record["best_speedup"] > 0
+    assert record["transform_script_text"].startswith("module")
+    assert "rl.op" in record["payload_text"]
+    assert "transform_script" not in record  # the temporary files are gone
+    kept = mlir_rl.search(SMALL, strategy="heuristic", server=server, out=tmp_path / "kept")
+    assert Path(kept["transform_script"]).exists() and (tmp_path / "kept.json").exists()
+    with pytest.raises(ValueError):
+        mlir_rl.search(SMALL, strategy="annealing", server=server)

@@ -1,0 +1,182 @@
+// The search client's proposals (clients/cli/Schedules.h) on synthetic observations: register tiles shaped from loop
+// bounds and masks, permutations, the action encoding, the JSON writer. No server: legality after a proposal is the
+// server's to say, and the e2e tests (tests/e2e/test_search.py) check that part.
+#include <algorithm>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "Json.h"
+#include "Schedules.h"
+
+using namespace mlir_rl::cli;
+
+namespace {
+
+constexpr int kLoops = 12;
+const std::vector<int64_t> kSizes = {0, 1, 2, 4, 8, 16, 32, 64};
+
+Space space() {
+  mlir_rl::v1::MultiDiscreteSpace s;
+  s.add_nvec(8);
+  for (int i = 0; i < kLoops; ++i) s.add_nvec(static_cast<int64_t>(kSizes.size()));
+  s.add_nvec(kLoops);
+  for (const char *n : {"NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION",
+                        "TILED_FUSION", "IMG2COL", "UNROLL"})
+    s.add_type_names(n);
+  for (int64_t t : kSizes) s.add_tile_sizes(t);
+  return Space(s);
+}
+
+// An untransformed op: every size that divides its bound (and is not above it) is legal, as the server's mask says.
+View view(std::vector<int64_t> bounds, std::string iterators, std::string opName = "linalg.generic") {
+  View v;
+  v.numOps = 1;
+  v.opName = std::move(opName);
+  v.bounds = std::move(bounds);
+  for (char c : iterators) v.iterators.push_back(c == 'r' ? 2 : 1);
+  v.maskType.assign(8, 1);
+  v.maskTiles.assign(kLoops, std::vector<uint8_t>(kSizes.size(), 0));
+  for (int i = 0; i < kLoops; ++i) {
+    v.maskTiles[i][0] = 1;
+    for (size_t k = 1; k < kSizes.size(); ++k)
+      if (i < v.numLoops() && kSizes[k] <= v.bounds[i] && v.bounds[i] % kSizes[k] == 0) v.maskTiles[i][k] = 1;
+  }
+  v.maskInterchange.assign(kLoops, 0);
+  for (int i = 0; i < v.numLoops(); ++i) v.maskInterchange[i] = 1;
+  return v;
+}
+
+}  // namespace
+
+TEST(RegisterTiles, MatmulStartsWithEightRowsOfOneVector) {
+  Space s = space();
+  auto tiles = registerTiles(view({512, 512, 512}, "ppr", "linalg.matmul"), s, 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 16, 1}));
+  EXPECT_EQ(tiles[0].width, 16);
+  std::set<std::vector<int64_t>> distinct;
+  for (const auto &t : tiles) {
+    EXPECT_TRUE(distinct.insert(t.sizes).second) << "duplicate";
+    int64_t elements = 1;
+    for (size_t i = 0; i < t.sizes.size(); ++i) elements *= t.sizes[i] ? t.sizes[i] : 512;
+    EXPECT_LE(elements, 512) << "beyond max_vector_elements";
+  }
+}
+
+TEST(RegisterTiles, F64UsesEightLanes) {
+  auto tiles = registerTiles(view({256, 256, 256}, "ppr", "linalg.matmul"), space(), lanesFor("f64"), 512);
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 8, 1}));
+}
+
+TEST(RegisterTiles, LoopsPowersOfTwoDoNotDivideStayWhole) {
+  // relu 1x512x7x7: 7 only tiles by 1; the innermost 7 fits a vector whole, so it is the vector loop.
+  auto tiles = registerTiles(view({1, 512, 7, 7}, "pppp"), space(), 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0].width, 7);
+  EXPECT_EQ(tiles[0].sizes[3], 0);  // untiled: whole
+  // Ops without reductions start with a single vector's worth of elements.
+  int64_t elements = 1;
+  for (int i = 0; i < 4; ++i) elements *= tiles[0].sizes[i] ? tiles[0].sizes[i] : view({1, 512, 7, 7}, "pppp").bounds[i];
+  EXPECT_LE(elements, 16);
+}
+
+TEST(RegisterTiles, PrimeLoopsGiveOneElementVectorsTheHeuristicSkips) {
+  // batch_matmul 12x197x64x197 (b, i, j, k) = (12, 197, 197, 64): the parallel 197s only tile by 1.
+  auto tiles = registerTiles(view({12, 197, 197, 64}, "pppr", "linalg.batch_matmul"), space(), 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0].width, 1);
+  bool wider = std::any_of(tiles.begin(), tiles.end(), [](const RegisterTile &t) { return t.width >= 2; });
+  EXPECT_TRUE(wider) << "the reduction as the vector loop is among the proposals";
+}
+
+TEST(RegisterTiles, NhwcConvolutionVectorizesChannels) {
+  // conv_2d_nhwc_hwcf 1x28x28x32 -> 192, 1x1: (n, oh, ow, f, kh, kw, c) = (1, 28, 28, 192, 1, 1, 32).
+  View v = view({1, 28, 28, 192, 1, 1, 32}, "ppppr" "rr", "linalg.conv_2d_nhwc_hwcf");
+  auto tiles = registerTiles(v, space(), 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0].sizes[3], 16);  // output channels: the vector
+  EXPECT_EQ(tiles[0].sizes[6], 16);  // input channels: a vector of the reduction too
+  EXPECT_EQ(tiles[0].sizes[1], 0);   // output height: vectorization tiles it to 1 itself
+}
+
+TEST(RegisterTiles, NchwConvolutionKeepsTheKernelWindowWhole) {
+  // conv_2d_nchw_fchw (n, f, oh, ow, c, kh, kw) = (1, 64, 56, 56, 64, 3, 3).
+  View v = view({1, 64, 56, 56, 64, 3, 3}, "pppprrr", "linalg.conv_2d_nchw_fchw");
+  auto tiles = registerTiles(v, space(), 16, 512);
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{0, 4, 0, 8, 1, 0, 0}));
+  EXPECT_EQ(tiles[0].width, 8);
+}
+
+TEST(DecomposedLoops, NamedConvolutionsAndPoolings) {
+  EXPECT_EQ(decomposedLoops("linalg.conv_2d_nchw_fchw", 7), std::make_pair(2, 5));
+  EXPECT_EQ(decomposedLoops("linalg.conv_2d_nhwc_hwcf", 7), std::make_pair(1, 4));
+  EXPECT_EQ(decomposedLoops("linalg.pooling_nchw_max", 6), std::make_pair(2, 4));
+  EXPECT_EQ(decomposedLoops("linalg.depthwise_conv_2d_nhwc_hwc", 6), std::make_pair(1, 4));
+  EXPECT_EQ(decomposedLoops("linalg.matmul", 3), std::make_pair(-1, -1));
+  EXPECT_EQ(decomposedLoops("linalg.conv_2d_nchw_fchw", 4), std::make_pair(-1, -1));  // not the named op's loops
+}
+
+TEST(CacheTiles, OnlyTilesThatShrinkSomething) {
+  auto tiles = cacheTiles(view({512, 512, 512}, "ppr"), space());
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0], (std::vector<int64_t>{0, 0, 64}));
+  EXPECT_TRUE(cacheTiles(view({8, 16, 1}, "ppr"), space()).empty());
+}
+
+TEST(Permutations, NotTheIdentityAndEachAPermutation) {
+  View v = view({4, 8, 16, 32}, "pppr");
+  auto perms = permutations(v, 6);
+  ASSERT_EQ(perms.size(), 6u);
+  for (const auto &p : perms) {
+    std::vector<int> sorted = p;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, (std::vector<int>{0, 1, 2, 3}));
+    EXPECT_NE(p, (std::vector<int>{0, 1, 2, 3}));
+  }
+  EXPECT_EQ(perms[0], (std::vector<int>{0, 1, 3, 2}));  // the innermost parallel loop moved innermost
+  Space s = space();
+  Actions acts = interchangeActions(s, perms[0]);
+  ASSERT_EQ(acts.size(), 3u);  // the last loop is implied
+  EXPECT_EQ(acts[2].back(), 3);
+  EXPECT_EQ(acts[0][0], s.interchange);
+}
+
+TEST(Space, EncodesAndDescribesActions) {
+  Space s = space();
+  Action t = s.tiles(s.tiling, {8, 16, 1});
+  EXPECT_EQ(t[0], s.tiling);
+  EXPECT_EQ(t[1], 4);
+  EXPECT_EQ(t[2], 5);
+  EXPECT_EQ(t[3], 1);
+  EXPECT_EQ(s.brief(Actions{t, s.make(s.vectorization)}), "T[8,16,1] V");
+  EXPECT_EQ(s.brief(Actions{}), "(untransformed)");
+  EXPECT_EQ(s.brief(s.unrollBy(4)), "U4");
+  EXPECT_EQ(s.brief(s.pointer(2)), "I2");
+  EXPECT_THROW(s.tiles(s.tiling, {3}), std::invalid_argument);
+}
+
+TEST(RandomAction, OnlyUnmaskedValues) {
+  Space s = space();
+  View v = view({12, 7}, "pr");
+  v.maskType = {1, 1, 0, 0, 0, 0, 0, 0};
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 200; ++i) {
+    Action a = randomAction(v, s, rng);
+    EXPECT_TRUE(a[0] == 0 || a[0] == 1);
+    EXPECT_TRUE(v.maskTiles[0][a[1]]);
+    EXPECT_TRUE(v.maskTiles[1][a[2]]);
+    EXPECT_TRUE(v.maskInterchange[a.back()]);
+  }
+}
+
+TEST(JsonWriter, NestsAndEscapes) {
+  JsonWriter j;
+  j.beginObject();
+  j.key("a\"b").value("x\ny");
+  j.key("list").beginArray(true).value(1).value(2.5).endArray();
+  j.key("none").null();
+  j.key("nan").value(std::nan(""));
+  j.endObject();
+  EXPECT_EQ(j.str(), "{\n  \"a\\\"b\": \"x\\ny\",\n  \"list\": [1, 2.5],\n  \"none\": null,\n  \"nan\": null\n}");
+}
