@@ -120,7 +120,8 @@ def test_unknown_strategy_is_refused(server):
 # and the tiled scalar code ran 4-28x slower than untransformed. Compared within one run (`--strategy=heuristic`
 # measures the untransformed and the heuristic schedule), the fastest of up to three runs measuring afresh
 # (`--evaluation_cache=bypass`): a kernel of a few microseconds varies by 30 % from one measurement to the next on a
-# shared machine; 15 % more is allowed.
+# shared machine. The regression this guards against was 4-28x; a structural check (the schedule vectorizes) and 35 %
+# of noise allowance keep the test from flaking on microsecond kernels (tight figures are the report's job).
 HEURISTIC_CASES = [
     "nn-ops/relu_1x64x112x112_f32",
     "nn-ops/relu_1x512x7x7_f32",
@@ -142,9 +143,11 @@ def test_heuristic_never_slower_than_untransformed(server, tmp_path, name):
         assert record["evaluations"] == 2 or record["heuristic_schedule"] == "(untransformed)"
         heuristic.append(record["heuristic_ms"])
         untransformed.append(record["untransformed_ms"])
-        if min(heuristic) <= 1.15 * min(untransformed):
+        if min(heuristic) <= 1.35 * min(untransformed):
             break
-    assert min(heuristic) <= 1.15 * min(untransformed), (record["heuristic_schedule"], heuristic, untransformed)
+    schedule = record["heuristic_schedule"]
+    assert schedule == "(untransformed)" or "V" in schedule.split(), schedule
+    assert min(heuristic) <= 1.35 * min(untransformed), (record["heuristic_schedule"], heuristic, untransformed)
     # The episode policy takes the same schedule.
     done = run_cli("episode", f"--server={server}", f"--benchmark={uri}", "--policy=heuristic")
     assert done.returncode == 0, done.stderr + done.stdout
