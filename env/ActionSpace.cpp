@@ -43,19 +43,22 @@ std::vector<std::string> ActionSpace::typeNames() const {
 }
 
 std::vector<HeadMaskInfo> ActionSpace::headMasks() const {
-  std::vector<int> all, tiling, unroll, interchange;
+  std::vector<int> all, tiling, unroll, interchange, peeled;
   for (int t = 0; t < numActionTypes(); ++t) {
     all.push_back(t);
     switch (transforms::registry()[t]->heads()) {
       case transforms::Heads::Tiles: tiling.push_back(t); break;
       case transforms::Heads::UnrollFactor: unroll.push_back(t); break;
       case transforms::Heads::Interchange: interchange.push_back(t); break;
+      case transforms::Heads::PeeledTiles: peeled.push_back(t); break;
       case transforms::Heads::None: break;
     }
   }
   std::vector<HeadMaskInfo> masks{{"type", "mask_type", -1, all}};
   for (int i = 0; i < config_.maxLoops; ++i) masks.push_back({absl::StrCat("tile_", i), "mask_tiles", i, tiling});
   masks.push_back({absl::StrCat("tile_", unrollHead()), "mask_unroll", -1, unroll});
+  for (int i = 0; i < config_.maxLoops; ++i)
+    masks.push_back({absl::StrCat("tile_", i), "mask_tiles_peeled", i, peeled});
   masks.push_back({"interchange", "mask_interchange", -1, interchange});
   return masks;
 }
@@ -90,10 +93,16 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
                                                    mask.typeReasons[t]));
   // Only the heads the action's type reads.
   transforms::Heads heads = transforms::registry()[t]->heads();
-  if (heads == transforms::Heads::Tiles) {
+  if (heads == transforms::Heads::Tiles || heads == transforms::Heads::PeeledTiles) {
+    const auto &rows = heads == transforms::Heads::Tiles ? mask.tiles : mask.tilesPeeled;
     // Heads past the op's loops are not read (any value is accepted there, e.g. an unroll factor in tile_{L-1}).
     for (int i = 0; i < std::min(mask.numLoops, config_.maxLoops); ++i)
-      if (!mask.tiles[i][action.tileChoices[i]])
+      if (heads == transforms::Heads::PeeledTiles && !rows[i][action.tileChoices[i]])
+        return absl::InvalidArgumentError(absl::StrCat(
+            "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
+            ") is masked for PEELED_TILING: the op has no loop ", i, ", the loop is not static, no copy of the op "
+            "has a loop ", i, " that large, or the op is nested too deep for another loop level"));
+      else if (!rows[i][action.tileChoices[i]])
         return absl::InvalidArgumentError(absl::StrCat(
             "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
             ") is masked: the op has no loop ", i, ", the size does not divide its bound, or the op is nested too "

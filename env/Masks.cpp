@@ -12,6 +12,8 @@ ActionMask blankMask(const SessionConfig &config) {
   m.typeReasons.assign(T, "");
   m.tiles.assign(L, std::vector<uint8_t>(K, 0));
   m.unroll.assign(K, 0);
+  m.tilesPeeled.assign(L, std::vector<uint8_t>(K, 0));
+  for (auto &row : m.tilesPeeled) row[0] = 1;
   m.interchange.assign(space.numInterchangeChoices(), 0);
   for (auto &row : m.tiles) row[0] = 1;  // "no tiling" is always a legal value
   return m;
@@ -52,6 +54,7 @@ OpenMask assembleMask(const transforms::OpView &view, const SessionConfig &confi
   for (int t = 1; t < T; ++t) {
     if (transforms::Refusal why = registry[t]->refusal(view, tiles)) block(t, std::move(*why));
     else if (registry[t]->heads() == transforms::Heads::UnrollFactor) registry[t]->addHeadValues(view, m.unroll);
+    else if (registry[t]->heads() == transforms::Heads::PeeledTiles) m.tilesPeeled = transforms::peeledTileLegality(view).rows;
   }
   return out;
 }

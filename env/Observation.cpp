@@ -136,6 +136,14 @@ std::vector<Declaration> later() {
       {"mask_unroll", "legal values of head tile_{L-1} as UNROLL's factor (0: the smallest legal factor)",
        DType::Bool, [](const SessionConfig &c) { return Shape{1 + static_cast<int64_t>(c.tileSizes.size())}; }, 0, 1,
        values<uint8_t>(DType::Bool, [](const ObservationSource &s) -> const auto & { return s.mask.unroll; })},
+      {"mask_tiles_peeled", "legal values of heads tile_0..tile_{L-1} for PEELED_TILING (sizes need not divide)",
+       DType::Bool,
+       [](const SessionConfig &c) { return Shape{c.maxLoops, 1 + static_cast<int64_t>(c.tileSizes.size())}; }, 0, 1,
+       [](const ObservationSource &s, std::string name, Shape shape) {
+         std::vector<uint8_t> rows;
+         for (const auto &row : s.mask.tilesPeeled) rows.insert(rows.end(), row.begin(), row.end());
+         return NamedTensor::of(std::move(name), DType::Bool, std::move(shape), rows);
+       }},
   };
 }
 

@@ -14,7 +14,8 @@ namespace mlir_rl::transforms {
   X(Vectorization)                 \
   X(TiledFusion)                   \
   X(Img2Col)                       \
-  X(Unroll)
+  X(Unroll)                        \
+  X(PeeledTiling)
 
 #define MLIR_RL_DECLARE(Name) const Transformation &make##Name();
 MLIR_RL_TRANSFORMATIONS(MLIR_RL_DECLARE)

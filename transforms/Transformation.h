@@ -28,6 +28,7 @@ enum class Heads {
   Tiles,         // tile_0 .. tile_{L-1}: one size per loop
   UnrollFactor,  // tile_{L-1}: the unroll factor
   Interchange,   // interchange: a level pointer, or a swap
+  PeeledTiles,   // tile_0 .. tile_{L-1}: one size per loop, which need not divide it (mask_tiles_peeled)
 };
 
 // What transformations see of the op under the cursor, in one state (which nothing changes while the view lives).
@@ -58,6 +59,10 @@ struct TileLegality {
   bool parallelDepthLimited = false;   // ... sizes of parallel loops
 };
 TileLegality tileLegality(const OpView &op);
+// The same for sizes that need not divide the bounds (PeeledTiling.cpp): the rows of mask_tiles_peeled.
+TileLegality peeledTileLegality(const OpView &op);
+// The size PEELED_TILING tiles a loop of `bound` by when `size` is asked (0: the loop stays whole).
+int64_t peeledTileSize(int64_t bound, int64_t size);
 
 // What an action asks of a transformation (decoded from its heads by the environment).
 struct ActionArgs {

@@ -51,6 +51,7 @@ Space::Space(const v1::MultiDiscreteSpace &space)
   fusion = find("TILED_FUSION", 5);
   img2col = find("IMG2COL", 6);
   unroll = find("UNROLL", 7);
+  peeledTiling = find("PEELED_TILING", -1);  // servers before it: -1
 }
 
 int Space::tileIndex(int64_t size) const {
@@ -111,6 +112,7 @@ std::string Space::brief(const Action &a) const {
   if (type == vectorization) return "V";
   if (type == img2col) return "IMG2COL";
   if (type == unroll) return "U" + std::to_string(tileSizes[a[maxLoops]]);
+  if (type == peeledTiling) return "PT" + sizes();
   return typeName(type);
 }
 
@@ -143,8 +145,9 @@ std::vector<T> values(const v1::Observation &obs, const std::string &name) {
 const char *kViewTensors[] = {"op_type", "loop_bounds", "iterator_types", "progress", "mask_type", "mask_tiles",
                               "mask_interchange", "interchange_partial"};
 
-void requestViewTensors(v1::ObservationRequest *request) {
+void requestViewTensors(v1::ObservationRequest *request, const Space &space) {
   for (const char *name : kViewTensors) request->add_names(name);
+  if (space.peeledTiling >= 0) request->add_names("mask_tiles_peeled");
 }
 
 }  // namespace
@@ -180,6 +183,11 @@ View parseView(const v1::Observation &obs, const v1::EpisodeInfo &info, bool ter
   int K = space.nvec.size() > 1 ? static_cast<int>(space.nvec[1]) : 1;
   for (int i = 0; i < space.maxLoops; ++i)
     v.maskTiles.emplace_back(tiles.begin() + i * K, tiles.begin() + (i + 1) * K);
+  if (space.peeledTiling >= 0 && findTensor(obs, "mask_tiles_peeled")) {
+    std::vector<uint8_t> peeled = values<uint8_t>(obs, "mask_tiles_peeled");
+    for (int i = 0; i < space.maxLoops; ++i)
+      v.maskTilesPeeled.emplace_back(peeled.begin() + i * K, peeled.begin() + (i + 1) * K);
+  }
   v.maskInterchange = values<uint8_t>(obs, "mask_interchange");
   for (int64_t loop : values<int64_t>(obs, "interchange_partial")) v.placedLoops += loop >= 0;
   return v;
@@ -250,7 +258,7 @@ std::string Env::resetTo(const Actions &actions, v1::ResetReply *reply, grpc::St
   *request.mutable_options() = options_;
   request.set_seed(seed_);
   for (const Action &a : actions) *request.add_replay_actions()->mutable_values() = {a.begin(), a.end()};
-  requestViewTensors(request.mutable_observation());
+  requestViewTensors(request.mutable_observation(), space_);
   if (!spare_.empty()) request.set_close_session_id(spare_);
   spare_.clear();
   *status = stub_->Reset(makeContext(settings_).get(), request, reply);

@@ -49,6 +49,7 @@ struct Space {
   int maxLoops = 0;                // tile heads
   int noTransformation = 0, tiling = 1, parallelTiling = 2, interchange = 3, vectorization = 4, fusion = 5,
       img2col = 6, unroll = 7;
+  int peeledTiling = -1;  // PEELED_TILING (-1: the server has none)
 
   explicit Space(const v1::MultiDiscreteSpace &space);
   Space() = default;
@@ -76,6 +77,7 @@ struct View {
   std::vector<int> iterators;          // 1 parallel, 2 reduction
   std::vector<uint8_t> maskType;
   std::vector<std::vector<uint8_t>> maskTiles;  // [loop head][tile choice]
+  std::vector<std::vector<uint8_t>> maskTilesPeeled;  // the same for PEELED_TILING (empty: the server has none)
   std::vector<uint8_t> maskInterchange;
 
   int numLoops() const { return static_cast<int>(bounds.size()); }
@@ -85,6 +87,12 @@ struct View {
            maskTiles[loop][choice];
   }
   int64_t iterationSpace() const;
+  // This view with PEELED_TILING's tile masks in place of the tiling types' (to shape tiles for it).
+  View peeled() const {
+    View v = *this;
+    if (!maskTilesPeeled.empty()) v.maskTiles = maskTilesPeeled;
+    return v;
+  }
 };
 
 View parseView(const v1::Observation &obs, const v1::EpisodeInfo &info, bool terminated, bool truncated,

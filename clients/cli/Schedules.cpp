@@ -239,8 +239,9 @@ std::vector<int64_t> randomAction(const View &view, const Space &space, std::mt1
     return legal.empty() ? 0 : legal[std::uniform_int_distribution<size_t>(0, legal.size() - 1)(rng)];
   };
   action[0] = pick(view.maskType);
-  for (int i = 0; i < space.maxLoops && i < static_cast<int>(view.maskTiles.size()); ++i)
-    action[1 + i] = pick(view.maskTiles[i]);
+  const auto &rows =
+      action[0] == space.peeledTiling && !view.maskTilesPeeled.empty() ? view.maskTilesPeeled : view.maskTiles;
+  for (int i = 0; i < space.maxLoops && i < static_cast<int>(rows.size()); ++i) action[1 + i] = pick(rows[i]);
   action.back() = pick(view.maskInterchange);
   return action;
 }
@@ -258,16 +259,33 @@ int64_t lanesFor(const std::string &dtype) {
 Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft) {
   const Space &space = env_.space();
   if (view.legal(space.vectorization)) return {space.make(space.vectorization)};
-  if (actionsLeft < 2 || !view.legal(space.tiling)) return {};
-  for (const RegisterTile &t : registerTiles(view, space, lanes_, maxElements_)) {
-    if (t.width < 2) continue;
-    Actions tiled = prefix;
-    tiled.push_back(space.tiles(space.tiling, t.sizes));
-    std::optional<View> next = env_.observe(tiled);
-    if (next && !next->done && next->opIndex == view.opIndex && next->legal(space.vectorization))
-      return {tiled.back(), space.make(space.vectorization)};
+  if (actionsLeft < 2) return {};
+  // The first register tile that lets the op vectorize, by TILING and by PEELED_TILING (sizes that need not divide
+  // the loops); the wider vector wins, then the larger register tile (more rows of the vector: M = 197 gets 8 rows
+  // only with peeling), TILING on a tie (no remainder code).
+  using Key = std::pair<int64_t, int64_t>;  // (vector width, register tile elements)
+  auto first = [&](int type, const View &shaped) -> std::pair<Action, Key> {
+    if (type < 0 || !view.legal(type)) return {{}, {0, 0}};
+    for (const RegisterTile &t : registerTiles(shaped, space, lanes_, maxElements_)) {
+      if (t.width < 2) continue;
+      Actions tiled = prefix;
+      tiled.push_back(space.tiles(type, t.sizes));
+      std::optional<View> next = env_.observe(tiled);
+      if (next && !next->done && next->opIndex == view.opIndex && next->legal(space.vectorization)) {
+        int64_t elements = 1;
+        for (size_t i = 0; i < t.sizes.size(); ++i) elements *= t.sizes[i] ? t.sizes[i] : view.bounds[i];
+        return {tiled.back(), {t.width, elements}};
+      }
+    }
+    return {{}, {0, 0}};
+  };
+  auto [tiled, key] = first(space.tiling, view);
+  if (!view.maskTilesPeeled.empty()) {
+    auto [peeled, peeledKey] = first(space.peeledTiling, view.peeled());
+    if (peeledKey > key) tiled = peeled, key = peeledKey;
   }
-  return {};
+  if (key.first == 0) return {};
+  return {tiled, space.make(space.vectorization)};
 }
 
 Actions Heuristic::finishOp(const Actions &prefix) {

@@ -128,6 +128,37 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
       }
     }
   }
+  // The same by PEELED_TILING where a size does not divide its loop (TILING offers the others): full-width vectors on
+  // loops like 1000 or 197, and cache tiles of 64 on them.
+  if (s.peeledTiling >= 0 && left >= 2 && view.legal(s.peeledTiling) && !view.legal(s.vectorization)) {
+    View pv = view.peeled();
+    auto tilingOffers = [&](const std::vector<int64_t> &sizes) {
+      for (size_t i = 0; i < sizes.size(); ++i)
+        if (!view.tileLegal(static_cast<int>(i), s.tileIndex(sizes[i]))) return false;
+      return true;
+    };
+    int n = 0;
+    for (const RegisterTile &t : registerTiles(pv, s, heuristic_.lanes(), heuristic_.maxElements())) {
+      if (n >= config_.maxRegisterTiles) break;
+      if (tilingOffers(t.sizes)) continue;
+      Action a = s.tiles(s.peeledTiling, t.sizes);
+      std::optional<View> v = env_.observe(concat(prefix, {a}));
+      if (sameOp(v) && v->legal(s.vectorization)) {
+        out.push_back({a});
+        ++n;
+      }
+    }
+    n = 0;
+    for (const std::vector<int64_t> &t : left >= 3 ? cacheTiles(pv, s) : std::vector<std::vector<int64_t>>{}) {
+      if (n >= config_.maxCacheTiles) break;
+      if (tilingOffers(t)) continue;
+      Action a = s.tiles(s.peeledTiling, t);
+      if (worth({a})) {
+        out.push_back({a});
+        ++n;
+      }
+    }
+  }
   if (left >= 3 && view.legal(s.img2col) && worth({s.make(s.img2col)})) out.push_back({s.make(s.img2col)});
   if (left >= 2 && view.legal(s.fusion)) {
     int n = 0;

@@ -240,7 +240,7 @@ TEST(Features, SpaceMatchesObservationInNameShapeAndDtype) {
                        "store_access", "access_ranks", "op_counts", "vectorizable", "producer_op_type",
                        "producer_loop_bounds", "producer_loop_bounds_log2", "producer_iterator_types",
                        "producer_load_access", "producer_store_access", "producer_access_ranks",
-                       "producer_op_counts", "producer_vectorizable", "mask_unroll"}));
+                       "producer_op_counts", "producer_vectorizable", "mask_unroll", "mask_tiles_peeled"}));
   auto space = env::observationSpace(small);
   EXPECT_EQ(space[10].shape, (std::vector<int64_t>{2, 5, 6}));  // load_access: [max_accesses, L, L + 1]
   EXPECT_EQ(space[12].shape, (std::vector<int64_t>{2, 2}));     // access_ranks

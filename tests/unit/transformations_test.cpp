@@ -47,6 +47,16 @@ func.func @matmul(%A: tensor<32x64xf32>, %X: tensor<32x64xf32>, %B: tensor<64x48
   return %r : tensor<32x48xf32>
 })mlir";
 
+// tag 0: matmul (i, j, k) = (24, 100, 40): 16, 32 and 64 do not divide 100, 16 does not divide 40.
+const char *kMatmulOdd = R"mlir(
+func.func @matmul_odd(%A: tensor<24x40xf32>, %B: tensor<40x100xf32>) -> tensor<24x100xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<24x100xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<24x100xf32>) -> tensor<24x100xf32>
+  %r = linalg.matmul ins(%A, %B : tensor<24x40xf32>, tensor<40x100xf32>) outs(%f : tensor<24x100xf32>) -> tensor<24x100xf32>
+  return %r : tensor<24x100xf32>
+})mlir";
+
 // tag 0: matmul (i, j, k) = (32, 32, 64), tag 1: relu of it.
 const char *kMatmulRelu = R"mlir(
 #id = affine_map<(d0, d1) -> (d0, d1)>
@@ -724,6 +734,101 @@ TEST(Tiling, LoopDepthIsBounded) {
   expectCorrectAndReplayable(*s);
 }
 
+// ---- PEELED_TILING -----------------------------------------------------------------------------------------------
+
+std::vector<llvm::SmallVector<int64_t>> taggedRanges(const Session &s, int64_t tag) {
+  auto module = currentModule(s);
+  std::vector<llvm::SmallVector<int64_t>> out;
+  for (mlir::linalg::LinalgOp op : transforms::findTaggedOps(*module, tag)) out.push_back(op.getStaticLoopRanges());
+  return out;
+}
+
+// Sizes: 1, 2, 4, 8, 16, 32, 64 (head values 1..7).
+TEST(PeeledTiling, MaskAllowsNonDividingSizesThatFit) {
+  auto s = start("matmul_odd", kMatmulOdd);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(typeLegal(*s, ActionType::PeeledTiling)) << typeReason(*s, ActionType::PeeledTiling);
+  env::ActionMask m = s->mask();
+  // j = 100: TILING only divisors (1, 2, 4), PEELED_TILING every size up to 64.
+  EXPECT_EQ(m.tiles[1], (std::vector<uint8_t>{1, 1, 1, 1, 0, 0, 0, 0}));
+  EXPECT_EQ(m.tilesPeeled[1], (std::vector<uint8_t>{1, 1, 1, 1, 1, 1, 1, 1}));
+  // k = 40: 64 does not fit.
+  EXPECT_EQ(m.tilesPeeled[2], (std::vector<uint8_t>{1, 1, 1, 1, 1, 1, 1, 0}));
+  auto masked = s->step(act(*s, ActionType::PeeledTiling, {0, 0, 64}));
+  EXPECT_EQ(masked.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(masked.status().message().find("PEELED_TILING"), std::string::npos) << masked.status();
+  auto tilingMasked = s->step(act(*s, ActionType::Tiling, {0, 16, 0}));
+  EXPECT_EQ(tilingMasked.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->status().step, 0);
+}
+
+TEST(PeeledTiling, MainAndRemainderTilesAreStaticAndVectorize) {
+  auto s = start("matmul_odd", kMatmulOdd);
+  ASSERT_TRUE(s);
+  int64_t tag = s->benchmark().schedule().front().tag;
+  // j: 100 = 6 x 16 + 4 -> a main copy with j = 16 and a remainder copy with j = 4, both static.
+  auto r = s->step(act(*s, ActionType::PeeledTiling, {4, 16, 0}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("PEELED_TILING"), std::string::npos) << r->description;
+  EXPECT_EQ(taggedRanges(*s, tag), (std::vector<llvm::SmallVector<int64_t>>{{4, 16, 40}, {4, 4, 40}}));
+  expectCorrectAndReplayable(*s);
+  // Copies with different bounds get their own sizes: k = 40 = 2 x 16 + 8 is peeled in both; j = 4 stays whole.
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::PeeledTiling, {0, 16, 16})));
+  EXPECT_EQ(taggedRanges(*s, tag),
+            (std::vector<llvm::SmallVector<int64_t>>{{4, 16, 16}, {4, 16, 8}, {4, 4, 16}, {4, 4, 8}}));
+  expectCorrectAndReplayable(*s);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 0, 1})));
+  ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  auto module = currentModule(*s);
+  EXPECT_EQ(count(*module, "linalg.matmul"), 0);
+  EXPECT_GE(count(*module, "vector.transfer_write"), 4);  // one vector store per copy at least
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(PeeledTiling, DividingSizesTileLikeTiling) {
+  auto a = start("matmul", kMatmul), b = start("matmul", kMatmul);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(applyOk(*a, act(*a, ActionType::Tiling, {8, 16, 8})));
+  ASSERT_TRUE(applyOk(*b, act(*b, ActionType::PeeledTiling, {8, 16, 8})));
+  EXPECT_EQ(a->currentIR(), b->currentIR());
+  expectCorrectAndReplayable(*b);
+}
+
+TEST(PeeledTiling, EveryFamilyComputesTheReference) {
+  // Tile sizes that leave remainders on the families' loops (16 = 3 x 5 + 1, 16 = 2 x 6 + 4, 8 = 2 x 3 + 2, ...).
+  SessionConfig config;
+  config.tileSizes = {1, 2, 3, 5, 6, 8, 16, 32, 64};
+  struct Case {
+    const char *name;
+    std::string text;
+    std::vector<int64_t> sizes;
+  };
+  std::vector<Case> cases = {
+      {"conv_nhwc", kConvNhwc, {0, 5, 6, 0, 0, 0, 3}},
+      {"conv_nchw", kConvNchw, {0, 5, 6, 5}},
+      {"depthwise", kDepthwise, {0, 5, 6, 5}},
+      {"pool_nchw_max", kPoolNchwMax, {0, 5, 6, 6}},
+      {"add_relu", kElementwise, {5, 6}},
+      {"batch_matmul", kBatchMatmul, {0, 5, 6, 3}},
+      {"matmul_odd", kMatmulOdd, {16, 32, 16}},  // 24 = 16 + 8, 100 = 3 x 32 + 4, 40 = 2 x 16 + 8
+  };
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    auto s = start(c.name, c.text, config);
+    ASSERT_TRUE(s);
+    if (!typeLegal(*s, ActionType::PeeledTiling)) {
+      ADD_FAILURE() << typeReason(*s, ActionType::PeeledTiling);
+      continue;
+    }
+    std::vector<int64_t> sizes = c.sizes;
+    sizes.resize(s->mask().numLoops, 0);
+    ASSERT_TRUE(applyOk(*s, act(*s, ActionType::PeeledTiling, sizes)));
+    expectCorrectAndReplayable(*s);
+  }
+}
+
 // Unrolled code is bounded by the copies' iteration spaces together (transforms::kMaxUnrolledElements).
 TEST(Unroll, FactorsBoundedByTheUnrolledIterationSpace) {
   auto s = start("matmul", kMatmul);
@@ -891,7 +996,7 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
       {"matmul", kMatmul},           {"matmul_relu", kMatmulRelu},   {"batch_matmul", kBatchMatmul},
       {"conv_nhwc", kConvNhwc},      {"conv_nhwc_s2", kConvNhwcStrided}, {"conv_nchw", kConvNchw},
       {"conv_fhwc", kConvFhwc},      {"depthwise", kDepthwise},      {"pool_nchw_max", kPoolNchwMax},
-      {"add_relu", kElementwise},    {"contraction", kContraction},
+      {"add_relu", kElementwise},    {"contraction", kContraction},  {"matmul_odd", kMatmulOdd},
   };
   std::mt19937_64 rng(getenv("MLIR_RL_HONESTY_SEED") ? std::strtoull(getenv("MLIR_RL_HONESTY_SEED"), nullptr, 10) : 7);
   int steps = 0, failed = 0, evaluated = 0, wrong = 0;
@@ -910,11 +1015,13 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
         std::vector<uint8_t> types = m.type;
         if (std::count(types.begin() + 1, types.end(), 1) > 0 && rng() % 4 != 0) types[0] = 0;
         std::vector<uint8_t> newTypes(types.size(), 0);
-        for (ActionType t : {ActionType::TiledFusion, ActionType::Img2Col, ActionType::Unroll, ActionType::Vectorization})
+        for (ActionType t : {ActionType::TiledFusion, ActionType::Img2Col, ActionType::Unroll, ActionType::Vectorization,
+                             ActionType::PeeledTiling})
           newTypes[static_cast<int>(t)] = types[static_cast<int>(t)];
         if (std::count(newTypes.begin(), newTypes.end(), 1) > 0 && rng() % 2 == 0) types = newTypes;
         std::vector<int64_t> a{pick(types)};
-        for (const auto &row : m.tiles) a.push_back(pick(row));
+        for (const auto &row : a[0] == static_cast<int>(ActionType::PeeledTiling) ? m.tilesPeeled : m.tiles)
+          a.push_back(pick(row));
         a.push_back(pick(m.interchange));
         if (getenv("MLIR_RL_DEBUG_HONESTY")) {
           std::printf("  [%s] step %d:", name, s->status().step);

@@ -152,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from mlir_rl import local_server
     from mlir_rl.benchmarks import is_family, resolve_benchmarks
 
-    from .agent import batch_of_one, encode, load_policy, random_actions
+    from .agent import batch_of_one, encode, load_policy, policy_mismatch, random_actions
     from .agent.plots import family_speedups, have_matplotlib
 
     torch.set_num_threads(args.torch_threads)
@@ -178,6 +178,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         def make_env() -> Any:
             return mlir_rl.make(server=address, timeout=args.timeout)
+
+        probe = make_env()
+        try:
+            problem = policy_mismatch(policy, probe.observation_space)
+        finally:
+            probe.close()
+        if problem:
+            print(f"mlir-rl-evaluate: {args.policy}: {problem}", file=sys.stderr)
+            return 2
 
         def greedy(obs: Dict[str, np.ndarray], env: Any) -> np.ndarray:
             enc = encode(batch_of_one(obs))

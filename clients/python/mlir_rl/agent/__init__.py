@@ -12,8 +12,8 @@
 from .features import Encoded, Masks, batch_of_one, encode, feature_sizes
 from .policy import ActorCritic, HeadDistribution, random_actions
 from .ppo import (PPOConfig, PPOTrainer, Timing, export_policy, gae, geomean, load_checkpoint, load_policy,
-                  save_checkpoint)
+                  policy_mismatch, save_checkpoint)
 
 __all__ = ["ActorCritic", "HeadDistribution", "random_actions", "PPOConfig", "PPOTrainer", "Timing", "gae",
-           "geomean", "encode", "batch_of_one", "feature_sizes", "Encoded", "Masks", "load_checkpoint",
+           "geomean", "encode", "batch_of_one", "feature_sizes", "Encoded", "Masks", "load_checkpoint", "policy_mismatch",
            "load_policy", "save_checkpoint", "export_policy"]

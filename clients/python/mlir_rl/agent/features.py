@@ -25,7 +25,7 @@ from typing import Dict, Mapping
 import numpy as np
 
 __all__ = ["TYPE_NO_TRANSFORMATION", "TYPE_TILING", "TYPE_TILED_PARALLELIZATION", "TYPE_INTERCHANGE",
-           "TYPE_VECTORIZATION", "TYPE_TILED_FUSION", "TYPE_IMG2COL", "TYPE_UNROLL", "TILING_TYPES",
+           "TYPE_VECTORIZATION", "TYPE_TILED_FUSION", "TYPE_IMG2COL", "TYPE_UNROLL", "TYPE_PEELED_TILING", "TILING_TYPES",
            "Masks", "Encoded", "encode", "batch_of_one", "feature_sizes", "num_loops"]
 
 # Values of head 'type' (proto: "mlir-rl's action"; the server lists them in type_names).
@@ -37,7 +37,8 @@ TYPE_VECTORIZATION = 4
 TYPE_TILED_FUSION = 5
 TYPE_IMG2COL = 6
 TYPE_UNROLL = 7
-TILING_TYPES = (TYPE_TILING, TYPE_TILED_PARALLELIZATION, TYPE_TILED_FUSION)
+TYPE_PEELED_TILING = 8  # reads the tile heads; the agent samples them under mask_tiles (sizes that divide)
+TILING_TYPES = (TYPE_TILING, TYPE_TILED_PARALLELIZATION, TYPE_TILED_FUSION, TYPE_PEELED_TILING)
 
 _OP_PREFIXES = ("", "producer_")
 

@@ -11,7 +11,7 @@ producer; an LSTM reads the pair (producer, then consumer); its last state, with
 - a **value** head.
 
 The action's log-probability is the type's plus only the heads that type reads: every tile head for TILING,
-TILED_PARALLELIZATION and TILED_FUSION, the last tile head (with the unroll mask) for UNROLL, the interchange head for
+TILED_PARALLELIZATION, TILED_FUSION and PEELED_TILING (under mask_tiles: sizes that divide), the last tile head (with the unroll mask) for UNROLL, the interchange head for
 INTERCHANGE, nothing more for the others. Heads an action does not read add neither log-probability nor entropy, and
 are set to 0 in sampled actions.
 """
@@ -68,7 +68,7 @@ class HeadDistribution:
         self.unroll_logp = _masked_log_softmax(tile_logits[:, -1, :], masks["unroll"])  # [B, K]
         self.inter_logp = _masked_log_softmax(inter_logits, masks["interchange"])  # [B, I]
         tiling = torch.zeros(self.num_types, dtype=torch.bool)
-        tiling[list(TILING_TYPES)] = True
+        tiling[[t for t in TILING_TYPES if t < self.num_types]] = True  # servers before PEELED_TILING: 8 types
         self._tiling = tiling
 
     @property

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .features import Encoded, encode
+from .features import Encoded, encode, feature_sizes
 from .policy import ActorCritic, inputs_to_torch, masks_to_torch
 
 __all__ = ["PPOConfig", "PPOTrainer", "Timing", "gae", "geomean", "save_checkpoint", "load_checkpoint", "load_policy",
@@ -322,6 +322,17 @@ def load_policy(path: str) -> ActorCritic:
     policy.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state["policy"].items()})
     policy.eval()
     return policy
+
+
+def policy_mismatch(policy: ActorCritic, observation_space: Any) -> Optional[str]:
+    """Why ``policy`` cannot act in an environment with ``observation_space`` (None when it can): its input and
+    head sizes must be the server's (a policy trained before the server gained an action type has one type less)."""
+    want = feature_sizes(observation_space)
+    diffs = [f"{k} {policy.config.get(k)} (the server's: {v})" for k, v in want.items() if policy.config.get(k) != v]
+    if not diffs:
+        return None
+    return ("the policy was trained for another action or observation space: " + ", ".join(diffs) +
+            "; train a policy against this server (mlir-rl-train)")
 
 
 def geomean(speedups: List[float]) -> float:
