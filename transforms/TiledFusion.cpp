@@ -50,25 +50,36 @@ FusionPlan planFusion(mlir::linalg::LinalgOp op) {
     plan.nothing = "the op does not work on tensors";
     return plan;
   }
-  std::set<mlir::Operation *> seen;
-  for (mlir::OpOperand &operand : op->getOpOperands()) {
-    mlir::linalg::LinalgOp producer = fusableProducer(operand.get(), op);
-    if (!producer) continue;
-    // A destination producer must not reduce: its tile is computed once per forall iteration, before the op
-    // accumulates into it. linalg.fill and broadcasts (bias) qualify.
-    if (op.isDpsInit(&operand) && !mlir::isa<mlir::linalg::FillOp>(producer.getOperation()) &&
-        producer.getNumReductionLoops() != 0)
-      continue;
-    plan.operands.push_back(operand.getOperandNumber());
-    if (!seen.insert(producer.getOperation()).second) continue;
-    plan.producers.push_back(producer->getName().getStringRef().str());
-    if (mlir::isa<mlir::linalg::FillOp>(producer.getOperation())) continue;
-    for (mlir::OpOperand &init : producer.getDpsInitsMutable()) {
-      auto fill = init.get().getDefiningOp<mlir::linalg::FillOp>();
-      if (fill && fill->getBlock() == op->getBlock() && seen.insert(fill.getOperation()).second) {
-        plan.producerFills.push_back({operand.getOperandNumber(), init.getOperandNumber()});
-        plan.producers.push_back("linalg.fill");
-      }
+  // Producers, transitively: the producers of the op's operands; through producers without reduction loops
+  // (elementwise ops, broadcasts: a bias, a residual add, a ReLU before the op) their producers too, so a chain ending
+  // in a convolution or matmul fuses whole; of a producer with reduction loops only the fills of its inits (its
+  // inputs are the previous layer: recomputing it per tile would multiply its work). Breadth first, so direct
+  // producers come first and the plan stops at kMaxFusedProducers.
+  std::set<mlir::Operation *> seen{op.getOperation()};
+  struct Pending {
+    mlir::linalg::LinalgOp consumer;
+    std::vector<int64_t> path;
+  };
+  std::vector<Pending> queue{{op, {}}};
+  for (size_t next = 0; next < queue.size(); ++next) {
+    Pending at = queue[next];
+    bool throughInputs = at.path.empty() || at.consumer.getNumReductionLoops() == 0;
+    for (mlir::OpOperand &operand : at.consumer->getOpOperands()) {
+      if (static_cast<int>(plan.paths.size()) >= kMaxFusedProducers) break;
+      mlir::linalg::LinalgOp producer = fusableProducer(operand.get(), op);
+      if (!producer) continue;
+      bool isFill = mlir::isa<mlir::linalg::FillOp>(producer.getOperation());
+      bool init = at.consumer.isDpsInit(&operand);
+      if (!throughInputs && !(init && isFill)) continue;
+      // A destination producer must not reduce: its tile is computed once per forall iteration, before its consumer
+      // accumulates into it. linalg.fill and broadcasts (bias) qualify.
+      if (init && !isFill && producer.getNumReductionLoops() != 0) continue;
+      if (!seen.insert(producer.getOperation()).second) continue;
+      std::vector<int64_t> path = at.path;
+      path.push_back(operand.getOperandNumber());
+      plan.paths.push_back(path);
+      plan.producers.push_back(producer->getName().getStringRef().str());
+      if (!isFill) queue.push_back({producer, path});
     }
   }
   if (plan.empty())
@@ -89,16 +100,17 @@ Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::A
   const std::string handle = "(!transform.any_op) -> !transform.any_op";
   std::string text = matchTaggedOp(tag, prefix);
   std::vector<std::string> producers;
-  for (int64_t operand : plan.operands) {
-    std::string name = "%" + p + "_prod" + std::to_string(operand);
-    text += "    " + name + " = transform.get_producer_of_operand %" + p + "_op[" + std::to_string(operand) +
+  auto handleOf = [&](const std::vector<int64_t> &path) {
+    std::string name = "%" + p + "_prod";
+    for (int64_t k : path) name += "_" + std::to_string(k);
+    return name;
+  };
+  for (const std::vector<int64_t> &path : plan.paths) {
+    std::vector<int64_t> parent(path.begin(), path.end() - 1);
+    std::string from = parent.empty() ? "%" + p + "_op" : handleOf(parent);
+    std::string name = handleOf(path);
+    text += "    " + name + " = transform.get_producer_of_operand " + from + "[" + std::to_string(path.back()) +
             "] : " + handle + "\n";
-    producers.push_back(name);
-  }
-  for (auto [operand, init] : plan.producerFills) {
-    std::string name = "%" + p + "_fill" + std::to_string(operand) + "_" + std::to_string(init);
-    text += "    " + name + " = transform.get_producer_of_operand %" + p + "_prod" + std::to_string(operand) + "[" +
-            std::to_string(init) + "] : " + handle + "\n";
     producers.push_back(name);
   }
   std::string all = producers.front();
@@ -112,8 +124,8 @@ Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::A
   text += "    %" + p + "_par, %" + p + "_forall = transform.structured.tile_using_forall %" + p +
           "_op tile_sizes " + formatList(parallelSizes) +
           " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
-  // fuse_into_containing_op picks, one at a time, a producer that has a use inside the forall, so a producer's fill
-  // is fused after the producer itself.
+  // fuse_into_containing_op picks, one at a time, a producer that has a use inside the forall, so a producer's own
+  // producers (and fill) are fused after it, down the chain.
   text += "    %" + p + "_fused, %" + p + "_forall2 = transform.structured.fuse_into_containing_op " + all +
           " into %" + p + "_forall : (!transform.any_op, !transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
   // Originals left without users would keep the producer's tag on a dead full-size op.

@@ -150,12 +150,16 @@ std::optional<std::pair<int, int>> decomposableConvLoops(mlir::linalg::LinalgOp 
 // op's block: any producer of an input; a linalg.fill or all-parallel op initializing the destination) and the
 // linalg.fill initializing each fused producer's own destination.
 struct FusionPlan {
-  std::vector<int64_t> operands;                           // operand numbers of the op whose producers are fused
-  std::vector<std::pair<int64_t, int64_t>> producerFills;  // (operand number of the op, init operand of its producer)
-  std::vector<std::string> producers;                      // names of the fused ops (descriptions)
-  Refusal nothing;                                         // why nothing can be fused (set when operands is empty)
-  bool empty() const { return operands.empty(); }
+  // The fused ops, each as the path of operand numbers that reaches it from the op: {0} is the producer of the op's
+  // operand 0, {0, 1} the producer of that producer's operand 1 (e.g. the fill of a conv feeding the op's input).
+  // A path's prefixes come before it.
+  std::vector<std::vector<int64_t>> paths;
+  std::vector<std::string> producers;  // names of the fused ops, in path order (descriptions)
+  Refusal nothing;                     // why nothing can be fused (set when paths is empty)
+  bool empty() const { return paths.empty(); }
 };
+// At most this many ops are fused into one forall (a chain of elementwise ops ending in a contraction and its fill).
+inline constexpr int kMaxFusedProducers = 8;
 FusionPlan planFusion(mlir::linalg::LinalgOp op);
 // Parallel loops with a non-zero size -> scf.forall, the planned producers fused into it, then reduction loops with a
 // non-zero size -> scf.for inside the forall (after fusion, so fused producers stay outside every reduction loop).

@@ -75,6 +75,34 @@ func.func @matmul_relu(%A: tensor<32x64xf32>, %B: tensor<64x32xf32>) -> tensor<3
   return %r : tensor<32x32xf32>
 })mlir";
 
+// tag 0: matmul (32, 32, 64), tag 1: + bias[j] (broadcast), tag 2: + residual, tag 3: relu — a layer's epilogue.
+const char *kMatmulEpilogue = R"mlir(
+#id = affine_map<(d0, d1) -> (d0, d1)>
+#col = affine_map<(d0, d1) -> (d1)>
+func.func @matmul_epilogue(%A: tensor<32x64xf32>, %B: tensor<64x32xf32>, %bias: tensor<32xf32>, %R: tensor<32x32xf32>) -> tensor<32x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<32x32xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %m = linalg.matmul ins(%A, %B : tensor<32x64xf32>, tensor<64x32xf32>) outs(%f : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %e1 = tensor.empty() : tensor<32x32xf32>
+  %b = linalg.generic {indexing_maps = [#id, #col, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%m, %bias : tensor<32x32xf32>, tensor<32xf32>) outs(%e1 : tensor<32x32xf32>) {
+  ^bb0(%x: f32, %c: f32, %o: f32):
+    %y = arith.addf %x, %c : f32
+    linalg.yield %y : f32
+  } -> tensor<32x32xf32>
+  %e2 = tensor.empty() : tensor<32x32xf32>
+  %s = linalg.add ins(%b, %R : tensor<32x32xf32>, tensor<32x32xf32>) outs(%e2 : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %e3 = tensor.empty() : tensor<32x32xf32>
+  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%s : tensor<32x32xf32>) outs(%e3 : tensor<32x32xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %y = arith.maximumf %x, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<32x32xf32>
+  return %r : tensor<32x32xf32>
+})mlir";
+
 // tag 0: mul (4x16x32), tag 1: batch_matmul (b, i, j, k) = (4, 16, 32, 32).
 const char *kBatchMatmul = R"mlir(
 func.func @batch_matmul(%A: tensor<4x16x32xf32>, %S: tensor<4x16x32xf32>, %B: tensor<4x32x32xf32>) -> tensor<4x16x32xf32> {
@@ -422,6 +450,71 @@ struct FusionCase {
   std::vector<int64_t> sizes;
   const char *fused;  // expected in the description
 };
+
+// The epilogue of a layer (bias, residual, ReLU) and the matmul that feeds it fuse into one forall from the last op:
+// producers are followed through ops without reductions, and of the matmul only its fill.
+TEST(TiledFusion, AnEpilogueChainFusesWithItsContraction) {
+  auto s = start("matmul_epilogue", kMatmulEpilogue);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(typeLegal(*s, ActionType::TiledFusion)) << typeReason(*s, ActionType::TiledFusion);
+  auto r = s->step(act(*s, ActionType::TiledFusion, {8, 16}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("fusing linalg.add, linalg.generic, linalg.matmul, linalg.fill"), std::string::npos)
+      << r->description;
+  auto m = currentModule(*s);
+  EXPECT_EQ(count(*m, "scf.forall"), 1);
+  EXPECT_EQ(count(*m, "linalg.matmul"), 1);  // the full-size original is gone
+  m->walk([&](mlir::linalg::LinalgOp op) { EXPECT_TRUE(transforms::isInsideForall(op)) << op->getName().getStringRef().str(); });
+  auto mm = transforms::findTaggedOps(*m, 0);
+  ASSERT_EQ(mm.size(), 1u);
+  EXPECT_EQ(mm[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{8, 16, 64}));
+  expectCorrectAndReplayable(*s);
+  // Every op of the chain is still scheduled, inside the forall, and vectorizes there.
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));  // relu
+  for (int op = 0; op < 2; ++op) ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));  // add, bias
+  EXPECT_EQ(s->status().currentOp, "linalg.matmul");
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 0, 1})));
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  EXPECT_TRUE(s->status().terminated);
+  expectCorrectAndReplayable(*s);
+}
+
+const char *kTwoMatmulsRelu = R"mlir(
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @two_matmuls_relu(%A: tensor<32x64xf32>, %B: tensor<64x64xf32>, %C: tensor<64x32xf32>) -> tensor<32x32xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e0 = tensor.empty() : tensor<32x64xf32>
+  %f0 = linalg.fill ins(%zero : f32) outs(%e0 : tensor<32x64xf32>) -> tensor<32x64xf32>
+  %m1 = linalg.matmul ins(%A, %B : tensor<32x64xf32>, tensor<64x64xf32>) outs(%f0 : tensor<32x64xf32>) -> tensor<32x64xf32>
+  %e1 = tensor.empty() : tensor<32x32xf32>
+  %f1 = linalg.fill ins(%zero : f32) outs(%e1 : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %m2 = linalg.matmul ins(%m1, %C : tensor<32x64xf32>, tensor<64x32xf32>) outs(%f1 : tensor<32x32xf32>) -> tensor<32x32xf32>
+  %e2 = tensor.empty() : tensor<32x32xf32>
+  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%m2 : tensor<32x32xf32>) outs(%e2 : tensor<32x32xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %y = arith.maximumf %x, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<32x32xf32>
+  return %r : tensor<32x32xf32>
+})mlir";
+
+// A producer with reduction loops ends the chain (only its fill joins): the previous layer is not recomputed per tile.
+TEST(TiledFusion, AProducerWithReductionsStopsTheChain) {
+  auto s = start("two_matmuls_relu", kTwoMatmulsRelu);
+  ASSERT_TRUE(s);
+  auto r = s->step(act(*s, ActionType::TiledFusion, {8, 16}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("fusing linalg.matmul, linalg.fill"), std::string::npos) << r->description;
+  EXPECT_EQ(r->description.find("linalg.matmul, linalg.fill, linalg.matmul"), std::string::npos) << r->description;
+  auto m = currentModule(*s);
+  int outside = 0;
+  m->walk([&](mlir::linalg::MatmulOp op) { outside += !transforms::isInsideForall(op); });
+  EXPECT_EQ(outside, 1);  // the first matmul
+  expectCorrectAndReplayable(*s);
+}
 
 TEST(TiledFusion, EveryFamilyComputesTheReference) {
   std::vector<FusionCase> cases = {
@@ -997,6 +1090,7 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
       {"conv_nhwc", kConvNhwc},      {"conv_nhwc_s2", kConvNhwcStrided}, {"conv_nchw", kConvNchw},
       {"conv_fhwc", kConvFhwc},      {"depthwise", kDepthwise},      {"pool_nchw_max", kPoolNchwMax},
       {"add_relu", kElementwise},    {"contraction", kContraction},  {"matmul_odd", kMatmulOdd},
+      {"matmul_epilogue", kMatmulEpilogue}, {"two_matmuls_relu", kTwoMatmulsRelu},
   };
   std::mt19937_64 rng(getenv("MLIR_RL_HONESTY_SEED") ? std::strtoull(getenv("MLIR_RL_HONESTY_SEED"), nullptr, 10) : 7);
   int steps = 0, failed = 0, evaluated = 0, wrong = 0;

@@ -132,9 +132,8 @@ TEST(Transforms, RenamedFragmentsEqualFragmentsBuiltWithThePrefix) {
   ASSERT_FALSE(convOps.empty());
   ASSERT_NE(vectorizationFragmentFor(convOps, 0, "t").text.find("decompose"), std::string::npos);  // the conv path
   FusionPlan plan;
-  plan.operands = {0, 2};
-  plan.producerFills = {{0, 1}};
-  plan.producers = {"a", "b"};
+  plan.paths = {{0}, {2}, {0, 1}};
+  plan.producers = {"a", "b", "linalg.fill"};
   std::vector<std::function<Fragment(llvm::StringRef)>> builders = {
       [](llvm::StringRef p) { return tilingFragment(3, {8, 0, 4}, p); },
       [](llvm::StringRef p) { return parallelTilingFragment(3, {8, 4, 2}, {false, false, true}, p); },

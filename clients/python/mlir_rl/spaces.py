@@ -400,9 +400,11 @@ def head_masks_from_observation(obs: Mapping[str, np.ndarray], head_names: Seque
 
     Head ``type`` takes ``mask_type``, head ``tile_i`` row ``i`` of ``mask_tiles``, head ``interchange``
     ``mask_interchange``. The last tile head is also UNROLL's factor: its mask is the union of ``mask_tiles``' last
-    row and ``mask_unroll``, and each tile head's mask the union with ``mask_tiles_peeled``'s row (PEELED_TILING's
-    sizes need not divide the loops): independent per-head masks cannot depend on the type; agents that condition the
-    heads on the type use them apart. Each mask must have ``nvec`` of its head entries.
+    row and ``mask_unroll`` (independent per-head masks cannot depend on the type; agents that condition the heads on
+    the type use the two apart). ``mask_tiles_peeled`` (PEELED_TILING's sizes, which need not divide the loops) is
+    not merged in: a TILING sampled with a size only PEELED_TILING allows would be masked. Sampled under these
+    masks, PEELED_TILING gets dividing sizes (legal, as TILING); agents that pick the type first use
+    ``mask_tiles_peeled`` for it. Each mask must have ``nvec`` of its head entries.
     """
     masks: List[np.ndarray] = []
     for i, (name, n) in enumerate(zip(head_names, nvec)):
@@ -418,9 +420,6 @@ def head_masks_from_observation(obs: Mapping[str, np.ndarray], head_names: Seque
             if tiles is not None and (tiles.ndim != 2 or row >= tiles.shape[0]):
                 raise MlirRlError(f"observation 'mask_tiles' has shape {tiles.shape}, no row for head {name!r}")
             m = None if tiles is None else tiles[row]
-            peeled = obs.get("mask_tiles_peeled")
-            if m is not None and peeled is not None:  # PEELED_TILING's sizes need not divide the loops
-                m = np.logical_or(m, np.asarray(peeled)[row])
             unroll = obs.get("mask_unroll")
             if m is not None and unroll is not None and row == len(nvec) - 3:  # the last tile head
                 m = np.logical_or(m, unroll)
