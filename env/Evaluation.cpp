@@ -40,14 +40,14 @@ constexpr int64_t kFormatVersion = 2;
 
 llvm::json::Object timingJson(const runners::Timing &t) {
   return llvm::json::Object{{"median_ns", t.medianNs}, {"min_ns", t.minNs}, {"spread", t.spread},
-                            {"repetitions", t.repetitions}};
+                            {"repetitions", t.repetitions}, {"raced", t.raced}};
 }
 
 std::optional<runners::Timing> timingOf(const llvm::json::Object &o) {
   auto median = o.getNumber("median_ns"), min = o.getNumber("min_ns"), spread = o.getNumber("spread");
   auto reps = o.getInteger("repetitions");
   if (!median || !min || !spread || !reps) return std::nullopt;
-  return runners::Timing{*median, *min, *spread, static_cast<int>(*reps)};
+  return runners::Timing{*median, *min, *spread, static_cast<int>(*reps), o.getBoolean("raced").value_or(false)};
 }
 
 std::string referenceKey(const Benchmark &b, uint64_t seed, int threads) {
@@ -249,6 +249,7 @@ EvaluationRecord EvaluationService::measure(const Benchmark &benchmark, const st
   request.seed = seed;
   request.numThreads = threads;
   request.timing = timing_;
+  if (request.timing.raceFactor > 0) request.timing.raceAgainstNs = record.referenceNs;
   request.timeoutSeconds = timeouts_.forReference(record.referenceNs);
   request.callerDeadline = options.callerDeadline;
   runners::ExecResult result = execute(request);

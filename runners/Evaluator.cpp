@@ -332,6 +332,11 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
     int n = static_cast<int>(samples.size());
     double spent = std::chrono::duration<double>(Clock::now() - measureStart).count();
     if (n >= options.maxRepetitions) break;
+    if (n >= minRepetitions && options.raceFactor > 0 && options.raceAgainstNs > 0 &&
+        quantile(0.25) > options.raceFactor * options.raceAgainstNs) {
+      timing.raced = true;
+      break;
+    }
     if (n >= minRepetitions && (timing.spread <= options.targetSpread || spent >= options.budgetSeconds))
       break;
   }

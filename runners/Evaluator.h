@@ -48,11 +48,18 @@ struct TimingOptions {
   double targetSpread = 0.02;   // stop once (p75 - p25) / median is below this
   double budgetSeconds = 2.0;   // or once this much time was spent measuring (after minRepetitions)
   double minSampleSeconds = 1e-3;  // short kernels run several times per sample
+  // Racing against the reference (0: off): once minRepetitions samples are in, a candidate whose 25th percentile is
+  // above raceFactor x raceAgainstNs is clearly slower than the reference and timing stops there, whatever the
+  // spread. Its reward is still log10(reference / median) of those samples; what the spread target buys is precision
+  // near the reference and above it, where schedules are compared.
+  double raceAgainstNs = 0;
+  double raceFactor = 0;
 };
 
 struct Timing {
   double medianNs = 0, minNs = 0, spread = 0;
   int repetitions = 0;
+  bool raced = false;  // stopped early: clearly slower than the reference (TimingOptions::raceFactor)
 };
 
 class CompiledKernel {

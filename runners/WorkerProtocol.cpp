@@ -59,11 +59,14 @@ void timing(Writer &w, const Timing &t) {
   w.pod(t.minNs);
   w.pod(t.spread);
   w.pod<int32_t>(t.repetitions);
+  w.pod<uint8_t>(t.raced);
 }
 bool timing(Reader &r, Timing &t) {
   int32_t reps = 0;
-  bool ok = r.pod(t.medianNs) && r.pod(t.minNs) && r.pod(t.spread) && r.pod(reps);
+  uint8_t raced = 0;
+  bool ok = r.pod(t.medianNs) && r.pod(t.minNs) && r.pod(t.spread) && r.pod(reps) && r.pod(raced);
   t.repetitions = reps;
+  t.raced = raced != 0;
   return ok;
 }
 
@@ -80,6 +83,8 @@ std::string encode(const ExecRequest &q) {
   w.pod(q.timing.targetSpread);
   w.pod(q.timing.budgetSeconds);
   w.pod(q.timing.minSampleSeconds);
+  w.pod(q.timing.raceAgainstNs);
+  w.pod(q.timing.raceFactor);
   w.pod<uint8_t>(q.time);
   w.pod(q.timeoutSeconds);
   return w.take();
@@ -91,7 +96,8 @@ bool decode(const std::string &bytes, ExecRequest &q) {
   uint8_t time = 0;
   bool ok = r.str(q.candidateIR) && r.str(q.referenceIR) && r.pod(q.seed) && r.pod(threads) && r.pod(minReps) &&
             r.pod(maxReps) && r.pod(q.timing.targetSpread) && r.pod(q.timing.budgetSeconds) &&
-            r.pod(q.timing.minSampleSeconds) && r.pod(time) && r.pod(q.timeoutSeconds) && r.done();
+            r.pod(q.timing.minSampleSeconds) && r.pod(q.timing.raceAgainstNs) && r.pod(q.timing.raceFactor) &&
+            r.pod(time) && r.pod(q.timeoutSeconds) && r.done();
   q.numThreads = threads;
   q.timing.minRepetitions = minReps;
   q.timing.maxRepetitions = maxReps;

@@ -155,6 +155,7 @@ void fillEvaluation(const env::EvaluationRecord &r, v1::Evaluation &out) {
   out.set_min_ns(r.timing.minNs);
   out.set_spread(r.timing.spread);
   out.set_repetitions(r.timing.repetitions);
+  out.set_raced(r.timing.raced);
   out.set_reference_ns(r.referenceNs);
   out.set_speedup(r.speedup);
   out.set_correct(r.correct);

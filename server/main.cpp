@@ -14,6 +14,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/xxhash.h"
 #include "mlir/IR/MLIRContext.h"
 #include "spdlog/spdlog.h"
 
@@ -70,12 +72,21 @@ ABSL_FLAG(double, log_interval_s, 60, "log a summary line (sessions, evaluations
 ABSL_FLAG(int, max_message_mb, 64, "maximum request size in MiB");
 ABSL_FLAG(int, max_actions_per_step, 1024, "maximum actions in one Step or replay list");
 ABSL_FLAG(double, timing_budget_s, 2.0, "time budget for the timed repetitions of one evaluation, in seconds");
+ABSL_FLAG(double, race_factor, 1.25,
+          "stop timing a candidate after the minimum of samples once its 25th percentile is above this multiple of "
+          "the reference's time (clearly slower: its reward needs no 2 % spread); 0 times every candidate to the "
+          "spread target");
+ABSL_FLAG(double, timing_target_spread, 0.02,
+          "stop timing once (p75 - p25) / median of the samples is below this (after the minimum of samples)");
+ABSL_FLAG(int, timing_max_repetitions, 50, "timed samples of one evaluation at most");
 ABSL_FLAG(int, cache_entries, 4096, "entries of the evaluation cache");
 ABSL_FLAG(int, transition_cache_mb, 256,
           "estimated MiB of transformed IR the transition cache may hold (steps already taken by any session cost a "
           "lookup instead of a transformation); 0 disables it");
-ABSL_FLAG(std::string, cache_dir, "",
-          "keep reference times and measured candidates here across restarts (per machine identity; empty: memory only)");
+ABSL_FLAG(std::string, cache_dir, "auto",
+          "keep reference times and measured candidates here across restarts, one file per machine identity and "
+          "evaluator build; auto: $MLIR_RL_CACHE_DIR when set (empty: memory only), else $XDG_CACHE_HOME/mlir-rl or "
+          "~/.cache/mlir-rl (memory only, with a warning, when that cannot be used); empty: memory only");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error");
 ABSL_FLAG(std::string, isolation, "process",
           "where candidates run: process (supervised mlir-rl-runner workers; a crash kills only a worker) or none "
@@ -218,8 +229,12 @@ int main(int argc, char **argv) {
   spdlog::info("{} benchmarks under {}", benchmarks.uris().size(), absl::GetFlag(FLAGS_benchmarks_dir));
 
   mlir_rl::runners::WorkerPool *poolPtr = nullptr;
+  std::string evaluatorBinary = "/proc/self/exe";  // what compiles and times candidates (the runner, below)
   mlir_rl::runners::TimingOptions timing;
   timing.budgetSeconds = absl::GetFlag(FLAGS_timing_budget_s);
+  timing.raceFactor = std::max(0.0, absl::GetFlag(FLAGS_race_factor));
+  timing.targetSpread = std::clamp(absl::GetFlag(FLAGS_timing_target_spread), 1e-4, 1.0);
+  timing.maxRepetitions = std::clamp(absl::GetFlag(FLAGS_timing_max_repetitions), timing.minRepetitions, 100000);
   std::unique_ptr<mlir_rl::runners::Executor> executor;
   std::string isolation = absl::GetFlag(FLAGS_isolation);
   if (isolation == "process") {
@@ -248,6 +263,7 @@ int main(int argc, char **argv) {
     } else {
       spdlog::warn("--sandbox_workers=false: evaluation workers run with the server's user and privileges");
     }
+    evaluatorBinary = pool.runnerPath;
     poolPtr = workers.get();
     executor = std::move(workers);
   } else if (isolation == "none") {
@@ -276,12 +292,32 @@ int main(int argc, char **argv) {
   }
   mlir_rl::env::TransitionCache::shared().setBudget(static_cast<size_t>(absl::GetFlag(FLAGS_transition_cache_mb))
                                                     << 20);
-  if (std::string dir = absl::GetFlag(FLAGS_cache_dir); !dir.empty()) {
-    if (absl::Status s = evaluator.persistTo(dir, mlir_rl::support::machineIdentity()); !s.ok()) {
-      spdlog::error("{}", std::string(s.message()));
-      return 2;
+  {
+    // A cached time is only as good as the code that measured it: the file is keyed by the machine and by a digest
+    // of the evaluator's binary (a rebuild with another lowering or timing loop starts a new file).
+    std::string dir = absl::GetFlag(FLAGS_cache_dir);
+    bool automatic = dir == "auto";
+    if (automatic) {
+      if (const char *env = std::getenv("MLIR_RL_CACHE_DIR")) dir = env;
+      else if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) dir = absl::StrCat(xdg, "/mlir-rl");
+      else if (const char *home = std::getenv("HOME"); home && *home) dir = absl::StrCat(home, "/.cache/mlir-rl");
+      else dir.clear();
     }
-    spdlog::info("evaluation cache persisted under {}", dir);
+    if (!dir.empty()) {
+      std::string build = "unknown";
+      if (auto bytes = llvm::MemoryBuffer::getFile(evaluatorBinary, /*IsText=*/false, /*RequiresNullTerminator=*/false))
+        build = absl::StrCat(absl::Hex(llvm::xxh3_64bits((*bytes)->getBuffer()), absl::kZeroPad16));
+      std::string identity = absl::StrCat(mlir_rl::support::machineIdentity(), " | evaluator ", build);
+      if (absl::Status s = evaluator.persistTo(dir, identity); !s.ok()) {
+        if (!automatic) {
+          spdlog::error("{}", std::string(s.message()));
+          return 2;
+        }
+        spdlog::warn("evaluation cache kept in memory only: {}", std::string(s.message()));
+      } else {
+        spdlog::info("evaluation cache persisted under {} (evaluator build {})", dir, build);
+      }
+    }
   }
   mlir_rl::server::ServiceLimits limits;
   limits.sessions.maxSessions = static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_sessions)));

@@ -21,6 +21,10 @@ from typing import List, Optional
 
 import pytest
 
+# Servers the tests start keep evaluations in memory only (the server's default persists them under ~/.cache/mlir-rl:
+# a test expecting a fresh measurement must not find one from an earlier run). Tests of persistence pass --cache_dir.
+os.environ["MLIR_RL_CACHE_DIR"] = ""
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DIR = REPO_ROOT / "clients" / "python"
 if str(CLIENT_DIR) not in sys.path:

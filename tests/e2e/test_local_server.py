@@ -123,7 +123,7 @@ def server_bin(monkeypatch) -> Path:
     monkeypatch.setenv("MLIR_RL_SERVER_BIN", str(binary.resolve()))
     monkeypatch.delenv("MLIR_RL_SERVER", raising=False)
     monkeypatch.delenv("MLIR_RL_SERVER_ARGS", raising=False)
-    monkeypatch.delenv("MLIR_RL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("MLIR_RL_CACHE_DIR", "")  # memory only (unset, the server would persist under ~/.cache)
     return binary.resolve()
 
 

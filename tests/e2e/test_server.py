@@ -5,10 +5,14 @@ Every class of bad input gets a precise status and message, and the server and t
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -65,21 +69,22 @@ def test_version_and_spaces_describe_themselves(stub):
     spaces = stub.GetSpaces(pb.GetSpacesRequest(options=pb.SessionOptions(max_loops=6)), timeout=10)
     md = spaces.action_space.multi_discrete
     assert list(md.head_names) == ["type"] + [f"tile_{i}" for i in range(6)] + ["interchange"]
-    assert list(md.nvec) == [8] + [8] * 6 + [6]
+    assert list(md.nvec) == [9] + [8] * 6 + [6]
     assert list(md.type_names) == ["NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE",
-                                   "VECTORIZATION", "TILED_FUSION", "IMG2COL", "UNROLL"]
+                                   "VECTORIZATION", "TILED_FUSION", "IMG2COL", "UNROLL", "PEELED_TILING"]
     swaps = stub.GetSpaces(pb.GetSpacesRequest(options=pb.SessionOptions(
         interchange_mode=pb.INTERCHANGE_MODE_SWAPS)), timeout=10).action_space.multi_discrete
-    assert list(swaps.nvec) == [8] + [8] * 12 + [30]  # 3L - 6 swaps of loops 1-3 apart
+    assert list(swaps.nvec) == [9] + [8] * 12 + [30]  # 3L - 6 swaps of loops 1-3 apart
     assert list(md.tile_sizes) == [0, 1, 2, 4, 8, 16, 32, 64]
     names = [s.name for s in spaces.observation_space]
     assert "mask_type" in names and "loop_bounds" in names
     # Each head's mask, and the types that read it (only those heads are checked).
     masks = {(m.head, m.tensor): (m.row, list(m.types)) for m in md.head_masks}
-    assert masks[("type", "mask_type")] == (-1, list(range(8)))
+    assert masks[("type", "mask_type")] == (-1, list(range(9)))
     assert masks[("tile_0", "mask_tiles")] == (0, [1, 2, 5])
     assert masks[("tile_5", "mask_tiles")] == (5, [1, 2, 5])
     assert masks[("tile_5", "mask_unroll")] == (-1, [7])  # UNROLL's factor in the last tile head
+    assert masks[("tile_0", "mask_tiles_peeled")] == (0, [8])  # PEELED_TILING: sizes that need not divide
     assert masks[("interchange", "mask_interchange")] == (-1, [3])
     assert set(names) >= {t for _, t in masks}
 
@@ -544,6 +549,57 @@ def test_cache_dir_keeps_references_and_results_across_restarts(tmp_path):
     out = subprocess.run([str(server_binary()), "--port=0", f"--cache_dir={cache}"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "format version 99" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def _cache_files_after_start(env_overrides, args=()):
+    """Starts a server with the environment changed, waits until it listens, stops it."""
+    env = dict(os.environ)
+    for k, v in env_overrides.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    proc = subprocess.Popen([str(server_binary()), "--port=0", f"--port_file={port_file}", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        assert port_file.exists()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_cache_dir_is_on_by_default_per_user_and_per_evaluator_build(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    # No flag, no MLIR_RL_CACHE_DIR: ~/.cache/mlir-rl (XDG_CACHE_HOME unset).
+    _cache_files_after_start({"MLIR_RL_CACHE_DIR": None, "XDG_CACHE_HOME": None, "HOME": str(home)})
+    files = list((home / ".cache" / "mlir-rl").glob("evaluations-*.jsonl"))
+    assert len(files) == 1, files
+    # $MLIR_RL_CACHE_DIR wins; empty turns persistence off.
+    chosen = tmp_path / "chosen"
+    _cache_files_after_start({"MLIR_RL_CACHE_DIR": str(chosen), "HOME": str(home)})
+    assert len(list(chosen.glob("evaluations-*.jsonl"))) == 1
+    out = _cache_files_after_start({"MLIR_RL_CACHE_DIR": "", "HOME": str(tmp_path / "nohome")})
+    assert not (tmp_path / "nohome").exists(), out
+    # Another evaluator build (a runner binary with other bytes) gets a file of its own: cached times of the old
+    # build are not served as the new one's.
+    runner = tmp_path / "mlir-rl-runner"
+    shutil.copy(server_binary().parent / "mlir-rl-runner", runner)
+    with open(runner, "ab") as f:
+        f.write(b"another build")
+    _cache_files_after_start({"MLIR_RL_CACHE_DIR": str(chosen)}, [f"--runner={runner}"])
+    assert len(list(chosen.glob("evaluations-*.jsonl"))) == 2
+    # A default location that cannot be used is a warning, not a failed start.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the directory should be")
+    out = _cache_files_after_start({"MLIR_RL_CACHE_DIR": str(blocked / "sub")})
+    assert "memory only" in out, out
 
 
 BAD_UPLOADS = [

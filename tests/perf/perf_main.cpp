@@ -210,7 +210,7 @@ class ServerProcess {
     if (!mkdtemp(dirTemplate)) fail("cannot create a temporary directory");
     dir_ = dirTemplate;
     std::string portFile = dir_ + "/port";
-    std::vector<std::string> args = {binary, "--port=0", "--port_file=" + portFile, "--log_level=warn",
+    std::vector<std::string> args = {binary, "--port=0", "--port_file=" + portFile, "--log_level=warn", "--cache_dir=",
                                      "--benchmarks_dir=" + absl::GetFlag(FLAGS_benchmarks_dir)};
     if (!absl::GetFlag(FLAGS_cpus).empty()) args.push_back("--rpc_cpus=" + absl::GetFlag(FLAGS_cpus));
     args.insert(args.end(), extraArgs.begin(), extraArgs.end());

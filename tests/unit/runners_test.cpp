@@ -147,6 +147,34 @@ TEST(Runners, TimingReportsStableMedian) {
   EXPECT_GT(t.medianNs, 0);
   EXPECT_LE(t.minNs, t.medianNs);
   EXPECT_GE(t.repetitions, opts.minRepetitions);
+  EXPECT_FALSE(t.raced);
+}
+
+// Racing: against a reference 100x faster than the kernel, timing stops at the minimum of samples; against one
+// 100x slower (the kernel is clearly faster), it goes on to the spread target or the budget as before.
+TEST(Runners, TimingRacesOnlyClearlySlowerCandidates) {
+  auto b = testing::benchmark("add_256x256_f32");
+  ASSERT_TRUE(b);
+  auto compiled = runners::Compiler::compile(b->module(), {});
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  auto &kernel = *compiled;
+  auto inputs = runners::makeInputs(kernel->signature(), 0);
+  runners::TimingOptions careful;
+  careful.targetSpread = 1e-6;  // never met: the budget ends it
+  careful.budgetSeconds = 0.2;
+  runners::Timing base = kernel->time(inputs, careful);
+  ASSERT_GT(base.medianNs, 0);
+  runners::TimingOptions slower = careful;
+  slower.raceFactor = 1.25;
+  slower.raceAgainstNs = base.medianNs / 100;
+  runners::Timing raced = kernel->time(inputs, slower);
+  EXPECT_TRUE(raced.raced);
+  EXPECT_LT(raced.repetitions, base.repetitions);
+  runners::TimingOptions faster = slower;
+  faster.raceAgainstNs = base.medianNs * 100;
+  runners::Timing full = kernel->time(inputs, faster);
+  EXPECT_FALSE(full.raced);
+  EXPECT_GT(full.repetitions, raced.repetitions);
 }
 
 }  // namespace

@@ -95,7 +95,7 @@ class Server:
         self.port_file = workdir / "port"
         self.log_path = workdir / "server.log"
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([str(binary), "--port=0", f"--port_file={self.port_file}", *extra],
+        self.proc = subprocess.Popen([str(binary), "--port=0", f"--port_file={self.port_file}", "--cache_dir=", *extra],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
