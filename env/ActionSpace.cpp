@@ -71,8 +71,8 @@ absl::StatusOr<DecodedAction> ActionSpace::decode(const std::vector<int64_t> &va
   std::vector<std::string> names = headNames();
   for (size_t i = 0; i < values.size(); ++i)
     if (values[i] < 0 || values[i] >= n[i])
-      return absl::InvalidArgumentError(absl::StrCat("action value ", values[i], " for head '", names[i],
-                                                     "' is out of range [0, ", n[i], ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("action value ", values[i], " for head '", names[i], "' is out of range [0, ", n[i], ")"));
   DecodedAction a;
   a.type = static_cast<ActionType>(values[0]);
   for (int i = 0; i < config_.maxLoops; ++i) {
@@ -89,8 +89,8 @@ absl::StatusOr<DecodedAction> ActionSpace::decode(const std::vector<int64_t> &va
 absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMask &mask) const {
   int t = static_cast<int>(action.type);
   if (!mask.type[t])
-    return absl::InvalidArgumentError(absl::StrCat("head 'type' = ", t, " (", actionTypeName(t), ") is masked: ",
-                                                   mask.typeReasons[t]));
+    return absl::InvalidArgumentError(
+        absl::StrCat("head 'type' = ", t, " (", actionTypeName(t), ") is masked: ", mask.typeReasons[t]));
   // Only the heads the action's type reads.
   transforms::Heads heads = transforms::registry()[t]->heads();
   if (heads == transforms::Heads::Tiles || heads == transforms::Heads::PeeledTiles) {
@@ -98,21 +98,24 @@ absl::Status ActionSpace::checkMask(const DecodedAction &action, const ActionMas
     // Heads past the op's loops are not read (any value is accepted there, e.g. an unroll factor in tile_{L-1}).
     for (int i = 0; i < std::min(mask.numLoops, config_.maxLoops); ++i)
       if (heads == transforms::Heads::PeeledTiles && !rows[i][action.tileChoices[i]])
-        return absl::InvalidArgumentError(absl::StrCat(
-            "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
-            ") is masked for PEELED_TILING: the op has no loop ", i, ", the loop is not static, no copy of the op "
-            "has a loop ", i, " that large, or the op is nested too deep for another loop level"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
+                         ") is masked for PEELED_TILING: the op has no loop ", i,
+                         ", the loop is not static, no copy of the op "
+                         "has a loop ",
+                         i, " that large, or the op is nested too deep for another loop level"));
       else if (!rows[i][action.tileChoices[i]])
-        return absl::InvalidArgumentError(absl::StrCat(
-            "head 'tile_", i, "' = ", action.tileChoices[i], " (size ", action.tileSizes[i],
-            ") is masked: the op has no loop ", i, ", the size does not divide its bound, or the op is nested too "
-            "deep for another loop level (the mask's reasons say which)"));
+        return absl::InvalidArgumentError(absl::StrCat("head 'tile_", i, "' = ", action.tileChoices[i], " (size ",
+                                                       action.tileSizes[i], ") is masked: the op has no loop ", i,
+                                                       ", the size does not divide its bound, or the op is nested too "
+                                                       "deep for another loop level (the mask's reasons say which)"));
   }
   if (heads == transforms::Heads::UnrollFactor && !mask.unroll[action.unrollChoice])
     return absl::InvalidArgumentError(absl::StrCat(
         "head 'tile_", unrollHead(), "' = ", action.unrollChoice, " (unroll factor ", action.unrollFactor,
         ") is masked: the factor must be > 1 and divide the trip count of the innermost loop around the op, and the "
-        "op may have at most ", transforms::kMaxUnrolledCopies, " copies and ", transforms::kMaxUnrolledElements,
+        "op may have at most ",
+        transforms::kMaxUnrolledCopies, " copies and ", transforms::kMaxUnrolledElements,
         " iteration-space elements over all copies"));
   if (heads == transforms::Heads::Interchange && !mask.interchange[action.pointer])
     return absl::InvalidArgumentError(

@@ -34,10 +34,10 @@ enum class ActionType {
   TiledParallelization = 2,
   Interchange = 3,
   Vectorization = 4,
-  TiledFusion = 5,  // tiled parallelization + the op's producers fused into its scf.forall (MLIR RL's TPF)
-  Img2Col = 6,      // 2-D convolution -> img2col packing + contraction
-  Unroll = 7,       // unrolling of the innermost scf.for around the op
-  PeeledTiling = 8, // tiling by sizes that need not divide the loops; the partial tiles are peeled off
+  TiledFusion = 5,   // tiled parallelization + the op's producers fused into its scf.forall (MLIR RL's TPF)
+  Img2Col = 6,       // 2-D convolution -> img2col packing + contraction
+  Unroll = 7,        // unrolling of the innermost scf.for around the op
+  PeeledTiling = 8,  // tiling by sizes that need not divide the loops; the partial tiles are peeled off
 };
 // The values of head 'type': the registry's size.
 int numActionTypes();
@@ -56,8 +56,8 @@ struct DecodedAction {
 // (1 + tileSizes.size()); unroll has 1 + tileSizes.size() values; interchange ActionSpace::numInterchangeChoices().
 struct ActionMask {
   std::vector<uint8_t> type;
-  std::vector<std::vector<uint8_t>> tiles;  // tile heads as TILING, TILED_PARALLELIZATION, TILED_FUSION read them
-  std::vector<uint8_t> unroll;              // head tile_{L-1} as UNROLL reads it (value 0: the smallest factor)
+  std::vector<std::vector<uint8_t>> tiles;        // tile heads as TILING, TILED_PARALLELIZATION, TILED_FUSION read them
+  std::vector<uint8_t> unroll;                    // head tile_{L-1} as UNROLL reads it (value 0: the smallest factor)
   std::vector<std::vector<uint8_t>> tilesPeeled;  // tile heads as PEELED_TILING reads them
   std::vector<uint8_t> interchange;
   std::vector<std::string> typeReasons;  // why a masked type is masked (empty when legal)

@@ -7,12 +7,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Support/xxhash.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Parser/Parser.h"
-#include "llvm/Support/raw_ostream.h"
-#include "llvm/Support/xxhash.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
@@ -91,8 +91,8 @@ int64_t countFlops(mlir::linalg::LinalgOp op) {
   int64_t perIteration = 0;
   if (op->getNumRegions() == 1 && !op->getRegion(0).empty()) {
     for (mlir::Operation &inner : op->getRegion(0).front())
-      if (inner.getDialect() && (inner.getDialect()->getNamespace() == "arith" ||
-                                 inner.getDialect()->getNamespace() == "math"))
+      if (inner.getDialect() &&
+          (inner.getDialect()->getNamespace() == "arith" || inner.getDialect()->getNamespace() == "math"))
         ++perIteration;
   }
   return iterations * std::max<int64_t>(perIteration, 1);
@@ -219,8 +219,10 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::generate(con
   uint64_t seed = 0;
   if (slash == absl::string_view::npos || !absl::SimpleAtoi(rest.substr(slash + 1), &seed))
     return absl::InvalidArgumentError(
-        absl::StrCat("generator URI '", uri, "' must look like generator://<family>/<seed> with a non-negative integer "
-                     "seed (families: ", absl::StrJoin(generatorFamilies(), ", "), ")"));
+        absl::StrCat("generator URI '", uri,
+                     "' must look like generator://<family>/<seed> with a non-negative integer "
+                     "seed (families: ",
+                     absl::StrJoin(generatorFamilies(), ", "), ")"));
   std::string family(rest.substr(0, slash));
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -233,8 +235,9 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::generate(con
     auto text = generateBenchmark(family, seed, attempt);
     if (!text.ok()) return text.status();
     auto b = Benchmark::parse(ctx_, uri, *text);
-    if (!b.ok()) return absl::InternalError(absl::StrCat("generator ", family, " produced an invalid module: ",
-                                                         b.status().message()));
+    if (!b.ok())
+      return absl::InternalError(
+          absl::StrCat("generator ", family, " produced an invalid module: ", b.status().message()));
     bool collides = false;
     for (const std::string &sig : scheduledSignatures((*b)->module())) collides |= held.count(sig) > 0;
     if (!collides) chosen = std::move(*b);
@@ -263,13 +266,15 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::get(const st
     std::lock_guard<std::mutex> lock(mutex_);
     auto loaded = loaded_.find(uri);
     if (loaded != loaded_.end()) {
-      if (auto lease = uploads_.find(uri); lease != uploads_.end()) lease->second.lastUsed = std::chrono::steady_clock::now();
+      if (auto lease = uploads_.find(uri); lease != uploads_.end())
+        lease->second.lastUsed = std::chrono::steady_clock::now();
       return loaded->second;
     }
     auto it = paths_.find(uri);
     if (it == paths_.end()) {
       if (expiredUploads_.count(uri))
-        return absl::NotFoundError(absl::StrCat("upload '", uri, "' expired: no session used it for a while "
+        return absl::NotFoundError(absl::StrCat("upload '", uri,
+                                                "' expired: no session used it for a while "
                                                 "(--upload_idle_timeout_s); upload it again (AddBenchmark)"));
       return absl::NotFoundError(absl::StrCat("unknown benchmark '", uri, "'"));
     }
@@ -299,8 +304,8 @@ std::shared_ptr<mlir::MLIRContext> BenchmarkRegistry::validationContext() {
 }
 
 absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::addUpload(const std::string &text,
-                                                                             const std::string &description,
-                                                                             const std::string &client) {
+                                                                              const std::string &description,
+                                                                              const std::string &client) {
   std::string uri = absl::StrCat("benchmark://user/", absl::Hex(llvm::xxh3_64bits(text), absl::kZeroPad16));
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -313,9 +318,11 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::addUpload(co
       return absl::ResourceExhaustedError(absl::StrCat("the server holds its maximum of ", maxUploads,
                                                        " uploads (--max_uploads); unused ones expire "
                                                        "(--upload_idle_timeout_s)"));
-    if (auto held = uploadsPerClient_.find(client); held != uploadsPerClient_.end() && held->second >= maxUploadsPerClient)
+    if (auto held = uploadsPerClient_.find(client);
+        held != uploadsPerClient_.end() && held->second >= maxUploadsPerClient)
       return absl::ResourceExhaustedError(absl::StrCat("client '", client, "' holds its maximum of ",
-                                                       maxUploadsPerClient, " uploads (--max_uploads_per_client); "
+                                                       maxUploadsPerClient,
+                                                       " uploads (--max_uploads_per_client); "
                                                        "unused ones expire (--upload_idle_timeout_s)"));
     validationBytes_ += static_cast<int64_t>(text.size());
   }
@@ -333,7 +340,8 @@ absl::StatusOr<std::shared_ptr<const Benchmark>> BenchmarkRegistry::addUpload(co
   mlir::OwningOpRef<mlir::ModuleOp> module =
       mlir::parseSourceString<mlir::ModuleOp>(validated, mlir::ParserConfig(ctx_), uri);
   if (!module) return absl::InternalError(absl::StrCat("a validated upload does not parse again: ", capture.take()));
-  auto parsed = Benchmark::fromModule(std::move(module), uri, description.empty() ? "uploaded by a client" : description);
+  auto parsed =
+      Benchmark::fromModule(std::move(module), uri, description.empty() ? "uploaded by a client" : description);
   if (!parsed.ok()) return parsed.status();
   std::lock_guard<std::mutex> lock(mutex_);
   auto [it, inserted] = loaded_.emplace(uri, std::move(*parsed));

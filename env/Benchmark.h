@@ -8,9 +8,9 @@
 #include <chrono>
 #include <deque>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,8 +38,8 @@ struct BenchmarkInfo {
   int numOps = 0;
   std::vector<std::string> opFamilies;
   int64_t flops = 0;
-  int64_t bytes = 0;   // kernel arguments + results
-  std::string split;   // "eval" (models, models-full, lqcd), "train" (nn-ops, generators) or "user" (uploads)
+  int64_t bytes = 0;  // kernel arguments + results
+  std::string split;  // "eval" (models, models-full, lqcd), "train" (nn-ops, generators) or "user" (uploads)
 };
 
 // The datasets held out for evaluation; generators never produce an op that occurs in them.
@@ -115,9 +115,9 @@ class BenchmarkRegistry {
     std::string client;
     std::chrono::steady_clock::time_point lastUsed;
   };
-  std::map<std::string, UploadLease> uploads_;     // uri -> lease, under mutex_
+  std::map<std::string, UploadLease> uploads_;  // uri -> lease, under mutex_
   std::map<std::string, size_t> uploadsPerClient_;
-  std::set<std::string> expiredUploads_;           // bounded; NOT_FOUND says they expired
+  std::set<std::string> expiredUploads_;  // bounded; NOT_FOUND says they expired
   std::map<std::string, std::shared_ptr<const Benchmark>> generated_;
   std::deque<std::string> generatedOrder_;
   std::set<std::string> evalSignatures_;  // op signatures of the eval split, computed on first generator use
@@ -125,7 +125,7 @@ class BenchmarkRegistry {
   absl::StatusOr<std::shared_ptr<const Benchmark>> generate(const std::string &uri);
   std::shared_ptr<mlir::MLIRContext> validationContext();
   std::shared_ptr<mlir::MLIRContext> validation_;  // under mutex_
-  int64_t validationBytes_ = 0;                      // text parsed in validation_
+  int64_t validationBytes_ = 0;                    // text parsed in validation_
   const std::set<std::string> &evalSignatures();
 };
 

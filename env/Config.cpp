@@ -14,8 +14,7 @@ absl::Status SessionConfig::validate() const {
     return absl::InvalidArgumentError(absl::StrCat("options.max_accesses = ", maxAccesses, " is outside [1, 32]"));
   if (actionsPerOp < 1 || actionsPerOp > 64)
     return absl::InvalidArgumentError(absl::StrCat("options.actions_per_op = ", actionsPerOp, " is outside [1, 64]"));
-  if (maxSteps < 0)
-    return absl::InvalidArgumentError(absl::StrCat("options.max_steps = ", maxSteps, " is negative"));
+  if (maxSteps < 0) return absl::InvalidArgumentError(absl::StrCat("options.max_steps = ", maxSteps, " is negative"));
   if (tileSizes.empty() || tileSizes.size() > 32)
     return absl::InvalidArgumentError("options.tile_sizes must hold between 1 and 32 sizes");
   for (size_t i = 0; i < tileSizes.size(); ++i) {
@@ -32,7 +31,7 @@ absl::Status SessionConfig::validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("options.max_vector_elements = ", maxVectorElements, " is outside [1, 65536]"));
   for (auto [name, value] : {std::pair<const char *, double>{"transform_penalty", transformPenalty},
-                              {"execution_penalty", executionPenalty}})
+                             {"execution_penalty", executionPenalty}})
     if (!std::isfinite(value) || value > 0.0 || value < -1e6)
       return absl::InvalidArgumentError(
           absl::StrCat("options.", name, " = ", value, " must be a finite number in [-1e6, 0]"));

@@ -22,15 +22,15 @@ enum class InterchangeMode { LevelPointers, Swaps };
 enum class CacheMode { Use, Refresh, Bypass };
 
 struct SessionConfig {
-  int maxLoops = 12;           // loops described by observations and tile heads
-  int maxAccesses = 7;         // loads (and stores) per op described by the observation's access matrices
-  int actionsPerOp = 5;        // transformations per op before the cursor moves on
-  int maxSteps = 0;            // steps before the episode is truncated (0: no limit)
+  int maxLoops = 12;     // loops described by observations and tile heads
+  int maxAccesses = 7;   // loads (and stores) per op described by the observation's access matrices
+  int actionsPerOp = 5;  // transformations per op before the cursor moves on
+  int maxSteps = 0;      // steps before the episode is truncated (0: no limit)
   RewardMode rewardMode = RewardMode::Final;
   double transformPenalty = -5.0;
   double executionPenalty = -20.0;
   std::vector<int64_t> tileSizes = {1, 2, 4, 8, 16, 32, 64};
-  int numThreads = 1;          // OpenMP threads per evaluation
+  int numThreads = 1;  // OpenMP threads per evaluation
   int64_t maxVectorElements = 512;
   bool penalizeMaskedActions = false;  // false: a masked action is INVALID_ARGUMENT
   InterchangeMode interchangeMode = InterchangeMode::LevelPointers;

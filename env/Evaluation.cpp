@@ -13,14 +13,13 @@
 #include "absl/strings/str_split.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
 #include "llvm/Support/xxhash.h"
 #include "support/Status.h"
-#include "llvm/Support/raw_ostream.h"
 
 namespace mlir_rl::env {
 
 namespace {
-
 
 // A stable digest of a text (xxh3-128: the same on every machine and library version, unlike std::hash), in hex.
 std::string digest(const std::string &text) {
@@ -39,8 +38,11 @@ constexpr const char kFormat[] = "mlir-rl evaluation cache";
 constexpr int64_t kFormatVersion = 2;
 
 llvm::json::Object timingJson(const runners::Timing &t) {
-  return llvm::json::Object{{"median_ns", t.medianNs}, {"min_ns", t.minNs}, {"spread", t.spread},
-                            {"repetitions", t.repetitions}, {"raced", t.raced}};
+  return llvm::json::Object{{"median_ns", t.medianNs},
+                            {"min_ns", t.minNs},
+                            {"spread", t.spread},
+                            {"repetitions", t.repetitions},
+                            {"raced", t.raced}};
 }
 
 std::optional<runners::Timing> timingOf(const llvm::json::Object &o) {
@@ -74,8 +76,8 @@ double TimeoutPolicy::forReference(double referenceNs) const {
   return std::clamp(floorSeconds + multiple * referenceNs * 1e-9, floorSeconds, ceilingSeconds);
 }
 
-EvaluationService::EvaluationService(runners::Executor *executor, runners::TimingOptions timing,
-                                     size_t cacheCapacity, TimeoutPolicy timeouts)
+EvaluationService::EvaluationService(runners::Executor *executor, runners::TimingOptions timing, size_t cacheCapacity,
+                                     TimeoutPolicy timeouts)
     : executor_(executor), timing_(timing), timeouts_(timeouts), cache_(cacheCapacity) {}
 
 std::shared_ptr<EvaluationService::ReferenceEntry> EvaluationService::referenceEntry(const std::string &key) {
@@ -143,7 +145,7 @@ absl::StatusOr<std::shared_ptr<const EvaluationService::Reference>> EvaluationSe
 }
 
 std::shared_ptr<const EvaluationService::Reference> EvaluationService::persistedReference(const Benchmark &benchmark,
-                                                                                       uint64_t seed, int threads) {
+                                                                                          uint64_t seed, int threads) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = pendingReferences_.find(referenceKey(benchmark, seed, threads));
   if (it == pendingReferences_.end()) return nullptr;
@@ -200,8 +202,10 @@ EvaluationRecord EvaluationService::evaluate(const Benchmark &benchmark, const s
     // The same candidate being measured for another session (sessions of one benchmark often reach the same
     // schedule at once): wait for that measurement instead of making another.
     auto [it, inserted] = inFlight_.try_emplace(key);
-    if (inserted) it->second = mine = std::make_shared<InFlight>();
-    else if (options.readCache) theirs = it->second;
+    if (inserted)
+      it->second = mine = std::make_shared<InFlight>();
+    else if (options.readCache)
+      theirs = it->second;
   }
   if (theirs) {
     std::unique_lock<std::mutex> lock(theirs->mutex);
@@ -300,7 +304,8 @@ EvaluationRecord EvaluationService::measure(const Benchmark &benchmark, const st
 absl::Status EvaluationService::persistTo(const std::string &directory, const std::string &machineIdentity) {
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot create cache directory ", directory, ": ", ec.message()));
+  if (ec)
+    return absl::InvalidArgumentError(absl::StrCat("cannot create cache directory ", directory, ": ", ec.message()));
   std::string path = absl::StrCat(directory, "/evaluations-", digest(machineIdentity).substr(0, 16), ".jsonl");
   bool fresh = !std::filesystem::exists(path, ec);
   if (!fresh) MLIR_RL_RETURN_IF_ERROR(loadPersisted(path, machineIdentity));
@@ -309,9 +314,8 @@ absl::Status EvaluationService::persistTo(const std::string &directory, const st
   std::lock_guard<std::mutex> lock(fileMutex_);
   file_ = std::move(out);
   if (fresh)
-    *file_ << llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{{"format", kFormat},
-                                                                        {"version", kFormatVersion},
-                                                                        {"machine", machineIdentity}}))
+    *file_ << llvm::formatv("{0}", llvm::json::Value(llvm::json::Object{
+                                       {"format", kFormat}, {"version", kFormatVersion}, {"machine", machineIdentity}}))
                   .str()
            << '\n';
   file_->flush();
@@ -335,9 +339,9 @@ absl::Status EvaluationService::loadPersisted(const std::string &path, const std
   if (!h || h->getString("format") != kFormat)
     return absl::FailedPreconditionError(absl::StrCat(path, " is not an mlir-rl evaluation cache (no header line)"));
   if (h->getInteger("version").value_or(0) != kFormatVersion)
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " is format version ", h->getInteger("version").value_or(0), ", this server reads version ",
-        kFormatVersion, ": move it away, or give another --cache_dir"));
+    return absl::FailedPreconditionError(absl::StrCat(path, " is format version ", h->getInteger("version").value_or(0),
+                                                      ", this server reads version ", kFormatVersion,
+                                                      ": move it away, or give another --cache_dir"));
   if (h->getString("machine") != llvm::StringRef(machineIdentity))
     return absl::FailedPreconditionError(absl::StrCat(path, " was measured on another machine"));
   // A line that does not parse (e.g. cut short by a crash) or of an unknown kind is skipped.
@@ -350,7 +354,8 @@ absl::Status EvaluationService::loadPersisted(const std::string &path, const std
     const llvm::json::Object *o = value->getAsObject();
     const llvm::json::Object *t = o ? o->getObject("timing") : nullptr;
     std::optional<runners::Timing> timing = t ? timingOf(*t) : std::nullopt;
-    std::optional<llvm::StringRef> kind = o ? o->getString("kind") : std::nullopt, key = o ? o->getString("key") : std::nullopt;
+    std::optional<llvm::StringRef> kind = o ? o->getString("kind") : std::nullopt,
+                                   key = o ? o->getString("key") : std::nullopt;
     if (!timing || !kind || !key) continue;
     if (*kind == "reference") {
       std::optional<llvm::StringRef> text = o->getString("text");

@@ -18,9 +18,9 @@
 #include "mlir/IR/BuiltinOps.h"
 
 #include "env/Benchmark.h"
-#include "support/LruCache.h"
 #include "runners/Evaluator.h"
 #include "runners/Executor.h"
+#include "support/LruCache.h"
 
 namespace mlir_rl::env {
 
@@ -29,8 +29,8 @@ struct EvaluationRecord {
   // caller's deadline passed, a worker was killed from outside twice, the benchmark's own reference fails): the
   // step that asked for it must be undone and this status returned. The fields below are then meaningless.
   absl::Status error;
-  bool ok = false;          // compiled, ran, and matched the reference
-  std::string failure;      // why not, when !ok
+  bool ok = false;      // compiled, ran, and matched the reference
+  std::string failure;  // why not, when !ok
   runners::FailureKind failureKind = runners::FailureKind::None;
   runners::Timing timing;
   double referenceNs = 0;
@@ -79,8 +79,9 @@ class EvaluationService {
   // A reference that fails reproducibly (times out, crashes, runs out of memory, does not compile) is remembered:
   // FAILED_PRECONDITION from then on, so a broken upload does not hold a worker for its whole time-out at every
   // episode. Failures that are not the benchmark's (a worker killed from outside, shutdown) are not remembered.
-  absl::StatusOr<std::shared_ptr<const Reference>> reference(const Benchmark &benchmark, uint64_t seed, int threads,
-                                                             runners::Deadline callerDeadline = runners::Deadline::max());
+  absl::StatusOr<std::shared_ptr<const Reference>> reference(
+      const Benchmark &benchmark, uint64_t seed, int threads,
+      runners::Deadline callerDeadline = runners::Deadline::max());
 
   // The reference time if it was already measured (never measures).
   bool knownReference(const Benchmark &benchmark, uint64_t seed, int threads, runners::Timing &timing);

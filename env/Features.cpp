@@ -5,12 +5,12 @@
 #include <functional>
 #include <limits>
 
+#include "llvm/ADT/StringSwitch.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/AffineExpr.h"
 #include "mlir/Interfaces/LoopLikeInterface.h"
-#include "llvm/ADT/StringSwitch.h"
 
 #include "transforms/Transform.h"
 
@@ -19,8 +19,8 @@ namespace mlir_rl::env {
 namespace {
 
 int32_t clampToInt32(int64_t v) {
-  return static_cast<int32_t>(std::clamp<int64_t>(v, std::numeric_limits<int32_t>::min(),
-                                                  std::numeric_limits<int32_t>::max()));
+  return static_cast<int32_t>(
+      std::clamp<int64_t>(v, std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max()));
 }
 
 bool isFloatLike(mlir::Type t) {
@@ -92,9 +92,17 @@ mlir::Value traceToSource(mlir::Value v) {
 }  // namespace
 
 OpFeatures::OpFeatures(int L, int A)
-    : maxLoops(L), maxAccesses(A), opType(kNumOpFamilies, 0.f), bounds(L, 0), boundsLog2(L, 0.f), iterators(L, 0),
-      loads(static_cast<size_t>(A) * L * (L + 1), 0), stores(static_cast<size_t>(A) * L * (L + 1), 0),
-      accessRanks(2 * static_cast<size_t>(A), -1), opCounts(2 * kNumArithKinds, 0), vectorizable(1, 0) {}
+    : maxLoops(L),
+      maxAccesses(A),
+      opType(kNumOpFamilies, 0.f),
+      bounds(L, 0),
+      boundsLog2(L, 0.f),
+      iterators(L, 0),
+      loads(static_cast<size_t>(A) * L * (L + 1), 0),
+      stores(static_cast<size_t>(A) * L * (L + 1), 0),
+      accessRanks(2 * static_cast<size_t>(A), -1),
+      opCounts(2 * kNumArithKinds, 0),
+      vectorizable(1, 0) {}
 
 CompactFeatures::CompactFeatures(const OpFeatures &features) : rest_(features) {
   clearMatrices();
@@ -132,8 +140,10 @@ bool linearCoefficients(mlir::AffineExpr expr, llvm::MutableArrayRef<int64_t> co
       }
       case mlir::AffineExprKind::Mul: {
         auto bin = mlir::cast<mlir::AffineBinaryOpExpr>(e);
-        if (auto c = mlir::dyn_cast<mlir::AffineConstantExpr>(bin.getRHS())) return add(bin.getLHS(), scale * c.getValue());
-        if (auto c = mlir::dyn_cast<mlir::AffineConstantExpr>(bin.getLHS())) return add(bin.getRHS(), scale * c.getValue());
+        if (auto c = mlir::dyn_cast<mlir::AffineConstantExpr>(bin.getRHS()))
+          return add(bin.getLHS(), scale * c.getValue());
+        if (auto c = mlir::dyn_cast<mlir::AffineConstantExpr>(bin.getLHS()))
+          return add(bin.getRHS(), scale * c.getValue());
         return false;
       }
       default:  // Mod, FloorDiv, CeilDiv, SymbolId
@@ -201,8 +211,8 @@ void extractOpFeatures(mlir::linalg::LinalgOp op, OpFeatures &f, transforms::Loo
       }
       if (!classifyArith(name, kind)) return;
       // Floating-point when it reads a float (compares, float-to-int casts) or produces one (int-to-float casts).
-      bool isFloat = llvm::any_of(inner->getOperandTypes(), isFloatLike) ||
-                     llvm::any_of(inner->getResultTypes(), isFloatLike);
+      bool isFloat =
+          llvm::any_of(inner->getOperandTypes(), isFloatLike) || llvm::any_of(inner->getResultTypes(), isFloatLike);
       ++f.opCounts[(isFloat ? 0 : 1) * kNumArithKinds + static_cast<int>(kind)];
     });
   }

@@ -39,12 +39,12 @@ struct OpFeatures {
   OpFeatures(int maxLoops, int maxAccesses);
 
   int maxLoops, maxAccesses;
-  std::vector<float> opType;          // [kNumOpFamilies] one-hot OpFamily
-  std::vector<int64_t> bounds;        // [L] static loop bounds, 0 past the last loop (and for dynamic bounds)
-  std::vector<float> boundsLog2;      // [L] log2(1 + bound)
-  std::vector<int32_t> iterators;     // [L] 0 none, 1 parallel, 2 reduction
-  std::vector<int32_t> loads;         // [A, L, L + 1] per input operand: one row per tensor dim, columns = loops + constant
-  std::vector<int32_t> stores;        // [A, L, L + 1] per init (output) operand, same layout
+  std::vector<float> opType;       // [kNumOpFamilies] one-hot OpFamily
+  std::vector<int64_t> bounds;     // [L] static loop bounds, 0 past the last loop (and for dynamic bounds)
+  std::vector<float> boundsLog2;   // [L] log2(1 + bound)
+  std::vector<int32_t> iterators;  // [L] 0 none, 1 parallel, 2 reduction
+  std::vector<int32_t> loads;   // [A, L, L + 1] per input operand: one row per tensor dim, columns = loops + constant
+  std::vector<int32_t> stores;  // [A, L, L + 1] per init (output) operand, same layout
   std::vector<int32_t> accessRanks;   // [2, A] rank of each load (row 0) / store (row 1); -1: no such access
   std::vector<int32_t> opCounts;      // [2, kNumArithKinds] arith/math ops in the body, float row then integer row
   std::vector<uint8_t> vectorizable;  // [1]
@@ -67,7 +67,7 @@ class CompactFeatures {
     rest_.loads = {};
     rest_.stores = {};
   }
-  OpFeatures rest_;                                       // everything but loads and stores
+  OpFeatures rest_;                                          // everything but loads and stores
   std::vector<std::pair<int32_t, int32_t>> loads_, stores_;  // (flat index, value) of their non-zero entries
 };
 

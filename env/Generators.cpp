@@ -21,7 +21,9 @@ class Draw {
     return z ^ (z >> 31);
   }
   template <typename T>
-  T pick(const std::vector<T> &v) { return v[next() % v.size()]; }
+  T pick(const std::vector<T> &v) {
+    return v[next() % v.size()];
+  }
 
  private:
   uint64_t state_;
@@ -116,21 +118,23 @@ std::string elementwise(uint64_t seed, Draw &d, const std::string &dt, bool relu
                       " {\n  %zero = arith.constant 0.0 : ", dt, "\n  %init = tensor.empty() : ", t,
                       "\n  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = [\"parallel\", "
                       "\"parallel\"]} ins(%X : ",
-                      t, ") outs(%init : ", t, ") {\n  ^bb0(%x: ", dt, ", %o: ", dt, "):\n    %y = arith.maximumf %x, %zero : ",
-                      dt, "\n    linalg.yield %y : ", dt, "\n  } -> ", t, "\n  return %r : ", t, "\n}\n");
+                      t, ") outs(%init : ", t, ") {\n  ^bb0(%x: ", dt, ", %o: ", dt,
+                      "):\n    %y = arith.maximumf %x, %zero : ", dt, "\n    linalg.yield %y : ", dt, "\n  } -> ", t,
+                      "\n  return %r : ", t, "\n}\n");
 }
 
 std::string matmulRelu(uint64_t seed, Draw &d, const std::string &dt) {
   int64_t m = d.pick(kDims), n = d.pick(kDims), k = d.pick(kDims);
   std::string a = tensor({m, k}, dt), b = tensor({k, n}, dt), c = tensor({m, n}, dt);
   return header("matmul_relu", seed, absl::StrCat(m, "x", n, "x", k, " ", dt)) +
-         absl::StrCat("#id = affine_map<(d0, d1) -> (d0, d1)>\nfunc.func @matmul_relu(%A: ", a, ", %B: ", b, ") -> ",
-                      c, " {\n", zeroInit(c, dt), "  %mm = linalg.matmul ins(%A, %B : ", a, ", ", b,
-                      ") outs(%acc : ", c, ") -> ", c, "\n  %out = tensor.empty() : ", c,
+         absl::StrCat("#id = affine_map<(d0, d1) -> (d0, d1)>\nfunc.func @matmul_relu(%A: ", a, ", %B: ", b, ") -> ", c,
+                      " {\n", zeroInit(c, dt), "  %mm = linalg.matmul ins(%A, %B : ", a, ", ", b, ") outs(%acc : ", c,
+                      ") -> ", c, "\n  %out = tensor.empty() : ", c,
                       "\n  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = [\"parallel\", "
                       "\"parallel\"]} ins(%mm : ",
-                      c, ") outs(%out : ", c, ") {\n  ^bb0(%x: ", dt, ", %o: ", dt, "):\n    %y = arith.maximumf %x, %zero : ",
-                      dt, "\n    linalg.yield %y : ", dt, "\n  } -> ", c, "\n  return %r : ", c, "\n}\n");
+                      c, ") outs(%out : ", c, ") {\n  ^bb0(%x: ", dt, ", %o: ", dt,
+                      "):\n    %y = arith.maximumf %x, %zero : ", dt, "\n    linalg.yield %y : ", dt, "\n  } -> ", c,
+                      "\n  return %r : ", c, "\n}\n");
 }
 
 using Family = std::function<std::string(uint64_t, Draw &, const std::string &)>;
@@ -161,8 +165,8 @@ std::vector<std::string> generatorFamilies() {
 absl::StatusOr<std::string> generateBenchmark(const std::string &family, uint64_t seed, int attempt) {
   auto it = families().find(family);
   if (it == families().end())
-    return absl::NotFoundError(absl::StrCat("unknown generator family '", family, "' (known: ",
-                                            absl::StrJoin(generatorFamilies(), ", "), ")"));
+    return absl::NotFoundError(absl::StrCat("unknown generator family '", family,
+                                            "' (known: ", absl::StrJoin(generatorFamilies(), ", "), ")"));
   Draw d(seed, attempt);
   std::string dt = d.next() % 4 == 0 ? "f64" : "f32";
   return it->second(seed, d, dt);

@@ -47,14 +47,16 @@ OpenMask assembleMask(const transforms::OpView &view, const SessionConfig &confi
     for (int i = 0; i < std::min(numLoops, L); ++i) m.interchange[i] = 1;
   }
   if (numLoops > L) {
-    for (int t = 1; t < T; ++t)
-      block(t, absl::StrCat("the op has ", numLoops, " loops, more than max_loops = ", L));
+    for (int t = 1; t < T; ++t) block(t, absl::StrCat("the op has ", numLoops, " loops, more than max_loops = ", L));
     return out;
   }
   for (int t = 1; t < T; ++t) {
-    if (transforms::Refusal why = registry[t]->refusal(view, tiles)) block(t, std::move(*why));
-    else if (registry[t]->heads() == transforms::Heads::UnrollFactor) registry[t]->addHeadValues(view, m.unroll);
-    else if (registry[t]->heads() == transforms::Heads::PeeledTiles) m.tilesPeeled = transforms::peeledTileLegality(view).rows;
+    if (transforms::Refusal why = registry[t]->refusal(view, tiles))
+      block(t, std::move(*why));
+    else if (registry[t]->heads() == transforms::Heads::UnrollFactor)
+      registry[t]->addHeadValues(view, m.unroll);
+    else if (registry[t]->heads() == transforms::Heads::PeeledTiles)
+      m.tilesPeeled = transforms::peeledTileLegality(view).rows;
   }
   return out;
 }

@@ -15,11 +15,11 @@ namespace mlir_rl::env {
 
 // What one observation is made of: the op's and its producer's features, the episode's progress and the mask.
 struct ObservationSource {
-  const OpFeatures &current;   // op_type and vectorizable as the session sees them
-  const OpFeatures &producer;  // zeros (access ranks -1) when there is none
-  std::vector<int64_t> progress;       // [4] op index, number of ops, steps taken, transformations on the op
-  std::vector<float> history;          // [actions_per_op, types] one-hot types applied to the op, in order
-  std::vector<int64_t> partial;        // [L] loops placed by an open interchange, -1 elsewhere
+  const OpFeatures &current;      // op_type and vectorizable as the session sees them
+  const OpFeatures &producer;     // zeros (access ranks -1) when there is none
+  std::vector<int64_t> progress;  // [4] op index, number of ops, steps taken, transformations on the op
+  std::vector<float> history;     // [actions_per_op, types] one-hot types applied to the op, in order
+  std::vector<int64_t> partial;   // [L] loops placed by an open interchange, -1 elsewhere
   const ActionMask &mask;
 };
 

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "llvm/Support/raw_ostream.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 
 #include "env/Features.h"
 #include "env/Masks.h"
@@ -30,7 +30,10 @@ std::optional<OpFamily> familyOfTag(const std::vector<ScheduledOp> &schedule, ml
 
 Session::Session(std::shared_ptr<const Benchmark> benchmark, SessionConfig config, uint64_t seed,
                  EvaluationService *evaluator)
-    : benchmark_(std::move(benchmark)), config_(std::move(config)), space_(config_), seed_(seed),
+    : benchmark_(std::move(benchmark)),
+      config_(std::move(config)),
+      space_(config_),
+      seed_(seed),
       evaluator_(evaluator),
       factsKey_(absl::StrCat(config_.maxLoops, ",", config_.maxAccesses, ",", config_.maxVectorElements, ",",
                              static_cast<int>(config_.interchangeMode), ",", absl::StrJoin(config_.tileSizes, ","))) {}
@@ -246,8 +249,9 @@ std::string Session::describe(const DecodedAction &a, const transforms::ActionAr
 }
 
 Session::Snapshot Session::snapshot() const {
-  return Snapshot{state_,      cursor_, fragments_.size(), actions_.size(), actionsOnOp_, steps_, historyOnOp_,
-                  pendingPermutation_, terminated_, truncated_, lastTimeNs_};
+  return Snapshot{state_,       cursor_,    fragments_.size(), actions_.size(),
+                  actionsOnOp_, steps_,     historyOnOp_,      pendingPermutation_,
+                  terminated_,  truncated_, lastTimeNs_};
 }
 
 void Session::restore(Snapshot s) {
@@ -281,9 +285,8 @@ absl::StatusOr<double> Session::evaluateState(StepResult &result, const StepCont
 
 absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values, const StepContext &context) {
   if (done())
-    return absl::FailedPreconditionError(
-        absl::StrCat("the episode is over (", terminated_ ? "terminated" : "truncated",
-                     " after ", steps_, " steps): call Reset to start a new one"));
+    return absl::FailedPreconditionError(absl::StrCat("the episode is over (", terminated_ ? "terminated" : "truncated",
+                                                      " after ", steps_, " steps): call Reset to start a new one"));
   absl::StatusOr<DecodedAction> decoded = space_.decode(values);
   if (!decoded.ok()) return decoded.status();
   const DecodedAction &a = *decoded;
@@ -311,8 +314,8 @@ absl::StatusOr<StepResult> Session::step(const std::vector<int64_t> &values, con
   bool attempt = completedTransformation;
   if (a.type == ActionType::Interchange) {
     if (config_.interchangeMode == InterchangeMode::Swaps) {
-      args.permutation = transforms::swapPermutation(a.pointer, config_.maxLoops, numLoops).value_or(
-          std::vector<int64_t>());
+      args.permutation =
+          transforms::swapPermutation(a.pointer, config_.maxLoops, numLoops).value_or(std::vector<int64_t>());
     } else {
       pendingPermutation_.push_back(a.pointer);
       if (static_cast<int>(pendingPermutation_.size()) + 1 < numLoops) {
@@ -387,8 +390,8 @@ absl::Status Session::addEvaluationReward(StepResult &result, bool transformed, 
   return absl::OkStatus();
 }
 
-absl::StatusOr<StepResult> Session::penalizeMaskedAction(const DecodedAction &a, std::string reason,
-                                                         StepResult result, const StepContext &context) {
+absl::StatusOr<StepResult> Session::penalizeMaskedAction(const DecodedAction &a, std::string reason, StepResult result,
+                                                         const StepContext &context) {
   // The state is unchanged, but the step counts (like a failed transformation) so that every episode ends.
   result.applied = false;
   result.failureReason = "masked action: " + reason;

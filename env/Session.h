@@ -130,7 +130,7 @@ class Session {
   std::shared_ptr<const PayloadState> state_;  // immutable, possibly shared with other sessions; after benchmark_,
                                                // so destroyed first (a root state does not keep its benchmark)
   TransitionCache *transitions_ = &TransitionCache::shared();
-  size_t cursor_ = 0;                        // index into benchmark_->schedule()
+  size_t cursor_ = 0;  // index into benchmark_->schedule()
   int actionsOnOp_ = 0;
   std::vector<int> historyOnOp_;             // action types applied to the current op
   std::vector<int64_t> pendingPermutation_;  // level pointers chosen so far
@@ -138,8 +138,8 @@ class Session {
   std::vector<std::vector<int64_t>> actions_;
   int steps_ = 0;
   bool terminated_ = false, truncated_ = false;
-  double lastTimeNs_ = 0;                    // IMMEDIATE mode: time of the last evaluated state
-  std::string factsKey_;                     // the configuration fields OpFacts depend on (set at construction)
+  double lastTimeNs_ = 0;  // IMMEDIATE mode: time of the last evaluated state
+  std::string factsKey_;   // the configuration fields OpFacts depend on (set at construction)
 
   // What is derived from (state, cursor, open interchange), computed on demand.
   struct Derived {

@@ -8,6 +8,8 @@
 #include <dlfcn.h>
 
 #include "absl/strings/str_cat.h"
+#include "llvm/Support/MathExtras.h"
+#include "llvm/Support/raw_ostream.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -18,8 +20,6 @@
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
-#include "llvm/Support/MathExtras.h"
-#include "llvm/Support/raw_ostream.h"
 
 #include "runners/Evaluator.h"
 #include "support/Diagnostics.h"
@@ -56,18 +56,21 @@ std::string typeString(mlir::Type type) {
 
 absl::Status checkType(mlir::Type type, mlir::Location loc, const UploadLimits &limits) {
   if (auto tensor = mlir::dyn_cast<mlir::RankedTensorType>(type)) {
-    if (!tensor.hasStaticShape()) return invalid("dynamic shapes are not supported (every dimension must be static)", loc);
+    if (!tensor.hasStaticShape())
+      return invalid("dynamic shapes are not supported (every dimension must be static)", loc);
     if (tensor.getEncoding()) return invalid("tensor encodings (e.g. sparse tensors) are not supported", loc);
     int64_t bytes = bytesOf(tensor);
     if (bytes < 0 || bytes > limits.maxTensorBytes)
-      return invalid(absl::StrCat("a value of type ", typeString(type), " takes ",
-                                  bytes < 0 ? "more than 2^63" : std::to_string(bytes), " bytes, more than the limit of ",
-                                  limits.maxTensorBytes, " per tensor (--max_tensor_mb)"),
-                     loc);
+      return invalid(
+          absl::StrCat("a value of type ", typeString(type), " takes ",
+                       bytes < 0 ? "more than 2^63" : std::to_string(bytes), " bytes, more than the limit of ",
+                       limits.maxTensorBytes, " per tensor (--max_tensor_mb)"),
+          loc);
     return absl::OkStatus();
   }
   if (mlir::isa<mlir::UnrankedTensorType>(type)) return invalid("unranked tensors are not supported", loc);
-  if (mlir::isa<mlir::BaseMemRefType>(type)) return invalid("memrefs are not accepted: write the kernel on tensors", loc);
+  if (mlir::isa<mlir::BaseMemRefType>(type))
+    return invalid("memrefs are not accepted: write the kernel on tensors", loc);
   if (type.isIntOrIndexOrFloat() || mlir::isa<mlir::FunctionType>(type)) return absl::OkStatus();
   return invalid("values of type " + typeString(type) + " are not supported", loc);
 }
@@ -91,10 +94,8 @@ absl::Status convertTosa(mlir::ModuleOp module, support::DiagnosticCapture &capt
   const char *pipeline =
       "func.func(tosa-optional-decompositions,tosa-to-linalg-named,tosa-to-linalg,tosa-to-arith,tosa-to-tensor),"
       "canonicalize,cse";
-  if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, es)))
-    return absl::InternalError("TOSA pipeline: " + es.str());
-  if (mlir::failed(pm.run(module)))
-    return invalid("TOSA to Linalg conversion failed: " + capture.take());
+  if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, es))) return absl::InternalError("TOSA pipeline: " + es.str());
+  if (mlir::failed(pm.run(module))) return invalid("TOSA to Linalg conversion failed: " + capture.take());
   return absl::OkStatus();
 }
 
@@ -191,8 +192,10 @@ absl::Status boundSlice(mlir::OffsetSizeAndStrideOpInterface slice, mlir::Ranked
     int64_t lastOffset = dim - 1 - span;
     if (!mlir::ShapedType::isDynamic(offsets[d])) {
       if (offsets[d] < 0 || offsets[d] > lastOffset)
-        return invalid(absl::StrCat("'", name, "' dimension ", d, ": offset ", offsets[d], " puts the slice outside "
-                                    "size ", dim),
+        return invalid(absl::StrCat("'", name, "' dimension ", d, ": offset ", offsets[d],
+                                    " puts the slice outside "
+                                    "size ",
+                                    dim),
                        op->getLoc());
       continue;
     }
@@ -226,7 +229,8 @@ absl::Status boundIndexing(mlir::ModuleOp module) {
       if (!index || *index < 0 || *index >= rank)
         status = invalid("'tensor.dim' needs a constant dimension index within the rank", op->getLoc());
     } else if (mlir::isa<mlir::tensor::GatherOp, mlir::tensor::ScatterOp, mlir::tensor::ReshapeOp>(op)) {
-      status = invalid(absl::StrCat("'", op->getName().getStringRef().str(), "' is not supported (its indices or shape "
+      status = invalid(absl::StrCat("'", op->getName().getStringRef().str(),
+                                    "' is not supported (its indices or shape "
                                     "come from data; use linalg.generic with tensor.extract, or "
                                     "tensor.expand_shape / tensor.collapse_shape)"),
                        op->getLoc());
@@ -268,7 +272,8 @@ std::string functionNameBlocker(llvm::StringRef name) {
   bool known = dlsym(RTLD_DEFAULT, symbol.c_str()) != nullptr;
   for (void *handle : jitLibraryHandles()) known = known || dlsym(handle, symbol.c_str()) != nullptr;
   if (known)
-    return absl::StrCat("function name @", symbol, " is a symbol of the C library or of a runtime the kernel is linked "
+    return absl::StrCat("function name @", symbol,
+                        " is a symbol of the C library or of a runtime the kernel is linked "
                         "with (it would replace or clash with it): rename the function");
   return "";
 }
@@ -283,8 +288,7 @@ absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) 
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
     switch (c) {
-      case '\0':
-        return invalid(absl::StrCat("the MLIR text contains a NUL byte at offset ", i));
+      case '\0': return invalid(absl::StrCat("the MLIR text contains a NUL byte at offset ", i));
       case '\n': ++line; break;
       case '"':  // a string literal, with backslash escapes
         for (++i; i < text.size() && text[i] != '"' && text[i] != '\n'; ++i)
@@ -294,7 +298,10 @@ absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) 
         if (i + 1 < text.size() && text[i + 1] == '/')
           while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
         break;
-      case '{': case '(': case '[': case '<':
+      case '{':
+      case '(':
+      case '[':
+      case '<':
         if (++depth > limits.maxNesting)
           return invalid(absl::StrCat("upload:", line, ": brackets nest more than ", limits.maxNesting,
                                       " levels deep (--max_upload_nesting)"));
@@ -302,9 +309,9 @@ absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) 
       case '>':
         if ((i > 0 && text[i - 1] == '-') || (i + 1 < text.size() && text[i + 1] == '=')) break;
         [[fallthrough]];
-      case '}': case ')': case ']':
-        depth = std::max(0, depth - 1);
-        break;
+      case '}':
+      case ')':
+      case ']': depth = std::max(0, depth - 1); break;
       default: break;
     }
   }
@@ -355,8 +362,8 @@ absl::StatusOr<mlir::OwningOpRef<mlir::ModuleOp>> parseUpload(mlir::MLIRContext 
   module->walk<mlir::WalkOrder::PreOrder>([&](mlir::Operation *op) {
     llvm::StringRef dialect = op->getDialect() ? op->getDialect()->getNamespace() : "";
     if (!allowedDialects().count(dialect)) {
-      status = invalid(absl::StrCat("operation '", op->getName().getStringRef().str(), "' is not allowed"),
-                       op->getLoc());
+      status =
+          invalid(absl::StrCat("operation '", op->getName().getStringRef().str(), "' is not allowed"), op->getLoc());
       return mlir::WalkResult::interrupt();
     }
     for (mlir::Type t : op->getResultTypes())

@@ -24,11 +24,11 @@
 namespace mlir_rl::env {
 
 struct UploadLimits {
-  size_t maxTextBytes = 8u << 20;              // MLIR text (--max_upload_kb)
-  int maxNesting = 64;                         // bracket nesting of the text (--max_upload_nesting)
-  int64_t maxOps = 20000;                      // operations in the module (--max_upload_ops)
-  int64_t maxTensorBytes = int64_t{1} << 30;   // any single tensor value (--max_tensor_mb)
-  int64_t maxArgumentBytes = int64_t{2} << 30; // all kernel arguments together (--max_argument_mb)
+  size_t maxTextBytes = 8u << 20;               // MLIR text (--max_upload_kb)
+  int maxNesting = 64;                          // bracket nesting of the text (--max_upload_nesting)
+  int64_t maxOps = 20000;                       // operations in the module (--max_upload_ops)
+  int64_t maxTensorBytes = int64_t{1} << 30;    // any single tensor value (--max_tensor_mb)
+  int64_t maxArgumentBytes = int64_t{2} << 30;  // all kernel arguments together (--max_argument_mb)
 };
 
 // Checks that need only the raw text (size, bracket nesting, no NUL bytes), run before the parser sees it: MLIR's

@@ -160,14 +160,14 @@ Comparison compareBuffers(const Buffer &candidate, const Buffer &reference) {
       return compareFloats(static_cast<const float *>(candidate.data()), static_cast<const float *>(reference.data()),
                            n, 1e-3, 1e-4);
     case ElementKind::F64:
-      return compareFloats(static_cast<const double *>(candidate.data()),
-                           static_cast<const double *>(reference.data()), n, 1e-9, 1e-12);
+      return compareFloats(static_cast<const double *>(candidate.data()), static_cast<const double *>(reference.data()),
+                           n, 1e-9, 1e-12);
     case ElementKind::I32:
-      return compareInts(static_cast<const int32_t *>(candidate.data()),
-                         static_cast<const int32_t *>(reference.data()), n);
+      return compareInts(static_cast<const int32_t *>(candidate.data()), static_cast<const int32_t *>(reference.data()),
+                         n);
     case ElementKind::I64:
-      return compareInts(static_cast<const int64_t *>(candidate.data()),
-                         static_cast<const int64_t *>(reference.data()), n);
+      return compareInts(static_cast<const int64_t *>(candidate.data()), static_cast<const int64_t *>(reference.data()),
+                         n);
     case ElementKind::I8:
     case ElementKind::I1:
       return compareInts(static_cast<const int8_t *>(candidate.data()), static_cast<const int8_t *>(reference.data()),

@@ -10,15 +10,15 @@
 
 #include <unistd.h>
 
-#include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/IR/BuiltinTypes.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Passes/OptimizationLevel.h"
 #include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/Error.h"
 #include "llvm/Target/TargetMachine.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/IR/BuiltinTypes.h"
 
 #include "runners/Lowering.h"
 #include "support/Context.h"
@@ -40,13 +40,20 @@ std::mutex &measurementSlot() {
 }
 
 bool elementKindOf(mlir::Type t, ElementKind &kind) {
-  if (t.isF32()) kind = ElementKind::F32;
-  else if (t.isF64()) kind = ElementKind::F64;
-  else if (t.isInteger(32)) kind = ElementKind::I32;
-  else if (t.isInteger(64)) kind = ElementKind::I64;
-  else if (t.isInteger(8)) kind = ElementKind::I8;
-  else if (t.isInteger(1)) kind = ElementKind::I1;
-  else return false;
+  if (t.isF32())
+    kind = ElementKind::F32;
+  else if (t.isF64())
+    kind = ElementKind::F64;
+  else if (t.isInteger(32))
+    kind = ElementKind::I32;
+  else if (t.isInteger(64))
+    kind = ElementKind::I64;
+  else if (t.isInteger(8))
+    kind = ElementKind::I8;
+  else if (t.isInteger(1))
+    kind = ElementKind::I1;
+  else
+    return false;
   return true;
 }
 
@@ -190,8 +197,7 @@ absl::StatusOr<std::unique_ptr<CompiledKernel>> Compiler::compile(mlir::ModuleOp
   start = Clock::now();
   support::initializeNativeTarget();
   auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!builder)
-    return absl::InternalError("cannot detect the host target: " + llvm::toString(builder.takeError()));
+  if (!builder) return absl::InternalError("cannot detect the host target: " + llvm::toString(builder.takeError()));
   builder->setCodeGenOptLevel(codegenLevel(options.llvm.codegenLevel));
   auto tm = builder->createTargetMachine();
   if (!tm) return absl::InternalError("cannot create the host target machine: " + llvm::toString(tm.takeError()));
@@ -337,8 +343,7 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
       timing.raced = true;
       break;
     }
-    if (n >= minRepetitions && (timing.spread <= options.targetSpread || spent >= options.budgetSeconds))
-      break;
+    if (n >= minRepetitions && (timing.spread <= options.targetSpread || spent >= options.budgetSeconds)) break;
   }
   return timing;
 }

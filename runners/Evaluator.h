@@ -24,7 +24,7 @@ namespace llvm {
 class Error;
 class Module;
 class TargetMachine;
-}
+}  // namespace llvm
 
 namespace mlir_rl::runners {
 
@@ -43,10 +43,10 @@ absl::StatusOr<KernelSignature> analyzeKernel(mlir::ModuleOp module);
 const std::vector<std::string> &jitSharedLibraries();
 
 struct TimingOptions {
-  int minRepetitions = 5;       // timed samples at least
-  int maxRepetitions = 50;      // and at most
-  double targetSpread = 0.02;   // stop once (p75 - p25) / median is below this
-  double budgetSeconds = 2.0;   // or once this much time was spent measuring (after minRepetitions)
+  int minRepetitions = 5;          // timed samples at least
+  int maxRepetitions = 50;         // and at most
+  double targetSpread = 0.02;      // stop once (p75 - p25) / median is below this
+  double budgetSeconds = 2.0;      // or once this much time was spent measuring (after minRepetitions)
   double minSampleSeconds = 1e-3;  // short kernels run several times per sample
   // Racing against the reference (0: off): once minRepetitions samples are in, a candidate whose 25th percentile is
   // above raceFactor x raceAgainstNs is clearly slower than the reference and timing stops there, whatever the
@@ -89,8 +89,8 @@ class CompiledKernel {
 // LLVM's part of compilation: the mid-level pipeline (PassBuilder's per-module default pipeline at `optLevel`, with
 // PipelineTuningOptions) and the code generator's level.
 struct LlvmOptions {
-  int optLevel = 3;         // 0-3
-  int codegenLevel = 3;     // 0-3 (llvm::CodeGenOptLevel None/Less/Default/Aggressive)
+  int optLevel = 3;      // 0-3
+  int codegenLevel = 3;  // 0-3 (llvm::CodeGenOptLevel None/Less/Default/Aggressive)
   bool loopVectorization = true;
   bool slpVectorization = true;
   bool loopUnrolling = true;

@@ -27,13 +27,13 @@ namespace mlir_rl::runners {
 using Deadline = std::chrono::steady_clock::time_point;
 
 struct ExecRequest {
-  std::string candidateIR;   // the module to evaluate
-  std::string referenceIR;   // the untransformed benchmark: its outputs on the same inputs are the truth
-  uint64_t seed = 0;         // input data
-  int numThreads = 1;        // OpenMP threads
+  std::string candidateIR;  // the module to evaluate
+  std::string referenceIR;  // the untransformed benchmark: its outputs on the same inputs are the truth
+  uint64_t seed = 0;        // input data
+  int numThreads = 1;       // OpenMP threads
   TimingOptions timing;
-  bool time = true;          // false: compile, run and check only
-  double timeoutSeconds = 0; // whole request (0: no limit); enforced by executors that can (WorkerPool)
+  bool time = true;           // false: compile, run and check only
+  double timeoutSeconds = 0;  // whole request (0: no limit); enforced by executors that can (WorkerPool)
   // The caller stops waiting here (its RPC's deadline): the evaluation is abandoned, not reported as the
   // candidate's time-out. Enforced by executors that can (WorkerPool); not sent to workers.
   Deadline callerDeadline = Deadline::max();
@@ -44,7 +44,7 @@ const char *failureKindName(FailureKind kind);
 
 struct ExecResult {
   FailureKind failure = FailureKind::None;
-  std::string message;     // what went wrong, for users
+  std::string message;  // what went wrong, for users
   // With FailureKind::Internal, why the evaluation did not finish; none of these says anything about the candidate
   // (never cached). External: its worker was killed or stopped from outside, and a retry on a fresh worker may
   // succeed. Cancelled: the executor is shutting down. CallerDeadline: the caller stopped waiting.

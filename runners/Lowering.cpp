@@ -4,8 +4,8 @@
 
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/Linalg/Transforms/Hoisting.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Linalg/Transforms/Hoisting.h"
 #include "mlir/Dialect/Transform/IR/TransformOps.h"
 #include "mlir/Dialect/Transform/Transforms/TransformInterpreterUtils.h"
 #include "mlir/Parser/Parser.h"
@@ -68,7 +68,8 @@ module attributes {transform.with_named_sequence} {
 constexpr const char kBufferize[] =
     "canonicalize,cse,"
     "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map},"
-    "canonicalize,cse,func.func(buffer-hoisting),buffer-deallocation-pipeline,convert-bufferization-to-memref,canonicalize,"
+    "canonicalize,cse,func.func(buffer-hoisting),buffer-deallocation-pipeline,convert-bufferization-to-memref,"
+    "canonicalize,"
     "loop-invariant-code-motion,cse";
 
 // Math before vectors: convert-math-to-libm scalarizes math ops that have no LLVM intrinsic (erf, tanh, atan, ...)
@@ -93,7 +94,8 @@ absl::Status runPipeline(mlir::ModuleOp module, const std::string &pipeline, con
   llvm::raw_string_ostream errs(parseErrors);
   if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, errs)))
     return absl::InternalError(std::string("bad ") + stage + " pipeline: " + errs.str());
-  if (mlir::failed(pm.run(module))) return absl::InvalidArgumentError(std::string(stage) + " failed: " + capture.take());
+  if (mlir::failed(pm.run(module)))
+    return absl::InvalidArgumentError(std::string(stage) + " failed: " + capture.take());
   return absl::OkStatus();
 }
 
@@ -102,8 +104,8 @@ absl::Status applyScript(mlir::ModuleOp module, const char *text, const char *st
   mlir::OwningOpRef<mlir::ModuleOp> script = mlir::parseSourceString<mlir::ModuleOp>(text, module.getContext());
   if (!script) return absl::InternalError(std::string(stage) + " script: " + capture.take());
   auto entry = script->lookupSymbol<mlir::transform::NamedSequenceOp>("__transform_main");
-  if (mlir::failed(mlir::transform::applyTransformNamedSequence(module, entry, *script,
-                                                                mlir::transform::TransformOptions())))
+  if (mlir::failed(
+          mlir::transform::applyTransformNamedSequence(module, entry, *script, mlir::transform::TransformOptions())))
     return absl::InvalidArgumentError(std::string(stage) + " failed: " + capture.take());
   return absl::OkStatus();
 }
@@ -117,8 +119,7 @@ absl::Status prepareKernel(mlir::ModuleOp module, llvm::StringRef kernel) {
   func->setAttr(mlir::LLVM::LLVMDialect::getEmitCWrapperAttrName(), mlir::UnitAttr::get(ctx));
   // Inputs are shared between repeated runs, so the kernel must never write into them.
   for (unsigned i = 0; i < func.getNumArguments(); ++i)
-    func.setArgAttr(i, mlir::bufferization::BufferizationDialect::kWritableAttrName,
-                    mlir::BoolAttr::get(ctx, false));
+    func.setArgAttr(i, mlir::bufferization::BufferizationDialect::kWritableAttrName, mlir::BoolAttr::get(ctx, false));
   return absl::OkStatus();
 }
 
@@ -129,8 +130,8 @@ absl::Status lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options) 
   // Keep accumulators in registers across the reduction loop (e.g. the C tile of a matmul).
   module.walk([](mlir::func::FuncOp func) { mlir::linalg::hoistRedundantVectorTransfers(func); });
   MLIR_RL_RETURN_IF_ERROR(applyScript(module, kVectorLowering, "vector lowering", capture));
-  MLIR_RL_RETURN_IF_ERROR(runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options,
-                                      capture));
+  MLIR_RL_RETURN_IF_ERROR(
+      runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture));
   if (!options.noaliasKernel.empty()) {
     if (auto func = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(options.noaliasKernel)) {
       mlir::UnitAttr unit = mlir::UnitAttr::get(module.getContext());

@@ -7,14 +7,14 @@
 
 #include <string>
 
-#include "mlir/IR/BuiltinOps.h"
 #include "absl/status/status.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/Support/LogicalResult.h"
 
 namespace mlir_rl::runners {
 
 struct LoweringOptions {
-  int numThreads = 1;  // OpenMP threads for parallel loops (0: the OpenMP runtime's default)
+  int numThreads = 1;        // OpenMP threads for parallel loops (0: the OpenMP runtime's default)
   bool printTiming = false;  // MLIR pass timing of each pipeline on stderr (tools only)
   // When set, the kernel's pointer arguments are marked llvm.noalias: the runner passes distinct, read-only input
   // buffers, and without it LLVM versions loops with run-time alias checks.

@@ -10,12 +10,12 @@
 #include <pwd.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -47,8 +47,10 @@ std::string SandboxReport::summary() const {
 
 void dropPrivileges(const std::string &user, int parentPid, SandboxReport &r) {
   if (geteuid() == 0) {
-    if (unshare(CLONE_NEWNET) == 0) r.networkNamespace = true;
-    else note(r, "network namespace: " + errnoText(errno));
+    if (unshare(CLONE_NEWNET) == 0)
+      r.networkNamespace = true;
+    else
+      note(r, "network namespace: " + errnoText(errno));
     uid_t uid = 65534;
     gid_t gid = 65534;
     if (const passwd *pw = getpwnam(user.c_str())) {
@@ -57,12 +59,16 @@ void dropPrivileges(const std::string &user, int parentPid, SandboxReport &r) {
     } else {
       note(r, absl::StrCat("no user '", user, "': using uid 65534"));
     }
-    if (setgroups(0, nullptr) == 0 && setgid(gid) == 0 && setuid(uid) == 0 && geteuid() != 0) r.ownUser = true;
-    else note(r, "dropping root: " + errnoText(errno));
+    if (setgroups(0, nullptr) == 0 && setgid(gid) == 0 && setuid(uid) == 0 && geteuid() != 0)
+      r.ownUser = true;
+    else
+      note(r, "dropping root: " + errnoText(errno));
   } else {
     // Unprivileged: a user namespace of its own (the kernel may allow one) brings a network namespace.
-    if (unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0) r.networkNamespace = true;
-    else note(r, "user+network namespace: " + errnoText(errno));
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0)
+      r.networkNamespace = true;
+    else
+      note(r, "user+network namespace: " + errnoText(errno));
   }
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) note(r, "no_new_privs: " + errnoText(errno));
   // A change of user clears the parent-death signal: set it again, and make sure the parent did not die meanwhile.
@@ -92,10 +98,10 @@ void restrict(int64_t memoryLimitMb, SandboxReport &r) {
   for (const char *name : {"mmap", "munmap", "mprotect", "mremap", "madvise", "brk", "mincore", "membarrier"})
     allow(name);
   // Threads (LLVM's pool, OpenMP) and their synchronization; processes are refused below.
-  for (const char *name : {"futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "exit",
-                           "exit_group", "gettid", "getpid", "getppid", "sched_yield", "sched_getaffinity",
-                           "sched_setaffinity", "sched_getparam", "sched_getscheduler", "sched_get_priority_max",
-                           "sched_get_priority_min", "getcpu", "arch_prctl"})
+  for (const char *name :
+       {"futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "exit", "exit_group", "gettid",
+        "getpid", "getppid", "sched_yield", "sched_getaffinity", "sched_setaffinity", "sched_getparam",
+        "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min", "getcpu", "arch_prctl"})
     allow(name);
   allow("clone", {SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)});
   // Signals: handlers and masks, and signals to its own threads only (abort() raises through tgkill).
@@ -109,9 +115,9 @@ void restrict(int64_t memoryLimitMb, SandboxReport &r) {
   allow("prctl", {SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME)});
   allow("prctl", {SCMP_A0(SCMP_CMP_EQ, PR_GET_NAME)});
   // Its pipes and the files it reads (its libraries, /proc and /sys facts): nothing opened for writing.
-  for (const char *name : {"read", "readv", "pread64", "write", "writev", "close", "fstat", "newfstatat", "statx",
-                           "lseek", "poll", "ppoll", "fcntl", "getdents64", "readlink", "readlinkat", "access",
-                           "faccessat", "faccessat2", "getcwd"})
+  for (const char *name : {"read",       "readv",      "pread64", "write",     "writev",     "close", "fstat",
+                           "newfstatat", "statx",      "lseek",   "poll",      "ppoll",      "fcntl", "getdents64",
+                           "readlink",   "readlinkat", "access",  "faccessat", "faccessat2", "getcwd"})
     allow(name);
   const scmp_datum_t writeFlags = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND;
   allow("openat", {SCMP_A2(SCMP_CMP_MASKED_EQ, writeFlags, 0)});
@@ -119,8 +125,10 @@ void restrict(int64_t memoryLimitMb, SandboxReport &r) {
   allow("ioctl", {SCMP_A1(SCMP_CMP_EQ, TCGETS)});  // isatty
   // glibc tries clone3 first and falls back to clone (whose flags the filter can read) on ENOSYS.
   ok &= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), seccomp_syscall_resolve_name("clone3"), 0) == 0;
-  if (ok && seccomp_load(ctx) == 0) r.seccomp = true;
-  else note(r, "seccomp: " + errnoText(errno));
+  if (ok && seccomp_load(ctx) == 0)
+    r.seccomp = true;
+  else
+    note(r, "seccomp: " + errnoText(errno));
   seccomp_release(ctx);
 }
 

@@ -34,11 +34,11 @@ inline constexpr bool kAddressSpaceLimitWorks = true;
 #endif
 
 struct SandboxReport {
-  bool ownUser = false;        // runs as an unprivileged user of its own (not the server's)
+  bool ownUser = false;  // runs as an unprivileged user of its own (not the server's)
   bool networkNamespace = false;
   bool seccomp = false;
   bool limits = false;
-  std::string notes;           // what could not be done, and why
+  std::string notes;  // what could not be done, and why
   std::string summary() const;
 };
 

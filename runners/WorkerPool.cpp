@@ -201,8 +201,8 @@ void WorkerPool::reap(Worker &w, Ending ending, const ExecRequest &request, Exec
                   ExecResult::Interruption::External);
     else {
       result.failure = FailureKind::Timeout;
-      result.message = absl::StrCat("the candidate did not finish within ", request.timeoutSeconds,
-                                    " s and was stopped");
+      result.message =
+          absl::StrCat("the candidate did not finish within ", request.timeoutSeconds, " s and was stopped");
     }
   } else if (got == pid && WIFEXITED(status) && WEXITSTATUS(status) == kOutOfMemoryExitCode) {
     result.failure = FailureKind::OutOfMemory;
@@ -219,9 +219,9 @@ void WorkerPool::reap(Worker &w, Ending ending, const ExecRequest &request, Exec
                                   tail.empty() ? "" : ": ", tail);
   } else {
     result.failure = FailureKind::Crash;
-    result.message = absl::StrCat("the worker exited with status ",
-                                  got == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                                  tail.empty() ? "" : ": ", tail);
+    result.message =
+        absl::StrCat("the worker exited with status ", got == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                     tail.empty() ? "" : ": ", tail);
   }
   w.requestFd.reset();
   w.responseFd.reset();
@@ -279,10 +279,9 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
   }
 
   // Two deadlines: the evaluation's own (its time-out: the candidate's fault) and the caller's (it stopped waiting).
-  Deadline own = request.timeoutSeconds > 0
-                     ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                          std::chrono::duration<double>(request.timeoutSeconds))
-                     : Deadline::max();
+  Deadline own = request.timeoutSeconds > 0 ? Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                                 std::chrono::duration<double>(request.timeoutSeconds))
+                                            : Deadline::max();
   Deadline deadline = std::min(own, request.callerDeadline);
   auto missed = [&] { return Clock::now() >= own ? Ending::Deadline : Ending::CallerDeadline; };
   std::optional<Ending> failed;
@@ -290,8 +289,10 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
   // Non-blocking: a worker that stopped reading (frozen, SIGSTOPped) with a frame larger than the pipe cannot hold
   // this thread past the deadline.
   FrameIo io = writeFrame(w->requestFd.get(), encode(request), deadline);
-  if (io == FrameIo::TimedOut) failed = missed();
-  else if (io == FrameIo::Closed) failed = Ending::Died;
+  if (io == FrameIo::TimedOut)
+    failed = missed();
+  else if (io == FrameIo::Closed)
+    failed = Ending::Died;
   while (!failed) {
     // Wait for the answer while draining the worker's stderr.
     int waitMs = 1000;
@@ -309,8 +310,10 @@ ExecResult WorkerPool::execute(const ExecRequest &request) {
     if (fds[1].revents & POLLIN) drainStderr(*w);
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       io = readFrame(w->responseFd.get(), response, deadline);
-      if (io == FrameIo::TimedOut) failed = missed();
-      else if (io == FrameIo::Closed || !decode(response, result)) failed = Ending::Died;
+      if (io == FrameIo::TimedOut)
+        failed = missed();
+      else if (io == FrameIo::Closed || !decode(response, result))
+        failed = Ending::Died;
       break;
     }
   }

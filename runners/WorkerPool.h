@@ -27,18 +27,18 @@
 namespace mlir_rl::runners {
 
 struct WorkerPoolOptions {
-  std::string runnerPath;   // the mlir-rl-runner executable
+  std::string runnerPath;  // the mlir-rl-runner executable
   int workers = 1;
-  int cpusPerWorker = 1;    // worker i is pinned to CPUs [i*c, (i+1)*c) (modulo the CPUs this process may use)
+  int cpusPerWorker = 1;  // worker i is pinned to CPUs [i*c, (i+1)*c) (modulo the CPUs this process may use)
   bool pin = true;
-  int64_t memoryLimitMb = 8192;  // RLIMIT_AS of each worker (0: none)
+  int64_t memoryLimitMb = 8192;        // RLIMIT_AS of each worker (0: none)
   std::vector<std::string> extraArgs;  // passed to every mlir-rl-runner (e.g. sandbox settings)
 };
 
 struct WorkerPoolStats {
   int64_t requests = 0, crashes = 0, timeouts = 0, outOfMemory = 0, spawns = 0;
-  int64_t external = 0;   // workers killed or stopped from outside, or abandoned at the caller's deadline
-  int busy = 0, live = 0; // workers evaluating now / started (gauges)
+  int64_t external = 0;    // workers killed or stopped from outside, or abandoned at the caller's deadline
+  int busy = 0, live = 0;  // workers evaluating now / started (gauges)
 };
 
 // What `mlir-rl-runner --sandbox_selftest` reported: its sandbox, and whether it refused every forbidden attempt.
@@ -74,7 +74,7 @@ class WorkerPool : public Executor {
   };
   // How an exchange with a worker ended when it did not bring an answer.
   enum class Ending { Died, Deadline, CallerDeadline };
-  absl::Status spawn(Worker &w);                     // runs on the spawner thread
+  absl::Status spawn(Worker &w);  // runs on the spawner thread
   // After a failed exchange: kill (unless it died), wait, classify into `result`.
   void reap(Worker &w, Ending ending, const ExecRequest &request, ExecResult &result);
   void drainStderr(Worker &w);

@@ -182,7 +182,9 @@ FrameIo readFrame(int fd, std::string &payload, Deadline deadline) {
   return transfer(fd, payload.data(), n, /*writing=*/false, deadline);
 }
 
-bool writeFrame(int fd, const std::string &payload) { return writeFrame(fd, payload, Deadline::max()) == FrameIo::Done; }
+bool writeFrame(int fd, const std::string &payload) {
+  return writeFrame(fd, payload, Deadline::max()) == FrameIo::Done;
+}
 bool readFrame(int fd, std::string &payload) { return readFrame(fd, payload, Deadline::max()) == FrameIo::Done; }
 
 }  // namespace mlir_rl::runners

@@ -59,9 +59,12 @@ absl::StatusOr<Authenticator> Authenticator::fromFile(const std::string &path) {
     absl::string_view l = absl::StripAsciiWhitespace(raw);
     if (l.empty() || l.front() == '#') continue;
     std::vector<absl::string_view> fields = absl::StrSplit(l, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    if (fields.size() == 1) tokens.emplace_back(absl::StrCat("token-", line), std::string(fields[0]));
-    else if (fields.size() == 2) tokens.emplace_back(std::string(fields[0]), std::string(fields[1]));
-    else return absl::InvalidArgumentError(absl::StrCat(path, ":", line, ": expected '<name> <token>' or '<token>'"));
+    if (fields.size() == 1)
+      tokens.emplace_back(absl::StrCat("token-", line), std::string(fields[0]));
+    else if (fields.size() == 2)
+      tokens.emplace_back(std::string(fields[0]), std::string(fields[1]));
+    else
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", line, ": expected '<name> <token>' or '<token>'"));
   }
   if (tokens.empty()) return absl::InvalidArgumentError(absl::StrCat(path, " holds no token"));
   return fromTokens(tokens);

@@ -62,8 +62,7 @@ absl::StatusOr<env::SessionConfig> toConfig(const v1::SessionOptions &o) {
     case v1::REWARD_MODE_UNSPECIFIED:
     case v1::REWARD_MODE_FINAL: c.rewardMode = env::RewardMode::Final; break;
     case v1::REWARD_MODE_IMMEDIATE: c.rewardMode = env::RewardMode::Immediate; break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("options.reward_mode = ", o.reward_mode(), " is unknown"));
+    default: return absl::InvalidArgumentError(absl::StrCat("options.reward_mode = ", o.reward_mode(), " is unknown"));
   }
   if (o.has_transform_penalty()) c.transformPenalty = o.transform_penalty();
   if (o.has_execution_penalty()) c.executionPenalty = o.execution_penalty();
@@ -187,8 +186,8 @@ void fillEpisodeInfo(const env::EpisodeStatus &s, v1::EpisodeInfo &out) {
   out.set_interchange_pending(s.interchangePending);
 }
 
-absl::Status fillObservation(const env::Session &session, const v1::ObservationRequest &request,
-                             ObservationLog &log, v1::Observation &out) {
+absl::Status fillObservation(const env::Session &session, const v1::ObservationRequest &request, ObservationLog &log,
+                             v1::Observation &out) {
   std::vector<env::NamedTensor> tensors = session.observe();
   for (const std::string &name : request.names()) {
     bool known = std::any_of(tensors.begin(), tensors.end(), [&](const env::NamedTensor &t) { return t.name == name; });
@@ -214,8 +213,10 @@ absl::Status fillObservation(const env::Session &session, const v1::ObservationR
   log.lastId = nextObservationId();
   out.set_id(log.lastId);
   out.set_delta(delta);
-  if (request.names_size() == 0) log.tensorHashes = std::move(hashes);
-  else log.tensorHashes.clear();
+  if (request.names_size() == 0)
+    log.tensorHashes = std::move(hashes);
+  else
+    log.tensorHashes.clear();
   if (request.include_ir()) out.set_ir(session.currentIR());
   if (request.include_schedule()) out.set_schedule(session.schedule());
   return absl::OkStatus();

@@ -28,8 +28,8 @@ void fillEpisodeInfo(const env::EpisodeStatus &status, v1::EpisodeInfo &out);
 // The observation a request asks for, numbered and recorded in `log` (the session's): only the tensors that changed
 // since observation `request.since` when that is the last one sent and no names are asked for. INVALID_ARGUMENT for
 // an unknown tensor name.
-absl::Status fillObservation(const env::Session &session, const v1::ObservationRequest &request,
-                             ObservationLog &log, v1::Observation &out);
+absl::Status fillObservation(const env::Session &session, const v1::ObservationRequest &request, ObservationLog &log,
+                             v1::Observation &out);
 
 std::vector<int64_t> toValues(const v1::Action &action);
 

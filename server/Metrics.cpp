@@ -65,9 +65,10 @@ void CallMetrics::record(size_t method, int code, double seconds) {
 
 void CallMetrics::write(MetricsText &out) const {
   static const char *const codeNames[kCodes] = {
-      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-      "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-      "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+      "DATA_LOSS", "UNAUTHENTICATED"};
   for (size_t i = 0; i < methods_.size(); ++i) {
     const PerMethod &m = perMethod_[i];
     int64_t total = 0;
@@ -142,10 +143,10 @@ std::unique_ptr<MetricsEndpoint> MetricsEndpoint::start(const std::string &addre
     error = absl::StrCat("--metrics_address '", address, "' is not an IPv4 address");
     return nullptr;
   }
-  MHD_Daemon *mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, static_cast<uint16_t>(port),
-                                     nullptr, nullptr, &answer, &endpoint->render_, MHD_OPTION_SOCK_ADDR, &addr,
-                                     MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                                     MHD_OPTION_END);
+  MHD_Daemon *mhd =
+      MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, static_cast<uint16_t>(port), nullptr,
+                       nullptr, &answer, &endpoint->render_, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_CONNECTION_LIMIT,
+                       16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
   if (!mhd) {
     error = absl::StrCat("cannot serve metrics on ", address, ":", port);
     return nullptr;

@@ -3,8 +3,8 @@
 #pragma once
 
 #include <array>
-#include <functional>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,8 +31,8 @@ class MetricsText {
     std::string help, type;
     std::vector<Sample> samples;
   };
-  void add(const std::string &name, const std::string &help, const char *type, const std::string &suffix,
-           double value, const std::string &labels);
+  void add(const std::string &name, const std::string &help, const char *type, const std::string &suffix, double value,
+           const std::string &labels);
   std::map<std::string, Family> families_;
   friend class CallMetrics;
 };

@@ -21,8 +21,8 @@
 #include "spdlog/spdlog.h"
 
 #include "env/Generators.h"
-#include "mlir_rl/v1/env.grpc.pb.h"
 #include "env/StateCache.h"
+#include "mlir_rl/v1/env.grpc.pb.h"
 #include "server/Convert.h"
 #include "support/Affinity.h"
 #include "support/Target.h"
@@ -93,10 +93,12 @@ grpc::Status parseRequest(const grpc::ByteBuffer &bytes, Request &request) {
   const std::string &type = Request::descriptor()->full_name();
   if (std::string field = invalidUtf8Field(raw, Request::descriptor()); !field.empty())
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("field '", field, "' of the ", type, " is not valid UTF-8 (protobuf string "
+                        absl::StrCat("field '", field, "' of the ", type,
+                                     " is not valid UTF-8 (protobuf string "
                                      "fields must be; send bytes as text, e.g. MLIR in UTF-8)"));
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      absl::StrCat("the request is not a valid ", type, " (", raw.size(), " bytes of malformed "
+                      absl::StrCat("the request is not a valid ", type, " (", raw.size(),
+                                   " bytes of malformed "
                                    "protobuf)"));
 }
 
@@ -110,7 +112,7 @@ void EnvService::addMethod(const char *name, Handler<Request, Reply> handler, bo
   size_t index = methodNames_.size();
   methodNames_.push_back(name);
   dispatch_.push_back([this, handler, index, startsSomething](grpc::ServerContext *context, const grpc::ByteBuffer &in,
-                                                             grpc::ByteBuffer *out) {
+                                                              grpc::ByteBuffer *out) {
     auto start = Clock::now();
     inFlight_.fetch_add(1);
     Call call{context, "", {}};
@@ -169,7 +171,11 @@ grpc::Status EnvService::admit(grpc::ServerContext *context, bool startsSomethin
 
 EnvService::EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationService *evaluator, ServiceLimits limits,
                        Authenticator auth, const runners::WorkerPool *pool)
-    : benchmarks_(benchmarks), evaluator_(evaluator), limits_(limits), auth_(std::move(auth)), pool_(pool),
+    : benchmarks_(benchmarks),
+      evaluator_(evaluator),
+      limits_(limits),
+      auth_(std::move(auth)),
+      pool_(pool),
       sessions_(limits.sessions) {
   addMethod("GetVersion", &EnvService::GetVersion, false);
   addMethod("GetSpaces", &EnvService::GetSpaces, false);
@@ -187,8 +193,7 @@ EnvService::EnvService(env::BenchmarkRegistry *benchmarks, env::EvaluationServic
   calls_ = std::make_unique<CallMetrics>(methodNames_);
   // StepMany's helpers: one per CPU this process may use (--rpc_cpus narrows it) beside the calling RPC thread.
   int usable = static_cast<int>(support::allowedCpus().size());
-  if (usable > 1)
-    batchPool_ = std::make_unique<llvm::StdThreadPool>(llvm::hardware_concurrency(usable - 1));
+  if (usable > 1) batchPool_ = std::make_unique<llvm::StdThreadPool>(llvm::hardware_concurrency(usable - 1));
   housekeeper_ = std::thread([this] { housekeeping(); });
 }
 
@@ -226,8 +231,8 @@ std::string EnvService::summary() const {
   std::string workers;
   if (pool_) {
     runners::WorkerPoolStats w = pool_->stats();
-    workers = absl::StrFormat(", workers %d/%d busy (crashes %d, time-outs %d, out of memory %d, external %d)",
-                              w.busy, w.live, w.crashes, w.timeouts, w.outOfMemory, w.external);
+    workers = absl::StrFormat(", workers %d/%d busy (crashes %d, time-outs %d, out of memory %d, external %d)", w.busy,
+                              w.live, w.crashes, w.timeouts, w.outOfMemory, w.external);
   }
   return absl::StrFormat(
       "%d sessions (%d clients; %d started, %d expired, %d evicted), %d uploads, %d episodes and %d steps so far, "
@@ -261,18 +266,26 @@ MetricsText EnvService::metrics() const {
   env::EvaluationStats e = evaluator_->stats();
   m.counter("mlir_rl_evaluations_total", "evaluations asked for (cache hits included)",
             static_cast<double>(e.evaluations));
-  m.counter("mlir_rl_evaluation_cache_hits_total", "evaluations served from the cache", static_cast<double>(e.cacheHits));
-  m.gauge("mlir_rl_evaluation_cache_entries", "candidates in the evaluation cache", static_cast<double>(e.cacheEntries));
+  m.counter("mlir_rl_evaluation_cache_hits_total", "evaluations served from the cache",
+            static_cast<double>(e.cacheHits));
+  m.gauge("mlir_rl_evaluation_cache_entries", "candidates in the evaluation cache",
+          static_cast<double>(e.cacheEntries));
   m.gauge("mlir_rl_reference_entries", "reference times known", static_cast<double>(e.references));
   for (auto [kind, n] : {std::pair<const char *, int64_t>{"compile_error", e.compileFailures},
-                         {"crashed", e.crashes}, {"timed_out", e.timeouts}, {"out_of_memory", e.outOfMemory},
+                         {"crashed", e.crashes},
+                         {"timed_out", e.timeouts},
+                         {"out_of_memory", e.outOfMemory},
                          {"wrong_result", e.wrongResults}})
-    m.counter("mlir_rl_evaluation_failures_total", "candidates without a time, by failure kind",
-              static_cast<double>(n), absl::StrCat("kind=\"", kind, "\""));
-  m.counter("mlir_rl_evaluation_retries_total", "evaluations retried on a fresh worker (a worker killed or stopped "
-            "from outside)", static_cast<double>(e.retries));
-  m.counter("mlir_rl_evaluations_not_done_total", "evaluations that could not take place (shutdown, deadline, "
-            "broken reference); their steps were undone", static_cast<double>(e.notEvaluated));
+    m.counter("mlir_rl_evaluation_failures_total", "candidates without a time, by failure kind", static_cast<double>(n),
+              absl::StrCat("kind=\"", kind, "\""));
+  m.counter("mlir_rl_evaluation_retries_total",
+            "evaluations retried on a fresh worker (a worker killed or stopped "
+            "from outside)",
+            static_cast<double>(e.retries));
+  m.counter("mlir_rl_evaluations_not_done_total",
+            "evaluations that could not take place (shutdown, deadline, "
+            "broken reference); their steps were undone",
+            static_cast<double>(e.notEvaluated));
   m.counter("mlir_rl_broken_references_total", "benchmarks whose untransformed reference failed",
             static_cast<double>(e.brokenReferences));
   env::TransitionCache::Stats t = env::TransitionCache::shared().stats();
@@ -286,8 +299,10 @@ MetricsText EnvService::metrics() const {
     m.gauge("mlir_rl_workers", "evaluation workers, by state", w.busy, "state=\"busy\"");
     m.gauge("mlir_rl_workers", "evaluation workers, by state", w.live - w.busy, "state=\"idle\"");
     m.counter("mlir_rl_worker_spawns_total", "evaluation workers started", static_cast<double>(w.spawns));
-    for (auto [why, n] : {std::pair<const char *, int64_t>{"crash", w.crashes}, {"timeout", w.timeouts},
-                          {"out_of_memory", w.outOfMemory}, {"external", w.external}})
+    for (auto [why, n] : {std::pair<const char *, int64_t>{"crash", w.crashes},
+                          {"timeout", w.timeouts},
+                          {"out_of_memory", w.outOfMemory},
+                          {"external", w.external}})
       m.counter("mlir_rl_worker_deaths_total", "evaluation workers lost, by cause", static_cast<double>(n),
                 absl::StrCat("cause=\"", why, "\""));
   }
@@ -344,8 +359,9 @@ grpc::Status EnvService::ListBenchmarks(Call &, const v1::ListBenchmarksRequest 
 
 grpc::Status EnvService::Reset(Call &call, const v1::ResetRequest &request, v1::ResetReply &reply) {
   if (request.benchmark().empty() && request.mlir().empty())
-    return toGrpc(absl::InvalidArgumentError("benchmark is empty: give a URI such as benchmark://nn-ops/matmul_64x64x64_f32 "
-                                             "(ListBenchmarks shows them), or the module itself in `mlir`"));
+    return toGrpc(
+        absl::InvalidArgumentError("benchmark is empty: give a URI such as benchmark://nn-ops/matmul_64x64x64_f32 "
+                                   "(ListBenchmarks shows them), or the module itself in `mlir`"));
   if (!request.benchmark().empty() && !request.mlir().empty())
     return toGrpc(absl::InvalidArgumentError("give either benchmark (a URI) or mlir (a module), not both"));
   if (request.replay_actions_size() > limits_.maxActionsPerStep)
@@ -364,8 +380,8 @@ grpc::Status EnvService::Reset(Call &call, const v1::ResetRequest &request, v1::
   for (int i = 0; i < request.replay_actions_size(); ++i) {
     auto result = (*session)->step(toValues(request.replay_actions(i)), call.step);
     if (!result.ok())
-      return toGrpc(absl::Status(result.status().code(),
-                                 absl::StrCat("replay_actions[", i, "]: ", result.status().message())));
+      return toGrpc(
+          absl::Status(result.status().code(), absl::StrCat("replay_actions[", i, "]: ", result.status().message())));
   }
   stepsTaken_ += request.replay_actions_size();
   ObservationLog log;
@@ -415,9 +431,9 @@ grpc::Status EnvService::StepMany(Call &call, const v1::StepManyRequest &request
   for (int i = 0; i < n; ++i) {
     auto [it, inserted] = firstEntry.emplace(request.steps(i).session_id(), i);
     if (!inserted)
-      return toGrpc(absl::InvalidArgumentError(absl::StrCat("session '", request.steps(i).session_id(),
-                                                            "' appears in steps[", it->second, "] and steps[", i,
-                                                            "]: one entry per session")));
+      return toGrpc(
+          absl::InvalidArgumentError(absl::StrCat("session '", request.steps(i).session_id(), "' appears in steps[",
+                                                  it->second, "] and steps[", i, "]: one entry per session")));
   }
   for (int i = 0; i < n; ++i) reply.add_results();
   auto run = [this, &call, &request, &reply](int i) {

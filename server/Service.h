@@ -34,7 +34,7 @@ struct ServiceLimits {
   int maxActionsPerStep = 1024;
   Clock::duration uploadIdleTimeout = std::chrono::hours(1);  // 0: uploads never expire
   Clock::duration housekeepingInterval = std::chrono::seconds(10);
-  Clock::duration logInterval = std::chrono::seconds(60);       // summary line at info level (0: none)
+  Clock::duration logInterval = std::chrono::seconds(60);  // summary line at info level (0: none)
 };
 
 class EnvService final : public grpc::Service {

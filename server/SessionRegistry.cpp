@@ -50,15 +50,17 @@ absl::StatusOr<std::string> SessionRegistry::add(std::unique_ptr<env::Session> s
     auto oldest = sessions_.end();
     for (auto it = sessions_.begin(); it != sessions_.end(); ++it)
       if (oldest == sessions_.end() || it->second->lastUsedNs.load() < oldest->second->lastUsedNs.load()) oldest = it;
-    bool evictable = oldest != sessions_.end() &&
-                     Clock::duration(now - oldest->second->lastUsedNs.load()) >= limits_.evictableAfter;
+    bool evictable =
+        oldest != sessions_.end() && Clock::duration(now - oldest->second->lastUsedNs.load()) >= limits_.evictableAfter;
     std::unique_lock<std::mutex> busy;
     if (evictable) busy = std::unique_lock<std::mutex>(oldest->second->mutex, std::try_to_lock);
     if (!evictable || !busy.owns_lock()) {
       ++stats_.refusedFull;
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the server holds its maximum of ", limits_.maxSessions, " sessions (--max_sessions) and none has been idle "
-          "for ", seconds(limits_.evictableAfter), " s: close some first, or try again later"));
+      return absl::ResourceExhaustedError(absl::StrCat("the server holds its maximum of ", limits_.maxSessions,
+                                                       " sessions (--max_sessions) and none has been idle "
+                                                       "for ",
+                                                       seconds(limits_.evictableAfter),
+                                                       " s: close some first, or try again later"));
     }
     busy.unlock();
     evicted = eraseLocked(oldest, Gone::Evicted);
@@ -67,9 +69,9 @@ absl::StatusOr<std::string> SessionRegistry::add(std::unique_ptr<env::Session> s
   auto held = perClient_.find(client);
   if (held != perClient_.end() && held->second >= limits_.maxPerClient) {
     ++stats_.refusedQuota;
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "client '", client, "' holds its maximum of ", limits_.maxPerClient,
-        " sessions (--max_sessions_per_client): close some (EndSession, or Reset with close_session_id)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("client '", client, "' holds its maximum of ", limits_.maxPerClient,
+                     " sessions (--max_sessions_per_client): close some (EndSession, or Reset with close_session_id)"));
   }
   std::string id = newId();
   auto slot = std::make_shared<SessionSlot>();
@@ -90,7 +92,8 @@ std::string SessionRegistry::notFound(const std::string &id) const {
   if (gone->second == Gone::Expired)
     return absl::StrCat("session '", id, "' expired: no call used it for ", seconds(limits_.idleTimeout),
                         " s (--session_idle_timeout_s); start a new one (Reset, replay_actions restores an episode)");
-  return absl::StrCat("session '", id, "' was closed to make room for a new one: the server was full (--max_sessions) "
+  return absl::StrCat("session '", id,
+                      "' was closed to make room for a new one: the server was full (--max_sessions) "
                       "and it had been idle longest; start a new one (Reset, replay_actions restores an episode)");
 }
 

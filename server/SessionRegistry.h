@@ -30,8 +30,8 @@ using Clock = std::chrono::steady_clock;
 
 // What the session's client was last sent, for delta observations (ObservationRequest.since).
 struct ObservationLog {
-  uint64_t lastId = 0;                  // id of the last observation sent (0: none yet)
-  std::vector<uint64_t> tensorHashes;   // hash of each tensor of that observation, in Session::observe() order
+  uint64_t lastId = 0;                 // id of the last observation sent (0: none yet)
+  std::vector<uint64_t> tensorHashes;  // hash of each tensor of that observation, in Session::observe() order
 };
 
 struct SessionSlot {
@@ -46,8 +46,8 @@ struct SessionSlot {
 struct RegistryLimits {
   size_t maxSessions = 10000;
   size_t maxPerClient = 10000;
-  Clock::duration idleTimeout = std::chrono::hours(1);        // 0: sessions never expire
-  Clock::duration evictableAfter = std::chrono::minutes(1);   // at capacity, the longest idle one past this goes
+  Clock::duration idleTimeout = std::chrono::hours(1);       // 0: sessions never expire
+  Clock::duration evictableAfter = std::chrono::minutes(1);  // at capacity, the longest idle one past this goes
 };
 
 struct RegistryStats {

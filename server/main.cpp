@@ -22,11 +22,11 @@
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
 #include "env/StateCache.h"
+#include "mlir_rl/v1/env.grpc.pb.h"
 #include "runners/WorkerPool.h"
+#include "server/Auth.h"
 #include "server/GrpcSetup.h"
 #include "server/Health.h"
-#include "mlir_rl/v1/env.grpc.pb.h"
-#include "server/Auth.h"
 #include "server/Metrics.h"
 #include "server/Service.h"
 #include "support/Affinity.h"
@@ -68,7 +68,8 @@ ABSL_FLAG(bool, allow_unauthenticated_remote, false,
           "may upload code for the server to compile and run)");
 ABSL_FLAG(int, metrics_port, 0, "serve Prometheus metrics at http://<metrics_address>:<port>/metrics (0: off)");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1", "address of the metrics endpoint");
-ABSL_FLAG(double, log_interval_s, 60, "log a summary line (sessions, evaluations, workers, memory) this often (0: never)");
+ABSL_FLAG(double, log_interval_s, 60,
+          "log a summary line (sessions, evaluations, workers, memory) this often (0: never)");
 ABSL_FLAG(int, max_message_mb, 64, "maximum request size in MiB");
 ABSL_FLAG(int, max_actions_per_step, 1024, "maximum actions in one Step or replay list");
 ABSL_FLAG(double, timing_budget_s, 2.0, "time budget for the timed repetitions of one evaluation, in seconds");
@@ -143,8 +144,9 @@ void serveUntilSignalled(grpc::Server *server, mlir_rl::server::HealthService *h
     }
     if (int left = service->inFlight(); left > 0) {
       spdlog::info("cancelling the evaluations of {} call(s) still in flight", left);
-      executor->cancelAll("cancelled: the server is shutting down (its drain grace period ended); the step was not "
-                          "applied: retry on another server");
+      executor->cancelAll(
+          "cancelled: the server is shutting down (its drain grace period ended); the step was not "
+          "applied: retry on another server");
       // Their steps are undone and answered within milliseconds.
       for (auto until = Clock::now() + std::chrono::seconds(2); service->inFlight() > 0 && Clock::now() < until;)
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -203,10 +205,11 @@ int main(int argc, char **argv) {
   }
   bool authenticated = auth.requiresToken() || !absl::GetFlag(FLAGS_tls_client_ca).empty();
   if (!isLoopback(listenAddress) && !authenticated && !absl::GetFlag(FLAGS_allow_unauthenticated_remote)) {
-    spdlog::error("refusing to serve {} without authentication: anyone reaching it could upload code for this server "
-                  "to compile and run. Give --auth_tokens_file (and --tls_cert/--tls_key), or --tls_client_ca, or "
-                  "--allow_unauthenticated_remote on a network you trust",
-                  listenAddress);
+    spdlog::error(
+        "refusing to serve {} without authentication: anyone reaching it could upload code for this server "
+        "to compile and run. Give --auth_tokens_file (and --tls_cert/--tls_key), or --tls_client_ca, or "
+        "--allow_unauthenticated_remote on a network you trust",
+        listenAddress);
     return 2;
   }
 
@@ -240,11 +243,11 @@ int main(int argc, char **argv) {
   if (isolation == "process") {
     mlir_rl::runners::WorkerPoolOptions pool;
     pool.runnerPath = absl::GetFlag(FLAGS_runner).empty() ? mlir_rl::runners::WorkerPool::defaultRunnerPath()
-                                                            : absl::GetFlag(FLAGS_runner);
+                                                          : absl::GetFlag(FLAGS_runner);
     pool.cpusPerWorker = std::max(1, absl::GetFlag(FLAGS_cpus_per_worker));
     int usable = static_cast<int>(mlir_rl::support::allowedCpus().size());
-    pool.workers = absl::GetFlag(FLAGS_workers) > 0 ? absl::GetFlag(FLAGS_workers)
-                                                     : std::max(1, usable / pool.cpusPerWorker);
+    pool.workers =
+        absl::GetFlag(FLAGS_workers) > 0 ? absl::GetFlag(FLAGS_workers) : std::max(1, usable / pool.cpusPerWorker);
     pool.pin = absl::GetFlag(FLAGS_pin_workers);
     pool.memoryLimitMb = absl::GetFlag(FLAGS_worker_memory_mb);
     if (access(pool.runnerPath.c_str(), X_OK) != 0) {
@@ -258,8 +261,10 @@ int main(int argc, char **argv) {
     if (absl::GetFlag(FLAGS_sandbox_workers)) {
       mlir_rl::runners::SandboxCheck check = workers->checkSandbox();
       std::string first = check.output.substr(0, check.output.find('\n'));
-      if (check.contained) spdlog::info("evaluation workers {}", first);
-      else spdlog::warn("evaluation workers are NOT fully sandboxed:\n{}", check.output);
+      if (check.contained)
+        spdlog::info("evaluation workers {}", first);
+      else
+        spdlog::warn("evaluation workers are NOT fully sandboxed:\n{}", check.output);
     } else {
       spdlog::warn("--sandbox_workers=false: evaluation workers run with the server's user and privileges");
     }
@@ -298,10 +303,14 @@ int main(int argc, char **argv) {
     std::string dir = absl::GetFlag(FLAGS_cache_dir);
     bool automatic = dir == "auto";
     if (automatic) {
-      if (const char *env = std::getenv("MLIR_RL_CACHE_DIR")) dir = env;
-      else if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) dir = absl::StrCat(xdg, "/mlir-rl");
-      else if (const char *home = std::getenv("HOME"); home && *home) dir = absl::StrCat(home, "/.cache/mlir-rl");
-      else dir.clear();
+      if (const char *env = std::getenv("MLIR_RL_CACHE_DIR"))
+        dir = env;
+      else if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+        dir = absl::StrCat(xdg, "/mlir-rl");
+      else if (const char *home = std::getenv("HOME"); home && *home)
+        dir = absl::StrCat(home, "/.cache/mlir-rl");
+      else
+        dir.clear();
     }
     if (!dir.empty()) {
       std::string build = "unknown";
@@ -369,8 +378,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   spdlog::info("mlir-rl-server listening on {}:{} ({}{})", absl::GetFlag(FLAGS_address), port,
-               absl::GetFlag(FLAGS_tls_cert).empty() ? "plaintext" : "TLS",
-               authenticated ? ", authenticated" : "");
+               absl::GetFlag(FLAGS_tls_cert).empty() ? "plaintext" : "TLS", authenticated ? ", authenticated" : "");
   if (std::string portFile = absl::GetFlag(FLAGS_port_file); !portFile.empty()) {
     // Write then rename, so a reader never sees a partial file.
     std::string tmp = portFile + ".tmp";

@@ -1,8 +1,8 @@
 #include "support/Diagnostics.h"
 
+#include "llvm/Support/raw_ostream.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Location.h"
-#include "llvm/Support/raw_ostream.h"
 
 namespace mlir_rl::support {
 

@@ -9,8 +9,8 @@
 #include "absl/status/statusor.h"
 
 // Returns the status of `expr` from the enclosing function when it is not OK.
-#define MLIR_RL_RETURN_IF_ERROR(expr)                  \
-  do {                                                 \
+#define MLIR_RL_RETURN_IF_ERROR(expr)                                                         \
+  do {                                                                                        \
     if (absl::Status mlir_rl_status_ = (expr); !mlir_rl_status_.ok()) return mlir_rl_status_; \
   } while (false)
 

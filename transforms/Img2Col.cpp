@@ -22,8 +22,7 @@ Refusal img2colBlocker(mlir::linalg::LinalgOp op) {
   }
   // The depthwise rewrite ends with a transposition into a new tensor, so inside an scf.for the loop would no longer
   // yield its own accumulator and one-shot bufferization rejects it.
-  if (mlir::isa<mlir::linalg::DepthwiseConv2DNhwcHwcOp>(op.getOperation()) &&
-      op->getParentOfType<mlir::scf::ForOp>())
+  if (mlir::isa<mlir::linalg::DepthwiseConv2DNhwcHwcOp>(op.getOperation()) && op->getParentOfType<mlir::scf::ForOp>())
     return "img2col of a depthwise convolution inside an scf.for loop cannot be bufferized in place";
   if (auto dilations = op->getAttrOfType<mlir::DenseIntElementsAttr>("dilations"))
     for (const llvm::APInt &d : dilations.getValues<llvm::APInt>())

@@ -14,10 +14,10 @@ namespace mlir_rl::transforms {
 Fragment interchangeFragment(int64_t tag, llvm::ArrayRef<int64_t> permutation, llvm::StringRef prefix) {
   std::string p = prefix.str();
   std::string text = matchTaggedOp(tag, prefix);
-  text += "    %" + p + "_gen = transform.structured.generalize %" + p +
-          "_op : (!transform.any_op) -> !transform.any_op\n";
-  text += "    %" + p + "_ich = transform.structured.interchange %" + p + "_gen iterator_interchange = " +
-          formatList(permutation) + " : (!transform.any_op) -> !transform.any_op\n";
+  text +=
+      "    %" + p + "_gen = transform.structured.generalize %" + p + "_op : (!transform.any_op) -> !transform.any_op\n";
+  text += "    %" + p + "_ich = transform.structured.interchange %" + p +
+          "_gen iterator_interchange = " + formatList(permutation) + " : (!transform.any_op) -> !transform.any_op\n";
   text += retag(p + "_ich", tag, prefix);
   return {text};
 }
@@ -64,7 +64,8 @@ class Interchange final : public Transformation {
   }
   std::string describeArgs(const OpView &, const ActionArgs &args) const override {
     if (!args.permutation.empty()) return " permutation " + formatList(args.permutation);
-    if (args.swap) return " swap loops " + std::to_string(args.swap->first) + " and " + std::to_string(args.swap->second);
+    if (args.swap)
+      return " swap loops " + std::to_string(args.swap->first) + " and " + std::to_string(args.swap->second);
     return " next loop " + std::to_string(args.nextLoop);
   }
 };

@@ -2,8 +2,8 @@
 // Reductions never go to scf.forall: MLIR 19 accepts it and produces a data race.
 #include "transforms/Transformation.h"
 
-#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "llvm/ADT/STLExtras.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
@@ -34,9 +34,8 @@ Fragment parallelTilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm
     return tilingFragment(tag, reductionSizes, prefix);
   }
   std::string text = matchTaggedOp(tag, prefix);
-  text += "    %" + p + "_par, %" + p + "_forall = transform.structured.tile_using_forall %" + p +
-          "_op tile_sizes " + formatList(parallelSizes) +
-          " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
+  text += "    %" + p + "_par, %" + p + "_forall = transform.structured.tile_using_forall %" + p + "_op tile_sizes " +
+          formatList(parallelSizes) + " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
   text += tileUsingForStatement(p + "_par", reductionSizes, prefix, "red");
   return {text};
 }

@@ -83,8 +83,9 @@ FusionPlan planFusion(mlir::linalg::LinalgOp op) {
     }
   }
   if (plan.empty())
-    plan.nothing = "no operand of the op is produced by a linalg op in the op's block (a tiled op reads slices: fusion "
-             "never crosses its loops)";
+    plan.nothing =
+        "no operand of the op is produced by a linalg op in the op's block (a tiled op reads slices: fusion "
+        "never crosses its loops)";
   return plan;
 }
 
@@ -121,13 +122,12 @@ Fragment tiledFusionFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::A
     text += " : !transform.any_op\n";
   }
   text += "    %" + p + "_func = transform.get_parent_op %" + p + "_op {op_name = \"func.func\"} : " + handle + "\n";
-  text += "    %" + p + "_par, %" + p + "_forall = transform.structured.tile_using_forall %" + p +
-          "_op tile_sizes " + formatList(parallelSizes) +
-          " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
+  text += "    %" + p + "_par, %" + p + "_forall = transform.structured.tile_using_forall %" + p + "_op tile_sizes " +
+          formatList(parallelSizes) + " : (!transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
   // fuse_into_containing_op picks, one at a time, a producer that has a use inside the forall, so a producer's own
   // producers (and fill) are fused after it, down the chain.
-  text += "    %" + p + "_fused, %" + p + "_forall2 = transform.structured.fuse_into_containing_op " + all +
-          " into %" + p + "_forall : (!transform.any_op, !transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
+  text += "    %" + p + "_fused, %" + p + "_forall2 = transform.structured.fuse_into_containing_op " + all + " into %" +
+          p + "_forall : (!transform.any_op, !transform.any_op) -> (!transform.any_op, !transform.any_op)\n";
   // Originals left without users would keep the producer's tag on a dead full-size op.
   text += "    transform.apply_dce to %" + p + "_func : !transform.any_op\n";
   text += tileUsingForStatement(p + "_par", reductionSizes, prefix, "red");
@@ -161,8 +161,10 @@ class TiledFusion final : public Transformation {
     for (size_t i = 0; i < args.tileSizes.size() && i < isReduction.size(); ++i)
       anyParallel |= args.tileSizes[i] != 0 && !isReduction[i];
     std::string fused;
-    if (!anyParallel) fused = " (no parallel tile: nothing fused)";
-    else if (!view.fusion->empty()) fused = " fusing " + llvm::join(view.fusion->producers, ", ");
+    if (!anyParallel)
+      fused = " (no parallel tile: nothing fused)";
+    else if (!view.fusion->empty())
+      fused = " fusing " + llvm::join(view.fusion->producers, ", ");
     return describeSizes(view, args) + fused;
   }
 };

@@ -86,9 +86,7 @@ std::string tooDeepReason(int depth) {
          "with each level, so transformations may not take it past " + std::to_string(kMaxLoopDepth);
 }
 
-std::string describeSizes(const OpView &view, const ActionArgs &args) {
-  return " sizes " + formatList(args.tileSizes);
-}
+std::string describeSizes(const OpView &view, const ActionArgs &args) { return " sizes " + formatList(args.tileSizes); }
 
 namespace {
 

@@ -2,13 +2,13 @@
 
 #include <mutex>
 
+#include "llvm/Support/raw_ostream.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Transform/IR/TransformOps.h"
 #include "mlir/Dialect/Transform/Transforms/TransformInterpreterUtils.h"
-#include "mlir/Parser/Parser.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/Verifier.h"
-#include "llvm/Support/raw_ostream.h"
+#include "mlir/Parser/Parser.h"
 
 #include "support/Diagnostics.h"
 #include "support/LruCache.h"
@@ -46,8 +46,8 @@ std::string retag(llvm::StringRef handle, int64_t tag, llvm::StringRef prefix) {
   std::string p = prefix.str();
   return "    %" + p + "_tag = transform.param.constant " + std::to_string(tag) +
          " : i64 -> !transform.param<i64>\n"
-         "    transform.annotate %" + handle.str() + " \"" + kOpTagAttr + "\" = %" + p +
-         "_tag : !transform.any_op, !transform.param<i64>\n";
+         "    transform.annotate %" +
+         handle.str() + " \"" + kOpTagAttr + "\" = %" + p + "_tag : !transform.any_op, !transform.param<i64>\n";
 }
 
 std::string tileUsingForStatement(llvm::StringRef handle, llvm::ArrayRef<int64_t> sizes, llvm::StringRef prefix,

@@ -14,9 +14,9 @@
 #include <utility>
 #include <vector>
 
-#include "mlir/Support/LogicalResult.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
+#include "mlir/Support/LogicalResult.h"
 
 #include "transforms/Transform.h"
 
@@ -39,24 +39,24 @@ struct OpView {
   int maxLoops = 12;                           // loops the tile heads and observations describe
   llvm::ArrayRef<int64_t> tileSizes;           // tile-head value k >= 1 means size tileSizes[k - 1]
   int64_t maxVectorElements = 512;
-  const FusionPlan *fusion = nullptr;          // what TILED_FUSION would fuse (planFusion), when known
+  const FusionPlan *fusion = nullptr;  // what TILED_FUSION would fuse (planFusion), when known
 
-  mlir::linalg::LinalgOp op() const;           // the first op carrying the tag
-  llvm::ArrayRef<int64_t> bounds() const;      // its loop ranges
+  mlir::linalg::LinalgOp op() const;       // the first op carrying the tag
+  llvm::ArrayRef<int64_t> bounds() const;  // its loop ranges
   int numLoops() const;
-  std::vector<bool> isReduction() const;       // its iterator kinds, one per loop
-  int depth() const;                           // the most loop levels around any of the ops (loopDepth)
-  int copies() const;                          // the most ops sharing one scf.for body (maxCopiesPerLoopBody)
+  std::vector<bool> isReduction() const;  // its iterator kinds, one per loop
+  int depth() const;                      // the most loop levels around any of the ops (loopDepth)
+  int copies() const;                     // the most ops sharing one scf.for body (maxCopiesPerLoopBody)
 };
 
 // Which tile-head values are legal for every op carrying the tag (rows per loop, [0] "no tiling" always), shared by
 // the transformations that tile (Tiling.cpp).
 struct TileLegality {
   std::vector<std::vector<uint8_t>> rows;
-  bool anyShrinks = false;             // some legal size is smaller than its loop's bound
-  bool anyParallelShrinks = false;     // ... for a parallel loop
-  bool depthLimited = false;           // sizes were refused because the op is nested too deep
-  bool parallelDepthLimited = false;   // ... sizes of parallel loops
+  bool anyShrinks = false;            // some legal size is smaller than its loop's bound
+  bool anyParallelShrinks = false;    // ... for a parallel loop
+  bool depthLimited = false;          // sizes were refused because the op is nested too deep
+  bool parallelDepthLimited = false;  // ... sizes of parallel loops
 };
 TileLegality tileLegality(const OpView &op);
 // The same for sizes that need not divide the bounds (PeeledTiling.cpp): the rows of mask_tiles_peeled.
@@ -66,10 +66,10 @@ int64_t peeledTileSize(int64_t bound, int64_t size);
 
 // What an action asks of a transformation (decoded from its heads by the environment).
 struct ActionArgs {
-  std::vector<int64_t> tileSizes;    // one per loop of the op (0: not tiled)
-  int64_t unrollFactor = 0;          // 0: the smallest legal factor
-  std::vector<int64_t> permutation;  // INTERCHANGE: the whole new loop order (empty: not complete yet)
-  int64_t nextLoop = 0;              // INTERCHANGE by level pointers: the loop placed next
+  std::vector<int64_t> tileSizes;                   // one per loop of the op (0: not tiled)
+  int64_t unrollFactor = 0;                         // 0: the smallest legal factor
+  std::vector<int64_t> permutation;                 // INTERCHANGE: the whole new loop order (empty: not complete yet)
+  int64_t nextLoop = 0;                             // INTERCHANGE by level pointers: the loop placed next
   std::optional<std::pair<int64_t, int64_t>> swap;  // INTERCHANGE by enumerated swaps: the loops it exchanges
 };
 

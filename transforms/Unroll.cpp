@@ -22,8 +22,7 @@ std::vector<int64_t> innermostLoopTripCounts(llvm::ArrayRef<mlir::linalg::Linalg
     auto loop = op ? op->getParentOfType<mlir::scf::ForOp>() : mlir::scf::ForOp();
     if (!loop) return {};
     if (!loops.insert(loop.getOperation()).second) continue;
-    std::optional<int64_t> trips =
-        mlir::constantTripCount(loop.getLowerBound(), loop.getUpperBound(), loop.getStep());
+    std::optional<int64_t> trips = mlir::constantTripCount(loop.getLowerBound(), loop.getUpperBound(), loop.getStep());
     if (!trips) return {};
     tripCounts.push_back(*trips);
   }
@@ -72,7 +71,8 @@ int maxCopiesPerLoopBody(llvm::ArrayRef<mlir::linalg::LinalgOp> ops) {
 }
 
 std::string unrolledCopiesReason(int copies) {
-  return "the op has " + std::to_string(copies) + " unrolled copies in one scf.for body: giving each copy loops of "
+  return "the op has " + std::to_string(copies) +
+         " unrolled copies in one scf.for body: giving each copy loops of "
          "its own would chain sibling loops through the enclosing loop, which MLIR 19's bufferization analyses in "
          "exponential time (tile before unrolling)";
 }
@@ -99,8 +99,8 @@ Fragment unrollFragment(int64_t tag, int64_t factor, llvm::StringRef prefix) {
   // deduplicate: copies of the op made by an earlier unroll share their loop, which must be unrolled once.
   text += "    %" + p + "_loop = transform.get_parent_op %" + p +
           "_op {deduplicate, op_name = \"scf.for\"} : (!transform.any_op) -> !transform.any_op\n";
-  text += "    transform.loop.unroll %" + p + "_loop {factor = " + std::to_string(factor) +
-          " : i64} : !transform.any_op\n";
+  text +=
+      "    transform.loop.unroll %" + p + "_loop {factor = " + std::to_string(factor) + " : i64} : !transform.any_op\n";
   return {text};
 }
 

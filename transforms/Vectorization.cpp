@@ -30,7 +30,7 @@ int64_t largestElementBytes(mlir::linalg::LinalgOp op) {
 
 // The convolution path: limits on the iteration space of the 1-D op that decomposition leaves.
 Refusal convVectorizationBlocker(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> ranges, int ohLoop, int khLoop,
-                                     int64_t maxVectorElements) {
+                                 int64_t maxVectorElements) {
   if (!op.hasPureTensorSemantics()) return "the op does not work on tensors";
   int64_t elements = 1;
   for (int i = 0; i < static_cast<int>(ranges.size()); ++i) {
@@ -60,8 +60,8 @@ std::optional<std::pair<int, int>> decomposableConvLoops(mlir::linalg::LinalgOp 
   mlir::Operation *o = op.getOperation();
   // Loop orders: conv_2d_nhwc_hwcf (n, oh, ow, f, kh, kw, c); conv_2d_nchw_fchw (n, f, oh, ow, c, kh, kw);
   // depthwise_conv_2d_nhwc_hwc and pooling_nhwc_* (n, oh, ow, c, kh, kw); pooling_nchw_* (n, c, oh, ow, kh, kw).
-  if (mlir::isa<mlir::linalg::Conv2DNhwcHwcfOp, mlir::linalg::DepthwiseConv2DNhwcHwcOp,
-                mlir::linalg::PoolingNhwcSumOp, mlir::linalg::PoolingNhwcMaxOp, mlir::linalg::PoolingNhwcMinOp>(o))
+  if (mlir::isa<mlir::linalg::Conv2DNhwcHwcfOp, mlir::linalg::DepthwiseConv2DNhwcHwcOp, mlir::linalg::PoolingNhwcSumOp,
+                mlir::linalg::PoolingNhwcMaxOp, mlir::linalg::PoolingNhwcMinOp>(o))
     return std::pair(1, 4);
   if (mlir::isa<mlir::linalg::Conv2DNchwFchwOp>(o)) return std::pair(2, 5);
   if (mlir::isa<mlir::linalg::PoolingNchwSumOp, mlir::linalg::PoolingNchwMaxOp>(o)) return std::pair(2, 4);
@@ -92,8 +92,8 @@ Refusal vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElement
     elements *= r;
   }
   if (elements > maxVectorElements)
-    return "iteration space of " + std::to_string(elements) + " elements exceeds " +
-           std::to_string(maxVectorElements) + " (tile first)";
+    return "iteration space of " + std::to_string(elements) + " elements exceeds " + std::to_string(maxVectorElements) +
+           " (tile first)";
   int64_t elementBytes = largestElementBytes(op);
   int64_t nativeBytes = support::nativeVectorBytes();
   if (!ranges.empty() && elementBytes > 0 && ranges.back() * elementBytes > nativeBytes)
@@ -124,7 +124,8 @@ Refusal vectorizationBlocker(mlir::linalg::LinalgOp op, int64_t maxVectorElement
       while (first < dims.size() && dims[first] == 1) ++first;
       for (size_t i = first; i + 1 < dims.size(); ++i)
         if (dims[i] == 1)
-          return "output dimension " + std::to_string(i) + " has extent 1 between larger ones, which MLIR 19's "
+          return "output dimension " + std::to_string(i) +
+                 " has extent 1 between larger ones, which MLIR 19's "
                  "contraction lowering cannot handle (tile that loop larger, or tile the leading loops to 1 too)";
     }
   }
@@ -165,8 +166,8 @@ Fragment vectorizationFragmentFor(llvm::ArrayRef<mlir::linalg::LinalgOp> ops, in
             " : (!transform.any_op) -> (" + types + ")\n";
     target = p + "_tiled";
   }
-  text += "    %" + p + "_1d = transform.structured.decompose %" + target +
-          " : (!transform.any_op) -> !transform.any_op\n";
+  text +=
+      "    %" + p + "_1d = transform.structured.decompose %" + target + " : (!transform.any_op) -> !transform.any_op\n";
   text += "    transform.structured.vectorize %" + p + "_1d : !transform.any_op\n";
   return {text};
 }
@@ -189,10 +190,13 @@ class Vectorization final : public Transformation {
     };
     bool tilesFirst = notOne(conv->first) || notOne(conv->second);
     if (int copies = view.copies(); copies > kMaxCopiesForConvVectorization && tilesFirst)
-      return unrolledCopiesReason(copies) + "; vectorizing a convolution tiles its output-height and kernel-height "
-             "loops to 1 first (allowed for up to " + std::to_string(kMaxCopiesForConvVectorization) + " copies)";
+      return unrolledCopiesReason(copies) +
+             "; vectorizing a convolution tiles its output-height and kernel-height "
+             "loops to 1 first (allowed for up to " +
+             std::to_string(kMaxCopiesForConvVectorization) + " copies)";
     if (view.depth() + notOne(conv->first) + notOne(conv->second) > kMaxLoopDepth)
-      return tooDeepReason(view.depth()) + " (vectorizing a convolution tiles its output-height and kernel-height "
+      return tooDeepReason(view.depth()) +
+             " (vectorizing a convolution tiles its output-height and kernel-height "
              "loops to 1 first)";
     return std::nullopt;
   }

@@ -142,8 +142,8 @@ std::vector<T> values(const v1::Observation &obs, const std::string &name) {
   return out;
 }
 
-const char *kViewTensors[] = {"op_type", "loop_bounds", "iterator_types", "progress", "mask_type", "mask_tiles",
-                              "mask_interchange", "interchange_partial"};
+const char *kViewTensors[] = {"op_type",   "loop_bounds", "iterator_types",   "progress",
+                              "mask_type", "mask_tiles",  "mask_interchange", "interchange_partial"};
 
 void requestViewTensors(v1::ObservationRequest *request, const Space &space) {
   for (const char *name : kViewTensors) request->add_names(name);
@@ -181,8 +181,7 @@ View parseView(const v1::Observation &obs, const v1::EpisodeInfo &info, bool ter
   std::vector<uint8_t> type = values<uint8_t>(obs, "mask_type"), tiles = values<uint8_t>(obs, "mask_tiles");
   v.maskType = type;
   int K = space.nvec.size() > 1 ? static_cast<int>(space.nvec[1]) : 1;
-  for (int i = 0; i < space.maxLoops; ++i)
-    v.maskTiles.emplace_back(tiles.begin() + i * K, tiles.begin() + (i + 1) * K);
+  for (int i = 0; i < space.maxLoops; ++i) v.maskTiles.emplace_back(tiles.begin() + i * K, tiles.begin() + (i + 1) * K);
   if (space.peeledTiling >= 0 && findTensor(obs, "mask_tiles_peeled")) {
     std::vector<uint8_t> peeled = values<uint8_t>(obs, "mask_tiles_peeled");
     for (int i = 0; i < space.maxLoops; ++i)
@@ -213,8 +212,12 @@ EvalResult toResult(const v1::Evaluation &e) {
 
 Env::Env(std::shared_ptr<grpc::Channel> channel, CallSettings settings, std::string benchmark,
          v1::SessionOptions options, uint64_t seed)
-    : channel_(std::move(channel)), stub_(v1::MlirRlEnv::NewStub(channel_)), settings_(std::move(settings)),
-      benchmark_(std::move(benchmark)), options_(std::move(options)), seed_(seed) {
+    : channel_(std::move(channel)),
+      stub_(v1::MlirRlEnv::NewStub(channel_)),
+      settings_(std::move(settings)),
+      benchmark_(std::move(benchmark)),
+      options_(std::move(options)),
+      seed_(seed) {
   v1::GetSpacesRequest request;
   *request.mutable_options() = options_;
   v1::GetSpacesReply reply;
@@ -349,8 +352,7 @@ std::optional<EvalResult> Env::evaluateOne(const Actions &schedule, const std::s
   return evaluate({schedule}, origin)[0];
 }
 
-std::vector<std::optional<EvalResult>> Env::evaluate(const std::vector<Actions> &schedules,
-                                                     const std::string &origin) {
+std::vector<std::optional<EvalResult>> Env::evaluate(const std::vector<Actions> &schedules, const std::string &origin) {
   std::vector<std::optional<EvalResult>> out(schedules.size());
   std::vector<Actions> normalized;
   for (const Actions &s : schedules) normalized.push_back(normalize(s));
@@ -368,8 +370,8 @@ std::vector<std::optional<EvalResult>> Env::evaluate(const std::vector<Actions> 
   size_t next = 0;
   std::map<size_t, int> aborted;
   while (next < todo.size() && !exhausted()) {
-    size_t n = std::min<size_t>({static_cast<size_t>(parallel_), todo.size() - next,
-                                 static_cast<size_t>(maxEvaluations_ - evaluations_)});
+    size_t n = std::min<size_t>(
+        {static_cast<size_t>(parallel_), todo.size() - next, static_cast<size_t>(maxEvaluations_ - evaluations_)});
     // One session per schedule, replayed up to its last action; the last action and the NO_TRANSFORMATIONs that
     // end the episode go in one StepMany.
     v1::StepManyRequest many;
@@ -396,7 +398,8 @@ std::vector<std::optional<EvalResult>> Env::evaluate(const std::vector<Actions> 
       step->mutable_observation()->add_names("progress");  // the observation is not read: keep it small
       if (!s.empty()) *step->add_actions()->mutable_values() = {s.back().begin(), s.back().end()};
       Action nop = space_.make(space_.noTransformation);
-      for (int k = 0; k <= reply.info().num_ops(); ++k) *step->add_actions()->mutable_values() = {nop.begin(), nop.end()};
+      for (int k = 0; k <= reply.info().num_ops(); ++k)
+        *step->add_actions()->mutable_values() = {nop.begin(), nop.end()};
       entries.push_back(i);
       sessions.push_back(id);
     }

@@ -47,18 +47,18 @@ struct Space {
   std::vector<std::string> typeNames;
   std::vector<int64_t> tileSizes;  // tileSizes[0] = 0: "no tiling"
   int maxLoops = 0;                // tile heads
-  int noTransformation = 0, tiling = 1, parallelTiling = 2, interchange = 3, vectorization = 4, fusion = 5,
-      img2col = 6, unroll = 7;
+  int noTransformation = 0, tiling = 1, parallelTiling = 2, interchange = 3, vectorization = 4, fusion = 5, img2col = 6,
+      unroll = 7;
   int peeledTiling = -1;  // PEELED_TILING (-1: the server has none)
 
   explicit Space(const v1::MultiDiscreteSpace &space);
   Space() = default;
   // Head index of a tile size (0 for "no tiling"), -1 when the size is not a choice.
   int tileIndex(int64_t size) const;
-  Action make(int type) const;                                        // the tile heads 0
-  Action tiles(int type, const std::vector<int64_t> &sizes) const;    // sizes: 0 = untiled (throws if not a choice)
-  Action pointer(int loop) const;                                     // INTERCHANGE with a level pointer
-  Action unrollBy(int64_t factor) const;                              // UNROLL, factor in the last tile head
+  Action make(int type) const;                                      // the tile heads 0
+  Action tiles(int type, const std::vector<int64_t> &sizes) const;  // sizes: 0 = untiled (throws if not a choice)
+  Action pointer(int loop) const;                                   // INTERCHANGE with a level pointer
+  Action unrollBy(int64_t factor) const;                            // UNROLL, factor in the last tile head
   std::string typeName(int64_t type) const;
   // Short form of an action for logs: T[8,16,1], V, I2 (level pointer), TF[...], TP[...], U4, IMG2COL, NOP.
   std::string brief(const Action &a) const;
@@ -70,13 +70,13 @@ struct View {
   bool done = false;
   int opIndex = 0, numOps = 0, steps = 0, actionsOnOp = 0;
   bool interchangePending = false;
-  int placedLoops = 0;                 // loops an open interchange has placed
-  std::string opName;                  // e.g. linalg.matmul; empty when done
-  int family = -1;                     // argmax of op_type: generic, matmul, conv, pooling, elementwise, other
-  std::vector<int64_t> bounds;         // one per loop of the op
-  std::vector<int> iterators;          // 1 parallel, 2 reduction
+  int placedLoops = 0;          // loops an open interchange has placed
+  std::string opName;           // e.g. linalg.matmul; empty when done
+  int family = -1;              // argmax of op_type: generic, matmul, conv, pooling, elementwise, other
+  std::vector<int64_t> bounds;  // one per loop of the op
+  std::vector<int> iterators;   // 1 parallel, 2 reduction
   std::vector<uint8_t> maskType;
-  std::vector<std::vector<uint8_t>> maskTiles;  // [loop head][tile choice]
+  std::vector<std::vector<uint8_t>> maskTiles;        // [loop head][tile choice]
   std::vector<std::vector<uint8_t>> maskTilesPeeled;  // the same for PEELED_TILING (empty: the server has none)
   std::vector<uint8_t> maskInterchange;
 
@@ -100,9 +100,9 @@ View parseView(const v1::Observation &obs, const v1::EpisodeInfo &info, bool ter
 
 // One measured schedule.
 struct EvalResult {
-  bool ok = false;           // compiled, ran, correct
-  bool cached = false;       // served from the server's evaluation cache
-  double timeNs = 0;         // median
+  bool ok = false;      // compiled, ran, correct
+  bool cached = false;  // served from the server's evaluation cache
+  double timeNs = 0;    // median
   double referenceNs = 0;
   double speedup = 0;
   double spread = 0;
@@ -114,15 +114,15 @@ struct EvalResult {
 struct Candidate {
   Actions actions;
   EvalResult result;
-  double wallS = 0;   // since the search started
-  int index = 0;      // 1-based evaluation count when it was measured
-  std::string origin; // which strategy step proposed it
+  double wallS = 0;    // since the search started
+  int index = 0;       // 1-based evaluation count when it was measured
+  std::string origin;  // which strategy step proposed it
 };
 
 class Env {
  public:
-  Env(std::shared_ptr<grpc::Channel> channel, CallSettings settings, std::string benchmark,
-      v1::SessionOptions options, uint64_t seed);
+  Env(std::shared_ptr<grpc::Channel> channel, CallSettings settings, std::string benchmark, v1::SessionOptions options,
+      uint64_t seed);
 
   const Space &space() const { return space_; }
   const std::string &benchmark() const { return benchmark_; }

@@ -42,10 +42,14 @@ std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops) {
   // Loop orders: conv_2d_nhwc_hwcf (n, oh, ow, f, kh, kw, c); conv_2d_nchw_fchw (n, f, oh, ow, c, kh, kw);
   // depthwise_conv_2d_nhwc_hwc and pooling_nhwc_* (n, oh, ow, c, kh, kw); pooling_nchw_* (n, c, oh, ow, kh, kw).
   std::pair<int, int> loops{-1, -1};
-  if (opName == "linalg.conv_2d_nhwc_hwcf") loops = {1, 4};
-  else if (opName == "linalg.conv_2d_nchw_fchw") loops = {2, 5};
-  else if (opName == "linalg.depthwise_conv_2d_nhwc_hwc" || opName.rfind("linalg.pooling_nhwc_", 0) == 0) loops = {1, 4};
-  else if (opName.rfind("linalg.pooling_nchw_", 0) == 0) loops = {2, 4};
+  if (opName == "linalg.conv_2d_nhwc_hwcf")
+    loops = {1, 4};
+  else if (opName == "linalg.conv_2d_nchw_fchw")
+    loops = {2, 5};
+  else if (opName == "linalg.depthwise_conv_2d_nhwc_hwc" || opName.rfind("linalg.pooling_nhwc_", 0) == 0)
+    loops = {1, 4};
+  else if (opName.rfind("linalg.pooling_nchw_", 0) == 0)
+    loops = {2, 4};
   if (loops.second >= numLoops) return {-1, -1};
   return loops;
 }

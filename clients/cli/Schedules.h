@@ -42,8 +42,7 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
 // Larger (cache) tiles: reductions and/or parallel loops to 64 or 32; only those that shrink some loop.
 std::vector<std::vector<int64_t>> cacheTiles(const View &view, const Space &space);
 // Tiles of the parallel loops for tiled fusion (reductions 0): the register tile's parallel part, then 8, 32, 64.
-std::vector<std::vector<int64_t>> fusionTiles(const View &view, const Space &space, int64_t lanes,
-                                              int64_t maxElements);
+std::vector<std::vector<int64_t>> fusionTiles(const View &view, const Space &space, int64_t lanes, int64_t maxElements);
 // Loop permutations worth trying (not the identity): each loop moved innermost, the two innermost swapped.
 std::vector<std::vector<int>> permutations(const View &view, int limit);
 // Level-pointer actions of a permutation (the last loop is implied).

@@ -36,11 +36,16 @@ const char *Search::strategies() { return "random, greedy, beam, local, heuristi
 
 void Search::run() {
   const std::string &s = config_.strategy;
-  if (s == "random") random();
-  else if (s == "greedy") perOp(1);
-  else if (s == "beam") perOp(std::max(1, config_.beamWidth));
-  else if (s == "local") local();
-  else heuristicOnly();
+  if (s == "random")
+    random();
+  else if (s == "greedy")
+    perOp(1);
+  else if (s == "beam")
+    perOp(std::max(1, config_.beamWidth));
+  else if (s == "local")
+    local();
+  else
+    heuristicOnly();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -291,8 +296,8 @@ Actions Search::completeWith(const Actions &prefix, int ownOp) {
   int firstOp = ownOp >= 0 ? ownOp : v->opIndex;
   for (int guard = 0; v && !v->done && guard < 4096; ++guard) {
     int op = v->opIndex;
-    bool useTemplate = op != firstOp && !v->interchangePending && op < static_cast<int>(template_.size()) &&
-                       !template_[op].empty();
+    bool useTemplate =
+        op != firstOp && !v->interchangePending && op < static_cast<int>(template_.size()) && !template_[op].empty();
     if (useTemplate) {
       std::optional<View> w = env_.observe(concat(out, template_[op]));
       useTemplate = w && (w->done || w->opIndex > op);
@@ -408,8 +413,10 @@ bool Search::mutate(std::vector<Actions> &segs, int op) {
     auto pos = std::find(choices.begin(), choices.end(), cur);
     int p = pos == choices.end() ? static_cast<int>(choices.size()) - 1 : static_cast<int>(pos - choices.begin());
     int q;
-    if (u(rng_) < 0.8) q = p + (u(rng_) < 0.5 ? -1 : 1);
-    else q = std::uniform_int_distribution<int>(0, static_cast<int>(choices.size()) - 1)(rng_);
+    if (u(rng_) < 0.8)
+      q = p + (u(rng_) < 0.5 ? -1 : 1);
+    else
+      q = std::uniform_int_distribution<int>(0, static_cast<int>(choices.size()) - 1)(rng_);
     if (q < 0 || q >= static_cast<int>(choices.size()) || q == p) return false;
     Action changed = seg[k];
     changed[1 + i] = choices[q];

@@ -16,10 +16,10 @@ namespace mlir_rl::cli {
 struct SearchConfig {
   std::string strategy = "local";  // random, greedy, beam, local, heuristic
   int beamWidth = 4;
-  double minGain = 0.01;        // a change must make the schedule this much faster to count as better
+  double minGain = 0.01;  // a change must make the schedule this much faster to count as better
   uint64_t seed = 0;
-  int completionOps = 12;       // ops after the current one that the heuristic completes (others: untransformed)
-  int maxRegisterTiles = 8;     // children of each kind per state
+  int completionOps = 12;    // ops after the current one that the heuristic completes (others: untransformed)
+  int maxRegisterTiles = 8;  // children of each kind per state
   int maxCacheTiles = 4;
   int maxPermutations = 6;
   int maxFusionTiles = 3;

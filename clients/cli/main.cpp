@@ -31,16 +31,19 @@
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "server address host:port");
 ABSL_FLAG(std::string, benchmark, "benchmark://nn-ops/matmul_512x512x512_f32", "benchmark URI for `episode`");
-ABSL_FLAG(std::string, policy, "heuristic", "episode policy: random (uniform over unmasked values) or heuristic "
-                                            "(a register tile that lets the op vectorize, then vectorization)");
+ABSL_FLAG(std::string, policy, "heuristic",
+          "episode policy: random (uniform over unmasked values) or heuristic "
+          "(a register tile that lets the op vectorize, then vectorization)");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the episode, of the random policy and of the search");
 ABSL_FLAG(int, episodes, 1, "episodes to run");
 ABSL_FLAG(int, max_steps, 0, "truncate episodes after this many steps (0: no limit)");
 ABSL_FLAG(int, timeout_s, 600, "deadline of each RPC in seconds");
 ABSL_FLAG(std::string, dataset, "", "dataset filter for `list`");
 ABSL_FLAG(std::string, token, "", "bearer token for servers started with --auth_tokens_file (default: $MLIR_RL_TOKEN)");
-ABSL_FLAG(std::string, tls_ca, "", "connect with TLS, verifying the server against this PEM CA (default: $MLIR_RL_TLS_CA)");
-ABSL_FLAG(std::string, tls_cert, "", "client certificate (PEM) for TLS servers that require one (default: $MLIR_RL_TLS_CERT)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "connect with TLS, verifying the server against this PEM CA (default: $MLIR_RL_TLS_CA)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "client certificate (PEM) for TLS servers that require one (default: $MLIR_RL_TLS_CERT)");
 ABSL_FLAG(std::string, tls_key, "", "key of --tls_cert (default: $MLIR_RL_TLS_KEY)");
 // search
 ABSL_FLAG(std::string, strategy, "local", "search strategy: random, greedy, beam, local, heuristic");
@@ -50,14 +53,17 @@ ABSL_FLAG(int, beam_width, 4, "search: width of the beam");
 ABSL_FLAG(double, min_gain, 0.01, "search: relative speed gain a change needs to count as better");
 ABSL_FLAG(int, parallel, 2, "search: schedules measured at once (one StepMany; the server's workers run them)");
 ABSL_FLAG(int, num_threads, 0, "session option num_threads (OpenMP threads per evaluation; 0: server default, 1)");
-ABSL_FLAG(std::string, evaluation_cache, "use", "session option evaluation_cache: use (a schedule any session "
-                                                "measured is not measured again), refresh, bypass (always measure)");
+ABSL_FLAG(std::string, evaluation_cache, "use",
+          "session option evaluation_cache: use (a schedule any session "
+          "measured is not measured again), refresh, bypass (always measure)");
 ABSL_FLAG(int, completion_ops, 12, "search: later ops the heuristic completes when scoring a partial schedule");
-ABSL_FLAG(std::string, out, "", "search: write <out>.json (record), <out>.transform.mlir (Transform script of the "
-                                "best schedule) and <out>.payload.mlir (the benchmark IR the script applies to)");
+ABSL_FLAG(std::string, out, "",
+          "search: write <out>.json (record), <out>.transform.mlir (Transform script of the "
+          "best schedule) and <out>.payload.mlir (the benchmark IR the script applies to)");
 ABSL_FLAG(bool, verbose, false, "search: print every evaluation (origin, schedule, time) on stderr");
-ABSL_FLAG(std::string, progress, "auto", "search: progress on stderr: auto (a bar on a terminal, a line every 10 s "
-                                         "otherwise), bar, lines, off");
+ABSL_FLAG(std::string, progress, "auto",
+          "search: progress on stderr: auto (a bar on a terminal, a line every 10 s "
+          "otherwise), bar, lines, off");
 
 namespace v1 = mlir_rl::v1;
 using namespace mlir_rl::cli;
@@ -145,7 +151,8 @@ int health(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
 v1::BenchmarkInfo benchmarkInfo(v1::MlirRlEnv::Stub &stub, const std::string &uri) {
   v1::ListBenchmarksRequest req;
   const std::string scheme = "benchmark://";
-  if (uri.rfind(scheme, 0) == 0) req.set_dataset(uri.substr(scheme.size(), uri.find('/', scheme.size()) - scheme.size()));
+  if (uri.rfind(scheme, 0) == 0)
+    req.set_dataset(uri.substr(scheme.size(), uri.find('/', scheme.size()) - scheme.size()));
   v1::ListBenchmarksReply reply;
   if (stub.ListBenchmarks(ctx().get(), req, &reply).ok())
     for (const auto &b : reply.benchmarks())
@@ -158,9 +165,12 @@ v1::SessionOptions sessionOptions() {
   if (int m = absl::GetFlag(FLAGS_max_steps); m > 0) o.set_max_steps(m);
   if (int t = absl::GetFlag(FLAGS_num_threads); t > 0) o.set_num_threads(t);
   std::string cache = absl::GetFlag(FLAGS_evaluation_cache);
-  if (cache == "refresh") o.set_evaluation_cache(v1::EVALUATION_CACHE_REFRESH);
-  else if (cache == "bypass") o.set_evaluation_cache(v1::EVALUATION_CACHE_BYPASS);
-  else if (cache != "use") throw std::invalid_argument("--evaluation_cache must be use, refresh or bypass");
+  if (cache == "refresh")
+    o.set_evaluation_cache(v1::EVALUATION_CACHE_REFRESH);
+  else if (cache == "bypass")
+    o.set_evaluation_cache(v1::EVALUATION_CACHE_BYPASS);
+  else if (cache != "use")
+    throw std::invalid_argument("--evaluation_cache must be use, refresh or bypass");
   return o;
 }
 
@@ -179,9 +189,8 @@ int episode(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &
     // The heuristic asks the server which tilings let the op vectorize, on sessions of its own.
     Env probe(channel, callSettings(), uri, options, seed);
     const Space &space = probe.space();
-    Heuristic heuristic(probe, lanesFor(benchmarkInfo(stub, uri).dtype()), options.has_max_vector_elements()
-                                                                              ? options.max_vector_elements()
-                                                                              : 512);
+    Heuristic heuristic(probe, lanesFor(benchmarkInfo(stub, uri).dtype()),
+                        options.has_max_vector_elements() ? options.max_vector_elements() : 512);
     v1::ResetRequest reset;
     reset.set_benchmark(uri);
     reset.set_seed(seed);
@@ -214,18 +223,19 @@ int episode(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &
       double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       const v1::StepOutcome &o = reply.outcomes(0);
       std::printf("  step %2d %-28s %-55s reward %+8.4f  %7.1f ms%s%s\n", step, formatAction(action).c_str(),
-                  o.description().c_str(), o.reward(), ms, o.applied() ? "" : "  FAILED: ",
-                  o.applied() ? "" : o.failure_reason().substr(0, 200).c_str());
+                  o.description().c_str(), o.reward(), ms,
+                  o.applied() ? "" : "  FAILED: ", o.applied() ? "" : o.failure_reason().substr(0, 200).c_str());
       if (o.has_evaluation()) {
         const v1::Evaluation &ev = o.evaluation();
         if (!ev.failure().empty()) {
           std::printf("    evaluation failed: %s\n", ev.failure().c_str());
           ++failures;
         } else {
-          std::printf("    evaluated: %.3f ms (reference %.3f ms, speedup %.2fx, spread %.3f, %d runs, correct %s, "
-                      "lower %.1f ms, jit %.1f ms%s)\n",
-                      ev.median_ns() / 1e6, ev.reference_ns() / 1e6, ev.speedup(), ev.spread(), ev.repetitions(),
-                      ev.correct() ? "yes" : "NO", ev.lower_ms(), ev.jit_ms(), ev.cached() ? ", cached" : "");
+          std::printf(
+              "    evaluated: %.3f ms (reference %.3f ms, speedup %.2fx, spread %.3f, %d runs, correct %s, "
+              "lower %.1f ms, jit %.1f ms%s)\n",
+              ev.median_ns() / 1e6, ev.reference_ns() / 1e6, ev.speedup(), ev.spread(), ev.repetitions(),
+              ev.correct() ? "yes" : "NO", ev.lower_ms(), ev.jit_ms(), ev.cached() ? ", cached" : "");
         }
       }
       total += reply.reward();
@@ -476,8 +486,8 @@ int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
   }
   if (best) {
     std::printf("%s %s: best %.3f ms, %.2fx over %.3f ms untransformed, %d evaluations (%d measured), %.1f s\n",
-                strategy.c_str(), uri.c_str(), best->result.timeNs / 1e6, best->result.speedup,
-                env.referenceNs() / 1e6, env.evaluations(), env.measured(), wall);
+                strategy.c_str(), uri.c_str(), best->result.timeNs / 1e6, best->result.speedup, env.referenceNs() / 1e6,
+                env.evaluations(), env.measured(), wall);
     for (const std::string &d : exported.descriptions) std::printf("  %s\n", d.c_str());
   } else {
     std::printf("%s %s: no schedule measured (%d evaluations)\n", strategy.c_str(), uri.c_str(), env.evaluations());

@@ -7,9 +7,9 @@
 #include <cstdlib>
 
 #include "env/Session.h"
+#include "llvm/Support/raw_ostream.h"
 #include "mlir/IR/OperationSupport.h"
 #include "mlir/Parser/Parser.h"
-#include "llvm/Support/raw_ostream.h"
 #include "support/Diagnostics.h"
 #include "tests/fuzz/FuzzSupport.h"
 #include "transforms/Transform.h"
@@ -57,8 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                  s.schedule().c_str());
     std::abort();
   }
-  mlir::OwningOpRef<mlir::ModuleOp> current = mlir::parseSourceString<mlir::ModuleOp>(s.currentIR(),
-                                                                                      world.context.get());
+  mlir::OwningOpRef<mlir::ModuleOp> current =
+      mlir::parseSourceString<mlir::ModuleOp>(s.currentIR(), world.context.get());
   if (print(*payload) != print(*current)) {
     std::fprintf(stderr, "the replayed schedule gives other IR than the session's:\n%s\n", s.schedule().c_str());
     std::abort();

@@ -28,8 +28,8 @@ server::EnvService &service() {
   return *s;
 }
 
-const char *const kMethods[] = {"GetVersion", "GetSpaces",  "ListBenchmarks", "Reset",        "Step",
-                                "StepMany",   "Observe",    "Fork",           "EndSession",   "Close",
+const char *const kMethods[] = {"GetVersion",     "GetSpaces",    "ListBenchmarks", "Reset",      "Step",
+                                "StepMany",       "Observe",      "Fork",           "EndSession", "Close",
                                 "ExportSchedule", "AddBenchmark", "GetMetrics"};
 
 }  // namespace
@@ -37,7 +37,6 @@ const char *const kMethods[] = {"GetVersion", "GetSpaces",  "ListBenchmarks", "R
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz::Bytes in(data, size);
   const char *method = kMethods[in.below(std::size(kMethods))];
-
 
   std::string reply;
   grpc::Status status = service().callForTesting(method, in.rest(), reply);

@@ -6,13 +6,13 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <fstream>
-#include <thread>
 #include <cstdio>
+#include <fstream>
 #include <map>
-#include <set>
 #include <random>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <csignal>
@@ -71,8 +71,7 @@ ABSL_FLAG(int, idle_sessions, 1000, "idle sessions for the memory figure");
 ABSL_FLAG(std::string, sections, "latency,policy,env,compile,workers,memory",
           "comma-separated sections to run: latency (gRPC), policy (random-policy steps over gRPC), env (in-process "
           "step work), compile, workers, memory");
-ABSL_FLAG(std::string, idle_benchmark, "benchmark://models/resnet18_layer1_0_conv1",
-          "benchmark of the idle sessions");
+ABSL_FLAG(std::string, idle_benchmark, "benchmark://models/resnet18_layer1_0_conv1", "benchmark of the idle sessions");
 
 namespace v1 = mlir_rl::v1;
 using Clock = std::chrono::steady_clock;
@@ -135,8 +134,9 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
   std::mt19937_64 rng(7);
   Stats all, applied;
   std::map<std::string, Stats> byType;
-  const char *names[] = {"NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION",
-                         "TILED_FUSION", "IMG2COL", "UNROLL"};
+  const char *names[] = {"NO_TRANSFORMATION", "TILING",        "TILED_PARALLELIZATION",
+                         "INTERCHANGE",       "VECTORIZATION", "TILED_FUSION",
+                         "IMG2COL",           "UNROLL"};
   int episodes = 0;
   while (static_cast<int>(all.values.size()) < steps) {
     v1::ResetRequest rq;
@@ -190,9 +190,10 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
     grpc::ClientContext c1;
     stub.Close(&c1, cq, &cr);
   }
-  std::printf("\n== non-evaluating steps of a random masked policy (%d episodes over %zu benchmarks; server with its "
-              "transition cache on: mostly new states)%s\n", episodes, uris.size(),
-              absl::GetFlag(FLAGS_cpus).empty() ? "" : ", client and server on one core");
+  std::printf(
+      "\n== non-evaluating steps of a random masked policy (%d episodes over %zu benchmarks; server with its "
+      "transition cache on: mostly new states)%s\n",
+      episodes, uris.size(), absl::GetFlag(FLAGS_cpus).empty() ? "" : ", client and server on one core");
   report("Step, all action types", all, "us");
   report("  of which applying the action (server)", applied, "us");
   for (auto &[name, stats] : byType) report(("  " + name).c_str(), stats, "us");
@@ -210,7 +211,11 @@ class ServerProcess {
     if (!mkdtemp(dirTemplate)) fail("cannot create a temporary directory");
     dir_ = dirTemplate;
     std::string portFile = dir_ + "/port";
-    std::vector<std::string> args = {binary, "--port=0", "--port_file=" + portFile, "--log_level=warn", "--cache_dir=",
+    std::vector<std::string> args = {binary,
+                                     "--port=0",
+                                     "--port_file=" + portFile,
+                                     "--log_level=warn",
+                                     "--cache_dir=",
                                      "--benchmarks_dir=" + absl::GetFlag(FLAGS_benchmarks_dir)};
     if (!absl::GetFlag(FLAGS_cpus).empty()) args.push_back("--rpc_cpus=" + absl::GetFlag(FLAGS_cpus));
     args.insert(args.end(), extraArgs.begin(), extraArgs.end());
@@ -360,98 +365,98 @@ int main(int argc, char **argv) {
   // Each latency figure twice: first with the transition cache off (every step applies its transformation, as on a
   // state no session has reached before), then on (the same steps again: states already reached).
   for (bool revisit : {false, true}) {
-  if (!wants("latency")) break;
-  ServerProcess server({"--workers=1", revisit ? "--transition_cache_mb=256" : "--transition_cache_mb=0"});
-  v1::MlirRlEnv::Stub *stub = &server.stub();
-  Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, observeSmall, fork, cacheHit,
-      stepFusion, stepUnroll;
-  for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
-    v1::ResetRequest rq;
-    rq.set_benchmark(uri);
-    v1::ResetReply rr;
-    grpc::ClientContext c0;
-    auto t = Clock::now();
-    if (!stub->Reset(&c0, rq, &rr).ok()) return 1;
-    reset.add(usSince(t));
-    // Like the Python client, steps ask only for the tensors that changed since the last observation.
-    uint64_t lastObservation = rr.observation().id();
-    auto step = [&](const std::vector<int64_t> &a, Stats &into) {
-      v1::StepRequest sq = stepRequest(rr.session_id(), a, lastObservation);
-      v1::StepReply sr;
-      grpc::ClientContext c;
-      auto t1 = Clock::now();
-      grpc::Status s = stub->Step(&c, sq, &sr);
-      lastObservation = sr.observation().id();
-      into.add(usSince(t1));
-      if (!s.ok() || !sr.outcomes(0).applied()) {
-        std::fprintf(stderr, "step failed: %s %s\n", s.error_message().c_str(),
-                     sr.outcomes_size() ? sr.outcomes(0).failure_reason().c_str() : "");
-        std::exit(1);
+    if (!wants("latency")) break;
+    ServerProcess server({"--workers=1", revisit ? "--transition_cache_mb=256" : "--transition_cache_mb=0"});
+    v1::MlirRlEnv::Stub *stub = &server.stub();
+    Stats reset, stepTiling, stepPointer, stepInterchange, stepParallel, observe, observeSmall, fork, cacheHit,
+        stepFusion, stepUnroll;
+    for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
+      v1::ResetRequest rq;
+      rq.set_benchmark(uri);
+      v1::ResetReply rr;
+      grpc::ClientContext c0;
+      auto t = Clock::now();
+      if (!stub->Reset(&c0, rq, &rr).ok()) return 1;
+      reset.add(usSince(t));
+      // Like the Python client, steps ask only for the tensors that changed since the last observation.
+      uint64_t lastObservation = rr.observation().id();
+      auto step = [&](const std::vector<int64_t> &a, Stats &into) {
+        v1::StepRequest sq = stepRequest(rr.session_id(), a, lastObservation);
+        v1::StepReply sr;
+        grpc::ClientContext c;
+        auto t1 = Clock::now();
+        grpc::Status s = stub->Step(&c, sq, &sr);
+        lastObservation = sr.observation().id();
+        into.add(usSince(t1));
+        if (!s.ok() || !sr.outcomes(0).applied()) {
+          std::fprintf(stderr, "step failed: %s %s\n", s.error_message().c_str(),
+                       sr.outcomes_size() ? sr.outcomes(0).failure_reason().c_str() : "");
+          std::exit(1);
+        }
+      };
+      step(action(1, {6, 6, 6}), stepTiling);    // TILING [32, 32, 32]
+      step(action(3, {}, 2), stepPointer);       // INTERCHANGE: first level pointer (no transformation yet)
+      step(action(3, {}, 0), stepInterchange);   // INTERCHANGE: completes -> generalize + interchange
+      step(action(2, {0, 4, 4}), stepParallel);  // TILED_PARALLELIZATION on the interchanged op
+      {
+        v1::ObserveRequest oq;
+        oq.set_session_id(rr.session_id());
+        v1::ObserveReply orp;
+        observe.add(timeCall([&](grpc::ClientContext *c) { stub->Observe(c, oq, &orp); }));
+        // The same with one small tensor: the difference is what the full observation's bytes cost on the wire.
+        oq.mutable_observation()->add_names("progress");
+        observeSmall.add(timeCall([&](grpc::ClientContext *c) { stub->Observe(c, oq, &orp); }));
       }
-    };
-    step(action(1, {6, 6, 6}), stepTiling);          // TILING [32, 32, 32]
-    step(action(3, {}, 2), stepPointer);             // INTERCHANGE: first level pointer (no transformation yet)
-    step(action(3, {}, 0), stepInterchange);         // INTERCHANGE: completes -> generalize + interchange
-    step(action(2, {0, 4, 4}), stepParallel);        // TILED_PARALLELIZATION on the interchanged op
-    {
-      v1::ObserveRequest oq;
-      oq.set_session_id(rr.session_id());
-      v1::ObserveReply orp;
-      observe.add(timeCall([&](grpc::ClientContext *c) { stub->Observe(c, oq, &orp); }));
-      // The same with one small tensor: the difference is what the full observation's bytes cost on the wire.
-      oq.mutable_observation()->add_names("progress");
-      observeSmall.add(timeCall([&](grpc::ClientContext *c) { stub->Observe(c, oq, &orp); }));
-    }
-    {
-      v1::ForkRequest fq;
-      fq.set_session_id(rr.session_id());
-      v1::ForkReply fr;
-      fork.add(timeCall([&](grpc::ClientContext *c) { stub->Fork(c, fq, &fr); }));
+      {
+        v1::ForkRequest fq;
+        fq.set_session_id(rr.session_id());
+        v1::ForkReply fr;
+        fork.add(timeCall([&](grpc::ClientContext *c) { stub->Fork(c, fq, &fr); }));
+        v1::CloseRequest cq;
+        cq.set_session_id(fr.session_id());
+        v1::CloseReply cr;
+        timeCall([&](grpc::ClientContext *c) { stub->Close(c, cq, &cr); });
+      }
+      // The terminal step evaluates; after the first iteration the same candidate is a cache hit.
+      Stats terminal;
+      step(action(0), terminal);
+      if (i > 0) cacheHit.add(terminal.values[0]);
       v1::CloseRequest cq;
-      cq.set_session_id(fr.session_id());
+      cq.set_session_id(rr.session_id());
       v1::CloseReply cr;
-      timeCall([&](grpc::ClientContext *c) { stub->Close(c, cq, &cr); });
+      grpc::ClientContext c3;
+      stub->Close(&c3, cq, &cr);
+      // A second episode (never evaluated): TILED_FUSION [8, 8, 8] fuses the fill into the forall, then UNROLL of
+      // the k loop (8 trips) by 2; UNROLL's factor is in head tile_11 (value 2 = size 2).
+      grpc::ClientContext c4;
+      if (!stub->Reset(&c4, rq, &rr).ok()) return 1;
+      lastObservation = rr.observation().id();
+      step(action(5, {4, 4, 4}), stepFusion);
+      step(action(7, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}), stepUnroll);
+      cq.set_session_id(rr.session_id());
+      grpc::ClientContext c5;
+      stub->Close(&c5, cq, &cr);
     }
-    // The terminal step evaluates; after the first iteration the same candidate is a cache hit.
-    Stats terminal;
-    step(action(0), terminal);
-    if (i > 0) cacheHit.add(terminal.values[0]);
-    v1::CloseRequest cq;
-    cq.set_session_id(rr.session_id());
-    v1::CloseReply cr;
-    grpc::ClientContext c3;
-    stub->Close(&c3, cq, &cr);
-    // A second episode (never evaluated): TILED_FUSION [8, 8, 8] fuses the fill into the forall, then UNROLL of
-    // the k loop (8 trips) by 2; UNROLL's factor is in head tile_11 (value 2 = size 2).
-    grpc::ClientContext c4;
-    if (!stub->Reset(&c4, rq, &rr).ok()) return 1;
-    lastObservation = rr.observation().id();
-    step(action(5, {4, 4, 4}), stepFusion);
-    step(action(7, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}), stepUnroll);
-    cq.set_session_id(rr.session_id());
-    grpc::ClientContext c5;
-    stub->Close(&c5, cq, &cr);
-  }
-  Stats floor;
-  for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
-    v1::GetVersionReply vr;
-    floor.add(timeCall([&](grpc::ClientContext *c) { stub->GetVersion(c, {}, &vr); }));
-  }
-  std::printf("\n== latency over loopback gRPC, C++ client (matmul 64^3), %s%s\n",
-              revisit ? "states reached before (transition cache hits)" : "new states (transition cache off)",
-              absl::GetFlag(FLAGS_cpus).empty() ? "" : ", client and server on one core");
-  report("GetVersion (the RPC floor: no environment work)", floor, "us");
-  report("Reset", reset, "us");
-  report("Step TILING (non-evaluating)", stepTiling, "us");
-  report("Step INTERCHANGE level pointer (no transform)", stepPointer, "us");
-  report("Step INTERCHANGE completing (generalize+permute)", stepInterchange, "us");
-  report("Step TILED_PARALLELIZATION (non-evaluating)", stepParallel, "us");
-  report("Step TILED_FUSION (non-evaluating)", stepFusion, "us");
-  report("Step UNROLL (non-evaluating)", stepUnroll, "us");
-  report("Observe (all tensors)", observe, "us");
-  report("Observe (tensor 'progress' only)", observeSmall, "us");
-  report("Fork", fork, "us");
-  report("Step terminal, evaluation served from cache", cacheHit, "us");
+    Stats floor;
+    for (int i = 0; i < absl::GetFlag(FLAGS_iterations); ++i) {
+      v1::GetVersionReply vr;
+      floor.add(timeCall([&](grpc::ClientContext *c) { stub->GetVersion(c, {}, &vr); }));
+    }
+    std::printf("\n== latency over loopback gRPC, C++ client (matmul 64^3), %s%s\n",
+                revisit ? "states reached before (transition cache hits)" : "new states (transition cache off)",
+                absl::GetFlag(FLAGS_cpus).empty() ? "" : ", client and server on one core");
+    report("GetVersion (the RPC floor: no environment work)", floor, "us");
+    report("Reset", reset, "us");
+    report("Step TILING (non-evaluating)", stepTiling, "us");
+    report("Step INTERCHANGE level pointer (no transform)", stepPointer, "us");
+    report("Step INTERCHANGE completing (generalize+permute)", stepInterchange, "us");
+    report("Step TILED_PARALLELIZATION (non-evaluating)", stepParallel, "us");
+    report("Step TILED_FUSION (non-evaluating)", stepFusion, "us");
+    report("Step UNROLL (non-evaluating)", stepUnroll, "us");
+    report("Observe (all tensors)", observe, "us");
+    report("Observe (tensor 'progress' only)", observeSmall, "us");
+    report("Fork", fork, "us");
+    report("Step terminal, evaluation served from cache", cacheHit, "us");
   }
   if (wants("policy")) {
     ServerProcess server({"--workers=1"});
@@ -562,8 +567,8 @@ int main(int argc, char **argv) {
     report("JIT (LLVM O3 codegen)", jit, "ms");
     report("compile = lower + JIT", total, "ms");
     if (timedOut > 0)
-      std::printf("%d candidates timed out: compile time unknown, counted as %.0f ms in the compile figure\n",
-                  timedOut, kTimeoutFloorMs);
+      std::printf("%d candidates timed out: compile time unknown, counted as %.0f ms in the compile figure\n", timedOut,
+                  kTimeoutFloorMs);
     std::printf("candidates evaluated %d, wrong results %d, failed to compile/run %d", evaluated, wrong, failed);
     for (const auto &[kind, n] : failureKinds) std::printf(" [%s: %d]", kind.c_str(), n);
     std::printf("\n");
@@ -585,127 +590,125 @@ int main(int argc, char **argv) {
 
   // --- Worker pool: timing spread and throughput ---
   if (wants("workers")) {
-  std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");
-  auto bench = benchmarks.get("benchmark://nn-ops/matmul_256x256x256_f32");
-  if (!bench.ok()) return 1;
-  auto candidateFor = [&](std::vector<int64_t> tileChoices) {
-    auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
-    std::vector<int64_t> a(14, 0);
-    a[0] = 1;
-    for (size_t i = 0; i < tileChoices.size(); ++i) a[1 + i] = tileChoices[i];
-    (void)(*session)->step(a);
-    return (*session)->currentIR();
-  };
-  mlir_rl::runners::WorkerPoolOptions poolOptions;
-  poolOptions.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
-  {
-    poolOptions.workers = 1;
-    mlir_rl::runners::WorkerPool pool(poolOptions);
-    mlir_rl::runners::ExecRequest rq;
-    rq.candidateIR = candidateFor({4, 5, 1});  // tiled 8x16x1, not vectorized
-    rq.referenceIR = (*bench)->taggedText();
-    rq.timing = timing;
-    Stats medians;
-    for (int i = 0; i < absl::GetFlag(FLAGS_spread_evaluations); ++i) {
-      auto r = pool.execute(rq);
-      if (!r.ok()) {
-        std::fprintf(stderr, "spread evaluation failed: %s\n", r.message.c_str());
-        return 1;
-      }
-      medians.add(r.timing.medianNs);
-    }
-    double mean = 0, var = 0;
-    for (double v : medians.values) mean += v;
-    mean /= medians.values.size();
-    for (double v : medians.values) var += (v - mean) * (v - mean);
-    var /= std::max<size_t>(1, medians.values.size() - 1);
-    std::printf("%-48s n=%-5zu mean %.3f ms  CV %.2f %%  (min %.3f, max %.3f ms)\n",
-                "repeated evaluations of one candidate", medians.values.size(), mean / 1e6,
-                100.0 * std::sqrt(var) / mean, medians.q(0) / 1e6, medians.q(1) / 1e6);
-  }
-  {
-    std::vector<std::string> candidates;
-    const std::vector<std::vector<int64_t>> tilings = {{4, 5, 1}, {3, 5, 1}, {4, 4, 1}, {5, 4, 2}, {3, 3, 3},
-                                                       {6, 6, 6}, {4, 6, 2}, {2, 5, 1}, {5, 5, 5}, {3, 4, 4}};
-    for (int i = 0; i < absl::GetFlag(FLAGS_throughput_candidates); ++i)
-      candidates.push_back(candidateFor(tilings[i % tilings.size()]));
-    // Alternating 1- and 2-worker rounds, so that a noisy stretch of the shared machine hits both sides; the figure
-    // is the median ratio.
-    Stats ratios;
-    for (int round = 0; round < 3; ++round) {
-      double rate[3] = {0, 0, 0};
-      for (int workers : {1, 2}) {
-        poolOptions.workers = workers;
-        mlir_rl::runners::WorkerPool pool(poolOptions);
-        // Spawn and warm every worker's reference outside the measured part.
-        {
-          std::vector<std::thread> warm;
-          for (int w = 0; w < workers; ++w)
-            warm.emplace_back([&] {
-              mlir_rl::runners::ExecRequest rq;
-              rq.candidateIR = rq.referenceIR = (*bench)->taggedText();
-              rq.time = false;
-              pool.execute(rq);
-            });
-          for (auto &t : warm) t.join();
+    std::printf("\n== evaluation in worker processes (mlir-rl-runner)\n");
+    auto bench = benchmarks.get("benchmark://nn-ops/matmul_256x256x256_f32");
+    if (!bench.ok()) return 1;
+    auto candidateFor = [&](std::vector<int64_t> tileChoices) {
+      auto session = mlir_rl::env::Session::create(*bench, {}, 0, &evaluator);
+      std::vector<int64_t> a(14, 0);
+      a[0] = 1;
+      for (size_t i = 0; i < tileChoices.size(); ++i) a[1 + i] = tileChoices[i];
+      (void)(*session)->step(a);
+      return (*session)->currentIR();
+    };
+    mlir_rl::runners::WorkerPoolOptions poolOptions;
+    poolOptions.runnerPath = mlir_rl::runners::WorkerPool::defaultRunnerPath();
+    {
+      poolOptions.workers = 1;
+      mlir_rl::runners::WorkerPool pool(poolOptions);
+      mlir_rl::runners::ExecRequest rq;
+      rq.candidateIR = candidateFor({4, 5, 1});  // tiled 8x16x1, not vectorized
+      rq.referenceIR = (*bench)->taggedText();
+      rq.timing = timing;
+      Stats medians;
+      for (int i = 0; i < absl::GetFlag(FLAGS_spread_evaluations); ++i) {
+        auto r = pool.execute(rq);
+        if (!r.ok()) {
+          std::fprintf(stderr, "spread evaluation failed: %s\n", r.message.c_str());
+          return 1;
         }
-        std::atomic<size_t> next{0};
-        auto t0 = Clock::now();
-        std::vector<std::thread> clients;
-        for (int c = 0; c < workers; ++c)
-          clients.emplace_back([&] {
-            for (size_t i = next++; i < candidates.size(); i = next++) {
-              mlir_rl::runners::ExecRequest rq;
-              rq.candidateIR = candidates[i];
-              rq.referenceIR = (*bench)->taggedText();
-              rq.timing = timing;
-              pool.execute(rq);
-            }
-          });
-        for (auto &t : clients) t.join();
-        double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-        rate[workers] = candidates.size() / seconds;
-        std::printf("%-48s %zu candidates in %.2f s: %.2f evaluations/s\n",
-                    workers == 1 ? "throughput, 1 worker" : "throughput, 2 workers", candidates.size(), seconds,
-                    rate[workers]);
+        medians.add(r.timing.medianNs);
       }
-      ratios.add(rate[2] / rate[1]);
+      double mean = 0, var = 0;
+      for (double v : medians.values) mean += v;
+      mean /= medians.values.size();
+      for (double v : medians.values) var += (v - mean) * (v - mean);
+      var /= std::max<size_t>(1, medians.values.size() - 1);
+      std::printf("%-48s n=%-5zu mean %.3f ms  CV %.2f %%  (min %.3f, max %.3f ms)\n",
+                  "repeated evaluations of one candidate", medians.values.size(), mean / 1e6,
+                  100.0 * std::sqrt(var) / mean, medians.q(0) / 1e6, medians.q(1) / 1e6);
     }
-    std::string rounds = absl::StrJoin(ratios.values, ", ", [](std::string *out, double r) {
-      absl::StrAppend(out, absl::StrFormat("%.2f", r));
-    });
-    std::printf("%-48s %.2fx (median of %zu rounds, in order: %s)\n", "throughput ratio 2 workers / 1 worker",
-                ratios.q(0.5), ratios.values.size(), rounds.c_str());
-  }
-
+    {
+      std::vector<std::string> candidates;
+      const std::vector<std::vector<int64_t>> tilings = {{4, 5, 1}, {3, 5, 1}, {4, 4, 1}, {5, 4, 2}, {3, 3, 3},
+                                                         {6, 6, 6}, {4, 6, 2}, {2, 5, 1}, {5, 5, 5}, {3, 4, 4}};
+      for (int i = 0; i < absl::GetFlag(FLAGS_throughput_candidates); ++i)
+        candidates.push_back(candidateFor(tilings[i % tilings.size()]));
+      // Alternating 1- and 2-worker rounds, so that a noisy stretch of the shared machine hits both sides; the figure
+      // is the median ratio.
+      Stats ratios;
+      for (int round = 0; round < 3; ++round) {
+        double rate[3] = {0, 0, 0};
+        for (int workers : {1, 2}) {
+          poolOptions.workers = workers;
+          mlir_rl::runners::WorkerPool pool(poolOptions);
+          // Spawn and warm every worker's reference outside the measured part.
+          {
+            std::vector<std::thread> warm;
+            for (int w = 0; w < workers; ++w)
+              warm.emplace_back([&] {
+                mlir_rl::runners::ExecRequest rq;
+                rq.candidateIR = rq.referenceIR = (*bench)->taggedText();
+                rq.time = false;
+                pool.execute(rq);
+              });
+            for (auto &t : warm) t.join();
+          }
+          std::atomic<size_t> next{0};
+          auto t0 = Clock::now();
+          std::vector<std::thread> clients;
+          for (int c = 0; c < workers; ++c)
+            clients.emplace_back([&] {
+              for (size_t i = next++; i < candidates.size(); i = next++) {
+                mlir_rl::runners::ExecRequest rq;
+                rq.candidateIR = candidates[i];
+                rq.referenceIR = (*bench)->taggedText();
+                rq.timing = timing;
+                pool.execute(rq);
+              }
+            });
+          for (auto &t : clients) t.join();
+          double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+          rate[workers] = candidates.size() / seconds;
+          std::printf("%-48s %zu candidates in %.2f s: %.2f evaluations/s\n",
+                      workers == 1 ? "throughput, 1 worker" : "throughput, 2 workers", candidates.size(), seconds,
+                      rate[workers]);
+        }
+        ratios.add(rate[2] / rate[1]);
+      }
+      std::string rounds = absl::StrJoin(
+          ratios.values, ", ", [](std::string *out, double r) { absl::StrAppend(out, absl::StrFormat("%.2f", r)); });
+      std::printf("%-48s %.2fx (median of %zu rounds, in order: %s)\n", "throughput ratio 2 workers / 1 worker",
+                  ratios.q(0.5), ratios.values.size(), rounds.c_str());
+    }
   }
   // --- Memory of idle sessions ---
   if (wants("memory")) {
-  {
-    ServerProcess server({"--workers=1"});
-    v1::MlirRlEnv::Stub *stub = &server.stub();
-    auto rss = [&] {
-      std::ifstream status("/proc/" + std::to_string(server.pid()) + "/status");
-      std::string line;
-      while (std::getline(status, line))
-        if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // MiB
-      return 0.0;
-    };
-    std::vector<std::string> ids;
-    double before = rss();
-    for (int i = 0; i < absl::GetFlag(FLAGS_idle_sessions); ++i) {
-      v1::ResetRequest rq;
-      rq.set_benchmark(absl::GetFlag(FLAGS_idle_benchmark));
-      v1::ResetReply rr;
-      grpc::ClientContext c;
-      if (!stub->Reset(&c, rq, &rr).ok()) return 1;
-      ids.push_back(rr.session_id());
+    {
+      ServerProcess server({"--workers=1"});
+      v1::MlirRlEnv::Stub *stub = &server.stub();
+      auto rss = [&] {
+        std::ifstream status("/proc/" + std::to_string(server.pid()) + "/status");
+        std::string line;
+        while (std::getline(status, line))
+          if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // MiB
+        return 0.0;
+      };
+      std::vector<std::string> ids;
+      double before = rss();
+      for (int i = 0; i < absl::GetFlag(FLAGS_idle_sessions); ++i) {
+        v1::ResetRequest rq;
+        rq.set_benchmark(absl::GetFlag(FLAGS_idle_benchmark));
+        v1::ResetReply rr;
+        grpc::ClientContext c;
+        if (!stub->Reset(&c, rq, &rr).ok()) return 1;
+        ids.push_back(rr.session_id());
+      }
+      double after = rss();
+      std::printf("\n== memory\n%-48s %zu sessions of %s: server RSS %.1f MiB (+%.1f MiB, %.1f KiB/session)\n",
+                  "idle sessions", ids.size(), absl::GetFlag(FLAGS_idle_benchmark).c_str(), after, after - before,
+                  (after - before) * 1024.0 / std::max<size_t>(1, ids.size()));
     }
-    double after = rss();
-    std::printf("\n== memory\n%-48s %zu sessions of %s: server RSS %.1f MiB (+%.1f MiB, %.1f KiB/session)\n",
-                "idle sessions", ids.size(), absl::GetFlag(FLAGS_idle_benchmark).c_str(), after, after - before,
-                (after - before) * 1024.0 / std::max<size_t>(1, ids.size()));
-  }
   }
   return wrong == 0 ? 0 : 1;
 }

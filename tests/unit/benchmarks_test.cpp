@@ -175,7 +175,8 @@ TEST(Benchmarks, DISABLED_ReportUntransformedTimes) {
   }
   for (const auto &[dataset, t] : totals)
     std::printf("== %-12s %4d benchmarks  compile %6.1f s  run once %6.1f s (cpu %6.1f s)  slowest %8.1f ms cpu (%s)\n",
-                dataset.c_str(), t.count, t.compileMs / 1e3, t.runMs / 1e3, t.cpuMs / 1e3, t.maxCpuMs, t.slowest.c_str());
+                dataset.c_str(), t.count, t.compileMs / 1e3, t.runMs / 1e3, t.cpuMs / 1e3, t.maxCpuMs,
+                t.slowest.c_str());
 }
 
 }  // namespace

@@ -77,7 +77,8 @@ TEST(RegisterTiles, LoopsPowersOfTwoDoNotDivideStayWhole) {
   EXPECT_EQ(tiles[0].sizes[3], 0);  // untiled: whole
   // Ops without reductions start with a single vector's worth of elements.
   int64_t elements = 1;
-  for (int i = 0; i < 4; ++i) elements *= tiles[0].sizes[i] ? tiles[0].sizes[i] : view({1, 512, 7, 7}, "pppp").bounds[i];
+  for (int i = 0; i < 4; ++i)
+    elements *= tiles[0].sizes[i] ? tiles[0].sizes[i] : view({1, 512, 7, 7}, "pppp").bounds[i];
   EXPECT_LE(elements, 16);
 }
 
@@ -92,7 +93,10 @@ TEST(RegisterTiles, PrimeLoopsGiveOneElementVectorsTheHeuristicSkips) {
 
 TEST(RegisterTiles, NhwcConvolutionVectorizesChannels) {
   // conv_2d_nhwc_hwcf 1x28x28x32 -> 192, 1x1: (n, oh, ow, f, kh, kw, c) = (1, 28, 28, 192, 1, 1, 32).
-  View v = view({1, 28, 28, 192, 1, 1, 32}, "ppppr" "rr", "linalg.conv_2d_nhwc_hwcf");
+  View v = view({1, 28, 28, 192, 1, 1, 32},
+                "ppppr"
+                "rr",
+                "linalg.conv_2d_nhwc_hwcf");
   auto tiles = registerTiles(v, space(), 16, 512);
   ASSERT_FALSE(tiles.empty());
   EXPECT_EQ(tiles[0].sizes[3], 16);  // output channels: the vector

@@ -24,7 +24,6 @@ std::unique_ptr<Session> start(const std::string &name, SessionConfig config = {
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-
 const env::NamedTensor &tensor(const std::vector<env::NamedTensor> &obs, const std::string &name) {
   for (const auto &t : obs)
     if (t.name == name) return t;
@@ -43,7 +42,9 @@ TEST(Env, ObservationMatchesSpaceAndDescribesMatmul) {
     EXPECT_EQ(obs[i].shape, space[i].shape);
     int64_t n = 1;
     for (int64_t d : obs[i].shape) n *= d;
-    size_t width = obs[i].dtype == env::DType::Bool ? 1 : obs[i].dtype == env::DType::Int64 || obs[i].dtype == env::DType::Float64 ? 8 : 4;
+    size_t width = obs[i].dtype == env::DType::Bool                                           ? 1
+                   : obs[i].dtype == env::DType::Int64 || obs[i].dtype == env::DType::Float64 ? 8
+                                                                                              : 4;
     EXPECT_EQ(obs[i].bytes.size(), n * width) << obs[i].name;
   }
   auto bounds = reinterpret_cast<const int64_t *>(tensor(obs, "loop_bounds").bytes.data());
@@ -157,8 +158,8 @@ TEST(Env, ImmediateRewardsTelescopeToFinal) {
     total += r->reward;
   }
   auto last = s->fork();  // same state, evaluated again (cached): its final speedup matches the sum of rewards
-  env::EvaluationRecord e = testing::evaluator().evaluate(s->benchmark(), mlir::parseSourceString<mlir::ModuleOp>(
-      s->currentIR(), testing::context()).get(), 0, 1);
+  env::EvaluationRecord e = testing::evaluator().evaluate(
+      s->benchmark(), mlir::parseSourceString<mlir::ModuleOp>(s->currentIR(), testing::context()).get(), 0, 1);
   EXPECT_NEAR(total, std::log10(e.referenceNs / e.timing.medianNs), 1e-9);
 }
 
@@ -298,10 +299,11 @@ TEST(Env, ScriptedMatmul512ScheduleIsAtLeast20xFaster) {
     if (r->evaluation) {
       const env::EvaluationRecord &e = *r->evaluation;
       ASSERT_TRUE(e.ok) << e.failure;
-      std::printf("[matmul 512^3 f32] reference %.2f ms, scheduled %.3f ms (spread %.3f, %d runs), speedup %.1fx, "
-                  "lower %.1f ms, jit %.1f ms\n",
-                  e.referenceNs / 1e6, e.timing.medianNs / 1e6, e.timing.spread, e.timing.repetitions, e.speedup,
-                  e.lowerMs, e.jitMs);
+      std::printf(
+          "[matmul 512^3 f32] reference %.2f ms, scheduled %.3f ms (spread %.3f, %d runs), speedup %.1fx, "
+          "lower %.1f ms, jit %.1f ms\n",
+          e.referenceNs / 1e6, e.timing.medianNs / 1e6, e.timing.spread, e.timing.repetitions, e.speedup, e.lowerMs,
+          e.jitMs);
       EXPECT_TRUE(e.correct);
       EXPECT_GE(e.speedup, 20.0);
     }

@@ -111,7 +111,6 @@ std::unique_ptr<Session> openModule(const char *text, const std::string &name, S
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-
 void step(Session &s, const std::vector<int64_t> &action) {
   auto r = s.step(action);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -234,13 +233,32 @@ TEST(Features, SpaceMatchesObservationInNameShapeAndDtype) {
   // The names clients rely on keep their places; the new ones follow.
   std::vector<std::string> names;
   for (const env::BoxSpec &b : env::observationSpace(small)) names.push_back(b.name);
-  EXPECT_EQ(names, (std::vector<std::string>{
-                       "op_type", "loop_bounds", "loop_bounds_log2", "iterator_types", "progress", "action_history",
-                       "interchange_partial", "mask_type", "mask_tiles", "mask_interchange", "load_access",
-                       "store_access", "access_ranks", "op_counts", "vectorizable", "producer_op_type",
-                       "producer_loop_bounds", "producer_loop_bounds_log2", "producer_iterator_types",
-                       "producer_load_access", "producer_store_access", "producer_access_ranks",
-                       "producer_op_counts", "producer_vectorizable", "mask_unroll", "mask_tiles_peeled"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"op_type",
+                                             "loop_bounds",
+                                             "loop_bounds_log2",
+                                             "iterator_types",
+                                             "progress",
+                                             "action_history",
+                                             "interchange_partial",
+                                             "mask_type",
+                                             "mask_tiles",
+                                             "mask_interchange",
+                                             "load_access",
+                                             "store_access",
+                                             "access_ranks",
+                                             "op_counts",
+                                             "vectorizable",
+                                             "producer_op_type",
+                                             "producer_loop_bounds",
+                                             "producer_loop_bounds_log2",
+                                             "producer_iterator_types",
+                                             "producer_load_access",
+                                             "producer_store_access",
+                                             "producer_access_ranks",
+                                             "producer_op_counts",
+                                             "producer_vectorizable",
+                                             "mask_unroll",
+                                             "mask_tiles_peeled"}));
   auto space = env::observationSpace(small);
   EXPECT_EQ(space[10].shape, (std::vector<int64_t>{2, 5, 6}));  // load_access: [max_accesses, L, L + 1]
   EXPECT_EQ(space[12].shape, (std::vector<int64_t>{2, 2}));     // access_ranks
@@ -342,17 +360,17 @@ TEST(Features, Pooling) {
   EXPECT_EQ(values<float>(obs, "op_type"), oneHot(env::OpFamily::Pooling));
   EXPECT_EQ(values<int64_t>(obs, "loop_bounds"), padded<int64_t>({1, 4, 8, 8, 2, 2}, 12));
   EXPECT_EQ(values<int32_t>(obs, "iterator_types"), padded<int32_t>({1, 1, 1, 1, 2, 2}, 12));
-  EXPECT_EQ(values<int32_t>(obs, "load_access"),
-            accessTensor(c, {
-                                // I[n, c, 2 * oh + kh, 2 * ow + kw]
-                                {{1, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0}, {0, 0, 2, 0, 1, 0, 0},
-                                 {0, 0, 0, 2, 0, 1, 0}},
-                                // window[kh, kw]
-                                {{0, 0, 0, 0, 1, 0, 0}, {0, 0, 0, 0, 0, 1, 0}},
-                            }));
-  EXPECT_EQ(values<int32_t>(obs, "store_access"),
-            accessTensor(c, {{{1, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 0, 0},
-                              {0, 0, 0, 1, 0, 0, 0}}}));
+  EXPECT_EQ(
+      values<int32_t>(obs, "load_access"),
+      accessTensor(c, {
+                          // I[n, c, 2 * oh + kh, 2 * ow + kw]
+                          {{1, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0}, {0, 0, 2, 0, 1, 0, 0}, {0, 0, 0, 2, 0, 1, 0}},
+                          // window[kh, kw]
+                          {{0, 0, 0, 0, 1, 0, 0}, {0, 0, 0, 0, 0, 1, 0}},
+                      }));
+  EXPECT_EQ(
+      values<int32_t>(obs, "store_access"),
+      accessTensor(c, {{{1, 0, 0, 0, 0, 0, 0}, {0, 1, 0, 0, 0, 0, 0}, {0, 0, 1, 0, 0, 0, 0}, {0, 0, 0, 1, 0, 0, 0}}}));
   EXPECT_EQ(values<int32_t>(obs, "access_ranks"), padded<int32_t>({4, 2, -1, -1, -1, -1, -1, 4}, 14, -1));
   EXPECT_EQ(values<int32_t>(obs, "op_counts"), counts({0, 0, 0, 0, 0, 1, 0}, {0, 0, 0, 0, 0, 0, 0}));
   expectVectorizableIsTheMask(obs);

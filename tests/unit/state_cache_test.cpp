@@ -6,8 +6,8 @@
 #include <random>
 #include <thread>
 
-#include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/raw_ostream.h"
+#include "mlir/IR/BuiltinOps.h"
 
 #include "env/OpFacts.h"
 #include "env/Session.h"
@@ -45,14 +45,14 @@ TEST(LruCache, EvictsLeastRecentlyUsedByCostAndRefusesWhatCannotFit) {
   EXPECT_TRUE(lru.insert(2, "b", 4));
   EXPECT_FALSE(lru.insert(2, "other", 1));  // present: kept as it was
   EXPECT_EQ(*lru.find(2), "b");
-  ASSERT_NE(lru.find(1), nullptr);          // 1 is now the most recently used
-  EXPECT_TRUE(lru.insert(3, "c", 4));       // 12 > 10: 2 goes
+  ASSERT_NE(lru.find(1), nullptr);     // 1 is now the most recently used
+  EXPECT_TRUE(lru.insert(3, "c", 4));  // 12 > 10: 2 goes
   EXPECT_EQ(lru.find(2), nullptr);
   EXPECT_NE(lru.find(1), nullptr);
   EXPECT_EQ(lru.cost(), 8u);
   EXPECT_EQ(lru.evictions(), 1u);
-  EXPECT_FALSE(lru.insert(4, "d", 11));     // more than the whole budget
-  lru.setBudget(4);                          // shrinking evicts down to the budget: 3 is older than 1
+  EXPECT_FALSE(lru.insert(4, "d", 11));  // more than the whole budget
+  lru.setBudget(4);                      // shrinking evicts down to the budget: 3 is older than 1
   EXPECT_EQ(lru.size(), 1u);
   EXPECT_NE(lru.find(1), nullptr);
   EXPECT_EQ(lru.take(1), std::optional<std::string>("a"));  // handed over and gone
@@ -167,8 +167,8 @@ TEST(PayloadState, SessionsWithOtherConfigurationsAtOneStateGetTheirOwnMasks) {
 
 // A state keeps a bounded number of facts: past the bound they are computed for the caller and not kept.
 TEST(PayloadState, KeepsABoundedNumberOfFacts) {
-  auto state = PayloadState::derived(mlir::OwningOpRef<mlir::ModuleOp>(
-      testing::benchmark("matmul_64x64x64_f32")->module().clone()));
+  auto state = PayloadState::derived(
+      mlir::OwningOpRef<mlir::ModuleOp>(testing::benchmark("matmul_64x64x64_f32")->module().clone()));
   int computed = 0;
   auto make = [&] {
     ++computed;
@@ -209,15 +209,13 @@ Episode play(const std::string &benchmark, uint64_t seed, int maxSteps) {
 }
 
 TEST(TransitionCache, ConcurrentSessionsEndWhereAnUncachedReplayEnds) {
-  const std::vector<std::string> benchmarks = {"matmul_64x64x64_f32", "matmul_128x128x128_f32",
-                                               "add_128x768_f32"};
+  const std::vector<std::string> benchmarks = {"matmul_64x64x64_f32", "matmul_128x128x128_f32", "add_128x768_f32"};
   std::vector<Episode> episodes(24);
   // Two threads; the same seeds recur so that sessions meet at shared states and reuse each other's transitions.
   std::vector<std::thread> threads;
   for (int t = 0; t < 2; ++t)
     threads.emplace_back([&, t] {
-      for (size_t i = t; i < episodes.size(); i += 2)
-        episodes[i] = play(benchmarks[i % benchmarks.size()], i % 6, 4);
+      for (size_t i = t; i < episodes.size(); i += 2) episodes[i] = play(benchmarks[i % benchmarks.size()], i % 6, 4);
     });
   for (auto &th : threads) th.join();
   size_t steps = 0;

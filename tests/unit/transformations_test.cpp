@@ -221,15 +221,25 @@ std::string pooling(const std::string &op, bool nchw, bool strided, const std::s
   std::string in = nchw ? (strided ? "1x16x16x16" : "1x16x9x9") : (strided ? "1x16x16x16" : "1x9x9x16");
   std::string out = nchw ? "1x16x8x8" : "1x8x8x16";
   std::string stride = strided ? "2" : "1";
-  return "func.func @pool(%I: tensor<" + in + "xf32>) -> tensor<" + out + "xf32> {\n"
-         "  %init = arith.constant " + init + " : f32\n"
+  return "func.func @pool(%I: tensor<" + in + "xf32>) -> tensor<" + out +
+         "xf32> {\n"
+         "  %init = arith.constant " +
+         init +
+         " : f32\n"
          "  %w = tensor.empty() : tensor<2x2xf32>\n"
-         "  %e = tensor.empty() : tensor<" + out + "xf32>\n"
-         "  %f = linalg.fill ins(%init : f32) outs(%e : tensor<" + out + "xf32>) -> tensor<" + out + "xf32>\n"
-         "  %r = linalg." + op + " {dilations = dense<1> : tensor<2xi64>, strides = dense<" + stride +
+         "  %e = tensor.empty() : tensor<" +
+         out +
+         "xf32>\n"
+         "  %f = linalg.fill ins(%init : f32) outs(%e : tensor<" +
+         out + "xf32>) -> tensor<" + out +
+         "xf32>\n"
+         "  %r = linalg." +
+         op + " {dilations = dense<1> : tensor<2xi64>, strides = dense<" + stride +
          "> : tensor<2xi64>} ins(%I, %w : tensor<" + in + "xf32>, tensor<2x2xf32>) outs(%f : tensor<" + out +
-         "xf32>) -> tensor<" + out + "xf32>\n"
-         "  return %r : tensor<" + out + "xf32>\n}\n";
+         "xf32>) -> tensor<" + out +
+         "xf32>\n"
+         "  return %r : tensor<" +
+         out + "xf32>\n}\n";
 }
 
 // tag 0: add, tag 1: relu of it; 64x128.
@@ -299,8 +309,6 @@ std::unique_ptr<Session> start(const std::string &name, const std::string &text,
   return s.ok() ? std::move(*s) : nullptr;
 }
 
-
-
 // Steps and requires the action to be legal and applied.
 bool applyOk(Session &s, const std::vector<int64_t> &action) {
   auto r = s.step(action);
@@ -344,8 +352,8 @@ std::string mlirOpt(const std::string &input, const std::string &args) {
                               ("mlir_rl_transformations_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "input.mlir") << input;
-  std::string command = "/usr/lib/llvm-19/bin/mlir-opt " + args + " " + (dir / "input.mlir").string() + " 2>" +
-                        (dir / "stderr").string();
+  std::string command =
+      "/usr/lib/llvm-19/bin/mlir-opt " + args + " " + (dir / "input.mlir").string() + " 2>" + (dir / "stderr").string();
   std::string out;
   FILE *pipe = popen(command.c_str(), "r");
   if (!pipe) {
@@ -369,11 +377,12 @@ std::string mlirOpt(const std::string &input, const std::string &args) {
 // The exported schedule, applied by mlir-opt to the tagged benchmark, gives the session's IR (both printed by
 // mlir-opt, so SSA names and attribute aliases are normalized the same way).
 void expectReplayMatches(const Session &s) {
-  std::filesystem::path script = std::filesystem::temp_directory_path() /
-                                 ("mlir_rl_schedule_" + std::to_string(getpid()) + ".mlir");
+  std::filesystem::path script =
+      std::filesystem::temp_directory_path() / ("mlir_rl_schedule_" + std::to_string(getpid()) + ".mlir");
   std::ofstream(script) << s.schedule();
-  std::string replayed = mlirOpt(s.benchmark().taggedText(), "--transform-preload-library=transform-library-paths=" +
-                                                                 script.string() + " --transform-interpreter");
+  std::string replayed =
+      mlirOpt(s.benchmark().taggedText(),
+              "--transform-preload-library=transform-library-paths=" + script.string() + " --transform-interpreter");
   std::filesystem::remove(script);
   ASSERT_FALSE(replayed.empty());
   std::string a = mlirOpt(replayed, ""), b = mlirOpt(s.currentIR(), "");
@@ -465,13 +474,15 @@ TEST(TiledFusion, AnEpilogueChainFusesWithItsContraction) {
   auto m = currentModule(*s);
   EXPECT_EQ(count(*m, "scf.forall"), 1);
   EXPECT_EQ(count(*m, "linalg.matmul"), 1);  // the full-size original is gone
-  m->walk([&](mlir::linalg::LinalgOp op) { EXPECT_TRUE(transforms::isInsideForall(op)) << op->getName().getStringRef().str(); });
+  m->walk([&](mlir::linalg::LinalgOp op) {
+    EXPECT_TRUE(transforms::isInsideForall(op)) << op->getName().getStringRef().str();
+  });
   auto mm = transforms::findTaggedOps(*m, 0);
   ASSERT_EQ(mm.size(), 1u);
   EXPECT_EQ(mm[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{8, 16, 64}));
   expectCorrectAndReplayable(*s);
   // Every op of the chain is still scheduled, inside the forall, and vectorizes there.
-  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));  // relu
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));                                 // relu
   for (int op = 0; op < 2; ++op) ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));  // add, bias
   EXPECT_EQ(s->status().currentOp, "linalg.matmul");
   ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {0, 0, 1})));
@@ -602,10 +613,8 @@ TEST(Img2Col, ConvolutionsBecomeTaggedContractionsAndComputeTheReference) {
     const char *contraction;
   };
   std::vector<Case> cases = {
-      {"conv_nhwc", kConvNhwc, 1, "linalg.generic"},
-      {"conv_nhwc_s2", kConvNhwcStrided, 0, "linalg.generic"},
-      {"conv_nchw", kConvNchw, 1, "linalg.generic"},
-      {"conv_fhwc", kConvFhwc, 0, "linalg.generic"},
+      {"conv_nhwc", kConvNhwc, 1, "linalg.generic"},       {"conv_nhwc_s2", kConvNhwcStrided, 0, "linalg.generic"},
+      {"conv_nchw", kConvNchw, 1, "linalg.generic"},       {"conv_fhwc", kConvFhwc, 0, "linalg.generic"},
       {"depthwise", kDepthwise, 1, "linalg.batch_matvec"},
   };
   for (const Case &c : cases) {
@@ -698,21 +707,21 @@ struct UnrollCase {
   std::string text;
   std::vector<int64_t> tiles;  // TILING first (creates the loops)
   int64_t factor;
-  bool vectorize;              // then vectorize the unrolled copies
+  bool vectorize;  // then vectorize the unrolled copies
 };
 
 TEST(Unroll, EveryFamilyComputesTheReference) {
   std::vector<UnrollCase> cases = {
-      {"matmul", kMatmul, {4, 16, 4}, 4, true},                      // k loop: 16 trips
-      {"batch_matmul", kBatchMatmul, {1, 4, 16, 2}, 8, true},        // k loop: 16 trips
+      {"matmul", kMatmul, {4, 16, 4}, 4, true},                // k loop: 16 trips
+      {"batch_matmul", kBatchMatmul, {1, 4, 16, 2}, 8, true},  // k loop: 16 trips
       // Convolutions: vectorizing the 2 copies tiles their output-height and kernel-height loops to 1 (allowed for
       // up to kMaxCopiesForConvVectorization copies; see Unroll.CopiesInOneLoopBodyGetNoLoopsOfTheirOwn).
-      {"conv_nhwc", kConvNhwc, {0, 2, 4, 8, 0, 0, 4}, 2, true},      // c loop: 2 trips (removed)
-      {"conv_nchw", kConvNchw, {0, 8, 2, 4, 4, 0, 0}, 2, true},      // c loop: 2 trips
-      {"depthwise", kDepthwise, {0, 1, 8, 8, 0, 0}, 2, true},        // c loop: 2 trips
-      {"pool_nchw_max", kPoolNchwMax, {0, 16, 2, 8, 0, 0}, 2, true}, // ow loop: 2 trips
-      {"add_relu", kElementwise, {8, 16}, 8, true},                  // j loop: 8 trips
-      {"contraction", kContraction, {4, 16, 2, 0}, 4, true},         // k loop: 4 trips
+      {"conv_nhwc", kConvNhwc, {0, 2, 4, 8, 0, 0, 4}, 2, true},       // c loop: 2 trips (removed)
+      {"conv_nchw", kConvNchw, {0, 8, 2, 4, 4, 0, 0}, 2, true},       // c loop: 2 trips
+      {"depthwise", kDepthwise, {0, 1, 8, 8, 0, 0}, 2, true},         // c loop: 2 trips
+      {"pool_nchw_max", kPoolNchwMax, {0, 16, 2, 8, 0, 0}, 2, true},  // ow loop: 2 trips
+      {"add_relu", kElementwise, {8, 16}, 8, true},                   // j loop: 8 trips
+      {"contraction", kContraction, {4, 16, 2, 0}, 4, true},          // k loop: 4 trips
   };
   for (const UnrollCase &c : cases) {
     SCOPED_TRACE(c.name);
@@ -1060,14 +1069,14 @@ TEST(SwapInterchange, EveryFamilyComputesTheReference) {
     int64_t swap;
   };
   std::vector<Case> cases = {
-      {"matmul", kMatmul, 1},                  // (1, 2): k before j
-      {"batch_matmul", kBatchMatmul, 21},      // (0, 3): distance 3
-      {"conv_nhwc", kConvNhwc, 3},             // (3, 4): kh before f
-      {"conv_nchw", kConvNchw, 12},            // (1, 3)
-      {"depthwise", kDepthwise, 2},            // (2, 3)
-      {"pool_nchw_max", kPoolNchwMax, 13},     // (2, 4)
-      {"add_relu", kElementwise, 0},           // (0, 1)
-      {"contraction", kContraction, 11},       // (0, 2): k outermost
+      {"matmul", kMatmul, 1},               // (1, 2): k before j
+      {"batch_matmul", kBatchMatmul, 21},   // (0, 3): distance 3
+      {"conv_nhwc", kConvNhwc, 3},          // (3, 4): kh before f
+      {"conv_nchw", kConvNchw, 12},         // (1, 3)
+      {"depthwise", kDepthwise, 2},         // (2, 3)
+      {"pool_nchw_max", kPoolNchwMax, 13},  // (2, 4)
+      {"add_relu", kElementwise, 0},        // (0, 1)
+      {"contraction", kContraction, 11},    // (0, 2): k outermost
   };
   for (const Case &k : cases) {
     SCOPED_TRACE(k.name);
@@ -1086,11 +1095,20 @@ TEST(SwapInterchange, EveryFamilyComputesTheReference) {
 // another seed; MLIR_RL_DEBUG_HONESTY=1 prints every action and the schedule of each failure.
 TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
   std::vector<std::pair<const char *, std::string>> modules = {
-      {"matmul", kMatmul},           {"matmul_relu", kMatmulRelu},   {"batch_matmul", kBatchMatmul},
-      {"conv_nhwc", kConvNhwc},      {"conv_nhwc_s2", kConvNhwcStrided}, {"conv_nchw", kConvNchw},
-      {"conv_fhwc", kConvFhwc},      {"depthwise", kDepthwise},      {"pool_nchw_max", kPoolNchwMax},
-      {"add_relu", kElementwise},    {"contraction", kContraction},  {"matmul_odd", kMatmulOdd},
-      {"matmul_epilogue", kMatmulEpilogue}, {"two_matmuls_relu", kTwoMatmulsRelu},
+      {"matmul", kMatmul},
+      {"matmul_relu", kMatmulRelu},
+      {"batch_matmul", kBatchMatmul},
+      {"conv_nhwc", kConvNhwc},
+      {"conv_nhwc_s2", kConvNhwcStrided},
+      {"conv_nchw", kConvNchw},
+      {"conv_fhwc", kConvFhwc},
+      {"depthwise", kDepthwise},
+      {"pool_nchw_max", kPoolNchwMax},
+      {"add_relu", kElementwise},
+      {"contraction", kContraction},
+      {"matmul_odd", kMatmulOdd},
+      {"matmul_epilogue", kMatmulEpilogue},
+      {"two_matmuls_relu", kTwoMatmulsRelu},
   };
   std::mt19937_64 rng(getenv("MLIR_RL_HONESTY_SEED") ? std::strtoull(getenv("MLIR_RL_HONESTY_SEED"), nullptr, 10) : 7);
   int steps = 0, failed = 0, evaluated = 0, wrong = 0;
@@ -1109,8 +1127,8 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
         std::vector<uint8_t> types = m.type;
         if (std::count(types.begin() + 1, types.end(), 1) > 0 && rng() % 4 != 0) types[0] = 0;
         std::vector<uint8_t> newTypes(types.size(), 0);
-        for (ActionType t : {ActionType::TiledFusion, ActionType::Img2Col, ActionType::Unroll, ActionType::Vectorization,
-                             ActionType::PeeledTiling})
+        for (ActionType t : {ActionType::TiledFusion, ActionType::Img2Col, ActionType::Unroll,
+                             ActionType::Vectorization, ActionType::PeeledTiling})
           newTypes[static_cast<int>(t)] = types[static_cast<int>(t)];
         if (std::count(newTypes.begin(), newTypes.end(), 1) > 0 && rng() % 2 == 0) types = newTypes;
         std::vector<int64_t> a{pick(types)};
@@ -1145,12 +1163,12 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
       }
     }
   }
-  std::printf("[mask honesty] %d steps, %d allowed actions failed to apply (%.2f%%), %d schedules evaluated, %d "
-              "failed or wrong\n",
-              steps, failed, 100.0 * failed / std::max(1, steps), evaluated, wrong);
+  std::printf(
+      "[mask honesty] %d steps, %d allowed actions failed to apply (%.2f%%), %d schedules evaluated, %d "
+      "failed or wrong\n",
+      steps, failed, 100.0 * failed / std::max(1, steps), evaluated, wrong);
   for (const auto &[type, n] : byType)
-    std::printf("  %-22s %4d steps, %d failed\n", env::actionTypeName(type).c_str(), n,
-                failedByType[type]);
+    std::printf("  %-22s %4d steps, %d failed\n", env::actionTypeName(type).c_str(), n, failedByType[type]);
   EXPECT_EQ(wrong, 0);
   EXPECT_LT(failed, std::max(1, steps / 100) + 1);
 }

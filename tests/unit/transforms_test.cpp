@@ -15,9 +15,7 @@ namespace {
 
 using namespace transforms;
 
-mlir::OwningOpRef<mlir::ModuleOp> fresh(const std::string &name) {
-  return testing::benchmark(name)->module().clone();
-}
+mlir::OwningOpRef<mlir::ModuleOp> fresh(const std::string &name) { return testing::benchmark(name)->module().clone(); }
 
 int count(mlir::ModuleOp m, llvm::StringRef opName) {
   int n = 0;
@@ -135,11 +133,21 @@ TEST(Transforms, RenamedFragmentsEqualFragmentsBuiltWithThePrefix) {
   plan.paths = {{0}, {2}, {0, 1}};
   plan.producers = {"a", "b", "linalg.fill"};
   std::vector<std::function<Fragment(llvm::StringRef)>> builders = {
-      [](llvm::StringRef p) { return tilingFragment(3, {8, 0, 4}, p); },
-      [](llvm::StringRef p) { return parallelTilingFragment(3, {8, 4, 2}, {false, false, true}, p); },
-      [](llvm::StringRef p) { return parallelTilingFragment(3, {0, 0, 2}, {false, false, true}, p); },
-      [&](llvm::StringRef p) { return tiledFusionFragment(3, {8, 4, 2}, {false, false, true}, plan, p); },
-      [](llvm::StringRef p) { return interchangeFragment(3, {2, 0, 1}, p); },
+      [](llvm::StringRef p) {
+        return tilingFragment(3, {8, 0, 4}, p);
+      },
+      [](llvm::StringRef p) {
+        return parallelTilingFragment(3, {8, 4, 2}, {false, false, true}, p);
+      },
+      [](llvm::StringRef p) {
+        return parallelTilingFragment(3, {0, 0, 2}, {false, false, true}, p);
+      },
+      [&](llvm::StringRef p) {
+        return tiledFusionFragment(3, {8, 4, 2}, {false, false, true}, plan, p);
+      },
+      [](llvm::StringRef p) {
+        return interchangeFragment(3, {2, 0, 1}, p);
+      },
       [](llvm::StringRef p) { return img2colFragment(3, false, p); },
       [](llvm::StringRef p) { return img2colFragment(3, true, p); },
       [](llvm::StringRef p) { return unrollFragment(3, 4, p); },

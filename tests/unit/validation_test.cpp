@@ -4,8 +4,8 @@
 
 #include "env/Generators.h"
 #include "env/Validation.h"
-#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "llvm/Support/raw_ostream.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "tests/unit/TestSupport.h"
 
 namespace mlir_rl {
@@ -30,23 +30,28 @@ TEST(Validation, BadModulesAreRejectedWithPreciseMessages) {
       {"empty", "", "empty"},
       {"syntax error with line and column",
        "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  return %a : tensor<4xf32\n}", "upload:2:"},
-      {"unknown op", "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  %b = foo.bar %a : tensor<4xf32>\n"
-                     "  return %b : tensor<4xf32>\n}", "upload:2:"},
+      {"unknown op",
+       "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  %b = foo.bar %a : tensor<4xf32>\n"
+       "  return %b : tensor<4xf32>\n}",
+       "upload:2:"},
       {"llvm dialect", R"(llvm.func @g() { llvm.return }
-func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })", "'llvm.func' is not allowed"},
+func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })",
+       "'llvm.func' is not allowed"},
       {"memref kernel", "func.func @f(%a: memref<4xf32>) { return }", "memrefs are not accepted"},
       {"dynamic shapes", "func.func @f(%a: tensor<?xf32>) -> tensor<?xf32> { return %a : tensor<?xf32> }",
        "dynamic shapes"},
       {"huge tensor", R"(func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %big = tensor.empty() : tensor<100000x100000xf32>
   return %a : tensor<4xf32>
-})", "more than the limit of 1073741824 per tensor"},
+})",
+       "more than the limit of 1073741824 per tensor"},
       {"external call", R"(func.func private @system(i64) -> i64
 func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %c = arith.constant 0 : i64
   %r = func.call @system(%c) : (i64) -> i64
   return %a : tensor<4xf32>
-})", "external function @system"},
+})",
+       "external function @system"},
       {"recursive calls", R"(func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> {
   %r = func.call @g(%a) : (tensor<4xf32>) -> tensor<4xf32>
   return %r : tensor<4xf32>
@@ -54,30 +59,42 @@ func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
 func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %r = func.call @g(%a) : (tensor<4xf32>) -> tensor<4xf32>
   return %r : tensor<4xf32>
-})", "recursive"},
+})",
+       "recursive"},
       {"scf loops (not in the allow-list)", R"(func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %c0 = arith.constant 0 : index
   %c4 = arith.constant 4 : index
   %c1 = arith.constant 1 : index
   scf.for %i = %c0 to %c4 step %c1 { }
   return %a : tensor<4xf32>
-})", "'scf.for' is not allowed"},
+})",
+       "'scf.for' is not allowed"},
       {"too large", std::string(9u << 20, ' '), "more than the limit"},
       // Issue 13, defect 1: 5,000 nested modules overflowed a gRPC thread's stack inside the parser.
-      {"deep nesting", []{ std::string t; for (int i = 0; i < 5000; ++i) t += "module {"; return t + std::string(5000, '}'); }(),
+      {"deep nesting",
+       [] {
+         std::string t;
+         for (int i = 0; i < 5000; ++i) t += "module {";
+         return t + std::string(5000, '}');
+       }(),
        "nest more than 64 levels"},
-      {"deep type nesting", "func.func @f(%a: " + std::string(3000, '(') + "tensor<4xf32>" + std::string(3000, ')') + ")",
-       "nest more than"},
+      {"deep type nesting",
+       "func.func @f(%a: " + std::string(3000, '(') + "tensor<4xf32>" + std::string(3000, ')') + ")", "nest more than"},
       {"NUL byte", std::string("func.func @f() {\0}", 18), "NUL byte"},
       // Defect 3: the byte count overflowed int64 and the module was accepted with bytes = 0 or -8.
-      {"tensor size overflowing int64", "func.func @k(%a: tensor<4294967296x4294967296xf32>) -> "
-       "tensor<4294967296x4294967296xf32> { return %a : tensor<4294967296x4294967296xf32> }", "more than 2^63"},
-      {"tensor size near int64 max", "func.func @k(%a: tensor<9223372036854775807xf32>) -> "
-       "tensor<9223372036854775807xf32> { return %a : tensor<9223372036854775807xf32> }", "more than 2^63"},
+      {"tensor size overflowing int64",
+       "func.func @k(%a: tensor<4294967296x4294967296xf32>) -> "
+       "tensor<4294967296x4294967296xf32> { return %a : tensor<4294967296x4294967296xf32> }",
+       "more than 2^63"},
+      {"tensor size near int64 max",
+       "func.func @k(%a: tensor<9223372036854775807xf32>) -> "
+       "tensor<9223372036854775807xf32> { return %a : tensor<9223372036854775807xf32> }",
+       "more than 2^63"},
       // Defect 9: a kernel named after a C library symbol passed validation, then failed to lower.
       {"kernel named malloc", "func.func @malloc(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
        "symbol of the C library"},
-      {"kernel named memrefCopy", "func.func @memrefCopy(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
+      {"kernel named memrefCopy",
+       "func.func @memrefCopy(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
        "symbol of the C library"},
       {"reserved prefix", "func.func @_mlir_ciface_x(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }",
        "reserved"},
@@ -87,7 +104,8 @@ func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %c9 = arith.constant 9 : index
   %v = tensor.extract %a[%c9] : tensor<4xf32>
   return %v : f32
-})", "index 9 is outside dimension 0 of size 4"},
+})",
+       "index 9 is outside dimension 0 of size 4"},
       {"dynamic slice size", R"(func.func @f(%a: tensor<8xf32>, %i: tensor<1xi64>) -> tensor<8xf32> {
   %c0 = arith.constant 0 : index
   %n64 = tensor.extract %i[%c0] : tensor<1xi64>
@@ -95,11 +113,13 @@ func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   %s = tensor.extract_slice %a[0] [%n] [1] : tensor<8xf32> to tensor<?xf32>
   %r = tensor.insert_slice %s into %a[0] [%n] [1] : tensor<?xf32> into tensor<8xf32>
   return %r : tensor<8xf32>
-})", "dynamic shapes"},
+})",
+       "dynamic shapes"},
       {"gather", R"(func.func @f(%a: tensor<8xf32>, %i: tensor<2x1xindex>) -> tensor<2xf32> {
   %g = tensor.gather %a[%i] gather_dims([0]) unique : (tensor<8xf32>, tensor<2x1xindex>) -> tensor<2xf32>
   return %g : tensor<2xf32>
-})", "'tensor.gather' is not supported"},
+})",
+       "'tensor.gather' is not supported"},
   };
   for (const BadCase &c : corpus) {
     std::string m = message(c.text);
@@ -156,7 +176,8 @@ TEST(Validation, KernelShapeRulesComeFromTheRegistry) {
   // Two public functions: the kernel is ambiguous.
   auto two = testing::registry().addUpload(R"(
 func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> }
-func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })", "");
+func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })",
+                                           "");
   ASSERT_FALSE(two.ok());
   EXPECT_NE(two.status().message().find("exactly one public function"), std::string::npos) << two.status();
 }

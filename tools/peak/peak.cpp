@@ -127,12 +127,16 @@ int main(int argc, char **argv) {
   int repeats = 5;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--cpu=", 0) == 0) cpu = std::atoi(a.c_str() + 6);
-    else if (a.rfind("--seconds=", 0) == 0) seconds = std::atof(a.c_str() + 10);
-    else if (a.rfind("--repeats=", 0) == 0) repeats = std::atoi(a.c_str() + 10);
+    if (a.rfind("--cpu=", 0) == 0)
+      cpu = std::atoi(a.c_str() + 6);
+    else if (a.rfind("--seconds=", 0) == 0)
+      seconds = std::atof(a.c_str() + 10);
+    else if (a.rfind("--repeats=", 0) == 0)
+      repeats = std::atoi(a.c_str() + 10);
     else {
-      std::fprintf(stderr, "usage: mlir-rl-peak [--cpu=N] [--seconds=0.2] [--repeats=5]\n"
-                           "Measures the f32 and f64 FMA peak of one core (pinned to CPU N) and prints JSON.\n");
+      std::fprintf(stderr,
+                   "usage: mlir-rl-peak [--cpu=N] [--seconds=0.2] [--repeats=5]\n"
+                   "Measures the f32 and f64 FMA peak of one core (pinned to CPU N) and prints JSON.\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -155,8 +159,9 @@ int main(int argc, char **argv) {
   double sink = 0, bestF32 = 0, bestF64 = 0;
   std::string rows;
   for (const Kernel &k : kernels) {
-    bool supported = std::strcmp(k.feature, "avx512f") == 0 ? __builtin_cpu_supports("avx512f")
-                                                            : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    bool supported = std::strcmp(k.feature, "avx512f") == 0
+                         ? __builtin_cpu_supports("avx512f")
+                         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (!supported) continue;
     double g = measure(k, seconds, repeats, &sink);
     double &best = std::strcmp(k.dtype, "f32") == 0 ? bestF32 : bestF64;
@@ -165,8 +170,9 @@ int main(int argc, char **argv) {
     std::snprintf(buf, sizeof buf, "%s\"%s\": %.2f", rows.empty() ? "" : ", ", k.name, g);
     rows += buf;
   }
-  std::printf("{\"cpu\": \"%s\", \"pinned_cpu\": %d, \"threads\": 1, \"accumulators\": %d, \"f32_gflops\": %.2f, "
-              "\"f64_gflops\": %.2f, \"kernels\": {%s}, \"checksum\": %.3g}\n",
-              cpuModel().c_str(), cpu, kAccumulators, bestF32, bestF64, rows.c_str(), sink);
+  std::printf(
+      "{\"cpu\": \"%s\", \"pinned_cpu\": %d, \"threads\": 1, \"accumulators\": %d, \"f32_gflops\": %.2f, "
+      "\"f64_gflops\": %.2f, \"kernels\": {%s}, \"checksum\": %.3g}\n",
+      cpuModel().c_str(), cpu, kAccumulators, bestF32, bestF64, rows.c_str(), sink);
   return bestF32 > 0 ? 0 : 1;
 }
