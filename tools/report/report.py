@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -363,7 +364,7 @@ def main() -> int:
     started = time.time()
     report = {"small": args.small, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine_info(),
               "budget": args.budget, "budget_s": args.budget_s, "strategies": strategies, "cpu": args.cpu,
-              "command": "bash scripts/report.sh" + (" --small" if args.small else "")}
+              "command": " ".join(["bash scripts/report.sh"] + [shlex.quote(a) for a in sys.argv[1:]])}
     work = Path(tempfile.mkdtemp(prefix="mlir-rl-report-"))
     manifest = work / "manifest.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tools" / "generate.py"), "--manifest", str(manifest)],
