@@ -235,3 +235,24 @@ def test_export_and_load_policy_roundtrip(tmp_path):
     half = load_policy(path)
     assert all(torch.allclose(a, b, atol=1e-2) for a, b in zip(net.parameters(), half.parameters()))
     assert math.isfinite(float(half.value(enc)[0]))
+
+
+def test_a_policy_trained_with_fewer_action_types_acts_on_a_newer_server():
+    # Trained against 8 types; the server now has a 9th (PEELED_TILING): encode(obs, 8) leaves it out of the inputs
+    # and the masks, so the policy's sizes fit and it never picks the new type.
+    from mlir_rl.agent import policy_mismatch
+    old = network()
+    newer = observation(batch=16)
+    newer["action_history"] = np.zeros((16, 5, T + 1), np.float32)
+    newer["mask_type"] = np.ones((16, T + 1), bool)
+    space = {k: _Box(v.shape[1:], v.dtype) for k, v in newer.items()}
+    assert feature_sizes(space)["num_types"] == T + 1
+    assert policy_mismatch(old, space) is None
+    enc = encode(newer, old.config["num_types"])
+    assert enc.masks.type.shape == (16, T)
+    with torch.no_grad():
+        actions = old.act(enc, greedy=False, generator=torch.Generator().manual_seed(0))[0]
+    assert (actions[:, 0] < T).all()
+    # Sizes that differ otherwise are refused with the reason.
+    other = dict(space, mask_interchange=_Box((L + 1,), bool))
+    assert "num_interchange" in policy_mismatch(old, other)

@@ -189,7 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
 
         def greedy(obs: Dict[str, np.ndarray], env: Any) -> np.ndarray:
-            enc = encode(batch_of_one(obs))
+            enc = encode(batch_of_one(obs), policy.config["num_types"])
             with lock:
                 return policy.act(enc, greedy=True)[0][0]
 

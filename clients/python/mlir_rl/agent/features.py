@@ -20,7 +20,7 @@ the server's row for UNROLL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -108,10 +108,18 @@ def _fix_empty(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
-def encode(obs: Mapping[str, np.ndarray]) -> Encoded:
-    """The policy's inputs and masks for a batch of observations (see the module's docstring)."""
+def encode(obs: Mapping[str, np.ndarray], num_types: Optional[int] = None) -> Encoded:
+    """The policy's inputs and masks for a batch of observations (see the module's docstring).
+
+    ``num_types``: the action types of a policy trained against a server with fewer types than this one (types are
+    only ever appended): the later types are masked out and left out of the inputs, so the policy acts as trained
+    and never picks them."""
     b = obs["mask_type"].shape[0]
     mask_type = np.asarray(obs["mask_type"], dtype=bool)
+    history = np.asarray(obs["action_history"], dtype=np.float32)
+    if num_types is not None and num_types < mask_type.shape[1]:
+        mask_type = mask_type[:, :num_types]
+        history = history[..., :num_types]
     mask_tiles = np.asarray(obs["mask_tiles"], dtype=bool)
     mask_inter = np.asarray(obs["mask_interchange"], dtype=bool)
     L, K = mask_tiles.shape[1], mask_tiles.shape[2]
@@ -129,7 +137,7 @@ def encode(obs: Mapping[str, np.ndarray]) -> Encoded:
 
     progress = np.asarray(obs["progress"], dtype=np.float32)  # op index, number of ops, steps, on this op
     n_ops = np.maximum(progress[:, 1], 1.0)
-    history = np.asarray(obs["action_history"], dtype=np.float32).reshape(b, -1)
+    history = history.reshape(b, -1)
     partial = np.asarray(obs["interchange_partial"])
     placed = np.zeros((b, partial.shape[1], L), dtype=np.float32)
     pos_b, pos_p = np.nonzero(partial >= 0)
@@ -149,13 +157,13 @@ def encode(obs: Mapping[str, np.ndarray]) -> Encoded:
     return Encoded(op=_op_features(obs, ""), producer=_op_features(obs, "producer_"), context=context, masks=masks)
 
 
-def feature_sizes(observation_space: Mapping[str, object]) -> Dict[str, int]:
+def feature_sizes(observation_space: Mapping[str, object], num_types: Optional[int] = None) -> Dict[str, int]:
     """``op_dim``, ``ctx_dim``, ``num_types``, ``max_loops``, ``num_tile_choices``, ``num_interchange`` from an
     observation space (a Dict of Boxes, e.g. ``env.observation_space``), by encoding a zero observation."""
     zero = {name: np.zeros((1,) + tuple(space.shape), dtype=space.dtype)  # type: ignore[attr-defined]
             for name, space in observation_space.items()}
     zero["mask_type"][:] = True
-    enc = encode(zero)
+    enc = encode(zero, num_types)
     return {"op_dim": enc.op.shape[1], "ctx_dim": enc.context.shape[1], "num_types": enc.masks.type.shape[1],
             "max_loops": enc.masks.tiles.shape[1], "num_tile_choices": enc.masks.tiles.shape[2],
             "num_interchange": enc.masks.interchange.shape[1]}

@@ -326,8 +326,9 @@ def load_policy(path: str) -> ActorCritic:
 
 def policy_mismatch(policy: ActorCritic, observation_space: Any) -> Optional[str]:
     """Why ``policy`` cannot act in an environment with ``observation_space`` (None when it can): its input and
-    head sizes must be the server's (a policy trained before the server gained an action type has one type less)."""
-    want = feature_sizes(observation_space)
+    head sizes must be the server's; a policy trained before the server gained action types acts with its own types
+    (``encode(obs, num_types)``)."""
+    want = feature_sizes(observation_space, policy.config.get("num_types"))
     diffs = [f"{k} {policy.config.get(k)} (the server's: {v})" for k, v in want.items() if policy.config.get(k) != v]
     if not diffs:
         return None
