@@ -12,6 +12,8 @@ BUILD_DIR=${MLIR_RL_FUZZ_BUILD_DIR:-build-fuzz}
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 TARGETS=${FUZZ_TARGETS:-fuzz_upload fuzz_actions fuzz_requests fuzz_replay}
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+# Paths relative to the checkout in the cache keys: another clone of the same sources hits the cache.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 
 bash scripts/install-deps.sh
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then

@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${SANITIZE_JOBS:-asan tsan}
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+# Paths relative to the checkout in the cache keys: another clone of the same sources hits the cache.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 bash scripts/install-deps.sh
 
 configure() {  # dir sanitizers
