@@ -19,45 +19,16 @@ int64_t peeledTileSize(int64_t bound, int64_t size) {
 }
 
 TileLegality peeledTileLegality(const OpView &view) {
-  TileLegality t;
-  int L = view.maxLoops, K = 1 + static_cast<int>(view.tileSizes.size());
-  t.rows.assign(L, std::vector<uint8_t>(K, 0));
-  for (auto &row : t.rows) row[0] = 1;
-  if (view.ops.empty()) return t;
-  std::vector<llvm::ArrayRef<int64_t>> allBounds;
-  for (mlir::linalg::LinalgOp o : view.ops) allBounds.push_back(view.ranges->of(o));
-  std::vector<bool> isReduction = view.isReduction();
-  int numLoops = view.numLoops();
-  int levelsLeft = kMaxLoopDepth - view.depth();  // as for TILING (tileLegality): one level per shrinking loop
-  for (int i = 0; i < std::min(numLoops, L); ++i) {
-    bool loopShrinks = false;
-    for (int k = 1; k < K; ++k) {
-      int64_t size = view.tileSizes[k - 1];
-      bool staticBounds = true, fits = false, shrinks = false;
-      for (const auto &b : allBounds) {
-        if (i >= static_cast<int>(b.size()) || mlir::ShapedType::isDynamic(b[i])) {
-          staticBounds = false;
-          break;
-        }
-        fits |= size <= b[i];
-        shrinks |= peeledTileSize(b[i], size) != 0;
-      }
-      if (!staticBounds || !fits) continue;
-      if (shrinks && levelsLeft <= 0) {
-        t.depthLimited = true;
-        t.parallelDepthLimited |= !isReduction[i];
-        continue;
-      }
-      t.rows[i][k] = 1;
-      if (shrinks) {
-        loopShrinks = true;
-        t.anyShrinks = true;
-        if (!isReduction[i]) t.anyParallelShrinks = true;
-      }
+  // Loop i static in every copy, and the size fits in some copy; it shrinks where peeledTileSize tiles the copy.
+  return tileLegalityWith(view, [](llvm::ArrayRef<llvm::ArrayRef<int64_t>> allBounds, int i, int64_t size) {
+    bool fits = false, shrinks = false;
+    for (const auto &b : allBounds) {
+      if (i >= static_cast<int>(b.size()) || mlir::ShapedType::isDynamic(b[i])) return SizeVerdict{false, false};
+      fits |= size <= b[i];
+      shrinks |= peeledTileSize(b[i], size) != 0;
     }
-    levelsLeft -= loopShrinks;
-  }
-  return t;
+    return SizeVerdict{fits, fits && shrinks};
+  });
 }
 
 namespace {

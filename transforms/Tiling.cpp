@@ -37,7 +37,7 @@ Fragment tilingFragment(int64_t tag, llvm::ArrayRef<int64_t> sizes, llvm::String
   return {text};
 }
 
-TileLegality tileLegality(const OpView &view) {
+TileLegality tileLegalityWith(const OpView &view, const SizeRule &rule) {
   TileLegality t;
   int L = view.maxLoops, K = 1 + static_cast<int>(view.tileSizes.size());
   t.rows.assign(L, std::vector<uint8_t>(K, 0));
@@ -54,23 +54,15 @@ TileLegality tileLegality(const OpView &view) {
   for (int i = 0; i < std::min(numLoops, L); ++i) {
     bool loopShrinks = false;
     for (int k = 1; k < K; ++k) {
-      int64_t size = view.tileSizes[k - 1];
-      bool legal = true, shrinks = false;
-      for (const auto &b : allBounds) {
-        if (i >= static_cast<int>(b.size()) || mlir::ShapedType::isDynamic(b[i]) || !isLegalTileSize(b[i], size)) {
-          legal = false;
-          break;
-        }
-        shrinks |= size < b[i];
-      }
-      if (!legal) continue;
-      if (shrinks && levelsLeft <= 0) {
+      SizeVerdict v = rule(allBounds, i, view.tileSizes[k - 1]);
+      if (!v.legal) continue;
+      if (v.shrinks && levelsLeft <= 0) {
         t.depthLimited = true;
         t.parallelDepthLimited |= !isReduction[i];
         continue;
       }
       t.rows[i][k] = 1;
-      if (shrinks) {
+      if (v.shrinks) {
         loopShrinks = true;
         t.anyShrinks = true;
         if (!isReduction[i]) t.anyParallelShrinks = true;
@@ -79,6 +71,19 @@ TileLegality tileLegality(const OpView &view) {
     levelsLeft -= loopShrinks;
   }
   return t;
+}
+
+TileLegality tileLegality(const OpView &view) {
+  // A size must divide loop i of every copy of the op.
+  return tileLegalityWith(view, [](llvm::ArrayRef<llvm::ArrayRef<int64_t>> allBounds, int i, int64_t size) {
+    SizeVerdict v{true, false};
+    for (const auto &b : allBounds) {
+      if (i >= static_cast<int>(b.size()) || mlir::ShapedType::isDynamic(b[i]) || !isLegalTileSize(b[i], size))
+        return SizeVerdict{false, false};
+      v.shrinks |= size < b[i];
+    }
+    return v;
+  });
 }
 
 std::string tooDeepReason(int depth) {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -59,6 +60,14 @@ struct TileLegality {
   bool parallelDepthLimited = false;  // ... sizes of parallel loops
 };
 TileLegality tileLegality(const OpView &op);
+// The rows for any rule deciding one size of loop i over the bounds of every copy of the op; the loop-depth limit
+// (kMaxLoopDepth) is applied on top. tileLegality and peeledTileLegality are two rules.
+struct SizeVerdict {
+  bool legal = false;
+  bool shrinks = false;  // some copy gets a loop level from it
+};
+using SizeRule = std::function<SizeVerdict(llvm::ArrayRef<llvm::ArrayRef<int64_t>> allBounds, int loop, int64_t size)>;
+TileLegality tileLegalityWith(const OpView &op, const SizeRule &rule);
 // The same for sizes that need not divide the bounds (PeeledTiling.cpp): the rows of mask_tiles_peeled.
 TileLegality peeledTileLegality(const OpView &op);
 // The size PEELED_TILING tiles a loop of `bound` by when `size` is asked (0: the loop stays whole).
