@@ -256,3 +256,70 @@ def test_a_policy_trained_with_fewer_action_types_acts_on_a_newer_server():
     # Sizes that differ otherwise are refused with the reason.
     other = dict(space, mask_interchange=_Box((L + 1,), bool))
     assert "num_interchange" in policy_mismatch(old, other)
+
+
+def _nine_types(batch: int = 1, loops: int = 3):
+    """An observation of a server with PEELED_TILING (type 8): its own tile mask, here allowing only sizes that
+    mask_tiles forbids (values 3 and 4 besides 0)."""
+    obs = observation(batch=batch, loops=loops)
+    obs["mask_type"] = np.ones((batch, T + 1), bool)
+    obs["action_history"] = np.zeros((batch, 5, T + 1), np.float32)
+    obs["mask_tiles"][:, :loops, 3:] = False
+    peeled = np.zeros((batch, L, K), bool)
+    peeled[:, :, 0] = True
+    peeled[:, :loops, 3:] = True
+    obs["mask_tiles_peeled"] = peeled
+    return obs
+
+
+def test_peeled_tiling_reads_the_tile_heads_under_its_own_mask():
+    from mlir_rl.agent.features import TYPE_PEELED_TILING
+    from mlir_rl.agent.policy import inputs_to_torch
+    obs = _nine_types(loops=2)
+    obs["mask_tiles"][:, L - 1, 3] = True  # UNROLL's factor 3 (row L-1), as in the enumeration test above
+    torch.manual_seed(0)
+    sizes = feature_sizes({k: _Box(v.shape[1:], v.dtype) for k, v in obs.items()})
+    assert sizes["num_types"] == T + 1
+    net = ActorCritic(hidden=32, **sizes)
+    enc = encode(obs)
+    m = enc.masks
+    assert m.tiles_peeled[0, 0].tolist() == [True, False, False, True, True]
+    # Every action (unread heads 0) enumerated: probabilities sum to 1, the entropy is exact.
+    actions = []
+    for t in np.flatnonzero(m.type[0]):
+        if t in (1, 2, 5, TYPE_PEELED_TILING):
+            rows = m.tiles_peeled if t == TYPE_PEELED_TILING else m.tiles
+            for tiles in itertools.product(*[np.flatnonzero(rows[0, i]) for i in range(L)]):
+                actions.append([t, *tiles, 0])
+        elif t == TYPE_UNROLL:
+            actions += [[t] + [0] * (L - 1) + [v, 0] for v in np.flatnonzero(m.unroll[0])]
+        elif t == TYPE_INTERCHANGE:
+            actions += [[t] + [0] * L + [v] for v in np.flatnonzero(m.interchange[0])]
+        else:
+            actions.append([t] + [0] * (L + 1))
+    n = len(actions)
+    x = {k: v.expand(n, *v.shape[1:]) for k, v in inputs_to_torch(enc).items()}
+    masks = {k: v.expand(n, *v.shape[1:]) for k, v in masks_to_torch(m).items()}
+    with torch.no_grad():
+        rows, _ = net(x, masks)
+        probs = rows.log_prob(torch.as_tensor(actions)).exp().numpy()
+        dist, _ = net(inputs_to_torch(enc), masks_to_torch(m))
+    assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert float(dist.entropy()[0]) == pytest.approx(float(-(probs * np.log(probs)).sum()), rel=1e-4)
+    # Sampled PEELED_TILING actions use sizes only its mask allows; the other tiling types never do.
+    big = _nine_types(batch=256, loops=2)
+    enc_big = encode(big)
+    a, _, _ = net.act(enc_big, generator=torch.Generator().manual_seed(0))
+    peeled_rows = a[a[:, 0] == TYPE_PEELED_TILING]
+    assert len(peeled_rows) > 0 and (peeled_rows[:, 1:3] >= 3).any()
+    assert all(enc_big.masks.tiles_peeled[0, loop, v] for row in peeled_rows for loop, v in enumerate(row[1:1 + L]))
+    tiling_rows = a[a[:, 0] == TYPE_TILING]
+    assert len(tiling_rows) > 0 and (tiling_rows[:, 1:3] < 3).all()
+    r = random_actions(enc_big, np.random.default_rng(0))
+    r_peeled = r[r[:, 0] == TYPE_PEELED_TILING]
+    assert len(r_peeled) > 0 and all(enc_big.masks.tiles_peeled[0, loop, v] for row in r_peeled
+                                     for loop, v in enumerate(row[1:1 + L]))
+    # A policy trained with 8 types on this server: PEELED_TILING is masked out and never sampled.
+    enc8 = encode(big, num_types=T)
+    a8, _, _ = network().act(enc8, generator=torch.Generator().manual_seed(0))
+    assert (a8[:, 0] != TYPE_PEELED_TILING).all()

@@ -37,7 +37,7 @@ TYPE_VECTORIZATION = 4
 TYPE_TILED_FUSION = 5
 TYPE_IMG2COL = 6
 TYPE_UNROLL = 7
-TYPE_PEELED_TILING = 8  # reads the tile heads; the agent samples them under mask_tiles (sizes that divide)
+TYPE_PEELED_TILING = 8  # reads the tile heads, sampled under mask_tiles_peeled (sizes need not divide)
 TILING_TYPES = (TYPE_TILING, TYPE_TILED_PARALLELIZATION, TYPE_TILED_FUSION, TYPE_PEELED_TILING)
 
 _OP_PREFIXES = ("", "producer_")
@@ -48,14 +48,17 @@ class Masks:
     """Legal values per head, as numpy bool arrays with a leading batch axis.
 
     ``type`` ``[B, T]``; ``tiles`` ``[B, L, K]`` for the tiling types (row L-1 restricted to 0 when the op has
-    fewer than L loops); ``unroll`` ``[B, K]`` for UNROLL (the server's row L-1); ``interchange`` ``[B, I]``.
-    A row with no legal value gets value 0 (never used: a type whose head has nothing legal is itself masked).
+    fewer than L loops); ``tiles_peeled`` ``[B, L, K]`` for PEELED_TILING (``mask_tiles_peeled``: sizes that need
+    not divide the loop; ``tiles`` from a server without it); ``unroll`` ``[B, K]`` for UNROLL (the server's row
+    L-1); ``interchange`` ``[B, I]``. A row with no legal value gets value 0 (never used: a type whose head has
+    nothing legal is itself masked).
     """
 
     type: np.ndarray
     tiles: np.ndarray
     unroll: np.ndarray
     interchange: np.ndarray
+    tiles_peeled: np.ndarray
 
 
 @dataclass
@@ -132,8 +135,9 @@ def encode(obs: Mapping[str, np.ndarray], num_types: Optional[int] = None) -> En
         short = num_loops(obs) < L  # row L-1 is then UNROLL's: tiling leaves loop L-1 alone
         tiles[short, L - 1, :] = False
         tiles[short, L - 1, 0] = True
+    peeled = np.asarray(obs["mask_tiles_peeled"], dtype=bool) if "mask_tiles_peeled" in obs else tiles
     masks = Masks(type=_fix_empty(mask_type), tiles=_fix_empty(tiles), unroll=_fix_empty(unroll),
-                  interchange=_fix_empty(mask_inter))
+                  interchange=_fix_empty(mask_inter), tiles_peeled=_fix_empty(peeled))
 
     progress = np.asarray(obs["progress"], dtype=np.float32)  # op index, number of ops, steps, on this op
     n_ops = np.maximum(progress[:, 1], 1.0)

@@ -11,7 +11,8 @@ producer; an LSTM reads the pair (producer, then consumer); its last state, with
 - a **value** head.
 
 The action's log-probability is the type's plus only the heads that type reads: every tile head for TILING,
-TILED_PARALLELIZATION, TILED_FUSION and PEELED_TILING (under mask_tiles: sizes that divide), the last tile head (with the unroll mask) for UNROLL, the interchange head for
+TILED_PARALLELIZATION, TILED_FUSION (under mask_tiles) and PEELED_TILING (under mask_tiles_peeled: sizes that
+need not divide), the last tile head (with the unroll mask) for UNROLL, the interchange head for
 INTERCHANGE, nothing more for the others. Heads an action does not read add neither log-probability nor entropy, and
 are set to 0 in sampled actions.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import TILING_TYPES, TYPE_INTERCHANGE, TYPE_UNROLL, Encoded, Masks
+from .features import TILING_TYPES, TYPE_INTERCHANGE, TYPE_PEELED_TILING, TYPE_UNROLL, Encoded, Masks
 
 __all__ = ["ActorCritic", "HeadDistribution", "masks_to_torch", "inputs_to_torch"]
 
@@ -43,7 +44,8 @@ def masks_to_torch(masks: Masks) -> Dict[str, torch.Tensor]:
     return {"type": torch.from_numpy(np.ascontiguousarray(masks.type)),
             "tiles": torch.from_numpy(np.ascontiguousarray(masks.tiles)),
             "unroll": torch.from_numpy(np.ascontiguousarray(masks.unroll)),
-            "interchange": torch.from_numpy(np.ascontiguousarray(masks.interchange))}
+            "interchange": torch.from_numpy(np.ascontiguousarray(masks.interchange)),
+            "tiles_peeled": torch.from_numpy(np.ascontiguousarray(masks.tiles_peeled))}
 
 
 def inputs_to_torch(enc: Encoded) -> Dict[str, torch.Tensor]:
@@ -67,9 +69,12 @@ class HeadDistribution:
         self.tile_logp = _masked_log_softmax(tile_logits, masks["tiles"])          # [B, L, K]
         self.unroll_logp = _masked_log_softmax(tile_logits[:, -1, :], masks["unroll"])  # [B, K]
         self.inter_logp = _masked_log_softmax(inter_logits, masks["interchange"])  # [B, I]
+        # PEELED_TILING's tile heads (the same logits, its own mask); servers before it have 8 types.
+        self.peeled_logp = _masked_log_softmax(tile_logits, masks.get("tiles_peeled", masks["tiles"]))  # [B, L, K]
+        self._has_peeled = TYPE_PEELED_TILING < self.num_types
         tiling = torch.zeros(self.num_types, dtype=torch.bool)
-        tiling[[t for t in TILING_TYPES if t < self.num_types]] = True  # servers before PEELED_TILING: 8 types
-        self._tiling = tiling
+        tiling[[t for t in TILING_TYPES if t < self.num_types and t != TYPE_PEELED_TILING]] = True
+        self._tiling = tiling  # the types that read the tile heads under mask_tiles
 
     @property
     def batch_size(self) -> int:
@@ -86,15 +91,17 @@ class HeadDistribution:
         ``greedy``: the most likely value of each head instead of a draw."""
         types = self._choose(self.type_logp, greedy, generator)
         tiles = self._choose(self.tile_logp, greedy, generator)      # [B, L]
+        peeled = self._choose(self.peeled_logp, greedy, generator)   # [B, L]
         unroll = self._choose(self.unroll_logp, greedy, generator)   # [B]
         inter = self._choose(self.inter_logp, greedy, generator)     # [B]
         is_tiling = self._tiling[types]
+        is_peeled = types == TYPE_PEELED_TILING
         is_unroll = types == TYPE_UNROLL
         is_inter = types == TYPE_INTERCHANGE
         b = types.shape[0]
         out = torch.zeros((b, 2 + self.max_loops), dtype=torch.int64)
         out[:, 0] = types
-        out[:, 1:1 + self.max_loops] = tiles * is_tiling[:, None]
+        out[:, 1:1 + self.max_loops] = tiles * is_tiling[:, None] + peeled * is_peeled[:, None]
         out[:, self.max_loops] = torch.where(is_unroll, unroll, out[:, self.max_loops])
         out[:, -1] = inter * is_inter
         return out
@@ -106,10 +113,12 @@ class HeadDistribution:
         logp = self.type_logp.gather(1, types[:, None])[:, 0]
         tiles = actions[:, 1:1 + self.max_loops]
         tile_lp = self.tile_logp.gather(2, tiles[:, :, None])[:, :, 0].sum(1)
+        peeled_lp = self.peeled_logp.gather(2, tiles[:, :, None])[:, :, 0].sum(1)
         unroll_lp = self.unroll_logp.gather(1, actions[:, self.max_loops:self.max_loops + 1])[:, 0]
         inter_lp = self.inter_logp.gather(1, actions[:, -1:])[:, 0]
         zero = torch.zeros_like(logp)
         logp = logp + torch.where(self._tiling[types], tile_lp, zero)
+        logp = logp + torch.where(types == TYPE_PEELED_TILING, peeled_lp, zero)
         logp = logp + torch.where(types == TYPE_UNROLL, unroll_lp, zero)
         logp = logp + torch.where(types == TYPE_INTERCHANGE, inter_lp, zero)
         return logp
@@ -121,8 +130,11 @@ class HeadDistribution:
         h_unroll = _entropy(self.unroll_logp)
         h_inter = _entropy(self.inter_logp)
         p_tiling = (p_type * self._tiling.to(p_type.dtype)).sum(1)
-        return (_entropy(self.type_logp) + p_tiling * h_tiles + p_type[:, TYPE_UNROLL] * h_unroll
-                + p_type[:, TYPE_INTERCHANGE] * h_inter)
+        h = (_entropy(self.type_logp) + p_tiling * h_tiles + p_type[:, TYPE_UNROLL] * h_unroll
+             + p_type[:, TYPE_INTERCHANGE] * h_inter)
+        if self._has_peeled:
+            h = h + p_type[:, TYPE_PEELED_TILING] * _entropy(self.peeled_logp).sum(1)
+        return h
 
     def type_probs(self) -> torch.Tensor:
         return self.type_logp.exp()
@@ -217,8 +229,9 @@ def random_actions(enc: Encoded, rng: np.random.Generator) -> np.ndarray:
         t = pick(m.type[i])
         out[i, 0] = t
         if t in TILING_TYPES:
+            rows = m.tiles_peeled if t == TYPE_PEELED_TILING else m.tiles
             for loop in range(L):
-                out[i, 1 + loop] = pick(m.tiles[i, loop])
+                out[i, 1 + loop] = pick(rows[i, loop])
         elif t == TYPE_UNROLL:
             out[i, L] = pick(m.unroll[i])
         elif t == TYPE_INTERCHANGE:

@@ -65,6 +65,7 @@ class _Batch:
     context: List[np.ndarray] = field(default_factory=list)
     m_type: List[np.ndarray] = field(default_factory=list)
     m_tiles: List[np.ndarray] = field(default_factory=list)
+    m_peeled: List[np.ndarray] = field(default_factory=list)
     m_unroll: List[np.ndarray] = field(default_factory=list)
     m_inter: List[np.ndarray] = field(default_factory=list)
     actions: List[np.ndarray] = field(default_factory=list)
@@ -79,6 +80,7 @@ class _Batch:
         self.context.append(enc.context)
         self.m_type.append(enc.masks.type)
         self.m_tiles.append(enc.masks.tiles)
+        self.m_peeled.append(enc.masks.tiles_peeled)
         self.m_unroll.append(enc.masks.unroll)
         self.m_inter.append(enc.masks.interchange)
         self.actions.append(actions)
@@ -228,7 +230,7 @@ class PPOTrainer:
 
         x = {"op": flat(b.op), "producer": flat(b.producer), "context": flat(b.context)}
         masks = {"type": flat(b.m_type), "tiles": flat(b.m_tiles), "unroll": flat(b.m_unroll),
-                 "interchange": flat(b.m_inter)}
+                 "interchange": flat(b.m_inter), "tiles_peeled": flat(b.m_peeled)}
         actions, old_logp = flat(b.actions), flat(b.logp).float()
         t_adv = torch.from_numpy(adv.reshape(-1)).float()
         t_ret = torch.from_numpy(returns.reshape(-1)).float()
