@@ -123,6 +123,11 @@ void restrict(int64_t memoryLimitMb, SandboxReport &r) {
   allow("openat", {SCMP_A2(SCMP_CMP_MASKED_EQ, writeFlags, 0)});
   allow("open", {SCMP_A1(SCMP_CMP_MASKED_EQ, writeFlags, 0)});
   allow("ioctl", {SCMP_A1(SCMP_CMP_EQ, TCGETS)});  // isatty
+#ifdef MLIR_RL_SANITIZED
+  // Instrumented builds only: the sanitizer runtime tells readable memory from unreadable by writing it into a pipe
+  // of its own (UBSan's vptr check on every virtual call, ASan's reports). Refused, every vptr looks invalid.
+  for (const char *name : {"pipe", "pipe2"}) allow(name);
+#endif
   // glibc tries clone3 first and falls back to clone (whose flags the filter can read) on ENOSYS.
   ok &= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), seccomp_syscall_resolve_name("clone3"), 0) == 0;
   if (ok && seccomp_load(ctx) == 0)

@@ -20,16 +20,18 @@ configure() {  # dir sanitizers
 
 if [[ " $JOBS " == *" asan "* ]]; then
   configure build-asan "address,undefined"
-  cmake --build build-asan --target mlir_rl_unit_tests mlir-rl-server mlir-rl-runner mlir-rl-cli -- -j"$(nproc)"
+  cmake --build build-asan --target mlir_rl_unit_tests mlir_rl_cli_tests mlir-rl-server mlir-rl-runner mlir-rl-cli -- -j"$(nproc)"
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  # allocator_may_return_null: a failed allocation returns null as glibc's malloc does (a worker's kernel then reports
+  # it and exits with its out-of-memory code); ASan's default is to abort the process.
   # Leaks are checked in the unit tests' process (LLVM and MLIR keep registries in reachable globals on purpose;
   # LeakSanitizer reports only what nothing references at exit). Not in the e2e tests: a sandboxed worker that
   # exits cannot run LeakSanitizer (its tracer needs ptrace and a process, which the sandbox refuses).
   echo "== ASan+UBSan: C++ unit tests"
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=0 ctest --output-on-failure -j1 \
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=0:allocator_may_return_null=1 ctest --output-on-failure -j1 \
     --timeout 1800)
   echo "== ASan+UBSan: server end-to-end tests"
-  ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0 MLIR_RL_REQUIRE_SERVER=1 MLIR_RL_SERVER_BIN="$PWD/build-asan/bin/mlir-rl-server" PYTHONPATH="$PWD/clients/python" \
+  ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:allocator_may_return_null=1 MLIR_RL_REQUIRE_SERVER=1 MLIR_RL_SERVER_BIN="$PWD/build-asan/bin/mlir-rl-server" PYTHONPATH="$PWD/clients/python" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_server.py tests/e2e/test_robustness.py \
     tests/e2e/test_security.py
 fi
@@ -38,6 +40,6 @@ if [[ " $JOBS " == *" tsan "* ]]; then
   configure build-tsan "thread"
   cmake --build build-tsan --target mlir_rl_unit_tests mlir-rl-runner -- -j"$(nproc)"
   echo "== TSan: session registry and worker pool"
-  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build-tsan/bin/mlir_rl_unit_tests \
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 build-tsan/bin/mlir_rl_unit_tests \
     --gtest_filter='Registry.*:Workers.*'
 fi
