@@ -54,6 +54,10 @@ struct TimingOptions {
   // near the reference and above it, where schedules are compared.
   double raceAgainstNs = 0;
   double raceFactor = 0;
+  // A kernel whose run lasts longSampleSeconds is stable run to run and costly to sample: a run just made on the same
+  // inputs is its warm-up (CompiledKernel::time's warmedSeconds), and racing may stop it after raceMinRepetitions.
+  int raceMinRepetitions = 2;
+  double longSampleSeconds = 0.01;
 };
 
 struct Timing {
@@ -69,10 +73,11 @@ class CompiledKernel {
   double lowerMs() const { return lowerMs_; }
   double jitMs() const { return jitMs_; }
 
-  // Runs once on `inputs` and returns the outputs.
-  std::vector<Buffer> run(const std::vector<Buffer> &inputs) const;
-  // Runs repeatedly (first run discarded as warm-up) and reports the time per run.
-  Timing time(const std::vector<Buffer> &inputs, const TimingOptions &options) const;
+  // Runs once on `inputs` and returns the outputs; `seconds` (optional) receives the kernel call's duration.
+  std::vector<Buffer> run(const std::vector<Buffer> &inputs, double *seconds = nullptr) const;
+  // Runs repeatedly (first run discarded as warm-up) and reports the time per run. `warmedSeconds`: the duration of
+  // a run just made on the same inputs; at least TimingOptions::longSampleSeconds, it replaces the warm-up run.
+  Timing time(const std::vector<Buffer> &inputs, const TimingOptions &options, double warmedSeconds = 0) const;
 
  private:
   friend class Compiler;

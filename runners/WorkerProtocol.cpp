@@ -85,6 +85,8 @@ std::string encode(const ExecRequest &q) {
   w.pod(q.timing.minSampleSeconds);
   w.pod(q.timing.raceAgainstNs);
   w.pod(q.timing.raceFactor);
+  w.pod<int32_t>(q.timing.raceMinRepetitions);
+  w.pod(q.timing.longSampleSeconds);
   w.pod<uint8_t>(q.time);
   w.pod(q.timeoutSeconds);
   return w.take();
@@ -92,15 +94,17 @@ std::string encode(const ExecRequest &q) {
 
 bool decode(const std::string &bytes, ExecRequest &q) {
   Reader r(bytes);
-  int32_t threads = 0, minReps = 0, maxReps = 0;
+  int32_t threads = 0, minReps = 0, maxReps = 0, raceMinReps = 0;
   uint8_t time = 0;
   bool ok = r.str(q.candidateIR) && r.str(q.referenceIR) && r.pod(q.seed) && r.pod(threads) && r.pod(minReps) &&
             r.pod(maxReps) && r.pod(q.timing.targetSpread) && r.pod(q.timing.budgetSeconds) &&
             r.pod(q.timing.minSampleSeconds) && r.pod(q.timing.raceAgainstNs) && r.pod(q.timing.raceFactor) &&
-            r.pod(time) && r.pod(q.timeoutSeconds) && r.done();
+            r.pod(raceMinReps) && r.pod(q.timing.longSampleSeconds) && r.pod(time) && r.pod(q.timeoutSeconds) &&
+            r.done();
   q.numThreads = threads;
   q.timing.minRepetitions = minReps;
   q.timing.maxRepetitions = maxReps;
+  q.timing.raceMinRepetitions = raceMinReps;
   q.time = time != 0;
   return ok;
 }

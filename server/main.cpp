@@ -74,9 +74,12 @@ ABSL_FLAG(int, max_message_mb, 64, "maximum request size in MiB");
 ABSL_FLAG(int, max_actions_per_step, 1024, "maximum actions in one Step or replay list");
 ABSL_FLAG(double, timing_budget_s, 2.0, "time budget for the timed repetitions of one evaluation, in seconds");
 ABSL_FLAG(double, race_factor, 1.25,
-          "stop timing a candidate after the minimum of samples once its 25th percentile is above this multiple of "
-          "the reference's time (clearly slower: its reward needs no 2 % spread); 0 times every candidate to the "
-          "spread target");
+          "stop timing a candidate after --race_min_repetitions samples once their 25th percentile is above this "
+          "multiple of the reference's time (clearly slower: its reward needs no 2 % spread); 0 times every candidate "
+          "to the spread target");
+ABSL_FLAG(int, race_min_repetitions, 2,
+          "samples a long candidate (a run of 10 ms or more) is timed at least before racing may stop it; shorter "
+          "ones get the usual minimum of 5");
 ABSL_FLAG(double, timing_target_spread, 0.02,
           "stop timing once (p75 - p25) / median of the samples is below this (after the minimum of samples)");
 ABSL_FLAG(int, timing_max_repetitions, 50, "timed samples of one evaluation at most");
@@ -236,6 +239,7 @@ int main(int argc, char **argv) {
   mlir_rl::runners::TimingOptions timing;
   timing.budgetSeconds = absl::GetFlag(FLAGS_timing_budget_s);
   timing.raceFactor = std::max(0.0, absl::GetFlag(FLAGS_race_factor));
+  timing.raceMinRepetitions = std::clamp(absl::GetFlag(FLAGS_race_min_repetitions), 1, timing.minRepetitions);
   timing.targetSpread = std::clamp(absl::GetFlag(FLAGS_timing_target_spread), 1e-4, 1.0);
   timing.maxRepetitions = std::clamp(absl::GetFlag(FLAGS_timing_max_repetitions), timing.minRepetitions, 100000);
   std::unique_ptr<mlir_rl::runners::Executor> executor;

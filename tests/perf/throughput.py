@@ -71,11 +71,17 @@ def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: 
             action = [int(rng.choice(np.flatnonzero(m))) if m.any() else 0 for m in masks]
             _, _, terminated, truncated, info = env.step(action)
             ev = info.get("evaluation")
-            if ev is not None and not ev.get("cached") and not ev.get("failure") and ev.get("median_ns", 0) > 0:
+            if ev is not None and not ev.get("cached") and ev.get("failure"):
+                with lock:
+                    kind = str(ev.get("failure_kind", "failure"))
+                    counts[kind] = counts.get(kind, 0) + 1
+            elif ev is not None and not ev.get("cached") and ev.get("median_ns", 0) > 0:
                 with lock:
                     out.append({"benchmark": env.benchmark, "actions": [list(map(int, a)) for a in env.actions],
-                                "median_ns": ev["median_ns"], "reference_ns": ev["reference_ns"],
-                                "repetitions": ev.get("repetitions", 0), "raced": bool(ev.get("raced", False))})
+                                "median_ns": ev["median_ns"], "min_ns": ev.get("min_ns", 0.0),
+                                "reference_ns": ev["reference_ns"],
+                                "repetitions": ev.get("repetitions", 0), "raced": bool(ev.get("raced", False)),
+                                "compile_ms": ev.get("lower_ms", 0.0) + ev.get("jit_ms", 0.0)})
             if terminated or truncated:
                 episodes += 1
                 env.reset()
@@ -109,6 +115,16 @@ def run_setting(binary: str, name: str, server_args: List[str], args: argparse.N
               "episodes_per_min": counts["episodes"] / minutes, "raced_share": raced / n if n else 0.0,
               "median_repetitions": statistics.median([r["repetitions"] for r in records]) if records else 0,
               "records": records}
+    # Where a worker's time went (an estimate from each record: compile, then one checked run, one warm-up run and
+    # the timed repetitions at the median time; failures are counted, not timed).
+    compile_s = sum(r["compile_ms"] for r in records) / 1e3
+    runs_s = sum(r["median_ns"] * (r["repetitions"] + 2) for r in records) / 1e9
+    slow_s = sum(r["median_ns"] * (r["repetitions"] + 2) for r in records if r["median_ns"] > r["reference_ns"]) / 1e9
+    failures = {k: v for k, v in counts.items() if k != "episodes"}
+    result.update({"compile_s": compile_s, "runs_s": runs_s, "failures": failures})
+    print(f"{name:>12}: worker time estimate {compile_s + runs_s:.0f} s of {cores * minutes * 60:.0f} s: compile "
+          f"{compile_s:.0f} s, runs {runs_s:.0f} s ({slow_s:.0f} s of them on candidates slower than the reference); "
+          f"failures {failures}", flush=True)
     print(f"{name:>12}: {n} fresh evaluations in {minutes:.1f} min = {result['evaluations_per_min']:.1f}/min "
           f"({result['evaluations_per_core_min']:.1f} per core-minute, {cores} cores), "
           f"{result['episodes_per_min']:.1f} episodes/min, raced {100 * result['raced_share']:.1f} %, "
@@ -150,12 +166,19 @@ def main() -> int:
     p.add_argument("--datasets", default="nn-ops", help="datasets the agents draw benchmarks from (train split)")
     p.add_argument("--careful", type=int, default=40, help="candidates measured again carefully (0: skip)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default="", help="write every setting's records (and careful times) here")
+    p.add_argument("--settings", default="", help='"name[@server-binary]:--flag --flag;name:..." instead of racing off / on; the ratio is '
+                   'printed for the last against the first')
     args = p.parse_args()
     benchmarks = args.datasets.split(",")
     settings = [("race off", ["--race_factor=0"]), ("race 1.25", ["--race_factor=1.25"])]
-    results = [run_setting(args.server_bin, name, a, args, benchmarks) for name, a in settings]
-    off, on = results
-    print(f"evaluations per core-minute, racing / not: {on['evaluations_per_core_min'] / off['evaluations_per_core_min']:.2f}x")
+    if args.settings:
+        settings = [(part.split(":", 1)[0], part.split(":", 1)[1].split()) for part in args.settings.split(";")]
+    # "name@/path/to/mlir-rl-server" runs that setting on another build (e.g. the commit before a change).
+    results = [run_setting(name.split("@", 1)[1] if "@" in name else args.server_bin, name.split("@", 1)[0], a, args,
+                           benchmarks) for name, a in settings]
+    off, on = results[0], results[-1]
+    print(f"evaluations per core-minute, {on['name']} / {off['name']}: {on['evaluations_per_core_min'] / off['evaluations_per_core_min']:.2f}x")
     if args.careful > 0:
         rng = np.random.default_rng(args.seed)
         picked = []
@@ -166,6 +189,7 @@ def main() -> int:
         careful = careful_times(args.server_bin, [s for _, s in picked])
         by: Dict[str, List[float]] = {}
         for (name, s), t in zip(picked, careful):
+            s["careful_ns"] = t
             if t <= 0:
                 continue
             err = abs(math.log10(s["median_ns"] / t))
@@ -174,6 +198,10 @@ def main() -> int:
         print("reward error |log10(t / t_careful)| against a careful measurement (spread 0.5 %, <= 400 samples):")
         for name in sorted(by):
             print(f"  {name:>40}: {summarize(by[name])}")
+    if args.json:
+        import json
+        with open(args.json, "w") as f:
+            json.dump(results, f)
     return 0
 
 

@@ -176,5 +176,37 @@ TEST(Runners, TimingRacesOnlyClearlySlowerCandidates) {
   EXPECT_FALSE(full.raced);
 }
 
+// A run the caller just made (a long one) replaces the warm-up, so each sample is one run and the repetitions count
+// samples: racing stops a clearly slower long candidate after raceMinRepetitions of them, and never before the
+// first; a short one after the usual minimum.
+TEST(Runners, RacingStopsAfterItsOwnMinimumOfSamples) {
+  auto b = testing::benchmark("add_256x256_f32");
+  ASSERT_TRUE(b);
+  auto compiled = runners::Compiler::compile(b->module(), {});
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  auto &kernel = *compiled;
+  auto inputs = runners::makeInputs(kernel->signature(), 0);
+  runners::TimingOptions options;
+  options.targetSpread = 1e-6;  // never met: 50 samples of this ~50 us kernel end it
+  options.budgetSeconds = 10;   // (a warm run over a quarter of the budget would lower the minimum of samples)
+  options.raceFactor = 1.25;
+  options.raceAgainstNs = 1;  // every candidate is clearly slower than 1 ns
+  for (int minimum : {1, 2, 5}) {
+    options.raceMinRepetitions = minimum;
+    runners::Timing t = kernel->time(inputs, options, /*warmedSeconds=*/1.0);
+    EXPECT_TRUE(t.raced);
+    EXPECT_EQ(t.repetitions, minimum);
+  }
+  options.raceMinRepetitions = 0;  // below one: still one sample
+  EXPECT_EQ(kernel->time(inputs, options, 1.0).repetitions, 1);
+  options.raceMinRepetitions = 2;
+  options.longSampleSeconds = 100;  // the kernel counts as short: warm-up, batches, the usual minimum of samples
+  runners::Timing shortKernel = kernel->time(inputs, options, 1.0);
+  EXPECT_TRUE(shortKernel.raced);
+  EXPECT_GE(shortKernel.repetitions, options.minRepetitions);
+  options.raceFactor = 0;  // racing off: the minimum of samples, then the budget
+  EXPECT_GE(kernel->time(inputs, options, 1.0).repetitions, options.minRepetitions);
+}
+
 }  // namespace
 }  // namespace mlir_rl
