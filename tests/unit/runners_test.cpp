@@ -14,6 +14,24 @@ namespace {
 
 using runners::Buffer;
 
+// The timing tests' kernel (add_256x256_f32, ~50 us) compiled, with its inputs; a null kernel after a failure.
+struct TimedKernel {
+  std::unique_ptr<runners::CompiledKernel> kernel;
+  std::vector<Buffer> inputs;
+};
+TimedKernel compileAdd() {
+  TimedKernel out;
+  auto b = testing::benchmark("add_256x256_f32");
+  EXPECT_TRUE(b);
+  if (!b) return out;
+  auto compiled = runners::Compiler::compile(b->module(), {});
+  EXPECT_TRUE(compiled.ok()) << compiled.status();
+  if (!compiled.ok()) return out;
+  out.kernel = std::move(*compiled);
+  out.inputs = runners::makeInputs(out.kernel->signature(), 0);
+  return out;
+}
+
 TEST(Runners, MatmulMatchesNaiveCpp) {
   auto b = testing::benchmark("matmul_64x64x64_f32");
   ASSERT_TRUE(b);
@@ -134,13 +152,10 @@ TEST(Runners, RejectsDynamicShapes) {
 }
 
 TEST(Runners, TimingReportsStableMedian) {
-  auto b = testing::benchmark("add_256x256_f32");
-  ASSERT_TRUE(b);
-  std::string error;
-  auto compiled = runners::Compiler::compile(b->module(), {});
-  ASSERT_TRUE(compiled.ok()) << compiled.status();
-  auto &kernel = *compiled;
-  auto inputs = runners::makeInputs(kernel->signature(), 0);
+  TimedKernel timed = compileAdd();
+  ASSERT_TRUE(timed.kernel);
+  auto &kernel = timed.kernel;
+  auto &inputs = timed.inputs;
   runners::TimingOptions opts;
   opts.budgetSeconds = 0.3;
   runners::Timing t = kernel->time(inputs, opts);
@@ -153,12 +168,10 @@ TEST(Runners, TimingReportsStableMedian) {
 // Racing: against a reference 100x faster than the kernel, timing stops at the minimum of samples; against one
 // 100x slower (the kernel is clearly faster), it goes on to the spread target or the budget as before.
 TEST(Runners, TimingRacesOnlyClearlySlowerCandidates) {
-  auto b = testing::benchmark("add_256x256_f32");
-  ASSERT_TRUE(b);
-  auto compiled = runners::Compiler::compile(b->module(), {});
-  ASSERT_TRUE(compiled.ok()) << compiled.status();
-  auto &kernel = *compiled;
-  auto inputs = runners::makeInputs(kernel->signature(), 0);
+  TimedKernel timed = compileAdd();
+  ASSERT_TRUE(timed.kernel);
+  auto &kernel = timed.kernel;
+  auto &inputs = timed.inputs;
   runners::TimingOptions careful;
   careful.targetSpread = 1e-6;  // never met: the budget ends it
   careful.budgetSeconds = 0.2;
@@ -180,12 +193,10 @@ TEST(Runners, TimingRacesOnlyClearlySlowerCandidates) {
 // samples: racing stops a clearly slower long candidate after raceMinRepetitions of them, and never before the
 // first; a short one after the usual minimum.
 TEST(Runners, RacingStopsAfterItsOwnMinimumOfSamples) {
-  auto b = testing::benchmark("add_256x256_f32");
-  ASSERT_TRUE(b);
-  auto compiled = runners::Compiler::compile(b->module(), {});
-  ASSERT_TRUE(compiled.ok()) << compiled.status();
-  auto &kernel = *compiled;
-  auto inputs = runners::makeInputs(kernel->signature(), 0);
+  TimedKernel timed = compileAdd();
+  ASSERT_TRUE(timed.kernel);
+  auto &kernel = timed.kernel;
+  auto &inputs = timed.inputs;
   runners::TimingOptions options;
   options.targetSpread = 1e-6;  // never met: 50 samples of this ~50 us kernel end it
   options.budgetSeconds = 10;   // (a warm run over a quarter of the budget would lower the minimum of samples)
