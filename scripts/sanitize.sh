@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sanitizer jobs (issue 13), each in a build directory of its own (the MLIR/LLVM libraries stay Debian's,
 # uninstrumented; mlir-rl's code is instrumented):
-#   ASan + UBSan (build-asan): the C++ unit tests, then the server's end-to-end tests (protocol, hostile input,
-#     security) against the instrumented server and workers;
+#   ASan + UBSan (build-asan): the C++ unit tests, then every end-to-end test that talks to a server (protocol,
+#     hostile input, security, load and faults, failover, the Python client and Gymnasium layers, search, training)
+#     against the instrumented server and workers (≈10 min); the tests without a server (agent units, packaging,
+#     manifests) and the report are left out;
 #   TSan (build-tsan): the concurrency tests of the session registry and the worker pool.
 # SANITIZE_JOBS="asan tsan" (default both) picks jobs.
 set -euo pipefail
@@ -33,7 +35,11 @@ if [[ " $JOBS " == *" asan "* ]]; then
   echo "== ASan+UBSan: server end-to-end tests"
   ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0:allocator_may_return_null=1 MLIR_RL_REQUIRE_SERVER=1 MLIR_RL_SERVER_BIN="$PWD/build-asan/bin/mlir-rl-server" PYTHONPATH="$PWD/clients/python" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e/test_server.py tests/e2e/test_robustness.py \
-    tests/e2e/test_security.py
+    tests/e2e/test_security.py tests/e2e/test_load.py tests/e2e/test_cluster.py tests/e2e/test_local_server.py \
+    tests/e2e/test_python_client.py tests/e2e/test_truncation.py tests/e2e/test_pickle.py \
+    tests/e2e/test_benchmark_selection.py tests/e2e/test_vector_gymnasium.py tests/e2e/test_gymnasium_compat.py \
+    tests/e2e/test_gymnasium_versions.py tests/e2e/test_search.py tests/e2e/test_sb3_adapter.py \
+    tests/e2e/test_training.py
 fi
 
 if [[ " $JOBS " == *" tsan "* ]]; then
