@@ -1,5 +1,7 @@
 #include "env/Masks.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 
 namespace mlir_rl::env {
@@ -50,13 +52,16 @@ OpenMask assembleMask(const transforms::OpView &view, const SessionConfig &confi
     for (int t = 1; t < T; ++t) block(t, absl::StrCat("the op has ", numLoops, " loops, more than max_loops = ", L));
     return out;
   }
+  std::optional<transforms::TileLegality> peeled;  // computed once, for the types that read mask_tiles_peeled
   for (int t = 1; t < T; ++t) {
-    if (transforms::Refusal why = registry[t]->refusal(view, tiles))
+    bool readsPeeled = registry[t]->heads() == transforms::Heads::PeeledTiles;
+    if (readsPeeled && !peeled) peeled = transforms::peeledTileLegality(view);
+    if (transforms::Refusal why = registry[t]->refusal(view, readsPeeled ? *peeled : tiles))
       block(t, std::move(*why));
     else if (registry[t]->heads() == transforms::Heads::UnrollFactor)
       registry[t]->addHeadValues(view, m.unroll);
-    else if (registry[t]->heads() == transforms::Heads::PeeledTiles)
-      m.tilesPeeled = transforms::peeledTileLegality(view).rows;
+    else if (readsPeeled)
+      m.tilesPeeled = peeled->rows;
   }
   return out;
 }

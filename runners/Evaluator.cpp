@@ -326,6 +326,9 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
     batch = std::min(1000, static_cast<int>(options.minSampleSeconds / std::max(first, 1e-9)) + 1);
   // Long kernels are stable run to run; do not spend minutes reaching the usual minimum of samples.
   int minRepetitions = first > options.budgetSeconds / 4 ? std::min(3, options.minRepetitions) : options.minRepetitions;
+  // Racing may stop a long kernel sooner (raceMinRepetitions, at least one sample), never a short one.
+  int raceAfter =
+      first >= options.longSampleSeconds ? std::clamp(options.raceMinRepetitions, 1, minRepetitions) : minRepetitions;
 
   std::vector<double> samples;
   auto measureStart = Clock::now();
@@ -345,8 +348,7 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
     int n = static_cast<int>(samples.size());
     double spent = std::chrono::duration<double>(Clock::now() - measureStart).count();
     if (n >= options.maxRepetitions) break;
-    int raceAfter = first >= options.longSampleSeconds ? std::max(1, options.raceMinRepetitions) : minRepetitions;
-    if (n >= std::min(minRepetitions, raceAfter) && options.raceFactor > 0 && options.raceAgainstNs > 0 &&
+    if (n >= raceAfter && options.raceFactor > 0 && options.raceAgainstNs > 0 &&
         quantile(0.25) > options.raceFactor * options.raceAgainstNs) {
       timing.raced = true;
       break;

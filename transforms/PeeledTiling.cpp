@@ -37,8 +37,7 @@ class PeeledTiling final : public Transformation {
  public:
   llvm::StringRef name() const override { return "PEELED_TILING"; }
   Heads heads() const override { return Heads::PeeledTiles; }
-  Refusal refusal(const OpView &view, const TileLegality &) const override {
-    TileLegality peeled = peeledTileLegality(view);
+  Refusal refusal(const OpView &view, const TileLegality &peeled) const override {
     if (!peeled.anyShrinks)
       return peeled.depthLimited ? tooDeepReason(view.depth())
                                  : "no loop is larger than a tile size (twice, when the size does not divide it)";

@@ -88,7 +88,8 @@ class Transformation {
   virtual llvm::StringRef name() const = 0;  // e.g. "TILING": the value's name in the action space
   virtual Heads heads() const { return Heads::None; }
   virtual bool endsOp() const { return false; }  // once applied, the cursor moves to the next op
-  // Refused for the op now, and why. `tiles` is the tile-head legality of the same view.
+  // Refused for the op now, and why. `tiles` is the legality of the tile mask it reads, for the same view:
+  // peeledTileLegality for Heads::PeeledTiles, tileLegality otherwise.
   virtual Refusal refusal(const OpView &op, const TileLegality &tiles) const = 0;
   // The legal values of the head it reads when that head has a mask row of its own (Heads::UnrollFactor: value 0,
   // the smallest legal factor, and each legal factor): set in `row` when the transformation is allowed.
