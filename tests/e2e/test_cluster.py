@@ -186,7 +186,14 @@ def test_a_killed_server_loses_no_episode_and_a_restarted_one_rejoins(three_serv
         # b comes back on its port: new episodes go there again (it has the fewest sessions).
         b2 = start_server(port=b.port, extra_args=SERVER_ARGS)
         three_servers[1] = b2
-        time.sleep(0.6)  # the pool's retry interval
+        # The pool checks an unusable server when it places a session, less and less often (up to 8 s apart with
+        # this retry interval): a slow run (ASan) may have failed several checks by now, so wait for the next one
+        # instead of a fixed time. place() only picks a server; nothing is moved.
+        deadline = time.monotonic() + 30
+        while not envs.pool.usable()[b.address]:
+            assert time.monotonic() < deadline, "the pool never took the restarted server back"
+            envs.pool.place()
+            time.sleep(0.2)
         for _ in range(3):
             runner.step()
         runner.check_episodes(4)
