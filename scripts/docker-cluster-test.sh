@@ -21,8 +21,12 @@
 # other than the CMake ones, docs, Markdown, the Python client (but its generated-stub folder), .ci, scripts other
 # than install-deps.sh, and docker/'s deployment files.
 #
-# Usage: scripts/docker-cluster-test.sh [--image-only] [--keep-going]
+# Usage: scripts/docker-cluster-test.sh [--image-only] [--prebuilt BUILD_DIR]
 #   --image-only   only make sure the image archive for the current sources exists (build it if needed)
+#   --prebuilt BUILD_DIR
+#                  the image's binaries are BUILD_DIR/bin's (mlir-rl-server, -cli, -runner, built on this Debian 12
+#                  host with the same packages), copied into the Dockerfile's `prebuilt` stage: a few minutes cold
+#                  instead of compiling the project in the image. What CI runs, after scripts/test.sh built them.
 # Environment (optional):
 #   MLIR_RL_DOCKER_CACHE      cache folder (default /var/cache/mlir-rl-docker): base tarball, image archives
 #   MLIR_RL_CLUSTER_REPLICAS  replicas (default 2)
@@ -49,13 +53,25 @@ NETNS=""
 SWARM_ADDR=10.213.0.1 # the dummy interface in the daemon's own network namespace
 
 MODE=full
-for arg in "$@"; do
-  case "$arg" in
+PREBUILT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
     --image-only) MODE=image ;;
+    --prebuilt)
+      [ $# -ge 2 ] || { echo "docker-cluster-test: --prebuilt needs a build folder" >&2; exit 2; }
+      PREBUILT=$(cd "$2" && pwd) || exit 2
+      shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "docker-cluster-test: unknown argument: $arg (see --help)" >&2; exit 2 ;;
+    *) echo "docker-cluster-test: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+PREBUILT_BINARIES="mlir-rl-server mlir-rl-cli mlir-rl-runner"
+if [ -n "$PREBUILT" ]; then
+  for b in $PREBUILT_BINARIES; do
+    [ -x "$PREBUILT/bin/$b" ] || { echo "docker-cluster-test: no $PREBUILT/bin/$b (build it first)" >&2; exit 2; }
+  done
+fi
 
 T0=$SECONDS
 # The log goes to the script's standard error as it was at the start (fd 3), also from a trap that fires while a
@@ -196,7 +212,7 @@ context_files() {
           clients/python/*) continue ;;
           scripts/install-deps.sh) ;;
           scripts/*) continue ;;
-          docker/Dockerfile | docker/entrypoint.sh) ;;
+          docker/Dockerfile | docker/entrypoint.sh | docker/check-libs.sh) ;;
           docker/*) continue ;;
           *.md) continue ;;
         esac
@@ -206,7 +222,19 @@ context_files() {
 
 make_context() { # a deterministic tar (names sorted, owners and times fixed): its hash names the image
   local out=$1
-  context_files | tar -C "$REPO" --null -T - --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$out"
+  if [ -z "$PREBUILT" ]; then
+    context_files | tar -C "$REPO" --null -T - --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$out"
+    return
+  fi
+  # --prebuilt: the Dockerfile, the files runtime-base copies, and prebuilt/ (stripped binaries, benchmarks/).
+  local dir=$WORK/prebuilt-context b
+  mkdir -p "$dir/docker" "$dir/prebuilt/bin"
+  cp "$REPO/docker/Dockerfile" "$REPO/docker/entrypoint.sh" "$REPO/docker/check-libs.sh" "$dir/docker/"
+  for b in $PREBUILT_BINARIES; do install -m 0755 -s "$PREBUILT/bin/$b" "$dir/prebuilt/bin/"; done
+  cp -r "$REPO/benchmarks" "$dir/prebuilt/benchmarks"
+  (cd "$dir" && find . -type f -printf '%P\0' | sort -z \
+    | tar --null -T - --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$out")
+  rm -rf "$dir"
 }
 
 ensure_image() {
@@ -218,19 +246,24 @@ ensure_image() {
   make_context "$WORK/context.tar"
   local hash
   hash=$({ sha256sum <"$WORK/context.tar"; sha256sum <"$smoke_base"; } | sha256sum | cut -c1-16)
-  IMAGE=mlir-rl:in-$hash
+  IMAGE=mlir-rl:${PREBUILT:+prebuilt-}in-$hash
   IMAGE_TAR=$IMAGE_DIR/mlir-rl-$hash.tar
   if [ -s "$IMAGE_TAR" ]; then
     log "reusing the cached image $IMAGE ($IMAGE_TAR, $(du -h "$IMAGE_TAR" | cut -f1)): its inputs did not change"
     touch "$IMAGE_TAR"
     return 0
   fi
-  log "no cached image for these inputs ($hash): building it (cold; minutes: it compiles the project)"
+  if [ -n "$PREBUILT" ]; then
+    log "no cached image for these inputs ($hash): building it from the binaries in $PREBUILT/bin"
+  else
+    log "no cached image for these inputs ($hash): building it (cold; minutes: it compiles the project)"
+  fi
   local start=$SECONDS
   start_daemon "$WORK/build-data"
   bounded 300 --stdin "$smoke_base" "$DOCKER" import --change 'CMD ["bash"]' - "$BASE_TAG" >/dev/null
   bounded "$BUILD_TIMEOUT" --stdin "$WORK/context.tar" "$DOCKER" build --force-rm --network=host \
-    --build-arg BASE_IMAGE="$BASE_TAG" -f docker/Dockerfile -t "$IMAGE" - >"$WORK/build.log" 2>&1 \
+    --build-arg BASE_IMAGE="$BASE_TAG" ${PREBUILT:+--target prebuilt} -f docker/Dockerfile -t "$IMAGE" - \
+    >"$WORK/build.log" 2>&1 \
     || { tail -n 30 "$WORK/build.log" >&2; die "docker build failed or timed out"; }
   log "built $IMAGE in $((SECONDS - start)) s; size $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
   bounded 600 "$DOCKER" save -o "$IMAGE_TAR.tmp" "$IMAGE" || die "docker save failed"

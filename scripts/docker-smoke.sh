@@ -381,7 +381,7 @@ runtime_check() {
   local tag=mlir-rl:runtime-base
   build_image runtime-base "$tag"
   # shellcheck disable=SC2016 # the script runs in the container
-  bounded 120 "$DOCKER" run --rm --network=none "$tag" sh -euc '
+  bounded 120 "$DOCKER" run --rm --network=none --entrypoint sh "$tag" -euc '
     for f in /usr/lib/llvm-19/lib/libMLIR.so.19.1 /usr/lib/llvm-19/lib/libmlir_c_runner_utils.so /usr/lib/llvm-19/lib/libomp.so; do
       test -e "$f" || { echo "missing $f"; exit 1; }
       if ldd "$f" | grep "not found"; then echo "unresolved libraries in $f"; exit 1; fi
