@@ -25,8 +25,9 @@
 #   --image-only   only make sure the image archive for the current sources exists (build it if needed)
 #   --prebuilt BUILD_DIR
 #                  the image's binaries are BUILD_DIR/bin's (mlir-rl-server, -cli, -runner, built on this Debian 12
-#                  host with the same packages), copied into the Dockerfile's `prebuilt` stage: a few minutes cold
-#                  instead of compiling the project in the image. What CI runs, after scripts/test.sh built them.
+#                  host with the same packages), put on the Dockerfile's runtime-base stage by
+#                  docker/Dockerfile.prebuilt: a few minutes cold instead of compiling the project in the image.
+#                  What CI runs, after scripts/test.sh built them.
 # Environment (optional):
 #   MLIR_RL_DOCKER_CACHE      cache folder (default /var/cache/mlir-rl-docker): base tarball, image archives
 #   MLIR_RL_CLUSTER_REPLICAS  replicas (default 2)
@@ -226,10 +227,11 @@ make_context() { # a deterministic tar (names sorted, owners and times fixed): i
     context_files | tar -C "$REPO" --null -T - --owner=0 --group=0 --numeric-owner --mtime=@0 -cf "$out"
     return
   fi
-  # --prebuilt: the Dockerfile, the files runtime-base copies, and prebuilt/ (stripped binaries, benchmarks/).
+  # --prebuilt: the Dockerfiles, the files runtime-base copies, and prebuilt/ (stripped binaries, benchmarks/).
   local dir=$WORK/prebuilt-context b
   mkdir -p "$dir/docker" "$dir/prebuilt/bin"
-  cp "$REPO/docker/Dockerfile" "$REPO/docker/entrypoint.sh" "$REPO/docker/check-libs.sh" "$dir/docker/"
+  cp "$REPO/docker/Dockerfile" "$REPO/docker/Dockerfile.prebuilt" "$REPO/docker/entrypoint.sh" \
+    "$REPO/docker/check-libs.sh" "$dir/docker/"
   for b in $PREBUILT_BINARIES; do install -m 0755 -s "$PREBUILT/bin/$b" "$dir/prebuilt/bin/"; done
   cp -r "$REPO/benchmarks" "$dir/prebuilt/benchmarks"
   (cd "$dir" && find . -type f -printf '%P\0' | sort -z \
@@ -261,10 +263,20 @@ ensure_image() {
   local start=$SECONDS
   start_daemon "$WORK/build-data"
   bounded 300 --stdin "$smoke_base" "$DOCKER" import --change 'CMD ["bash"]' - "$BASE_TAG" >/dev/null
-  bounded "$BUILD_TIMEOUT" --stdin "$WORK/context.tar" "$DOCKER" build --force-rm --network=host \
-    --build-arg BASE_IMAGE="$BASE_TAG" ${PREBUILT:+--target prebuilt} -f docker/Dockerfile -t "$IMAGE" - \
-    >"$WORK/build.log" 2>&1 \
-    || { tail -n 30 "$WORK/build.log" >&2; die "docker build failed or timed out"; }
+  if [ -n "$PREBUILT" ]; then
+    # The runtime-base stage (the first: the classic builder builds no other), then the binaries on it.
+    bounded "$BUILD_TIMEOUT" --stdin "$WORK/context.tar" "$DOCKER" build --force-rm --network=host \
+      --build-arg BASE_IMAGE="$BASE_TAG" --target runtime-base -f docker/Dockerfile -t mlir-rl:runtime-base - \
+      >"$WORK/build.log" 2>&1 \
+      && bounded "$BUILD_TIMEOUT" --stdin "$WORK/context.tar" "$DOCKER" build --force-rm \
+        --build-arg RUNTIME_BASE=mlir-rl:runtime-base -f docker/Dockerfile.prebuilt -t "$IMAGE" - \
+        >>"$WORK/build.log" 2>&1 \
+      || { tail -n 30 "$WORK/build.log" >&2; die "docker build failed or timed out"; }
+  else
+    bounded "$BUILD_TIMEOUT" --stdin "$WORK/context.tar" "$DOCKER" build --force-rm --network=host \
+      --build-arg BASE_IMAGE="$BASE_TAG" -f docker/Dockerfile -t "$IMAGE" - >"$WORK/build.log" 2>&1 \
+      || { tail -n 30 "$WORK/build.log" >&2; die "docker build failed or timed out"; }
+  fi
   log "built $IMAGE in $((SECONDS - start)) s; size $("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
   bounded 600 "$DOCKER" save -o "$IMAGE_TAR.tmp" "$IMAGE" || die "docker save failed"
   mv "$IMAGE_TAR.tmp" "$IMAGE_TAR"
