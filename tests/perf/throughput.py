@@ -2,11 +2,17 @@
 """Evaluation throughput and reward error, with and without racing (issue 17.1). Prints figures; asserts nothing.
 
     /usr/bin/python3 tests/perf/throughput.py [--minutes 4] [--envs 8] [--datasets nn-ops] [--careful 40]
+    /usr/bin/python3 tests/perf/throughput.py --policy ppo --datasets eval --settings "default:" --careful 0
 
 For each setting (``--race_factor=0``: every candidate timed to the 2 % spread target, as before; the server's
 default racing), a fresh server (no evaluation cache on disk, 2 workers pinned one per core) serves ``--envs`` masked
 random agents (FINAL reward, one thread each) for ``--minutes``. Figures: fresh evaluations per minute and per
-core-minute, episodes per minute, the share of raced candidates, repetitions per evaluation.
+core-minute, episodes per minute, the share of raced candidates, repetitions per evaluation, the share of the
+agents' time spent waiting for evaluations.
+
+``--policy ppo``: instead of random agents, ``mlir-rl-train`` (the PPO agent, ``--envs`` sessions stepped together,
+its default settings, policy updates on the same 2 cores) trains against the fresh server for ``--minutes``; its
+``summary.json`` gives the figures (no reward error: its candidates are measured the same way).
 
 Reward error: ``--careful`` candidates measured in the runs (half from each) are measured again, one at a time, by
 a careful server (``--race_factor=0 --timing_target_spread=0.005 --timing_max_repetitions=400
@@ -62,6 +68,8 @@ def stop(proc: subprocess.Popen) -> None:
 def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: List[Dict[str, Any]],
           counts: Dict[str, int], lock: threading.Lock) -> None:
     rng = np.random.default_rng(seed)
+    waited = 0.0
+    started = time.monotonic()
     with mlir_rl.make(benchmarks, server=address, masked_actions="reject", info_timings=True, timeout=600,
                       benchmark_order="random") as env:
         env.reset(seed=seed)
@@ -69,8 +77,11 @@ def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: 
         while time.monotonic() < deadline:
             masks = env.head_masks()
             action = [int(rng.choice(np.flatnonzero(m))) if m.any() else 0 for m in masks]
+            t0 = time.monotonic()
             _, _, terminated, truncated, info = env.step(action)
             ev = info.get("evaluation")
+            if ev is not None:
+                waited += time.monotonic() - t0
             if ev is not None and not ev.get("cached") and ev.get("failure"):
                 with lock:
                     kind = str(ev.get("failure_kind", "failure"))
@@ -87,11 +98,18 @@ def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: 
                 env.reset()
         with lock:
             counts["episodes"] += episodes
+            counts["waited_s"] = counts.get("waited_s", 0.0) + waited
+            counts["agent_s"] = counts.get("agent_s", 0.0) + time.monotonic() - started
 
 
 def run_setting(binary: str, name: str, server_args: List[str], args: argparse.Namespace,
                 benchmarks: List[str]) -> Dict[str, Any]:
     proc, address = start_server(binary, server_args)
+    if args.policy == "ppo":
+        try:
+            return ppo_setting(address, name, server_args, args, benchmarks)
+        finally:
+            stop(proc)
     try:
         records: List[Dict[str, Any]] = []
         counts = {"episodes": 0}
@@ -120,15 +138,48 @@ def run_setting(binary: str, name: str, server_args: List[str], args: argparse.N
     compile_s = sum(r["compile_ms"] for r in records) / 1e3
     runs_s = sum(r["median_ns"] * (r["repetitions"] + 2) for r in records) / 1e9
     slow_s = sum(r["median_ns"] * (r["repetitions"] + 2) for r in records if r["median_ns"] > r["reference_ns"]) / 1e9
-    failures = {k: v for k, v in counts.items() if k != "episodes"}
-    result.update({"compile_s": compile_s, "runs_s": runs_s, "failures": failures})
+    failures = {k: v for k, v in counts.items() if k not in ("episodes", "waited_s", "agent_s")}
+    waiting = counts.get("waited_s", 0.0) / max(1e-9, counts.get("agent_s", 0.0))
+    result.update({"compile_s": compile_s, "runs_s": runs_s, "failures": failures, "waiting_share": waiting})
     print(f"{name:>12}: worker time estimate {compile_s + runs_s:.0f} s of {cores * minutes * 60:.0f} s: compile "
           f"{compile_s:.0f} s, runs {runs_s:.0f} s ({slow_s:.0f} s of them on candidates slower than the reference); "
           f"failures {failures}", flush=True)
     print(f"{name:>12}: {n} fresh evaluations in {minutes:.1f} min = {result['evaluations_per_min']:.1f}/min "
           f"({result['evaluations_per_core_min']:.1f} per core-minute, {cores} cores), "
           f"{result['episodes_per_min']:.1f} episodes/min, raced {100 * result['raced_share']:.1f} %, "
-          f"median repetitions {result['median_repetitions']}", flush=True)
+          f"median repetitions {result['median_repetitions']}, agents waiting for evaluations "
+          f"{100 * waiting:.1f} % of their time", flush=True)
+    return result
+
+
+def ppo_setting(address: str, name: str, server_args: List[str], args: argparse.Namespace,
+                benchmarks: List[str]) -> Dict[str, Any]:
+    """mlir-rl-train against the server for --minutes; the figures from its summary.json."""
+    import json
+    out = tempfile.mkdtemp(prefix="mlir-rl-throughput-ppo-")
+    cmd = [sys.executable, "-m", "mlir_rl.train", "--server", address, "--benchmarks", *benchmarks,
+           "--minutes", str(args.minutes), "--num-envs", str(args.envs), "--seed", str(args.seed), "--no-progress",
+           "--out", out]
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "clients", "python"))
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    run = summary["this_invocation"]
+    cores = len(os.sched_getaffinity(0))
+    minutes = run["wall_s"] / 60
+    fresh = run["server_evaluations_total"] - run["server_cache_hits_total"]
+    shares = summary["time_share"]
+    waiting = shares.get("step_evaluating") or 0.0
+    result = {"name": name, "args": server_args, "minutes": minutes, "evaluations": fresh,
+              "evaluations_per_min": fresh / minutes, "evaluations_per_core_min": fresh / minutes / cores,
+              "episodes_per_min": run["episodes_per_min"], "raced_share": float("nan"), "median_repetitions": 0,
+              "records": [], "waiting_share": waiting, "ppo_updates": summary["updates"],
+              "time_share": shares}
+    print(f"{name:>12}: PPO, {summary['updates']} updates: {fresh:.0f} fresh evaluations in {minutes:.1f} min = "
+          f"{result['evaluations_per_min']:.1f}/min ({result['evaluations_per_core_min']:.1f} per core-minute, "
+          f"{cores} cores), {run['episodes_per_min']:.1f} episodes/min, cache hits "
+          f"{100 * (run['server_cache_hit_rate'] or 0):.1f} % of the server's evaluations; agent time: "
+          + ", ".join(f"{k} {100 * (v or 0):.1f} %" for k, v in shares.items()), flush=True)
     return result
 
 
@@ -163,9 +214,12 @@ def main() -> int:
                                                           os.path.join(ROOT, "build", "bin", "mlir-rl-server")))
     p.add_argument("--minutes", type=float, default=4.0, help="per setting")
     p.add_argument("--envs", type=int, default=8)
-    p.add_argument("--datasets", default="nn-ops", help="datasets the agents draw benchmarks from (train split)")
+    p.add_argument("--datasets", default="nn-ops",
+                   help="what the agents draw benchmarks from: datasets or splits (train, eval), comma-separated")
     p.add_argument("--careful", type=int, default=40, help="candidates measured again carefully (0: skip)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy", choices=("random", "ppo"), default="random",
+                   help="masked random agents (with the reward error), or the PPO agent (mlir-rl-train)")
     p.add_argument("--json", default="", help="write every setting's records (and careful times) here")
     p.add_argument("--settings", default="", help='"name[@server-binary]:--flag --flag;name:..." instead of racing off / on; the ratio is '
                    'printed for the last against the first')
@@ -178,8 +232,9 @@ def main() -> int:
     results = [run_setting(name.split("@", 1)[1] if "@" in name else args.server_bin, name.split("@", 1)[0], a, args,
                            benchmarks) for name, a in settings]
     off, on = results[0], results[-1]
-    print(f"evaluations per core-minute, {on['name']} / {off['name']}: {on['evaluations_per_core_min'] / off['evaluations_per_core_min']:.2f}x")
-    if args.careful > 0:
+    if len(results) > 1:
+        print(f"evaluations per core-minute, {on['name']} / {off['name']}: {on['evaluations_per_core_min'] / off['evaluations_per_core_min']:.2f}x")
+    if args.careful > 0 and args.policy == "random":
         rng = np.random.default_rng(args.seed)
         picked = []
         for r in results:
