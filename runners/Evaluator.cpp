@@ -307,6 +307,12 @@ std::vector<Buffer> CompiledKernel::run(const std::vector<Buffer> &inputs, doubl
 Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptions &options,
                             double warmedSeconds) const {
   std::lock_guard<std::mutex> slot(measurementSlot());
+  auto started = Clock::now();
+  // Would `seconds` more of runs end past the deadline?
+  auto pastDeadline = [&](double seconds) {
+    return options.deadlineSeconds > 0 &&
+           std::chrono::duration<double>(Clock::now() - started).count() + seconds > options.deadlineSeconds;
+  };
   std::vector<std::vector<int64_t>> descriptors;
   auto runOnce = [&] {
     invoke(inputs, descriptors);
@@ -333,6 +339,13 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
   std::vector<double> samples;
   auto measureStart = Clock::now();
   Timing timing;
+  if (first >= options.longSampleSeconds && pastDeadline(first)) {
+    // Not even one sample fits: the warmed run (long, so its cold start is a small part of it) is the measurement.
+    timing.medianNs = timing.minNs = first * 1e9;
+    timing.repetitions = 1;
+    timing.raced = true;
+    return timing;
+  }
   while (true) {
     auto t0 = Clock::now();
     for (int i = 0; i < batch; ++i) runOnce();
@@ -354,6 +367,10 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
       break;
     }
     if (n >= minRepetitions && (timing.spread <= options.targetSpread || spent >= options.budgetSeconds)) break;
+    if (pastDeadline(ns * 1e-9 * batch)) {
+      timing.raced = true;
+      break;
+    }
   }
   return timing;
 }

@@ -58,12 +58,18 @@ struct TimingOptions {
   // inputs is its warm-up (CompiledKernel::time's warmedSeconds), and racing may stop it after raceMinRepetitions.
   int raceMinRepetitions = 2;
   double longSampleSeconds = 0.01;
+  // Seconds the timing may last from its start (0: no limit). A sample that would end past it is not taken: a kernel
+  // that slow is reported with the samples it has, or with the warmed run alone, as raced, instead of being stopped
+  // as a time-out. The executor sets it from the request's time-out (what is left of it, less a margin).
+  double deadlineSeconds = 0;
 };
 
 struct Timing {
   double medianNs = 0, minNs = 0, spread = 0;
   int repetitions = 0;
-  bool raced = false;  // stopped early: clearly slower than the reference (TimingOptions::raceFactor)
+  // Stopped early: clearly slower than the reference (TimingOptions::raceFactor), or cut by
+  // TimingOptions::deadlineSeconds (repetitions then counts the samples taken; 1 with the warmed run alone).
+  bool raced = false;
 };
 
 class CompiledKernel {

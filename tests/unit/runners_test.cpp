@@ -219,5 +219,28 @@ TEST(Runners, RacingStopsAfterItsOwnMinimumOfSamples) {
   EXPECT_GE(kernel->time(inputs, options, 1.0).repetitions, options.minRepetitions);
 }
 
+// A kernel too slow for the time left (TimingOptions::deadlineSeconds) is measured with what fits, marked raced,
+// instead of running into the time-out: with the warmed run alone when not even one sample fits; after the first
+// sample when the next would end past the deadline. Racing is off here, so nothing else stops it early.
+TEST(Runners, TimingStopsBeforeTheDeadline) {
+  TimedKernel timed = compileAdd();
+  ASSERT_TRUE(timed.kernel);
+  auto &kernel = timed.kernel;
+  auto &inputs = timed.inputs;
+  runners::TimingOptions options;
+  options.deadlineSeconds = 0.5;
+  runners::Timing warmedOnly = kernel->time(inputs, options, /*warmedSeconds=*/1.0);  // a "1 s" run: none fits
+  EXPECT_TRUE(warmedOnly.raced);
+  EXPECT_EQ(warmedOnly.repetitions, 1);
+  EXPECT_DOUBLE_EQ(warmedOnly.medianNs, 1e9);
+  options.deadlineSeconds = 1e-4;  // the first sample (a batch of >= 1 ms) is taken, then no other fits
+  runners::Timing cut = kernel->time(inputs, options);
+  EXPECT_TRUE(cut.raced);
+  EXPECT_GT(cut.medianNs, 0);
+  options.deadlineSeconds = 0;  // no deadline: the usual minimum of samples, not raced
+  runners::Timing full = kernel->time(inputs, options);
+  EXPECT_FALSE(full.raced);
+}
+
 }  // namespace
 }  // namespace mlir_rl

@@ -2,6 +2,7 @@
 // reports why, replaces the worker and keeps evaluating.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <csignal>
 
 #include "runners/WorkerPool.h"
@@ -72,6 +73,34 @@ func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
 constexpr const char kWrong[] = R"mlir(
 func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
   return %a : tensor<4xf32>
+})mlir";
+
+// The reference's result after a long serial loop (an multiply-add chain of 2^27 steps whose value is used, multiplied
+// by zero, so nothing may fold it away; no fast-math, so it is not vectorized): a correct candidate that runs for a
+// large part of a second.
+constexpr const char kSlowButCorrect[] = R"mlir(
+#map = affine_map<(d0) -> (d0)>
+func.func @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %n = arith.constant 134217728 : index
+  %zero = arith.constant 0.0 : f32
+  %half = arith.constant 0.5 : f32
+  %v = tensor.extract %a[%c0] : tensor<4xf32>
+  %s = scf.for %i = %c0 to %n step %c1 iter_args(%acc = %zero) -> (f32) {
+    %m = arith.mulf %acc, %half : f32
+    %next = arith.addf %m, %v : f32
+    scf.yield %next : f32
+  }
+  %init = tensor.empty() : tensor<4xf32>
+  %r = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel"]} ins(%a : tensor<4xf32>) outs(%init : tensor<4xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %y = arith.addf %x, %x : f32
+    %z = arith.mulf %s, %zero : f32
+    %w = arith.addf %y, %z : f32
+    linalg.yield %w : f32
+  } -> tensor<4xf32>
+  return %r : tensor<4xf32>
 })mlir";
 
 ExecRequest request(const char *candidate, double timeout = 60) {
@@ -185,6 +214,31 @@ TEST(Workers, CancelAllStopsEvaluationsInFlightAndRefusesNewOnes) {
   EXPECT_EQ(r.interruption, ExecResult::Interruption::Cancelled);
   EXPECT_EQ(r.message, "shutting down");
   EXPECT_EQ(pool.execute(request(kReference)).failure, FailureKind::Internal);
+}
+
+// A correct candidate too slow for all its samples within the time-out is measured with the samples that fit (or
+// its checked run alone) and reported as raced, not stopped as a time-out (which would cost it the failure penalty
+// and hold the worker for the whole time-out). Its run time is measured first, and the time-out set from it: the
+// checked run and one sample fit, the usual minimum of samples does not.
+TEST(Workers, ACorrectButSlowCandidateIsMeasuredWithinItsTimeOut) {
+  runners::WorkerPool pool(options());
+  ExecRequest probe = request(kSlowButCorrect);
+  probe.timing.budgetSeconds = 100;  // the minimum of samples (5) whatever the spread
+  ExecResult free = pool.execute(probe);
+  ASSERT_TRUE(free.ok()) << free.message;
+  ASSERT_TRUE(free.correct);
+  EXPECT_FALSE(free.timing.raced);
+  double run = free.timing.medianNs * 1e-9;
+  ASSERT_GT(run, 0.01);  // long enough for its checked run to be its warm-up
+  ExecRequest tight = probe;
+  tight.timeoutSeconds = 0.5 + 3.5 * run;  // compile + checked run + 5 samples (6 runs) do not fit
+  ExecResult r = pool.execute(tight);
+  EXPECT_TRUE(r.ok()) << r.message;
+  EXPECT_TRUE(r.correct);
+  EXPECT_TRUE(r.timing.raced);
+  EXPECT_GE(r.timing.repetitions, 1);
+  EXPECT_LT(r.timing.repetitions, 5);
+  EXPECT_NEAR(std::log(r.timing.medianNs / free.timing.medianNs), 0.0, std::log(1.5));
 }
 
 TEST(Workers, TwoWorkersServeConcurrentRequests) {
