@@ -201,7 +201,8 @@ TEST(Runners, RacingStopsAfterItsOwnMinimumOfSamples) {
   options.targetSpread = 1e-6;  // never met: 50 samples of this ~50 us kernel end it
   options.budgetSeconds = 10;   // (a warm run over a quarter of the budget would lower the minimum of samples)
   options.raceFactor = 1.25;
-  options.raceAgainstNs = 1;  // every candidate is clearly slower than 1 ns
+  options.raceAgainstNs = 1;         // every candidate is clearly slower than 1 ns
+  options.longSampleSeconds = 1e-6;  // this kernel counts as long, warm too
   for (int minimum : {1, 2, 5}) {
     options.raceMinRepetitions = minimum;
     runners::Timing t = kernel->time(inputs, options, /*warmedSeconds=*/1.0);
@@ -217,6 +218,26 @@ TEST(Runners, RacingStopsAfterItsOwnMinimumOfSamples) {
   EXPECT_GE(shortKernel.repetitions, options.minRepetitions);
   options.raceFactor = 0;  // racing off: the minimum of samples, then the budget
   EXPECT_GE(kernel->time(inputs, options, 1.0).repetitions, options.minRepetitions);
+}
+
+// A kernel whose checked run was long (cold) but whose warm run is short is timed as a short kernel: the usual
+// minimum of samples before racing, not raceMinRepetitions (a memory-bound kernel's first runs after a cold one are
+// slow, and two of them overstated its time by up to 1.5x).
+TEST(Runners, AKernelLongOnlyWhenColdIsTimedAsAShortOne) {
+  TimedKernel timed = compileAdd();
+  ASSERT_TRUE(timed.kernel);
+  auto &kernel = timed.kernel;
+  auto &inputs = timed.inputs;
+  runners::TimingOptions options;
+  options.targetSpread = 1e-6;
+  options.budgetSeconds = 10;
+  options.raceFactor = 1.25;
+  options.raceAgainstNs = 1;
+  options.raceMinRepetitions = 1;
+  options.longSampleSeconds = 0.5;  // the "checked run" below (1 s) is long; the warm ~50 us runs are not
+  runners::Timing t = kernel->time(inputs, options, /*warmedSeconds=*/1.0);
+  EXPECT_TRUE(t.raced);
+  EXPECT_GE(t.repetitions, options.minRepetitions);  // samples x a batch of >= 1 ms, not one sample
 }
 
 // A kernel too slow for the time left (TimingOptions::deadlineSeconds) is measured with what fits, marked raced,
