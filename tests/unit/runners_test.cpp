@@ -14,23 +14,20 @@ namespace {
 
 using runners::Buffer;
 
-// The timing tests' kernel (add_256x256_f32, ~50 us) compiled, with its inputs; a null kernel after a failure.
-struct TimedKernel {
+// The timing tests' kernel (add_256x256_f32, ~50 us) compiled once per test, with its inputs.
+class RunnersTiming : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto b = testing::benchmark("add_256x256_f32");
+    ASSERT_TRUE(b);
+    auto compiled = runners::Compiler::compile(b->module(), {});
+    ASSERT_TRUE(compiled.ok()) << compiled.status();
+    kernel = std::move(*compiled);
+    inputs = runners::makeInputs(kernel->signature(), 0);
+  }
   std::unique_ptr<runners::CompiledKernel> kernel;
   std::vector<Buffer> inputs;
 };
-TimedKernel compileAdd() {
-  TimedKernel out;
-  auto b = testing::benchmark("add_256x256_f32");
-  EXPECT_TRUE(b);
-  if (!b) return out;
-  auto compiled = runners::Compiler::compile(b->module(), {});
-  EXPECT_TRUE(compiled.ok()) << compiled.status();
-  if (!compiled.ok()) return out;
-  out.kernel = std::move(*compiled);
-  out.inputs = runners::makeInputs(out.kernel->signature(), 0);
-  return out;
-}
 
 TEST(Runners, MatmulMatchesNaiveCpp) {
   auto b = testing::benchmark("matmul_64x64x64_f32");
@@ -151,11 +148,7 @@ TEST(Runners, RejectsDynamicShapes) {
   EXPECT_NE(signature.status().message().find("static"), std::string::npos);
 }
 
-TEST(Runners, TimingReportsStableMedian) {
-  TimedKernel timed = compileAdd();
-  ASSERT_TRUE(timed.kernel);
-  auto &kernel = timed.kernel;
-  auto &inputs = timed.inputs;
+TEST_F(RunnersTiming, TimingReportsStableMedian) {
   runners::TimingOptions opts;
   opts.budgetSeconds = 0.3;
   runners::Timing t = kernel->time(inputs, opts);
@@ -167,11 +160,7 @@ TEST(Runners, TimingReportsStableMedian) {
 
 // Racing: against a reference 100x faster than the kernel, timing stops at the minimum of samples; against one
 // 100x slower (the kernel is clearly faster), it goes on to the spread target or the budget as before.
-TEST(Runners, TimingRacesOnlyClearlySlowerCandidates) {
-  TimedKernel timed = compileAdd();
-  ASSERT_TRUE(timed.kernel);
-  auto &kernel = timed.kernel;
-  auto &inputs = timed.inputs;
+TEST_F(RunnersTiming, TimingRacesOnlyClearlySlowerCandidates) {
   runners::TimingOptions careful;
   careful.targetSpread = 1e-6;  // never met: the budget ends it
   careful.budgetSeconds = 0.2;
@@ -192,11 +181,7 @@ TEST(Runners, TimingRacesOnlyClearlySlowerCandidates) {
 // A run the caller just made (a long one) replaces the warm-up, so each sample is one run and the repetitions count
 // samples: racing stops a clearly slower long candidate after raceMinRepetitions of them, and never before the
 // first; a short one after the usual minimum.
-TEST(Runners, RacingStopsAfterItsOwnMinimumOfSamples) {
-  TimedKernel timed = compileAdd();
-  ASSERT_TRUE(timed.kernel);
-  auto &kernel = timed.kernel;
-  auto &inputs = timed.inputs;
+TEST_F(RunnersTiming, RacingStopsAfterItsOwnMinimumOfSamples) {
   runners::TimingOptions options;
   options.targetSpread = 1e-6;  // never met: 50 samples of this ~50 us kernel end it
   options.budgetSeconds = 10;   // (a warm run over a quarter of the budget would lower the minimum of samples)
@@ -223,11 +208,7 @@ TEST(Runners, RacingStopsAfterItsOwnMinimumOfSamples) {
 // A kernel whose checked run was long (cold) but whose warm run is short is timed as a short kernel: the usual
 // minimum of samples before racing, not raceMinRepetitions (a memory-bound kernel's first runs after a cold one are
 // slow, and two of them overstated its time by up to 1.5x).
-TEST(Runners, AKernelLongOnlyWhenColdIsTimedAsAShortOne) {
-  TimedKernel timed = compileAdd();
-  ASSERT_TRUE(timed.kernel);
-  auto &kernel = timed.kernel;
-  auto &inputs = timed.inputs;
+TEST_F(RunnersTiming, AKernelLongOnlyWhenColdIsTimedAsAShortOne) {
   runners::TimingOptions options;
   options.targetSpread = 1e-6;
   options.budgetSeconds = 10;
@@ -243,11 +224,7 @@ TEST(Runners, AKernelLongOnlyWhenColdIsTimedAsAShortOne) {
 // A kernel too slow for the time left (TimingOptions::deadlineSeconds) is measured with what fits, marked raced,
 // instead of running into the time-out: with the warmed run alone when not even one sample fits; after the first
 // sample when the next would end past the deadline. Racing is off here, so nothing else stops it early.
-TEST(Runners, TimingStopsBeforeTheDeadline) {
-  TimedKernel timed = compileAdd();
-  ASSERT_TRUE(timed.kernel);
-  auto &kernel = timed.kernel;
-  auto &inputs = timed.inputs;
+TEST_F(RunnersTiming, TimingStopsBeforeTheDeadline) {
   runners::TimingOptions options;
   options.deadlineSeconds = 0.5;
   runners::Timing warmedOnly = kernel->time(inputs, options, /*warmedSeconds=*/1.0);  // a "1 s" run: none fits
