@@ -327,15 +327,21 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
     runOnce();
     first = std::chrono::duration<double>(Clock::now() - start).count();
   }
-  int batch = 1;
-  if (first < options.minSampleSeconds)
-    batch = std::min(1000, static_cast<int>(options.minSampleSeconds / std::max(first, 1e-9)) + 1);
-  // Long kernels are stable run to run; do not spend minutes reaching the usual minimum of samples.
-  int minRepetitions = first > options.budgetSeconds / 4 ? std::min(3, options.minRepetitions) : options.minRepetitions;
-  // Racing may stop a long kernel sooner (raceMinRepetitions, at least one sample), never a short one.
+  // How a kernel whose warm run lasts `seconds` is sampled.
+  int batch = 1, minRepetitions = options.minRepetitions, raceAfter = options.minRepetitions;
+  auto plan = [&](double seconds) {
+    batch = seconds < options.minSampleSeconds
+                ? std::min(1000, static_cast<int>(options.minSampleSeconds / std::max(seconds, 1e-9)) + 1)
+                : 1;
+    // Long kernels are stable run to run; do not spend minutes reaching the usual minimum of samples.
+    minRepetitions = seconds > options.budgetSeconds / 4 ? std::min(3, options.minRepetitions) : options.minRepetitions;
+    // Racing may stop a long kernel sooner (raceMinRepetitions, at least one sample), never a short one.
+    raceAfter = seconds >= options.longSampleSeconds ? std::clamp(options.raceMinRepetitions, 1, minRepetitions)
+                                                     : minRepetitions;
+  };
+  plan(first);
+  // The warm-up was the caller's run, cold: the first warm run may still show the kernel short (below).
   bool warmedLong = warmedSeconds >= options.longSampleSeconds;
-  int raceAfter =
-      first >= options.longSampleSeconds ? std::clamp(options.raceMinRepetitions, 1, minRepetitions) : minRepetitions;
 
   std::vector<double> samples;
   auto measureStart = Clock::now();
@@ -356,12 +362,7 @@ Timing CompiledKernel::time(const std::vector<Buffer> &inputs, const TimingOptio
       // kernel, whose first samples after a cold run are the most disturbed. This run was its warm-up; it is timed
       // as a short kernel from here (batch from this run, the usual minimum of samples before racing).
       warmedLong = false;
-      double warm = ns * 1e-9;
-      batch = warm < options.minSampleSeconds
-                  ? std::min(1000, static_cast<int>(options.minSampleSeconds / std::max(warm, 1e-9)) + 1)
-                  : 1;
-      minRepetitions = options.minRepetitions;
-      raceAfter = minRepetitions;
+      plan(ns * 1e-9);
       continue;
     }
     samples.push_back(ns);

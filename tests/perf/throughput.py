@@ -66,7 +66,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: List[Dict[str, Any]],
-          counts: Dict[str, int], lock: threading.Lock) -> None:
+          counts: Dict[str, Any], lock: threading.Lock) -> None:
     rng = np.random.default_rng(seed)
     waited = 0.0
     started = time.monotonic()
@@ -85,7 +85,7 @@ def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: 
             if ev is not None and not ev.get("cached") and ev.get("failure"):
                 with lock:
                     kind = str(ev.get("failure_kind", "failure"))
-                    counts[kind] = counts.get(kind, 0) + 1
+                    counts["failures"][kind] = counts["failures"].get(kind, 0) + 1
             elif ev is not None and not ev.get("cached") and ev.get("median_ns", 0) > 0:
                 with lock:
                     out.append({"benchmark": env.benchmark, "actions": [list(map(int, a)) for a in env.actions],
@@ -98,8 +98,8 @@ def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: 
                 env.reset()
         with lock:
             counts["episodes"] += episodes
-            counts["waited_s"] = counts.get("waited_s", 0.0) + waited
-            counts["agent_s"] = counts.get("agent_s", 0.0) + time.monotonic() - started
+            counts["waited_s"] += waited
+            counts["agent_s"] += time.monotonic() - started
 
 
 def run_setting(binary: str, name: str, server_args: List[str], args: argparse.Namespace,
@@ -112,7 +112,7 @@ def run_setting(binary: str, name: str, server_args: List[str], args: argparse.N
             stop(proc)
     try:
         records: List[Dict[str, Any]] = []
-        counts = {"episodes": 0}
+        counts: Dict[str, Any] = {"episodes": 0, "waited_s": 0.0, "agent_s": 0.0, "failures": {}}
         lock = threading.Lock()
         start = time.monotonic()
         deadline = start + args.minutes * 60
@@ -138,8 +138,8 @@ def run_setting(binary: str, name: str, server_args: List[str], args: argparse.N
     compile_s = sum(r["compile_ms"] for r in records) / 1e3
     runs_s = sum(r["median_ns"] * (r["repetitions"] + 2) for r in records) / 1e9
     slow_s = sum(r["median_ns"] * (r["repetitions"] + 2) for r in records if r["median_ns"] > r["reference_ns"]) / 1e9
-    failures = {k: v for k, v in counts.items() if k not in ("episodes", "waited_s", "agent_s")}
-    waiting = counts.get("waited_s", 0.0) / max(1e-9, counts.get("agent_s", 0.0))
+    failures = counts["failures"]
+    waiting = counts["waited_s"] / max(1e-9, counts["agent_s"])
     result.update({"compile_s": compile_s, "runs_s": runs_s, "failures": failures, "waiting_share": waiting})
     print(f"{name:>12}: worker time estimate {compile_s + runs_s:.0f} s of {cores * minutes * 60:.0f} s: compile "
           f"{compile_s:.0f} s, runs {runs_s:.0f} s ({slow_s:.0f} s of them on candidates slower than the reference); "
