@@ -87,15 +87,24 @@ std::vector<int64_t> inputDescriptor(const Buffer &buffer) {
   return d;
 }
 
-// malloc for kernels running in a worker: a failed allocation is reported and ends the worker cleanly.
+// malloc and aligned_alloc (what the lowering calls, see Lowering.cpp) for kernels running in a worker: a failed
+// allocation is reported and ends the worker cleanly.
+[[noreturn]] void outOfMemory(size_t bytes) {
+  char message[128];
+  int n = std::snprintf(message, sizeof(message), "out of memory: the kernel failed to allocate %zu bytes\n", bytes);
+  if (n > 0) (void)!write(2, message, static_cast<size_t>(n));
+  _exit(kOutOfMemoryExitCode);
+}
+
 void *checkedMalloc(size_t bytes) {
   void *p = std::malloc(bytes);
-  if (!p && bytes != 0) {
-    char message[128];
-    int n = std::snprintf(message, sizeof(message), "out of memory: the kernel failed to allocate %zu bytes\n", bytes);
-    if (n > 0) (void)!write(2, message, static_cast<size_t>(n));
-    _exit(kOutOfMemoryExitCode);
-  }
+  if (!p && bytes != 0) outOfMemory(bytes);
+  return p;
+}
+
+void *checkedAlignedAlloc(size_t alignment, size_t bytes) {
+  void *p = std::aligned_alloc(alignment, bytes);
+  if (!p && bytes != 0) outOfMemory(bytes);
   return p;
 }
 
@@ -221,6 +230,8 @@ absl::StatusOr<std::unique_ptr<CompiledKernel>> Compiler::compile(mlir::ModuleOp
     kernel->engine_->registerSymbols([](llvm::orc::MangleAndInterner interner) {
       llvm::orc::SymbolMap symbols;
       symbols[interner("malloc")] = {llvm::orc::ExecutorAddr::fromPtr(&checkedMalloc), llvm::JITSymbolFlags::Exported};
+      symbols[interner("aligned_alloc")] = {llvm::orc::ExecutorAddr::fromPtr(&checkedAlignedAlloc),
+                                            llvm::JITSymbolFlags::Exported};
       return symbols;
     });
   }

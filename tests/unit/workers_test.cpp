@@ -238,7 +238,9 @@ TEST(Workers, ACorrectButSlowCandidateIsMeasuredWithinItsTimeOut) {
   EXPECT_TRUE(r.timing.raced);
   EXPECT_GE(r.timing.repetitions, 1);
   EXPECT_LT(r.timing.repetitions, 5);
-  EXPECT_NEAR(std::log(r.timing.medianNs / untimed.timing.medianNs), 0.0, std::log(1.5));
+  // A measurement of the candidate, not of the time-out: the same order as the untimed one (loose: under ctest -j2
+  // another test may share the core during one of the two runs; 1.5x failed once that way).
+  EXPECT_NEAR(std::log(r.timing.medianNs / untimed.timing.medianNs), 0.0, std::log(3.0));
 }
 
 TEST(Workers, TwoWorkersServeConcurrentRequests) {
