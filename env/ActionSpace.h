@@ -38,6 +38,7 @@ enum class ActionType {
   Img2Col = 6,       // 2-D convolution -> img2col packing + contraction
   Unroll = 7,        // unrolling of the innermost scf.for around the op
   PeeledTiling = 8,  // tiling by sizes that need not divide the loops; the partial tiles are peeled off
+  Pack = 9,          // a contraction packed along its output's contiguous loop (the strided input transposed in blocks)
 };
 // The values of head 'type': the registry's size.
 int numActionTypes();

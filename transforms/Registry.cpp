@@ -15,7 +15,8 @@ namespace mlir_rl::transforms {
   X(TiledFusion)                   \
   X(Img2Col)                       \
   X(Unroll)                        \
-  X(PeeledTiling)
+  X(PeeledTiling)                  \
+  X(Pack)
 
 #define MLIR_RL_DECLARE(Name) const Transformation &make##Name();
 MLIR_RL_TRANSFORMATIONS(MLIR_RL_DECLARE)

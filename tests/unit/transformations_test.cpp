@@ -35,6 +35,34 @@ using testing::act;
 // ---- modules ---------------------------------------------------------------------------------------------------
 // Tags follow program order (linalg.fill is not tagged); the schedule visits the last op first.
 
+// tag 0: matmul_transpose_b (m, n, k) = (24, 64, 40), B stored [n, k]; tag 1: relu of it.
+const char *kMatmulTransposeB = R"mlir(
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @matmul_tb(%A: tensor<24x40xf32>, %B: tensor<64x40xf32>) -> tensor<24x64xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<24x64xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<24x64xf32>) -> tensor<24x64xf32>
+  %m = linalg.matmul_transpose_b ins(%A, %B : tensor<24x40xf32>, tensor<64x40xf32>) outs(%f : tensor<24x64xf32>) -> tensor<24x64xf32>
+  %e2 = tensor.empty() : tensor<24x64xf32>
+  %r = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%m : tensor<24x64xf32>) outs(%e2 : tensor<24x64xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %y = arith.maximumf %x, %zero : f32
+    linalg.yield %y : f32
+  } -> tensor<24x64xf32>
+  return %r : tensor<24x64xf32>
+})mlir";
+
+// tag 0: batch_matmul_transpose_b in f64 (b, m, n, k) = (2, 8, 24, 16): n = 24 packs by 8 (one 64-byte vector).
+const char *kBatchMatmulTransposeBF64 = R"mlir(
+func.func @bmm_tb(%A: tensor<2x8x16xf64>, %B: tensor<2x24x16xf64>) -> tensor<2x8x24xf64> {
+  %zero = arith.constant 0.0 : f64
+  %e = tensor.empty() : tensor<2x8x24xf64>
+  %f = linalg.fill ins(%zero : f64) outs(%e : tensor<2x8x24xf64>) -> tensor<2x8x24xf64>
+  %r = linalg.batch_matmul_transpose_b ins(%A, %B : tensor<2x8x16xf64>, tensor<2x24x16xf64>) outs(%f : tensor<2x8x24xf64>) -> tensor<2x8x24xf64>
+  return %r : tensor<2x8x24xf64>
+})mlir";
+
 // tag 0: add (32x64), tag 1: matmul (i, j, k) = (32, 48, 64) reading the add.
 const char *kMatmul = R"mlir(
 func.func @matmul(%A: tensor<32x64xf32>, %X: tensor<32x64xf32>, %B: tensor<64x48xf32>) -> tensor<32x48xf32> {
@@ -700,6 +728,81 @@ TEST(Img2Col, MaskedForPoolingMatmulAndDilatedConvolutions) {
   EXPECT_NE(typeReason(*d, ActionType::Img2Col).find("dilations"), std::string::npos);
 }
 
+// ---- PACK ------------------------------------------------------------------------------------------------------
+
+TEST(Pack, MatmulTransposeBPacksAlongNAndVectorizesFullWidth) {
+  auto s = start("matmul_transpose_b", kMatmulTransposeB);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::NoTransformation)));  // the relu
+  ASSERT_TRUE(typeLegal(*s, ActionType::Pack)) << typeReason(*s, ActionType::Pack);
+  auto r = s->step(act(*s, ActionType::Pack));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("loop 1 by 16"), std::string::npos) << r->description;
+  // The packed contraction carries the tag: loops (m, n / 16, k, 16), B transposed in blocks of 16 rows.
+  auto m = currentModule(*s);
+  auto ops = transforms::findTaggedOps(*m, 0);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_EQ(ops[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{24, 4, 40, 16}));
+  EXPECT_GE(count(*m, "linalg.transpose"), 1);
+  EXPECT_EQ(count(*m, "tensor.pack") + count(*m, "tensor.unpack"), 0);
+  EXPECT_EQ(count(*m, "linalg.matmul_transpose_b"), 0);
+  EXPECT_FALSE(typeLegal(*s, ActionType::Pack));  // packed already: its contiguous loop is contiguous everywhere
+  expectCorrectAndReplayable(*s);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {8, 2, 1, 0})));
+  ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  m = currentModule(*s);
+  EXPECT_GE(count(*m, "vector.transfer_write"), 1);
+  EXPECT_TRUE(transforms::findTaggedOps(*m, 0).empty());  // vectorized: no linalg op left with the tag
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(Pack, F64PacksByEightAndComputesTheReference) {
+  auto s = start("bmm_tb", kBatchMatmulTransposeBF64);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(typeLegal(*s, ActionType::Pack)) << typeReason(*s, ActionType::Pack);
+  auto r = s->step(act(*s, ActionType::Pack));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("loop 2 by 8"), std::string::npos) << r->description;
+  auto m = currentModule(*s);
+  auto ops = transforms::findTaggedOps(*m, 0);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_EQ(ops[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{2, 8, 3, 16, 8}));
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(Pack, MaskedWhereItWouldChangeNothingOrCannotApply) {
+  // A plain matmul: j is contiguous in B and C already.
+  auto mm = start("matmul_relu", kMatmulRelu);
+  ASSERT_TRUE(applyOk(*mm, act(*mm, ActionType::NoTransformation)));
+  EXPECT_FALSE(typeLegal(*mm, ActionType::Pack));
+  EXPECT_NE(typeReason(*mm, ActionType::Pack).find("contiguous in every input"), std::string::npos)
+      << typeReason(*mm, ActionType::Pack);
+  // Elementwise ops have no reduction.
+  auto relu = start("matmul_transpose_b", kMatmulTransposeB);
+  EXPECT_FALSE(typeLegal(*relu, ActionType::Pack));
+  EXPECT_NE(typeReason(*relu, ActionType::Pack).find("contractions"), std::string::npos);
+  // After tiling, the op is inside loops.
+  ASSERT_TRUE(applyOk(*relu, act(*relu, ActionType::NoTransformation)));
+  ASSERT_TRUE(applyOk(*relu, act(*relu, ActionType::Tiling, {8, 0, 0})));
+  EXPECT_FALSE(typeLegal(*relu, ActionType::Pack));
+  EXPECT_NE(typeReason(*relu, ActionType::Pack).find("before tiling"), std::string::npos);
+  // No vector width of at least 4 divides n = 30 into blocks.
+  const char *odd = R"mlir(
+    func.func @odd(%A: tensor<8x16xf32>, %B: tensor<30x16xf32>) -> tensor<8x30xf32> {
+      %zero = arith.constant 0.0 : f32
+      %e = tensor.empty() : tensor<8x30xf32>
+      %f = linalg.fill ins(%zero : f32) outs(%e : tensor<8x30xf32>) -> tensor<8x30xf32>
+      %r = linalg.matmul_transpose_b ins(%A, %B : tensor<8x16xf32>, tensor<30x16xf32>) outs(%f : tensor<8x30xf32>) -> tensor<8x30xf32>
+      return %r : tensor<8x30xf32>
+    })mlir";
+  auto o = start("odd", odd);
+  EXPECT_FALSE(typeLegal(*o, ActionType::Pack));
+  EXPECT_NE(typeReason(*o, ActionType::Pack).find("(30)"), std::string::npos) << typeReason(*o, ActionType::Pack);
+}
+
 // ---- UNROLL ----------------------------------------------------------------------------------------------------
 
 struct UnrollCase {
@@ -1109,6 +1212,7 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
       {"matmul_odd", kMatmulOdd},
       {"matmul_epilogue", kMatmulEpilogue},
       {"two_matmuls_relu", kTwoMatmulsRelu},
+      {"matmul_transpose_b", kMatmulTransposeB},
   };
   std::mt19937_64 rng(getenv("MLIR_RL_HONESTY_SEED") ? std::strtoull(getenv("MLIR_RL_HONESTY_SEED"), nullptr, 10) : 7);
   int steps = 0, failed = 0, evaluated = 0, wrong = 0;
@@ -1128,7 +1232,7 @@ TEST(MaskHonesty, RandomMaskedEpisodesRarelyFailAndAreAlwaysCorrect) {
         if (std::count(types.begin() + 1, types.end(), 1) > 0 && rng() % 4 != 0) types[0] = 0;
         std::vector<uint8_t> newTypes(types.size(), 0);
         for (ActionType t : {ActionType::TiledFusion, ActionType::Img2Col, ActionType::Unroll,
-                             ActionType::Vectorization, ActionType::PeeledTiling})
+                             ActionType::Vectorization, ActionType::PeeledTiling, ActionType::Pack})
           newTypes[static_cast<int>(t)] = types[static_cast<int>(t)];
         if (std::count(newTypes.begin(), newTypes.end(), 1) > 0 && rng() % 2 == 0) types = newTypes;
         std::vector<int64_t> a{pick(types)};
