@@ -6,11 +6,13 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/Transforms/Hoisting.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Dialect/Transform/IR/TransformOps.h"
 #include "mlir/Dialect/Transform/Transforms/TransformInterpreterUtils.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 #include "support/Diagnostics.h"
 
@@ -136,6 +138,15 @@ absl::Status lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options) 
   // Keep accumulators in registers across the reduction loop (e.g. the C tile of a matmul).
   module.walk([](mlir::func::FuncOp func) { mlir::linalg::hoistRedundantVectorTransfers(func); });
   MLIR_RL_RETURN_IF_ERROR(applyScript(module, kVectorLowering, "vector lowering", capture));
+  // f32 exp, log, tanh, erf, sin, cos, atan, ... as polynomials in arith ops (what IREE does on CPUs): on vectors
+  // they stay vectors, where LLVM would call libm once per lane (a vectorized GELU's erf was slower than scalar code).
+  // The reference and every candidate are lowered alike, so outputs are compared like for like.
+  {
+    mlir::RewritePatternSet patterns(module.getContext());
+    mlir::populateMathPolynomialApproximationPatterns(patterns);
+    if (mlir::failed(mlir::applyPatternsAndFoldGreedily(module, std::move(patterns))))
+      return absl::InternalError("math approximation did not converge: " + capture.take());
+  }
   MLIR_RL_RETURN_IF_ERROR(
       runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture));
   if (!options.noaliasKernel.empty()) {
