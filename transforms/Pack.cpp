@@ -99,7 +99,8 @@ class Pack final : public Transformation {
     for (mlir::OpOperand &operand : op->getOpOperands()) {
       mlir::AffineMap map = op.getMatchingIndexingMap(&operand);
       bool uses = false;
-      for (unsigned r = 0; r < map.getNumResults(); ++r) uses |= map.getDimPosition(r) == static_cast<unsigned>(plan.loop);
+      for (unsigned r = 0; r < map.getNumResults(); ++r)
+        uses |= map.getDimPosition(r) == static_cast<unsigned>(plan.loop);
       if (!uses) continue;
       std::string n = p + "_p" + std::to_string(operand.getOperandNumber());
       text += "    %" + n + " = transform.get_producer_of_operand %" + p + "_packed[" +

@@ -52,6 +52,7 @@ Space::Space(const v1::MultiDiscreteSpace &space)
   img2col = find("IMG2COL", 6);
   unroll = find("UNROLL", 7);
   peeledTiling = find("PEELED_TILING", -1);  // servers before it: -1
+  pack = find("PACK", -1);
 }
 
 int Space::tileIndex(int64_t size) const {
@@ -111,6 +112,7 @@ std::string Space::brief(const Action &a) const {
   if (type == interchange) return "I" + std::to_string(a.back());
   if (type == vectorization) return "V";
   if (type == img2col) return "IMG2COL";
+  if (type == pack) return "PACK";
   if (type == unroll) return "U" + std::to_string(tileSizes[a[maxLoops]]);
   if (type == peeledTiling) return "PT" + sizes();
   return typeName(type);
@@ -148,6 +150,31 @@ const char *kViewTensors[] = {"op_type",   "loop_bounds", "iterator_types",   "p
 void requestViewTensors(v1::ObservationRequest *request, const Space &space) {
   for (const char *name : kViewTensors) request->add_names(name);
   if (space.peeledTiling >= 0) request->add_names("mask_tiles_peeled");
+  request->add_names("load_access");
+  request->add_names("access_ranks");
+}
+
+// The loops each input's index uses, and those of its innermost index, from `load_access` ([access, dim, loop + 1]
+// coefficients) and `access_ranks` (row 0: each load's rank, -1 past the last).
+void parseLoads(const v1::Observation &obs, View &v) {
+  const v1::Tensor *access = findTensor(obs, "load_access");
+  const v1::Tensor *ranks = findTensor(obs, "access_ranks");
+  if (!access || !ranks || access->shape_size() != 3) return;
+  std::vector<int32_t> a = values<int32_t>(obs, "load_access"), r = values<int32_t>(obs, "access_ranks");
+  int64_t dims = access->shape(1), cols = access->shape(2);
+  int64_t count = std::min<int64_t>(access->shape(0), static_cast<int64_t>(r.size()) / 2);
+  int loops = std::min<int>(v.numLoops(), std::min<int64_t>(64, cols - 1));
+  for (int64_t i = 0; i < count && r[i] >= 0; ++i) {
+    uint64_t all = 0, inner = 0;
+    for (int64_t d = 0; d < std::min<int64_t>(r[i], dims); ++d)
+      for (int l = 0; l < loops; ++l)
+        if (a[(i * dims + d) * cols + l] != 0) {
+          all |= uint64_t{1} << l;
+          if (d == r[i] - 1) inner |= uint64_t{1} << l;
+        }
+    v.inputLoops.push_back(all);
+    v.inputInnermostLoops.push_back(inner);
+  }
 }
 
 }  // namespace
@@ -188,6 +215,7 @@ View parseView(const v1::Observation &obs, const v1::EpisodeInfo &info, bool ter
       v.maskTilesPeeled.emplace_back(peeled.begin() + i * K, peeled.begin() + (i + 1) * K);
   }
   v.maskInterchange = values<uint8_t>(obs, "mask_interchange");
+  parseLoads(obs, v);
   for (int64_t loop : values<int64_t>(obs, "interchange_partial")) v.placedLoops += loop >= 0;
   return v;
 }

@@ -50,6 +50,7 @@ struct Space {
   int noTransformation = 0, tiling = 1, parallelTiling = 2, interchange = 3, vectorization = 4, fusion = 5, img2col = 6,
       unroll = 7;
   int peeledTiling = -1;  // PEELED_TILING (-1: the server has none)
+  int pack = -1;          // PACK (-1: the server has none)
 
   explicit Space(const v1::MultiDiscreteSpace &space);
   Space() = default;
@@ -79,6 +80,9 @@ struct View {
   std::vector<std::vector<uint8_t>> maskTiles;        // [loop head][tile choice]
   std::vector<std::vector<uint8_t>> maskTilesPeeled;  // the same for PEELED_TILING (empty: the server has none)
   std::vector<uint8_t> maskInterchange;
+  // Per input operand (observation `load_access`; empty from servers without it): the loops its index uses (bit l),
+  // and those its innermost index uses (the loops a vector along which reads it contiguously).
+  std::vector<uint64_t> inputLoops, inputInnermostLoops;
 
   int numLoops() const { return static_cast<int>(bounds.size()); }
   bool legal(int type) const { return type >= 0 && type < static_cast<int>(maskType.size()) && maskType[type]; }

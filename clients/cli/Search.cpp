@@ -165,6 +165,9 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
     }
   }
   if (left >= 3 && view.legal(s.img2col) && worth({s.make(s.img2col)})) out.push_back({s.make(s.img2col)});
+  // A contraction whose contiguous output loop is strided in an input, packed first (measured, like every child:
+  // the blocked transposition it adds pays off only when the packed input is reused, not on a matrix-vector product).
+  if (s.pack >= 0 && left >= 3 && view.legal(s.pack) && worth({s.make(s.pack)})) out.push_back({s.make(s.pack)});
   if (left >= 2 && view.legal(s.fusion)) {
     int n = 0;
     for (const std::vector<int64_t> &t : fusionTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {

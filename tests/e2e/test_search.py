@@ -168,3 +168,15 @@ def test_python_wrapper(server, tmp_path):
     assert Path(kept["transform_script"]).exists() and (tmp_path / "kept.json").exists()
     with pytest.raises(ValueError):
         mlir_rl.search(SMALL, strategy="annealing", server=server)
+
+
+def test_greedy_tries_pack_on_a_transposed_matmul(server, tmp_path):
+    """resnet18's classifier is a matmul_transpose_b (1x512 by 1000x512): PACK is legal on it and the search measures
+    it (on a matrix-vector product the blocked transposition costs more than it saves, so it need not win)."""
+    out = tmp_path / "fc"
+    done = run_cli("search", f"--server={server}", f"--out={out}", "--progress=none", "--verbose",
+                   "--benchmark=benchmark://models/resnet18_fc", "--strategy=greedy", "--budget_evals=40")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"greedy .* PACK ", done.stderr), done.stderr[-3000:]
+    record = json.loads(Path(f"{out}.json").read_text())
+    assert record["best_time_ms"] <= record["untransformed_ms"]

@@ -64,6 +64,25 @@ TEST(RegisterTiles, MatmulStartsWithEightRowsOfOneVector) {
   }
 }
 
+TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
+  // A matmul_transpose_b after PACK: loops (m, n / 16, k, 16); A[m, k], B[n / 16, k, 16]. The vector runs along the
+  // last loop, B is read along it: the rows go to m (each B vector serves 8 rows), not to more blocks of B.
+  View v = view({128, 192, 768, 16}, "pprp");
+  v.inputLoops = {0b0101, 0b1110};
+  v.inputInnermostLoops = {0b0100, 0b1000};
+  auto tiles = registerTiles(v, space(), 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 1, 1, 0}));  // 0: the 16-wide loop stays whole
+  // Without access information (servers before load_access), inner loops first as before.
+  EXPECT_EQ(registerTiles(view({128, 192, 768, 16}, "pprp"), space(), 16, 512)[0].sizes,
+            (std::vector<int64_t>{1, 8, 1, 0}));
+  // A plain matmul is unchanged: m is the only other parallel loop.
+  View mm = view({512, 512, 512}, "ppr", "linalg.matmul");
+  mm.inputLoops = {0b101, 0b110};
+  mm.inputInnermostLoops = {0b100, 0b010};
+  EXPECT_EQ(registerTiles(mm, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 16, 1}));
+}
+
 TEST(RegisterTiles, F64UsesEightLanes) {
   auto tiles = registerTiles(view({256, 256, 256}, "ppr", "linalg.matmul"), space(), lanesFor("f64"), 512);
   EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 8, 1}));
