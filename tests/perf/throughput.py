@@ -84,7 +84,9 @@ def agent(address: str, benchmarks: List[str], seed: int, deadline: float, out: 
                 waited += time.monotonic() - t0
             if ev is not None and not ev.get("cached") and ev.get("failure"):
                 with lock:
-                    kind = str(ev.get("failure_kind", "failure"))
+                    value = ev.get("failure_kind")
+                    kind = (pb.FailureKind.Name(value).removeprefix("FAILURE_KIND_").lower()
+                            if isinstance(value, int) and value in pb.FailureKind.values() else "failure")
                     counts["failures"][kind] = counts["failures"].get(kind, 0) + 1
             elif ev is not None and not ev.get("cached") and ev.get("median_ns", 0) > 0:
                 with lock:
