@@ -76,5 +76,9 @@ class Heuristic {
 
 // Vector lanes for a dtype name ("f32", "f64", ...) with 512-bit registers.
 int64_t lanesFor(const std::string &dtype);
+// How many output elements share each element of the input PACK would transpose (the product of the parallel loops
+// that input does not use): 0 when no input reads the innermost parallel loop strided or the view has no access
+// information. The heuristic packs when it is at least 8.
+int64_t packedInputReuse(const View &view);
 
 }  // namespace mlir_rl::cli

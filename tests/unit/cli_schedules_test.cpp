@@ -83,6 +83,22 @@ TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   EXPECT_EQ(registerTiles(mm, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 16, 1}));
 }
 
+TEST(PackedInputReuse, RowsThatShareThePackedInput) {
+  // matmul_transpose_b (m, n, k): A[m, k], B[n, k] reads n strided; each B element serves m rows.
+  View tb = view({128, 3072, 768}, "ppr");
+  tb.inputLoops = {0b101, 0b110};
+  tb.inputInnermostLoops = {0b100, 0b100};
+  EXPECT_EQ(packedInputReuse(tb), 128);
+  tb.bounds[0] = 1;  // a matrix-vector product: nothing to share the transposition
+  EXPECT_EQ(packedInputReuse(tb), 1);
+  // A plain matmul reads n contiguously: nothing to pack. No access information: 0.
+  View mm = view({128, 128, 128}, "ppr");
+  mm.inputLoops = {0b101, 0b110};
+  mm.inputInnermostLoops = {0b100, 0b010};
+  EXPECT_EQ(packedInputReuse(mm), 0);
+  EXPECT_EQ(packedInputReuse(view({128, 128, 128}, "ppr")), 0);
+}
+
 TEST(RegisterTiles, F64UsesEightLanes) {
   auto tiles = registerTiles(view({256, 256, 256}, "ppr", "linalg.matmul"), space(), lanesFor("f64"), 512);
   EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 8, 1}));
