@@ -34,6 +34,7 @@
 #include "mlir_rl/v1/env.grpc.pb.h"
 #include "spdlog/spdlog.h"
 
+#include "env/ActionSpace.h"
 #include "env/Benchmark.h"
 #include "env/Evaluation.h"
 #include "env/Session.h"
@@ -134,9 +135,6 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
   std::mt19937_64 rng(7);
   Stats all, applied;
   std::map<std::string, Stats> byType;
-  const char *names[] = {"NO_TRANSFORMATION", "TILING",        "TILED_PARALLELIZATION",
-                         "INTERCHANGE",       "VECTORIZATION", "TILED_FUSION",
-                         "IMG2COL",           "UNROLL"};
   int episodes = 0;
   while (static_cast<int>(all.values.size()) < steps) {
     v1::ResetRequest rq;
@@ -182,7 +180,7 @@ void measureRandomPolicy(v1::MlirRlEnv::Stub &stub, mlir_rl::env::BenchmarkRegis
       if (sr.outcomes(0).has_evaluation()) continue;  // an evaluating step: not this figure
       all.add(us);
       applied.add(sr.outcomes(0).apply_ms() * 1000.0);
-      byType[names[a[0]]].add(us);
+      byType[mlir_rl::env::actionTypeName(static_cast<int>(a[0]))].add(us);  // the registry's names, all types
     }
     v1::CloseRequest cq;
     cq.set_session_id(rr.session_id());
