@@ -1,7 +1,9 @@
 #include "Env.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
+#include <sstream>
 
 namespace mlir_rl::cli {
 
@@ -122,6 +124,64 @@ std::string Space::brief(const Actions &actions) const {
   std::string s;
   for (const Action &a : actions) s += (s.empty() ? "" : " ") + brief(a);
   return s.empty() ? "(untransformed)" : s;
+}
+
+Actions Space::parse(const std::string &text) const {
+  Actions out;
+  std::istringstream in(text);
+  std::string token;
+  auto bad = [&](const std::string &why) { return std::invalid_argument("schedule token '" + token + "': " + why); };
+  auto number = [&](const std::string &digits) {
+    if (digits.empty() || digits.size() > 9 ||
+        !std::all_of(digits.begin(), digits.end(), [](unsigned char c) { return std::isdigit(c); }))
+      throw bad("'" + digits + "' is not a non-negative integer");
+    return static_cast<int64_t>(std::stoll(digits));
+  };
+  while (in >> token) {
+    if (token == "(untransformed)") continue;
+    if (token == "NOP") {
+      out.push_back(make(noTransformation));
+    } else if (token == "V") {
+      out.push_back(make(vectorization));
+    } else if (token == "IMG2COL") {
+      out.push_back(make(img2col));
+    } else if (token == "PACK") {
+      if (pack < 0) throw bad("the server has no PACK");
+      out.push_back(make(pack));
+    } else if (token.size() > 1 && token[0] == 'I' && std::isdigit(static_cast<unsigned char>(token[1]))) {
+      int64_t loop = number(token.substr(1));
+      if (loop >= nvec.back())
+        throw bad("level pointer past the interchange head's " + std::to_string(nvec.back()) + " values");
+      out.push_back(pointer(static_cast<int>(loop)));
+    } else if (token.size() > 1 && token[0] == 'U' && std::isdigit(static_cast<unsigned char>(token[1]))) {
+      int64_t factor = number(token.substr(1));
+      if (tileIndex(factor) <= 0) throw bad("unroll factor " + std::to_string(factor) + " is not a tile size choice");
+      out.push_back(unrollBy(factor));
+    } else {
+      size_t open = token.find('[');
+      std::string kind = token.substr(0, open);
+      int type = kind == "T"    ? tiling
+                 : kind == "TP" ? parallelTiling
+                 : kind == "TF" ? fusion
+                 : kind == "PT" ? peeledTiling
+                                : -2;
+      if (type == -2 || open == std::string::npos || token.back() != ']')
+        throw bad("expected NOP, V, IMG2COL, PACK, I<loop>, U<factor> or T/TP/TF/PT[sizes]");
+      if (type < 0) throw bad("the server has no PEELED_TILING");
+      std::vector<int64_t> sizes;
+      std::string list = token.substr(open + 1, token.size() - open - 2), item;
+      std::istringstream items(list);
+      while (std::getline(items, item, ',')) sizes.push_back(number(item));
+      if (static_cast<int>(sizes.size()) > maxLoops)
+        throw bad(std::to_string(sizes.size()) + " sizes for " + std::to_string(maxLoops) + " tile heads");
+      try {
+        out.push_back(tiles(type, sizes));
+      } catch (const std::invalid_argument &e) {
+        throw bad(e.what());
+      }
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

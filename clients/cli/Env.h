@@ -64,6 +64,9 @@ struct Space {
   // Short form of an action for logs: T[8,16,1], V, I2 (level pointer), TF[...], TP[...], U4, IMG2COL, NOP.
   std::string brief(const Action &a) const;
   std::string brief(const Actions &actions) const;
+  // The actions of a schedule written in the short form ("T[16,16,1] V", "IMG2COL T[0,0,0,64] V NOP"; empty or
+  // "(untransformed)": none). Throws std::invalid_argument naming the token that is not an action of this space.
+  Actions parse(const std::string &text) const;
 };
 
 // What an observation says about the op under the cursor (the parts a search reads).

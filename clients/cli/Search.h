@@ -1,7 +1,7 @@
 // Search baselines over an mlir-rl server: random (masked episodes), greedy and beam search per op (children of a
 // state scored by measuring the schedule the heuristic completes them to), and a local search seeded with the
-// heuristic's schedule. All of them spend evaluations through Env (budgeted, memoized) and leave the best schedule
-// in Env::best().
+// heuristic's schedule; "replay" measures given schedules (to reproduce a record or compare servers). All of them spend
+// evaluations through Env (budgeted, memoized) and leave the best schedule in Env::best().
 #pragma once
 
 #include <random>
@@ -14,7 +14,8 @@
 namespace mlir_rl::cli {
 
 struct SearchConfig {
-  std::string strategy = "local";  // random, greedy, beam, local, heuristic
+  std::string strategy = "local";  // random, greedy, beam, local, heuristic, replay
+  std::vector<Actions> schedules;  // replay: the schedules to measure, in order
   int beamWidth = 4;
   double minGain = 0.01;  // a change must make the schedule this much faster to count as better
   uint64_t seed = 0;
@@ -49,6 +50,7 @@ class Search {
   void perOp(int width);
   void local();
   void heuristicOnly();
+  void replay();
   // Evaluates untransformed and heuristic schedules (the floor every strategy starts from).
   void seedEvaluations();
   std::vector<double> opWeights();

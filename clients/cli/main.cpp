@@ -1,6 +1,7 @@
 // mlir-rl-cli: a C++ client. Lists benchmarks, checks health, runs episodes with a random or heuristic policy and
 // prints every step, and searches for schedules (random, greedy, beam, local search) under an evaluation and
-// wall-time budget, writing the best as a Transform script and a JSON record. Exits non-zero on any error.
+// wall-time budget, writing the best as a Transform script and a JSON record; `replay` measures schedules given in
+// the short form searches print. Exits non-zero on any error.
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -47,6 +48,9 @@ ABSL_FLAG(std::string, tls_cert, "",
 ABSL_FLAG(std::string, tls_key, "", "key of --tls_cert (default: $MLIR_RL_TLS_KEY)");
 // search
 ABSL_FLAG(std::string, strategy, "local", "search strategy: random, greedy, beam, local, heuristic");
+ABSL_FLAG(std::string, schedule, "",
+          "replay: schedules to measure in the short form searches print, separated by ';' (e.g. "
+          "\"T[16,16,1] V; T[8,32,1] V\"; ops the schedule does not reach stay untransformed)");
 ABSL_FLAG(int, budget_evals, 200, "search: evaluations (distinct schedules measured) at most (0: no limit)");
 ABSL_FLAG(double, budget_s, 0, "search: wall time in seconds, checked before each evaluation batch (0: no limit)");
 ABSL_FLAG(int, beam_width, 4, "search: width of the beam");
@@ -316,9 +320,9 @@ bool writeFile(const std::string &path, const std::string &text) {
   return true;
 }
 
-int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &stub) {
-  std::string strategy = absl::GetFlag(FLAGS_strategy);
-  if (!Search::known(strategy)) {
+int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &stub, bool replay = false) {
+  std::string strategy = replay ? "replay" : absl::GetFlag(FLAGS_strategy);
+  if (!Search::known(strategy) || (strategy == "replay" && !replay)) {
     std::fprintf(stderr, "error: unknown --strategy=%s (%s)\n", strategy.c_str(), Search::strategies());
     return 2;
   }
@@ -340,6 +344,26 @@ int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
   config.minGain = absl::GetFlag(FLAGS_min_gain);
   config.seed = seed;
   config.completionOps = absl::GetFlag(FLAGS_completion_ops);
+  std::vector<std::string> texts;
+  if (replay) {
+    std::string all = absl::GetFlag(FLAGS_schedule), text;
+    std::istringstream in(all);
+    while (std::getline(in, text, ';'))
+      if (text.find_first_not_of(" \t") != std::string::npos) texts.push_back(text);
+    if (texts.empty()) {
+      std::fprintf(stderr, "error: replay needs --schedule (e.g. --schedule=\"T[16,16,1] V\")\n");
+      return 2;
+    }
+    for (const std::string &t : texts) {
+      try {
+        config.schedules.push_back(env.space().parse(t));
+      } catch (const std::invalid_argument &e) {
+        std::fprintf(stderr, "error: --schedule \"%s\": %s\n", t.c_str(), e.what());
+        return 2;
+      }
+    }
+    if (budgetEvals > 0 && budgetEvals < static_cast<int>(texts.size())) budgetEvals = static_cast<int>(texts.size());
+  }
   std::string name = uri.substr(uri.rfind('/') + 1);
   Progress progress("search " + strategy + " " + name, budgetEvals);
   bool verbose = absl::GetFlag(FLAGS_verbose);
@@ -484,6 +508,21 @@ int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
     }
     if (!ok) return 1;
   }
+  if (replay) {
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const EvalResult *r = env.known(config.schedules[i]);
+      std::string brief = env.space().brief(env.normalize(config.schedules[i]));
+      if (!r)
+        std::printf("%-40s not measured (budget)\n", brief.c_str());
+      else if (!r->ok)
+        std::printf("%-40s FAILED %s\n", brief.c_str(), r->failure.c_str());
+      else
+        std::printf("%-40s %10.4f ms %8.2fx spread %.3f%s\n", brief.c_str(), r->timeNs / 1e6, r->speedup, r->spread,
+                    info.flops() > 0
+                        ? (" " + std::to_string(static_cast<int>(info.flops() / r->timeNs)) + " GFLOP/s").c_str()
+                        : "");
+    }
+  }
   if (best) {
     std::printf("%s %s: best %.3f ms, %.2fx over %.3f ms untransformed, %d evaluations (%d measured), %.1f s\n",
                 strategy.c_str(), uri.c_str(), best->result.timeNs / 1e6, best->result.speedup, env.referenceNs() / 1e6,
@@ -498,7 +537,7 @@ int search(const std::shared_ptr<grpc::Channel> &channel, v1::MlirRlEnv::Stub &s
 }  // namespace
 
 int main(int argc, char **argv) {
-  absl::SetProgramUsageMessage("mlir-rl-cli [flags] list | health | episode | search");
+  absl::SetProgramUsageMessage("mlir-rl-cli [flags] list | health | episode | search | replay");
   mlir_rl::support::installVersionFlag("mlir-rl-cli");
   std::vector<char *> args = absl::ParseCommandLine(argc, argv);
   std::string command = args.size() > 1 ? args[1] : "episode";
@@ -511,10 +550,11 @@ int main(int argc, char **argv) {
     if (command == "health") return health(channel, *stub);
     if (command == "episode") return episode(channel, *stub);
     if (command == "search") return search(channel, *stub);
+    if (command == "replay") return search(channel, *stub, true);
   } catch (const std::exception &e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  std::fprintf(stderr, "error: unknown command '%s' (list, health, episode, search)\n", command.c_str());
+  std::fprintf(stderr, "error: unknown command '%s' (list, health, episode, search, replay)\n", command.c_str());
   return 2;
 }

@@ -116,6 +116,48 @@ def test_unknown_strategy_is_refused(server):
     assert done.returncode == 2 and "unknown --strategy" in done.stderr
 
 
+def test_replay_measures_given_schedules(server, tmp_path):
+    """`replay` measures schedules written as the searches print them; the record's best schedule replays to itself."""
+    bench = "--benchmark=benchmark://nn-ops/matmul_128x128x128_f32"
+    done = run_cli("replay", f"--server={server}", bench, "--progress=off", f"--out={tmp_path / 'r'}",
+                   "--schedule=T[8,32,1] V; (untransformed); T[0,0,64] T[8,16,1] V")
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    lines = [line for line in done.stdout.splitlines() if " ms " in line and not line.startswith("replay ")]
+    assert [line.split()[0] for line in lines] == ["T[8,32,1]", "(untransformed)", "T[0,0,64]"], done.stdout
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["strategy"] == "replay" and record["evaluations"] == 3
+    assert record["best_schedule"] in ("T[8,32,1] V", "T[0,0,64] T[8,16,1] V"), record  # vectorized beats scalar
+    assert record["best_speedup"] > 3, record
+    # The record's schedule, replayed, is the same actions.
+    again = run_cli("replay", f"--server={server}", bench, "--progress=off", f"--schedule={record['best_schedule']}",
+                    f"--out={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "again.json").read_text())["actions"] == record["actions"]
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ("T[8,x,1] V", "'x' is not a non-negative integer"),
+    ("T[8,12,1] V", "tile size 12 is not a choice"),
+    ("Q V", "expected NOP, V, IMG2COL"),
+    ("I99", "level pointer past"),
+    ("", "replay needs --schedule"),
+])
+def test_replay_refuses_malformed_schedules(server, schedule, message):
+    done = run_cli("replay", f"--server={server}", "--progress=off", f"--schedule={schedule}")
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_replay_reports_a_schedule_the_masks_refuse(server):
+    # Vectorizing a 512-element-per-row matmul untiled is masked (beyond max_vector_elements): the server's answer is
+    # a failure of that schedule, not of the command; the other schedule is still measured.
+    done = run_cli("replay", f"--server={server}", "--progress=off",
+                   "--benchmark=benchmark://nn-ops/matmul_128x128x128_f32", "--schedule=V; T[8,16,1] V")
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = [line for line in done.stdout.splitlines() if line.startswith(("V ", "T[8,16,1]"))]
+    assert "FAILED invalid schedule" in first, done.stdout
+    assert " ms " in second, done.stdout
+
+
 # The heuristic policy used to leave a loop untiled when 8 or 16 did not divide it, so vectorization stayed masked
 # and the tiled scalar code ran 4-28x slower than untransformed. Compared within one run (`--strategy=heuristic`
 # measures the untransformed and the heuristic schedule), the fastest of up to three runs measuring afresh
