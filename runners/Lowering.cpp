@@ -2,6 +2,7 @@
 
 #include "support/Status.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -52,10 +53,19 @@ module attributes {transform.with_named_sequence} {
 // becomes vector.contract, transposed transfers are folded, leading unit dimensions are dropped, and everything is
 // canonicalized (e.g. a transfer_write forwarded to the transfer_read of the same tensor). Applying these in the
 // VECTORIZATION step instead cost ≈0.8 ms per step, mostly building the pattern sets and the greedy driver's sweeps.
+// Leading unit dimensions go first, on their own: a generic contraction with a unit batch dimension (img2col's,
+// 1x8x32x1 per register tile) otherwise became a vector.contract whose operands were already broadcast to the full
+// 8x32x1 (the broadcasts hidden behind a vector.extract of the unit dimension), which the outer-product lowering
+// cannot use: it was lowered lane by lane, a multiply per element and a scalar add, and VGG-16 conv3_1's contraction
+// ran at half the machine's peak. Without the unit dimension the unit reduction folds into a vector multiply and add.
 constexpr const char kVectorCleanup[] = R"mlir(
 module attributes {transform.with_named_sequence} {
   transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {
     %f = transform.structured.match ops{["func.func"]} in %root : (!transform.any_op) -> !transform.any_op
+    transform.apply_patterns to %f {
+      transform.apply_patterns.vector.cast_away_vector_leading_one_dim
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
     transform.apply_patterns to %f {
       transform.apply_patterns.vector.reduction_to_contract
       transform.apply_patterns.vector.transfer_permutation_patterns
@@ -147,6 +157,20 @@ absl::Status lowerToLLVM(mlir::ModuleOp module, const LoweringOptions &options) 
     if (mlir::failed(mlir::applyPatternsAndFoldGreedily(module, std::move(patterns))))
       return absl::InternalError("math approximation did not converge: " + capture.take());
   }
+  // A vector multiply feeding a vector add may become one FMA (LLVM's `contract`, what GCC does by default and clang
+  // within an expression). Vectorized generic contractions whose reduction dimension is tiled to 1 reach LLVM as a
+  // vector mulf and addf (canonicalization elides the unit multi_reduction before reduction_to_contract can make it a
+  // vector.contract): each FMA cost two instructions, and img2col's contraction of VGG-16 conv3_1 ran at 96 GFLOP/s
+  // (180 with the flag and the cleanup above). Scalar code keeps separate operations: an untransformed reduction is a
+  // chain of dependent adds, and as FMAs (4 cycles against 3 for an add on Golden Cove) the VGG-16 reference took 641
+  // ms, not 446, which would have inflated every speedup. Rounding differs by at most an ulp per step.
+  module.walk([](mlir::arith::ArithFastMathInterface op) {
+    if (op->getNumResults() != 1 || !mlir::isa<mlir::VectorType>(op->getResult(0).getType())) return;
+    mlir::arith::FastMathFlagsAttr current = op.getFastMathFlagsAttr();
+    mlir::arith::FastMathFlags flags = current ? current.getValue() : mlir::arith::FastMathFlags::none;
+    op->setAttr(op.getFastMathAttrName(),
+                mlir::arith::FastMathFlagsAttr::get(op->getContext(), flags | mlir::arith::FastMathFlags::contract));
+  });
   MLIR_RL_RETURN_IF_ERROR(
       runPipeline(module, toLLVMPipeline(options.numThreads), "lowering to LLVM", options, capture));
   if (!options.noaliasKernel.empty()) {
