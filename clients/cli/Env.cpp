@@ -155,7 +155,7 @@ Actions Space::parse(const std::string &text) const {
       out.push_back(pointer(static_cast<int>(loop)));
     } else if (token.size() > 1 && token[0] == 'U' && std::isdigit(static_cast<unsigned char>(token[1]))) {
       int64_t factor = number(token.substr(1));
-      if (tileIndex(factor) <= 0) throw bad("unroll factor " + std::to_string(factor) + " is not a tile size choice");
+      if (factor != 0 && tileIndex(factor) <= 0) throw bad("unroll factor " + std::to_string(factor) + " is not a tile size choice");
       out.push_back(unrollBy(factor));
     } else {
       size_t open = token.find('[');

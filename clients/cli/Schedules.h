@@ -21,6 +21,7 @@ struct TileShape {
   int64_t reduction = 1;
   bool innermost = false;
   int64_t innerReduction = 0;  // tile of the innermost loop when it is a reduction (0: `reduction`)
+  bool exactLanes = false;     // registerTiles drops the tile unless the vector loop gets all `lanes`
 };
 
 // Output-height and kernel-height loops of 2-D convolutions and poolings that vectorization decomposes (it tiles them

@@ -49,12 +49,18 @@ View view(std::vector<int64_t> bounds, std::string iterators, std::string opName
 
 }  // namespace
 
-TEST(RegisterTiles, MatmulStartsWithEightRowsOfOneVector) {
+TEST(RegisterTiles, MatmulStartsWithEightRowsOfTwoVectors) {
   Space s = space();
   auto tiles = registerTiles(view({512, 512, 512}, "ppr", "linalg.matmul"), s, 16, 512);
-  ASSERT_FALSE(tiles.empty());
-  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 16, 1}));
-  EXPECT_EQ(tiles[0].width, 16);
+  ASSERT_GE(tiles.size(), 3u);
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 32, 1}));
+  EXPECT_EQ(tiles[0].width, 32);
+  EXPECT_EQ(tiles[1].sizes, (std::vector<int64_t>{4, 64, 1}));
+  EXPECT_EQ(tiles[2].sizes, (std::vector<int64_t>{8, 16, 1}));  // then one vector
+  // Where 32 does not divide the vector loop, no narrower "wide" tile: one-vector tiles come first.
+  auto odd = registerTiles(view({197, 784, 768}, "ppr", "linalg.matmul"), s, 16, 512);
+  ASSERT_FALSE(odd.empty());
+  EXPECT_EQ(odd[0].sizes, (std::vector<int64_t>{1, 16, 1}));
   std::set<std::vector<int64_t>> distinct;
   for (const auto &t : tiles) {
     EXPECT_TRUE(distinct.insert(t.sizes).second) << "duplicate";
@@ -80,7 +86,7 @@ TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   View mm = view({512, 512, 512}, "ppr", "linalg.matmul");
   mm.inputLoops = {0b101, 0b110};
   mm.inputInnermostLoops = {0b100, 0b010};
-  EXPECT_EQ(registerTiles(mm, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 16, 1}));
+  EXPECT_EQ(registerTiles(mm, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 32, 1}));
 }
 
 TEST(PackedInputReuse, RowsThatShareThePackedInput) {
@@ -101,7 +107,7 @@ TEST(PackedInputReuse, RowsThatShareThePackedInput) {
 
 TEST(RegisterTiles, F64UsesEightLanes) {
   auto tiles = registerTiles(view({256, 256, 256}, "ppr", "linalg.matmul"), space(), lanesFor("f64"), 512);
-  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 8, 1}));
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 16, 1}));  // two vectors of 8 f64
 }
 
 TEST(RegisterTiles, LoopsPowersOfTwoDoNotDivideStayWhole) {
