@@ -39,6 +39,7 @@ enum class ActionType {
   Unroll = 7,        // unrolling of the innermost scf.for around the op
   PeeledTiling = 8,  // tiling by sizes that need not divide the loops; the partial tiles are peeled off
   Pack = 9,          // a contraction packed along its output's contiguous loop (the strided input transposed in blocks)
+  SplitReduction = 10,  // a reduction read contiguously split into vector lanes of partial sums, combined at the end
 };
 // The values of head 'type': the registry's size.
 int numActionTypes();

@@ -16,7 +16,8 @@ namespace mlir_rl::transforms {
   X(Img2Col)                       \
   X(Unroll)                        \
   X(PeeledTiling)                  \
-  X(Pack)
+  X(Pack)                          \
+  X(SplitReduction)
 
 #define MLIR_RL_DECLARE(Name) const Transformation &make##Name();
 MLIR_RL_TRANSFORMATIONS(MLIR_RL_DECLARE)

@@ -55,6 +55,7 @@ Space::Space(const v1::MultiDiscreteSpace &space)
   unroll = find("UNROLL", 7);
   peeledTiling = find("PEELED_TILING", -1);  // servers before it: -1
   pack = find("PACK", -1);
+  split = find("SPLIT_REDUCTION", -1);
 }
 
 int Space::tileIndex(int64_t size) const {
@@ -115,6 +116,7 @@ std::string Space::brief(const Action &a) const {
   if (type == vectorization) return "V";
   if (type == img2col) return "IMG2COL";
   if (type == pack) return "PACK";
+  if (type == split) return "SPLIT";
   if (type == unroll) return "U" + std::to_string(tileSizes[a[maxLoops]]);
   if (type == peeledTiling) return "PT" + sizes();
   return typeName(type);
@@ -148,6 +150,9 @@ Actions Space::parse(const std::string &text) const {
     } else if (token == "PACK") {
       if (pack < 0) throw bad("the server has no PACK");
       out.push_back(make(pack));
+    } else if (token == "SPLIT") {
+      if (split < 0) throw bad("the server has no SPLIT_REDUCTION");
+      out.push_back(make(split));
     } else if (token.size() > 1 && token[0] == 'I' && std::isdigit(static_cast<unsigned char>(token[1]))) {
       int64_t loop = number(token.substr(1));
       if (loop >= nvec.back())
@@ -155,7 +160,8 @@ Actions Space::parse(const std::string &text) const {
       out.push_back(pointer(static_cast<int>(loop)));
     } else if (token.size() > 1 && token[0] == 'U' && std::isdigit(static_cast<unsigned char>(token[1]))) {
       int64_t factor = number(token.substr(1));
-      if (factor != 0 && tileIndex(factor) <= 0) throw bad("unroll factor " + std::to_string(factor) + " is not a tile size choice");
+      if (factor != 0 && tileIndex(factor) <= 0)
+        throw bad("unroll factor " + std::to_string(factor) + " is not a tile size choice");
       out.push_back(unrollBy(factor));
     } else {
       size_t open = token.find('[');
@@ -166,7 +172,7 @@ Actions Space::parse(const std::string &text) const {
                  : kind == "PT" ? peeledTiling
                                 : -2;
       if (type == -2 || open == std::string::npos || token.back() != ']')
-        throw bad("expected NOP, V, IMG2COL, PACK, I<loop>, U<factor> or T/TP/TF/PT[sizes]");
+        throw bad("expected NOP, V, IMG2COL, PACK, SPLIT, I<loop>, U<factor> or T/TP/TF/PT[sizes]");
       if (type < 0) throw bad("the server has no PEELED_TILING");
       std::vector<int64_t> sizes;
       std::string list = token.substr(open + 1, token.size() - open - 2), item;

@@ -51,6 +51,7 @@ struct Space {
       unroll = 7;
   int peeledTiling = -1;  // PEELED_TILING (-1: the server has none)
   int pack = -1;          // PACK (-1: the server has none)
+  int split = -1;         // SPLIT_REDUCTION (-1: the server has none)
 
   explicit Space(const v1::MultiDiscreteSpace &space);
   Space() = default;
@@ -61,7 +62,8 @@ struct Space {
   Action pointer(int loop) const;                                   // INTERCHANGE with a level pointer
   Action unrollBy(int64_t factor) const;                            // UNROLL, factor in the last tile head
   std::string typeName(int64_t type) const;
-  // Short form of an action for logs: T[8,16,1], V, I2 (level pointer), TF[...], TP[...], U4, IMG2COL, NOP.
+  // Short form of an action for logs: T[8,16,1], V, I2 (level pointer), TF[...], TP[...], PT[...], U4, IMG2COL, PACK,
+  // SPLIT, NOP.
   std::string brief(const Action &a) const;
   std::string brief(const Actions &actions) const;
   // The actions of a schedule written in the short form ("T[16,16,1] V", "IMG2COL T[0,0,0,64] V NOP"; empty or

@@ -79,7 +79,7 @@ class Heuristic {
 int64_t lanesFor(const std::string &dtype);
 // How many output elements share each element of the input PACK would transpose (the product of the parallel loops
 // that input does not use): 0 when no input reads the innermost parallel loop strided or the view has no access
-// information. The heuristic packs when it is at least 8.
+// information. The heuristic packs when it is at least 8, and splits the reduction (SPLIT_REDUCTION) below that.
 int64_t packedInputReuse(const View &view);
 
 }  // namespace mlir_rl::cli

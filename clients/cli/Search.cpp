@@ -176,6 +176,8 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
   // A contraction whose contiguous output loop is strided in an input, packed first (measured, like every child:
   // the blocked transposition it adds pays off only when the packed input is reused, not on a matrix-vector product).
   if (s.pack >= 0 && left >= 3 && view.legal(s.pack) && worth({s.make(s.pack)})) out.push_back({s.make(s.pack)});
+  // A reduction read contiguously, split into lanes of partial sums (a matrix-vector product's k).
+  if (s.split >= 0 && left >= 3 && view.legal(s.split) && worth({s.make(s.split)})) out.push_back({s.make(s.split)});
   if (left >= 2 && view.legal(s.fusion)) {
     int n = 0;
     for (const std::vector<int64_t> &t : fusionTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {

@@ -15,7 +15,7 @@ from conftest import ServerProcess, server_binary, start_server
 MATMUL = "benchmark://nn-ops/matmul_64x64x64_f32"
 TYPE_NAMES = [
     "NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE", "VECTORIZATION", "TILED_FUSION", "IMG2COL",
-    "UNROLL", "PEELED_TILING", "PACK",
+    "UNROLL", "PEELED_TILING", "PACK", "SPLIT_REDUCTION",
 ]
 MAX_EPISODE_STEPS = 200  # far more than a one-op benchmark can take
 

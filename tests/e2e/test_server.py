@@ -69,18 +69,19 @@ def test_version_and_spaces_describe_themselves(stub):
     spaces = stub.GetSpaces(pb.GetSpacesRequest(options=pb.SessionOptions(max_loops=6)), timeout=10)
     md = spaces.action_space.multi_discrete
     assert list(md.head_names) == ["type"] + [f"tile_{i}" for i in range(6)] + ["interchange"]
-    assert list(md.nvec) == [10] + [8] * 6 + [6]
+    assert list(md.nvec) == [11] + [8] * 6 + [6]
     assert list(md.type_names) == ["NO_TRANSFORMATION", "TILING", "TILED_PARALLELIZATION", "INTERCHANGE",
-                                   "VECTORIZATION", "TILED_FUSION", "IMG2COL", "UNROLL", "PEELED_TILING", "PACK"]
+                                   "VECTORIZATION", "TILED_FUSION", "IMG2COL", "UNROLL", "PEELED_TILING", "PACK",
+                                   "SPLIT_REDUCTION"]
     swaps = stub.GetSpaces(pb.GetSpacesRequest(options=pb.SessionOptions(
         interchange_mode=pb.INTERCHANGE_MODE_SWAPS)), timeout=10).action_space.multi_discrete
-    assert list(swaps.nvec) == [10] + [8] * 12 + [30]  # 3L - 6 swaps of loops 1-3 apart
+    assert list(swaps.nvec) == [11] + [8] * 12 + [30]  # 3L - 6 swaps of loops 1-3 apart
     assert list(md.tile_sizes) == [0, 1, 2, 4, 8, 16, 32, 64]
     names = [s.name for s in spaces.observation_space]
     assert "mask_type" in names and "loop_bounds" in names
     # Each head's mask, and the types that read it (only those heads are checked).
     masks = {(m.head, m.tensor): (m.row, list(m.types)) for m in md.head_masks}
-    assert masks[("type", "mask_type")] == (-1, list(range(10)))
+    assert masks[("type", "mask_type")] == (-1, list(range(11)))
     assert masks[("tile_0", "mask_tiles")] == (0, [1, 2, 5])
     assert masks[("tile_5", "mask_tiles")] == (5, [1, 2, 5])
     assert masks[("tile_5", "mask_unroll")] == (-1, [7])  # UNROLL's factor in the last tile head
@@ -154,7 +155,7 @@ def test_malformed_out_of_range_and_masked_actions_keep_the_session(stub):
     before = stub.Observe(pb.ObserveRequest(session_id=sid, observation=pb.ObservationRequest(include_ir=True)))
     bad = [
         (pb.Action(values=[1, 2, 3]), "expected 14"),                       # wrong length
-        (pb.Action(values=[10] + [0] * 13), "head 'type'"),                 # out of range
+        (pb.Action(values=[11] + [0] * 13), "head 'type'"),                 # out of range
         (pb.Action(values=[1, 4, 4, 4] + [0] * 9 + [-1]), "interchange"),   # negative pointer
         (action(VECTORIZATION), "masked"),                                  # 64^3 is too big to vectorize
     ]

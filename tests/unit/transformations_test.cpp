@@ -803,6 +803,103 @@ TEST(Pack, MaskedWhereItWouldChangeNothingOrCannotApply) {
   EXPECT_NE(typeReason(*o, ActionType::Pack).find("(30)"), std::string::npos) << typeReason(*o, ActionType::Pack);
 }
 
+// ---- SPLIT_REDUCTION -------------------------------------------------------------------------------------------
+
+TEST(SplitReduction, MatmulTransposeBSplitsKIntoLanesAndVectorizes) {
+  auto s = start("matmul_transpose_b", kMatmulTransposeB);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::NoTransformation)));  // the relu
+  ASSERT_TRUE(typeLegal(*s, ActionType::SplitReduction)) << typeReason(*s, ActionType::SplitReduction);
+  auto r = s->step(act(*s, ActionType::SplitReduction));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  // k = 40: 16 lanes do not divide it, 8 do.
+  EXPECT_NE(r->description.find("loop 2 into 8 lanes"), std::string::npos) << r->description;
+  // The split op carries the tag: loops (m, n, k / 8, lane), the lanes innermost and parallel; the partial sums are
+  // combined by an untagged op.
+  auto m = currentModule(*s);
+  auto ops = transforms::findTaggedOps(*m, 0);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_EQ(ops[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{24, 64, 5, 8}));
+  EXPECT_EQ(ops[0].getNumReductionLoops(), 1u);
+  EXPECT_EQ(count(*m, "linalg.matmul_transpose_b"), 0);
+  EXPECT_GE(count(*m, "linalg.generic"), 3);  // the split op, the combining op, the relu
+  // Its reduction (k / 8) is read with stride 8 now: splitting again is refused.
+  EXPECT_FALSE(typeLegal(*s, ActionType::SplitReduction));
+  EXPECT_NE(typeReason(*s, ActionType::SplitReduction).find("contiguously"), std::string::npos);
+  expectCorrectAndReplayable(*s);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Tiling, {4, 8, 1, 0})));
+  ASSERT_TRUE(typeLegal(*s, ActionType::Vectorization)) << typeReason(*s, ActionType::Vectorization);
+  ASSERT_TRUE(applyOk(*s, act(*s, ActionType::Vectorization)));
+  m = currentModule(*s);
+  EXPECT_GE(count(*m, "vector.transfer_write"), 1);
+  EXPECT_TRUE(transforms::findTaggedOps(*m, 0).empty());
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(SplitReduction, F64SplitsByEightAndComputesTheReference) {
+  auto s = start("bmm_tb", kBatchMatmulTransposeBF64);
+  ASSERT_TRUE(s);
+  ASSERT_TRUE(typeLegal(*s, ActionType::SplitReduction)) << typeReason(*s, ActionType::SplitReduction);
+  auto r = s->step(act(*s, ActionType::SplitReduction));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->applied) << r->failureReason;
+  EXPECT_NE(r->description.find("loop 3 into 8 lanes"), std::string::npos) << r->description;
+  auto m = currentModule(*s);
+  auto ops = transforms::findTaggedOps(*m, 0);
+  ASSERT_EQ(ops.size(), 1u);
+  EXPECT_EQ(ops[0].getStaticLoopRanges(), (llvm::SmallVector<int64_t>{2, 8, 24, 2, 8}));
+  expectCorrectAndReplayable(*s);
+}
+
+TEST(SplitReduction, MaskedWhereItCannotApplyOrWouldGather) {
+  // Elementwise ops have no reduction; poolings have two.
+  auto relu = start("matmul_transpose_b", kMatmulTransposeB);
+  EXPECT_FALSE(typeLegal(*relu, ActionType::SplitReduction));
+  EXPECT_NE(typeReason(*relu, ActionType::SplitReduction).find("has 0"), std::string::npos)
+      << typeReason(*relu, ActionType::SplitReduction);
+  auto pool = start("pool_nchw_max", kPoolNchwMax);
+  EXPECT_FALSE(typeLegal(*pool, ActionType::SplitReduction));
+  EXPECT_NE(typeReason(*pool, ActionType::SplitReduction).find("has 2"), std::string::npos);
+  // After tiling, the op is inside loops.
+  ASSERT_TRUE(applyOk(*relu, act(*relu, ActionType::NoTransformation)));
+  ASSERT_TRUE(applyOk(*relu, act(*relu, ActionType::Tiling, {8, 0, 0})));
+  EXPECT_FALSE(typeLegal(*relu, ActionType::SplitReduction));
+  EXPECT_NE(typeReason(*relu, ActionType::SplitReduction).find("before tiling"), std::string::npos);
+  // A column sum reduces its input's outer index: lanes along it would be gathered.
+  const char *colsum = R"mlir(
+    func.func @colsum(%X: tensor<64x32xf32>) -> tensor<32xf32> {
+      %zero = arith.constant 0.0 : f32
+      %e = tensor.empty() : tensor<32xf32>
+      %f = linalg.fill ins(%zero : f32) outs(%e : tensor<32xf32>) -> tensor<32xf32>
+      %r = linalg.generic {indexing_maps = [affine_map<(j, i) -> (i, j)>, affine_map<(j, i) -> (j)>],
+                           iterator_types = ["parallel", "reduction"]}
+          ins(%X : tensor<64x32xf32>) outs(%f : tensor<32xf32>) {
+      ^bb0(%x: f32, %o: f32):
+        %y = arith.addf %x, %o : f32
+        linalg.yield %y : f32
+      } -> tensor<32xf32>
+      return %r : tensor<32xf32>
+    })mlir";
+  auto c = start("colsum", colsum);
+  EXPECT_FALSE(typeLegal(*c, ActionType::SplitReduction));
+  EXPECT_NE(typeReason(*c, ActionType::SplitReduction).find("contiguously"), std::string::npos)
+      << typeReason(*c, ActionType::SplitReduction);
+  // k = 30: no lane count of at least 4 divides it.
+  const char *odd = R"mlir(
+    func.func @odd_k(%A: tensor<8x30xf32>, %B: tensor<16x30xf32>) -> tensor<8x16xf32> {
+      %zero = arith.constant 0.0 : f32
+      %e = tensor.empty() : tensor<8x16xf32>
+      %f = linalg.fill ins(%zero : f32) outs(%e : tensor<8x16xf32>) -> tensor<8x16xf32>
+      %r = linalg.matmul_transpose_b ins(%A, %B : tensor<8x30xf32>, tensor<16x30xf32>) outs(%f : tensor<8x16xf32>) -> tensor<8x16xf32>
+      return %r : tensor<8x16xf32>
+    })mlir";
+  auto o = start("odd_k", odd);
+  EXPECT_FALSE(typeLegal(*o, ActionType::SplitReduction));
+  EXPECT_NE(typeReason(*o, ActionType::SplitReduction).find("(30)"), std::string::npos)
+      << typeReason(*o, ActionType::SplitReduction);
+}
+
 // ---- UNROLL ----------------------------------------------------------------------------------------------------
 
 struct UnrollCase {

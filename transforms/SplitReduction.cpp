@@ -1,0 +1,120 @@
+// Split reduction: a reduction read contiguously by its inputs (a matrix-vector product with the matrix in PyTorch's
+// layout, y[n] += x[k] * W[n, k]) is split into vector lanes: `transform.structured.split_reduction` with
+// `inner_parallel` makes k = (k / w) * w + lane, so the op becomes partial[.., lane] += x[k / w, lane] * W[n, k / w,
+// lane] with the lane loop innermost and parallel, contiguous in every operand, and the w partial sums of each output
+// are added once at the end by a small combining op. TILING and VECTORIZATION then keep one vector of partial sums
+// per output row in registers for the whole reduction; without the split, a vector along n gathers W with stride K and
+// a vector along k needs a horizontal sum at every step. The split op keeps the tag; the fill of the partial sums and
+// the combining op are left untagged (not in the schedule). w is one 64-byte vector (16 f32, 8 f64), halved until it
+// divides the reduction (at least 4). ResNet-18's classifier (1x512 by 1000x512) split, tiled [0, 8, 1, 0] and
+// vectorized: 0.032 ms, against 0.068 ms for the best schedule any search had found without it (Sapphire Rapids).
+#include "transforms/Transformation.h"
+
+#include "mlir/Analysis/SliceAnalysis.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
+namespace mlir_rl::transforms {
+
+namespace {
+
+constexpr int64_t kLaneBytes = 64;  // one AVX-512 vector
+
+// The reduction loop SPLIT_REDUCTION splits and its lane count, or why there is none.
+struct SplitPlan {
+  int loop = -1;
+  int64_t lanes = 0;
+  int64_t insertDimension = 0;  // where the lanes go in the partial result: innermost
+  Refusal refusal;
+};
+
+SplitPlan planSplit(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> bounds) {
+  SplitPlan plan;
+  auto refuse = [&](std::string why) {
+    plan.refusal = std::move(why);
+    return plan;
+  };
+  if (!op) return refuse("no op under the cursor");
+  if (!op.hasPureTensorSemantics()) return refuse("the op does not work on tensors");
+  if (op.getNumDpsInits() != 1) return refuse("splitting a reduction needs an op with one output");
+  if (op.getNumReductionLoops() != 1)
+    return refuse("splitting applies to ops with exactly one reduction loop (this one has " +
+                  std::to_string(op.getNumReductionLoops()) + ")");
+  if (op->getParentOfType<mlir::scf::ForOp>() || op->getParentOfType<mlir::scf::ForallOp>())
+    return refuse("splitting applies before tiling: the op is inside a loop");
+  for (mlir::AffineMap map : op.getIndexingMapsArray())
+    if (!map.isProjectedPermutation())
+      return refuse("splitting needs indexing maps that are projected permutations");
+  for (int64_t b : bounds)
+    if (b <= 0) return refuse("the op has dynamic shapes");
+  mlir::OpOperand *init = op.getDpsInitOperand(0);
+  auto type = mlir::dyn_cast<mlir::ShapedType>(init->get().getType());
+  if (!type || !type.getElementType().isIntOrFloat()) return refuse("the op's output is not a tensor of numbers");
+  // The body must be a reduction MLIR knows how to start from its neutral element (add, mul, max, min, ...).
+  llvm::SmallVector<mlir::Operation *, 4> combiners;
+  if (!mlir::matchReduction(op.getRegionOutputArgs(), 0, combiners) || combiners.size() != 1 ||
+      !mlir::arith::getNeutralElement(combiners[0]))
+    return refuse("the op's body is not a single combining operation with a neutral element");
+  llvm::SmallVector<unsigned> reductions;
+  op.getReductionDims(reductions);
+  int loop = static_cast<int>(reductions.front());
+  // Lanes along the reduction only pay when an input reads it contiguously.
+  bool contiguous = false;
+  for (mlir::OpOperand *in : op.getDpsInputOperands()) {
+    mlir::AffineMap map = op.getMatchingIndexingMap(in);
+    if (map.getNumResults() > 0 && map.getDimPosition(map.getNumResults() - 1) == static_cast<unsigned>(loop))
+      contiguous = true;
+  }
+  if (!contiguous) return refuse("no input reads the reduction loop contiguously: its lanes would be gathered");
+  int64_t bytes = std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+  int64_t lanes = kLaneBytes / bytes;
+  while (lanes > 1 && bounds[loop] % lanes != 0) lanes /= 2;
+  if (lanes < 4 || bounds[loop] <= lanes)
+    return refuse("the reduction loop (" + std::to_string(bounds[loop]) +
+                  ") has no multiple of 4 lanes up to a vector's width that divides it and leaves more than one step");
+  plan.loop = loop;
+  plan.lanes = lanes;
+  plan.insertDimension = type.getRank();
+  return plan;
+}
+
+class SplitReduction final : public Transformation {
+ public:
+  llvm::StringRef name() const override { return "SPLIT_REDUCTION"; }
+  Refusal refusal(const OpView &view, const TileLegality &) const override {
+    if (view.ops.size() != 1) return std::string("splitting applies to an op that has not been split into copies");
+    return planSplit(view.op(), view.bounds()).refusal;
+  }
+  mlir::FailureOr<std::optional<Fragment>> plan(const OpView &view, const ActionArgs &,
+                                                llvm::StringRef prefix) const override {
+    SplitPlan plan = planSplit(view.op(), view.bounds());
+    if (plan.refusal) {
+      view.op()->emitError(*plan.refusal);
+      return mlir::failure();
+    }
+    std::string p = prefix.str();
+    std::string text = matchTaggedOp(view.tag, prefix);
+    text += "    %" + p + "_init, %" + p + "_fill, %" + p + "_split, %" + p +
+            "_combine = transform.structured.split_reduction %" + p + "_op { split_factor = " +
+            std::to_string(plan.lanes) + ", insert_split_dimension = " + std::to_string(plan.insertDimension) +
+            ", inner_parallel } : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, "
+            "!transform.any_op)\n";
+    text += retag(p + "_split", view.tag, prefix);
+    return std::optional<Fragment>(Fragment{text});
+  }
+  std::string describeArgs(const OpView &view, const ActionArgs &) const override {
+    SplitPlan plan = planSplit(view.op(), view.bounds());
+    if (plan.refusal) return "";
+    return " loop " + std::to_string(plan.loop) + " into " + std::to_string(plan.lanes) + " lanes";
+  }
+};
+
+}  // namespace
+
+const Transformation &makeSplitReduction() {
+  static const SplitReduction t;
+  return t;
+}
+
+}  // namespace mlir_rl::transforms
