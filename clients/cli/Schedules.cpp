@@ -124,8 +124,9 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
   // Contractions: 8 rows of two vectors first, then 4 rows of four (16 accumulators either way). Per step of the
   // reduction, 8 rows of one vector load 9 values for 8 FMAs, 16 rows of one 17 for 16, which keeps the load ports
   // as busy as the two FMA units; 8 rows of two load 10 for 16. Matmul 512^3 f32 on a Sapphire Rapids core (peak
-  // 240 GFLOP/s): [8, 32, 1] 1.28 ms (210 GFLOP/s), [4, 64, 1] 1.33, [16, 16, 1] 1.48, [8, 16, 1] 1.60. Only where
-  // the vector loop takes all the lanes (a narrower vector is one of the shapes below).
+  // 240 GFLOP/s), replayed side by side: [8, 32, 1] 1.28 ms (210 GFLOP/s), [4, 64, 1] 1.33, [16, 16, 1] 1.48; in a
+  // slower phase of the shared machine 1.75, 1.80, 2.08 and [8, 16, 1] 2.35. Only where the vector loop takes all
+  // the lanes (a narrower vector is one of the shapes below).
   if (!allParallel(view)) {
     add(2 * lanes, 16 * lanes, 1, false, 0, true);
     add(4 * lanes, 16 * lanes, 1, false, 0, true);
