@@ -31,16 +31,8 @@ PackPlan planPack(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> bounds) {
     plan.refusal = std::move(why);
     return plan;
   };
-  if (!op) return refuse("no op under the cursor");
-  if (!op.hasPureTensorSemantics()) return refuse("the op does not work on tensors");
-  if (op.getNumDpsInits() != 1) return refuse("packing needs an op with one output");
+  if (Refusal r = wholeOpRewriteRefusal(op, bounds, "packing")) return refuse(*r);
   if (op.getNumReductionLoops() == 0) return refuse("packing applies to contractions (ops with a reduction loop)");
-  if (op->getParentOfType<mlir::scf::ForOp>() || op->getParentOfType<mlir::scf::ForallOp>())
-    return refuse("packing applies before tiling: the op is inside a loop");
-  for (mlir::AffineMap map : op.getIndexingMapsArray())
-    if (!map.isProjectedPermutation()) return refuse("packing needs indexing maps that are projected permutations");
-  for (int64_t b : bounds)
-    if (b <= 0) return refuse("the op has dynamic shapes");
   mlir::OpOperand *init = op.getDpsInitOperand(0);
   auto type = mlir::dyn_cast<mlir::ShapedType>(init->get().getType());
   if (!type || type.getRank() == 0 || !type.getElementType().isIntOrFloat())
@@ -130,6 +122,20 @@ class Pack final : public Transformation {
 };
 
 }  // namespace
+
+Refusal wholeOpRewriteRefusal(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> bounds, llvm::StringRef rewrite) {
+  std::string what = rewrite.str();
+  if (!op) return std::string("no op under the cursor");
+  if (!op.hasPureTensorSemantics()) return std::string("the op does not work on tensors");
+  if (op.getNumDpsInits() != 1) return what + " needs an op with one output";
+  if (op->getParentOfType<mlir::scf::ForOp>() || op->getParentOfType<mlir::scf::ForallOp>())
+    return what + " applies before tiling: the op is inside a loop";
+  for (mlir::AffineMap map : op.getIndexingMapsArray())
+    if (!map.isProjectedPermutation()) return what + " needs indexing maps that are projected permutations";
+  for (int64_t b : bounds)
+    if (b <= 0) return std::string("the op has dynamic shapes");
+  return std::nullopt;
+}
 
 const Transformation &makePack() {
   static const Pack t;

@@ -13,7 +13,6 @@
 #include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
-#include "mlir/Dialect/SCF/IR/SCF.h"
 
 namespace mlir_rl::transforms {
 
@@ -35,19 +34,10 @@ SplitPlan planSplit(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> bounds) {
     plan.refusal = std::move(why);
     return plan;
   };
-  if (!op) return refuse("no op under the cursor");
-  if (!op.hasPureTensorSemantics()) return refuse("the op does not work on tensors");
-  if (op.getNumDpsInits() != 1) return refuse("splitting a reduction needs an op with one output");
+  if (Refusal r = wholeOpRewriteRefusal(op, bounds, "splitting a reduction")) return refuse(*r);
   if (op.getNumReductionLoops() != 1)
     return refuse("splitting applies to ops with exactly one reduction loop (this one has " +
                   std::to_string(op.getNumReductionLoops()) + ")");
-  if (op->getParentOfType<mlir::scf::ForOp>() || op->getParentOfType<mlir::scf::ForallOp>())
-    return refuse("splitting applies before tiling: the op is inside a loop");
-  for (mlir::AffineMap map : op.getIndexingMapsArray())
-    if (!map.isProjectedPermutation())
-      return refuse("splitting needs indexing maps that are projected permutations");
-  for (int64_t b : bounds)
-    if (b <= 0) return refuse("the op has dynamic shapes");
   mlir::OpOperand *init = op.getDpsInitOperand(0);
   auto type = mlir::dyn_cast<mlir::ShapedType>(init->get().getType());
   if (!type || !type.getElementType().isIntOrFloat()) return refuse("the op's output is not a tensor of numbers");
@@ -96,8 +86,9 @@ class SplitReduction final : public Transformation {
     std::string p = prefix.str();
     std::string text = matchTaggedOp(view.tag, prefix);
     text += "    %" + p + "_init, %" + p + "_fill, %" + p + "_split, %" + p +
-            "_combine = transform.structured.split_reduction %" + p + "_op { split_factor = " +
-            std::to_string(plan.lanes) + ", insert_split_dimension = " + std::to_string(plan.insertDimension) +
+            "_combine = transform.structured.split_reduction %" + p +
+            "_op { split_factor = " + std::to_string(plan.lanes) +
+            ", insert_split_dimension = " + std::to_string(plan.insertDimension) +
             ", inner_parallel } : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, "
             "!transform.any_op)\n";
     text += retag(p + "_split", view.tag, prefix);

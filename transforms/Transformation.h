@@ -113,5 +113,9 @@ std::string describeSizes(const OpView &op, const ActionArgs &args);
 // What refuses tiled parallelization (and so tiled fusion): no parallel loop to tile, an enclosing scf.forall, or
 // unrolled copies sharing a loop body (`checkCopies`).
 Refusal parallelTilingRefusal(const OpView &op, const TileLegality &tiles, bool checkCopies);
+// What refuses a rewrite of the whole op into new ops (PACK, SPLIT_REDUCTION; `rewrite` names it in the reason, e.g.
+// "packing"): no op, not on tensors, more than one output, inside a loop (before tiling only), indexing maps that
+// are not projected permutations, dynamic shapes.
+Refusal wholeOpRewriteRefusal(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> bounds, llvm::StringRef rewrite);
 
 }  // namespace mlir_rl::transforms
