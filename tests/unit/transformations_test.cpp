@@ -853,14 +853,34 @@ TEST(SplitReduction, F64SplitsByEightAndComputesTheReference) {
 }
 
 TEST(SplitReduction, MaskedWhereItCannotApplyOrWouldGather) {
-  // Elementwise ops have no reduction; poolings have two.
+  // Elementwise ops have no reduction; poolings read windows (not projected permutations); a sum over two loops has
+  // two reductions.
   auto relu = start("matmul_transpose_b", kMatmulTransposeB);
   EXPECT_FALSE(typeLegal(*relu, ActionType::SplitReduction));
   EXPECT_NE(typeReason(*relu, ActionType::SplitReduction).find("has 0"), std::string::npos)
       << typeReason(*relu, ActionType::SplitReduction);
   auto pool = start("pool_nchw_max", kPoolNchwMax);
   EXPECT_FALSE(typeLegal(*pool, ActionType::SplitReduction));
-  EXPECT_NE(typeReason(*pool, ActionType::SplitReduction).find("has 2"), std::string::npos);
+  EXPECT_NE(typeReason(*pool, ActionType::SplitReduction).find("projected permutations"), std::string::npos)
+      << typeReason(*pool, ActionType::SplitReduction);
+  const char *sum2 = R"mlir(
+    func.func @sum2(%X: tensor<4x16x32xf32>) -> tensor<4xf32> {
+      %zero = arith.constant 0.0 : f32
+      %e = tensor.empty() : tensor<4xf32>
+      %f = linalg.fill ins(%zero : f32) outs(%e : tensor<4xf32>) -> tensor<4xf32>
+      %r = linalg.generic {indexing_maps = [affine_map<(i, j, k) -> (i, j, k)>, affine_map<(i, j, k) -> (i)>],
+                           iterator_types = ["parallel", "reduction", "reduction"]}
+          ins(%X : tensor<4x16x32xf32>) outs(%f : tensor<4xf32>) {
+      ^bb0(%x: f32, %o: f32):
+        %y = arith.addf %x, %o : f32
+        linalg.yield %y : f32
+      } -> tensor<4xf32>
+      return %r : tensor<4xf32>
+    })mlir";
+  auto two = start("sum2", sum2);
+  EXPECT_FALSE(typeLegal(*two, ActionType::SplitReduction));
+  EXPECT_NE(typeReason(*two, ActionType::SplitReduction).find("has 2"), std::string::npos)
+      << typeReason(*two, ActionType::SplitReduction);
   // After tiling, the op is inside loops.
   ASSERT_TRUE(applyOk(*relu, act(*relu, ActionType::NoTransformation)));
   ASSERT_TRUE(applyOk(*relu, act(*relu, ActionType::Tiling, {8, 0, 0})));
