@@ -43,6 +43,9 @@ def test_report_small_end_to_end(tmp_path):
         assert row["name"] in md
         assert row["best_ms"] and row["reference_ms"] and row["flops"] > 0
         assert row["torch_ms"] > 0, row["name"]
+        # The best schedule was measured again alone, and that time is the one compared with PyTorch.
+        assert row["alone"].get("ms", 0) > 0, (row["name"], row.get("alone"))
+        assert row["alone_ms"] == row["alone"]["ms"] and row["best_gflops"] > 0
         for strategy in report["strategies"]:
             st = row["strategies"][strategy]
             assert "error" not in st, (row["name"], strategy, st.get("error"))

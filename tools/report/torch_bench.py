@@ -216,7 +216,7 @@ def main() -> int:
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas_in_use(),
            "mkldnn": torch.backends.mkldnn.is_available(), "affinity": sorted(os.sched_getaffinity(0)),
            "environment": {k: os.environ.get(k, "") for k in ("LD_LIBRARY_PATH", "OMP_NUM_THREADS",
-                                                               "OPENBLAS_NUM_THREADS")},
+                                                               "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE")},
            "results": results}
     text = json.dumps(out, indent=1)
     if args.out:
