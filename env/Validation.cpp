@@ -4,10 +4,12 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <vector>
 
 #include <dlfcn.h>
 
 #include "absl/strings/str_cat.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -278,12 +280,44 @@ std::string functionNameBlocker(llvm::StringRef name) {
   return "";
 }
 
+namespace {
+
+// The offset of the first character at or after `i` that is neither white space nor in a '//' comment (text.size()
+// at the end).
+size_t skipBlanks(std::string_view text, size_t i) {
+  while (i < text.size()) {
+    if (llvm::isSpace(text[i])) {
+      ++i;
+    } else if (text.substr(i, 2) == "//") {
+      while (i < text.size() && text[i] != '\n') ++i;
+    } else {
+      break;
+    }
+  }
+  return i;
+}
+
+// Whether the '>' at `close` is followed by the keyword `ins` or `outs` and a '(': then the '<...>' it closes is a
+// structured op's properties (`linalg.matmul <{...}> ins(...)`, `linalg.generic {...} <{...}> ins(...)`).
+bool propertiesBeforeOperands(std::string_view text, size_t close) {
+  size_t at = skipBlanks(text, close + 1);
+  for (std::string_view keyword : {std::string_view("ins"), std::string_view("outs")})
+    if (text.substr(at, keyword.size()) == keyword && skipBlanks(text, at + keyword.size()) < text.size() &&
+        text[skipBlanks(text, at + keyword.size())] == '(')
+      return true;
+  return false;
+}
+
+}  // namespace
+
 absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) {
   if (text.empty()) return invalid("the MLIR text is empty");
   if (text.size() > limits.maxTextBytes)
     return invalid(absl::StrCat("the MLIR text has ", text.size(), " bytes, more than the limit of ",
                                 limits.maxTextBytes, " (--max_upload_kb)"));
-  // Bracket nesting, outside string literals and comments. '>' closes '<' except in '->' and '>='.
+  // Bracket nesting, outside string literals and comments. '>' closes '<' except in '->' and '>='. The stack holds
+  // each open bracket's offset (for '<' only; others -1) and line.
+  std::vector<std::pair<int64_t, int>> open;
   int depth = 0, line = 1;
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
@@ -305,13 +339,23 @@ absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) 
         if (++depth > limits.maxNesting)
           return invalid(absl::StrCat("upload:", line, ": brackets nest more than ", limits.maxNesting,
                                       " levels deep (--max_upload_nesting)"));
+        open.emplace_back(c == '<' ? static_cast<int64_t>(i) : -1, line);
         break;
       case '>':
         if ((i > 0 && text[i - 1] == '-') || (i + 1 < text.size() && text[i + 1] == '=')) break;
+        if (!open.empty() && open.back().first >= 0 && propertiesBeforeOperands(text, i) &&
+            text[skipBlanks(text, open.back().first + 1)] != '{')
+          return invalid(absl::StrCat("upload:", open.back().second,
+                                      ": the properties <...> before 'ins'/'outs' are not a dictionary; write "
+                                      "<{name = value, ...}> or put the attributes in the op's attribute "
+                                      "dictionary (MLIR 19's Linalg parser would crash on them)"));
         [[fallthrough]];
       case '}':
       case ')':
-      case ']': depth = std::max(0, depth - 1); break;
+      case ']':
+        depth = std::max(0, depth - 1);
+        if (!open.empty()) open.pop_back();
+        break;
       default: break;
     }
   }

@@ -31,8 +31,10 @@ struct UploadLimits {
   int64_t maxArgumentBytes = int64_t{2} << 30;  // all kernel arguments together (--max_argument_mb)
 };
 
-// Checks that need only the raw text (size, bracket nesting, no NUL bytes), run before the parser sees it: MLIR's
-// parser recurses once per nesting level, so deep nesting would overflow a thread's stack.
+// Checks that need only the raw text (size, bracket nesting, no NUL bytes, structured-op properties), run before the
+// parser sees it: MLIR's parser recurses once per nesting level, so deep nesting would overflow a thread's stack; and
+// MLIR 19's Linalg parser casts the properties `<...>` written before `ins`/`outs` to a dictionary unchecked, so
+// `linalg.fill <5> ins(...)` would crash the process (found by fuzz_upload).
 absl::Status checkUploadText(std::string_view text, const UploadLimits &limits = {});
 
 // Runs checkUploadText, parses `text` (diagnostics name `sourceName` with line and column), converts TOSA if present,

@@ -371,3 +371,22 @@ def test_kernels_named_after_runtime_symbols_are_refused(stub, name):
     text = f"func.func @{name}(%a: tensor<4xf32>) -> tensor<4xf32> {{ return %a : tensor<4xf32> }}"
     code, msg = code_and_message(stub.AddBenchmark, pb.AddBenchmarkRequest(mlir=text), timeout=30)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and f"@{name}" in msg, msg
+
+
+# --- Found by fuzz_upload: MLIR 19's Linalg parser crashed on properties that are not a dictionary ---------------
+
+@pytest.mark.parametrize("props", ["<5>", '<"x">', "<[1, 2]>"])
+def test_structured_op_properties_that_are_not_a_dictionary_cannot_crash_the_server(stub, props):
+    text = textwrap.dedent(f"""\
+        func.func @k(%t: tensor<4xf32>) -> tensor<4xf32> {{
+          %c = arith.constant 1.0 : f32
+          %r = linalg.fill {props} ins(%c : f32) outs(%t : tensor<4xf32>) -> tensor<4xf32>
+          return %r : tensor<4xf32>
+        }}""")
+    for call, request in ((stub.AddBenchmark, pb.AddBenchmarkRequest(mlir=text)), (stub.Reset, pb.ResetRequest(mlir=text))):
+        code, msg = code_and_message(call, request, timeout=30)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "upload:3:" in msg and "not a dictionary" in msg, msg
+    # The same op with a dictionary there is an upload like any other.
+    reply = stub.AddBenchmark(pb.AddBenchmarkRequest(mlir=text.replace(props, "<{}>")), timeout=30)
+    assert reply.benchmark.uri.startswith("benchmark://user/"), reply
+    assert_serving(stub)

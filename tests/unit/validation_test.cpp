@@ -142,6 +142,41 @@ TEST(Validation, TextLimitsAreCheckedBeforeParsing) {
   EXPECT_EQ(env::tensorBytes({7}, 1), 7);
 }
 
+// fuzz_upload found it: MLIR 19's Linalg parser casts the properties written before `ins`/`outs` to a dictionary
+// without checking, so `linalg.fill <5> ins(...)` crashed the server inside the parser. Such text is refused before
+// parsing; a dictionary there is still accepted.
+TEST(Validation, StructuredOpPropertiesThatAreNotADictionaryAreRefusedBeforeParsing) {
+  const std::string named = R"(func.func @f(%t: tensor<4xf32>, %c: f32) -> tensor<4xf32> {
+  %r = linalg.fill PROPS ins(%c : f32) outs(%t : tensor<4xf32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+})";
+  const std::string generic = R"(#map = affine_map<(d0) -> (d0)>
+func.func @f(%a: tensor<4xf32>, %t: tensor<4xf32>) -> tensor<4xf32> {
+  %r = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel"]} PROPS
+      ins(%a : tensor<4xf32>) outs(%t : tensor<4xf32>) {
+  ^bb0(%x: f32, %y: f32):
+    linalg.yield %x : f32
+  } -> tensor<4xf32>
+  return %r : tensor<4xf32>
+})";
+  auto with = [](std::string text, const std::string &props) { return text.replace(text.find("PROPS"), 5, props); };
+  for (const char *props :
+       {"<5>", "<\"x\">", "< [1, 2] >", "<affine_map<(d0) -> (d0)>>", "<#map> // comment\n", "<unit>"}) {
+    for (const std::string &text : {with(named, props), with(generic, props)}) {
+      std::string m = message(text);
+      EXPECT_NE(m.find("properties <...> before 'ins'/'outs' are not a dictionary"), std::string::npos)
+          << props << ": got \"" << m << "\"";
+      EXPECT_NE(m.find("upload:"), std::string::npos) << m;
+    }
+  }
+  for (const char *props : {"", "<{}>", "< // comment\n {} >"}) {
+    auto named_ok = env::parseUpload(testing::context(), with(named, props), "upload");
+    EXPECT_TRUE(named_ok.ok()) << props << ": " << named_ok.status();
+    auto generic_ok = env::parseUpload(testing::context(), with(generic, props), "upload");
+    EXPECT_TRUE(generic_ok.ok()) << props << ": " << generic_ok.status();
+  }
+}
+
 // Issue 13, defect 4: tensor.extract / tensor.insert at an index taken from the input data segfaulted the worker.
 // Such indices are clamped into the tensor, so the kernel compiles, runs and stays inside its buffers.
 TEST(Validation, DataDependentIndicesAreClampedIntoTheirTensors) {
