@@ -297,7 +297,7 @@ std::shared_ptr<mlir::MLIRContext> BenchmarkRegistry::validationContext() {
   // validated in a context of its own kind, replaced once it has parsed 64 MiB, so rejected uploads leave nothing
   // behind in the context sessions share.
   if (!validation_ || validationBytes_ > (int64_t{64} << 20)) {
-    validation_ = support::createContext();
+    validation_ = createUploadContext();
     validationBytes_ = 0;
   }
   return validation_;

@@ -14,16 +14,21 @@
 #include "llvm/Support/raw_ostream.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Tosa/IR/TosaOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/InitAllExtensions.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 
 #include "runners/Evaluator.h"
+#include "support/Context.h"
 #include "support/Diagnostics.h"
 
 namespace mlir_rl::env {
@@ -89,14 +94,16 @@ bool hasTosa(mlir::ModuleOp module) {
   return found;
 }
 
+constexpr const char *kTosaPipeline =
+    "func.func(tosa-optional-decompositions,tosa-to-linalg-named,tosa-to-linalg,tosa-to-arith,tosa-to-tensor),"
+    "canonicalize,cse";
+
 absl::Status convertTosa(mlir::ModuleOp module, support::DiagnosticCapture &capture) {
   mlir::PassManager pm(module.getContext());
   std::string errors;
   llvm::raw_string_ostream es(errors);
-  const char *pipeline =
-      "func.func(tosa-optional-decompositions,tosa-to-linalg-named,tosa-to-linalg,tosa-to-arith,tosa-to-tensor),"
-      "canonicalize,cse";
-  if (mlir::failed(mlir::parsePassPipeline(pipeline, pm, es))) return absl::InternalError("TOSA pipeline: " + es.str());
+  if (mlir::failed(mlir::parsePassPipeline(kTosaPipeline, pm, es)))
+    return absl::InternalError("TOSA pipeline: " + es.str());
   if (mlir::failed(pm.run(module))) return invalid("TOSA to Linalg conversion failed: " + capture.take());
   return absl::OkStatus();
 }
@@ -362,6 +369,26 @@ absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) 
   return absl::OkStatus();
 }
 
+std::unique_ptr<mlir::MLIRContext> createUploadContext() {
+  mlir::DialectRegistry registry;
+  registry.insert<mlir::func::FuncDialect, mlir::linalg::LinalgDialect, mlir::tensor::TensorDialect,
+                  mlir::arith::ArithDialect, mlir::math::MathDialect, mlir::tosa::TosaDialect>();
+  mlir::registerAllExtensions(registry);
+  std::unique_ptr<mlir::MLIRContext> ctx = support::createContext(registry);
+  // The TOSA conversion's dialects too, now: a pass manager loads them when it first runs, and loading while other
+  // threads parse in the same context is not safe.
+  mlir::PassManager pm(ctx.get());
+  std::string errors;
+  llvm::raw_string_ostream es(errors);
+  if (mlir::failed(mlir::parsePassPipeline(kTosaPipeline, pm, es)))
+    llvm::report_fatal_error(llvm::Twine("TOSA pipeline: ") + es.str());
+  mlir::DialectRegistry passDialects;
+  pm.getDependentDialects(passDialects);
+  ctx->appendDialectRegistry(passDialects);
+  ctx->loadAllAvailableDialects();
+  return ctx;
+}
+
 absl::StatusOr<mlir::OwningOpRef<mlir::ModuleOp>> parseUpload(mlir::MLIRContext *ctx, const std::string &text,
                                                               const std::string &sourceName,
                                                               const UploadLimits &limits) {
@@ -369,7 +396,20 @@ absl::StatusOr<mlir::OwningOpRef<mlir::ModuleOp>> parseUpload(mlir::MLIRContext 
   support::DiagnosticCapture capture;
   mlir::ParserConfig config(ctx, /*verifyAfterParse=*/true);
   mlir::OwningOpRef<mlir::ModuleOp> module = mlir::parseSourceString<mlir::ModuleOp>(text, config, sourceName);
-  if (!module) return invalid("it does not parse:\n" + capture.take());
+  if (!module) {
+    std::string diagnostics = capture.take();
+    // An operation of a dialect the upload context does not load: say it is not allowed, as for one that parsed.
+    llvm::StringRef d(diagnostics);
+    if (size_t at = d.find(" not found for custom op '"); at != llvm::StringRef::npos) {
+      llvm::StringRef op = d.drop_front(at).split('\'').second.split('\'').first;
+      llvm::StringRef where = d.take_front(at);
+      if (size_t nl = where.rfind('\n'); nl != llvm::StringRef::npos) where = where.drop_front(nl + 1);
+      where = where.split(": error:").first;
+      return invalid(absl::StrCat(where.str(), ": operation '", op.str(),
+                                  "' is not allowed (allowed dialects: func, linalg, tensor, arith, math, tosa)"));
+    }
+    return invalid("it does not parse:\n" + diagnostics);
+  }
 
   // Allow-list before anything else touches the IR (TOSA is accepted here and converted below).
   int64_t ops = 0;

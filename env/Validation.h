@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,11 @@ struct UploadLimits {
 // MLIR 19's Linalg parser casts the properties `<...>` written before `ins`/`outs` to a dictionary unchecked, so
 // `linalg.fill <5> ins(...)` would crash the process (found by fuzz_upload).
 absl::Status checkUploadText(std::string_view text, const UploadLimits &limits = {});
+
+// The context uploads are parsed and validated in: only the allowed dialects (func, linalg, tensor, arith, math,
+// tosa), those they depend on and those the TOSA conversion loads, all loaded up front. Operations of any other
+// dialect are refused as "not allowed" without reaching that dialect's parser.
+std::unique_ptr<mlir::MLIRContext> createUploadContext();
 
 // Runs checkUploadText, parses `text` (diagnostics name `sourceName` with line and column), converts TOSA if present,
 // checks the module and clamps its data-dependent indices. INVALID_ARGUMENT with the reason (and MLIR's diagnostic)

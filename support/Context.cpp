@@ -48,15 +48,19 @@ void initializeNativeTarget() {
 }
 
 std::unique_ptr<mlir::MLIRContext> createContext() {
-  static std::once_flag passes;
-  std::call_once(passes, [] { mlir::registerAllPasses(); });
-  initializeNativeTarget();
-
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
   mlir::registerAllToLLVMIRTranslations(registry);
-  auto ctx = std::make_unique<mlir::MLIRContext>(registry);
+  return createContext(registry);
+}
+
+std::unique_ptr<mlir::MLIRContext> createContext(const mlir::DialectRegistry &dialects) {
+  static std::once_flag passes;
+  std::call_once(passes, [] { mlir::registerAllPasses(); });
+  initializeNativeTarget();
+
+  auto ctx = std::make_unique<mlir::MLIRContext>(dialects);
   ctx->loadAllAvailableDialects();
   ctx->getDiagEngine().registerHandler([](mlir::Diagnostic &diag) {
     // Remarks (e.g. from the transform interpreter) are noise for users; keep errors, warnings and notes.

@@ -17,8 +17,14 @@ struct BadCase {
   const char *expected;  // substring of the error
 };
 
+// The server's kind of validation context: only the allowed dialects loaded.
+mlir::MLIRContext *uploadContext() {
+  static std::unique_ptr<mlir::MLIRContext> ctx = env::createUploadContext();
+  return ctx.get();
+}
+
 std::string message(const std::string &text) {
-  auto m = env::parseUpload(testing::context(), text, "upload");
+  auto m = env::parseUpload(uploadContext(), text, "upload");
   EXPECT_FALSE(m.ok()) << "accepted:\n" << text;
   if (m.ok()) return "";
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
@@ -37,6 +43,15 @@ TEST(Validation, BadModulesAreRejectedWithPreciseMessages) {
       {"llvm dialect", R"(llvm.func @g() { llvm.return }
 func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : tensor<4xf32> })",
        "'llvm.func' is not allowed"},
+      // Dialects outside the allow-list are not loaded in the upload context: their parsers are never reached.
+      {"spirv custom op",
+       "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  spirv.ControlBarrier <Subgroup>, "
+       "<Subgroup>, <None>\n  return %a : tensor<4xf32>\n}",
+       "upload:2:3: operation 'spirv.ControlBarrier' is not allowed"},
+      {"gpu generic op",
+       "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {\n  \"gpu.barrier\"() : () -> ()\n"
+       "  return %a : tensor<4xf32>\n}",
+       "upload:2:16: error: operation being parsed with an unregistered dialect"},
       {"memref kernel", "func.func @f(%a: memref<4xf32>) { return }", "memrefs are not accepted"},
       {"dynamic shapes", "func.func @f(%a: tensor<?xf32>) -> tensor<?xf32> { return %a : tensor<?xf32> }",
        "dynamic shapes"},
@@ -127,6 +142,13 @@ func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> {
   }
 }
 
+TEST(Validation, TheUploadContextLoadsOnlyTheAllowedDialectsAndTheirDependencies) {
+  for (const char *loaded : {"func", "linalg", "tensor", "arith", "math", "tosa"})
+    EXPECT_NE(uploadContext()->getLoadedDialect(loaded), nullptr) << loaded;
+  for (const char *absent : {"llvm", "gpu", "spirv", "transform", "vector", "emitc", "omp"})
+    EXPECT_EQ(uploadContext()->getLoadedDialect(absent), nullptr) << absent;
+}
+
 TEST(Validation, TextLimitsAreCheckedBeforeParsing) {
   env::UploadLimits limits;
   limits.maxNesting = 8;
@@ -170,9 +192,9 @@ func.func @f(%a: tensor<4xf32>, %t: tensor<4xf32>) -> tensor<4xf32> {
     }
   }
   for (const char *props : {"", "<{}>", "< // comment\n {} >"}) {
-    auto named_ok = env::parseUpload(testing::context(), with(named, props), "upload");
+    auto named_ok = env::parseUpload(uploadContext(), with(named, props), "upload");
     EXPECT_TRUE(named_ok.ok()) << props << ": " << named_ok.status();
-    auto generic_ok = env::parseUpload(testing::context(), with(generic, props), "upload");
+    auto generic_ok = env::parseUpload(uploadContext(), with(generic, props), "upload");
     EXPECT_TRUE(generic_ok.ok()) << props << ": " << generic_ok.status();
   }
 }
