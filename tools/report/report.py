@@ -9,9 +9,11 @@ One run does, in order:
 2. a fresh ``mlir-rl-server`` (evaluation workers pinned one per core, the server's default) and, per benchmark and
    strategy, ``mlir-rl-cli search`` with the evaluation budget (and wall-time cap); the strategies share the server,
    so a schedule another strategy measured is served from the evaluation cache (still counted in each budget);
-3. the server stopped, the PyTorch programs (``tools/report/torch_bench.py``, from ``generate.py --manifest``) with
-   one thread pinned to ``--cpu``, OpenBLAS on ``LD_LIBRARY_PATH`` (the BLAS serving sgemm is looked up and
-   reported);
+3. per benchmark, side by side: its best schedule measured again alone (``mlir-rl-cli replay``) and the PyTorch
+   program (``tools/report/torch_bench.py``, from ``generate.py --manifest``, one thread pinned to ``--cpu``,
+   OpenBLAS on ``LD_LIBRARY_PATH``: the BLAS serving sgemm is looked up and reported), alternating ``--rounds``
+   times, the medians compared: the machine's speed may drift between the start and the end of a run, not between
+   two measurements seconds apart;
 4. tables and plots.
 """
 
@@ -156,7 +158,7 @@ def run_search(cli: Path, address: str, bench: str, strategy: str, args, out_pre
 def time_alone(cli: Path, address: str, bench: str, schedule: str, out_prefix: Path) -> dict:
     """The schedule measured again with nothing else running (`mlir-rl-cli replay --parallel=1`, the evaluation cache
     bypassed). A search's best time is the fastest of many noisy measurements, so it is biased low, and each was
-    taken while the other worker ran another candidate. PyTorch runs alone and is measured once, so this is the time
+    taken while the other worker ran another candidate. PyTorch runs alone too, right after it, so this is the time
     it is compared with (in the 2026-12-07 run on a Sapphire Rapids VM it was 0-30 % above the searches' best:
     matmul 512^3 1.17 ms in a search, 1.35 ms alone)."""
     cmd = [str(cli), "replay", f"--server={address}", f"--benchmark=benchmark://{bench}", f"--schedule={schedule}",
@@ -167,6 +169,54 @@ def time_alone(cli: Path, address: str, bench: str, schedule: str, out_prefix: P
     if done.returncode != 0 or not record.get("best_time_ms"):
         return {"error": f"exit {done.returncode}: {done.stderr[-500:]}"}
     return {"ms": record["best_time_ms"], "speedup": record.get("best_speedup")}
+
+
+def torch_env() -> dict:
+    """One thread; OpenBLAS (Debian's python3-torch falls back to the reference BLAS otherwise) with its kernels for
+    this CPU."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if Path(OPENBLAS_DIR).is_dir():
+        env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+        if not env.get("OPENBLAS_CORETYPE") and openblas_coretype():
+            env["OPENBLAS_CORETYPE"] = openblas_coretype()
+    return env
+
+
+def time_torch(manifest: Path, bench: str, args, out: Path) -> dict:
+    """The benchmark's computation in PyTorch (torch_bench.py's JSON: the BLAS, PyTorch's build, the result), pinned
+    to ``--cpu``."""
+    done = subprocess.run(["taskset", "-c", str(args.cpu), sys.executable,
+                           str(ROOT / "tools" / "report" / "torch_bench.py"), "--manifest", str(manifest),
+                           "--benchmarks", bench, "--out", str(out), "--budget-s", str(args.torch_budget_s)],
+                          env=torch_env(), capture_output=True, text=True)
+    if done.returncode != 0 or not out.exists():
+        return {"error": done.stderr[-1000:], "results": {}}
+    return json.loads(out.read_text())
+
+
+def side_by_side(cli: Path, address: str, manifest: Path, row: dict, args, work: Path) -> dict:
+    """The best schedule alone and PyTorch, alternating ``args.rounds`` times; the medians. Returns torch_bench's
+    JSON of the last round with the median in its result."""
+    stem = work / "runs" / row["name"].replace("/", "__")
+    alone, torch_ms, torch_record, errors = [], [], {}, []
+    for k in range(args.rounds):
+        a = time_alone(cli, address, row["name"], row["best_schedule"], Path(f"{stem}__alone{k}"))
+        if "ms" in a:
+            alone.append(a["ms"])
+        else:
+            errors.append(a["error"])
+        t = time_torch(manifest, row["name"], args, Path(f"{stem}__torch{k}.json"))
+        result = t.get("results", {}).get(row["name"], {})
+        if result.get("ok"):
+            torch_ms.append(result["ms"])
+            torch_record = t
+        elif not torch_record:
+            torch_record = t
+    row["alone"] = {"ms": statistics.median(alone), "runs": alone} if alone else {"error": "; ".join(errors)}
+    result = torch_record.get("results", {}).get(row["name"])
+    if result is not None and torch_ms:
+        result.update(ms=statistics.median(torch_ms), runs=torch_ms)
+    return torch_record
 
 
 def evals_to_within(trace, target_speedup, tolerance=0.10):
@@ -303,8 +353,10 @@ def markdown(report: dict, images) -> str:
              f"per benchmark and strategy" + (f", at most {report['budget_s']:.0f} s" if report['budget_s'] else "") +
              ". Speedups are over the untransformed benchmark (the server's reference time). "
              f"The FMA peak (`mlir-rl-peak`: f32 {peak['f32_gflops']:.1f}, f64 {peak['f64_gflops']:.1f} GFLOP/s, "
-             f"best of {', '.join(peak.get('kernels', {}))}) and PyTorch {t.get('torch', '?')} ran pinned to CPU "
-             f"{report['cpu']} with one thread after the server was stopped, so nothing of ours shared the core. "
+             f"best of {', '.join(peak.get('kernels', {}))}) ran pinned to CPU {report['cpu']} before the server started. "
+             f"PyTorch {t.get('torch', '?')} ran pinned to CPU {report['cpu']} with one thread, the server idle, "
+             f"alternating with its benchmark's best schedule measured alone ({report.get('rounds', 1)} rounds each, "
+             "medians compared), so a drift of the machine's speed during the run does not enter the ratio. "
              f"PyTorch's BLAS: `{blas.get('resolved')}` ({blas.get('config')}), loaded through "
              f"`LD_LIBRARY_PATH={t.get('environment', {}).get('LD_LIBRARY_PATH', '')}`" +
              (f" with `OPENBLAS_CORETYPE={t['environment']['OPENBLAS_CORETYPE']}` (its kernels for this CPU's "
@@ -353,10 +405,10 @@ def markdown(report: dict, images) -> str:
                    f"{fmt_x(ratio) if ratio else '–'} |"
         lines.append(f"| {r['name']} | {r['dtype']} | {r['flops'] / 1e9:.3g} | {fmt_ms(r['reference_ms'])} | " +
                      " | ".join(cells) + " " + tail)
-    lines += ["", "`best alone ms`: the best schedule measured once more with nothing else running (a search's best is "
-              "the fastest of many noisy measurements, each taken while the other worker ran another candidate); "
-              "GFLOP/s, % peak and `env vs PyTorch` (PyTorch time / best alone time; > 1×: the searched schedule is "
-              "faster) use it, as PyTorch also runs alone and once.", ""]
+    lines += ["", "`best alone ms`: the best schedule measured again with nothing else running (a search's best is "
+              "the fastest of many noisy measurements, each taken while the other worker ran another candidate), "
+              "alternating with PyTorch; the median of the rounds. GFLOP/s, % peak and `env vs PyTorch` (PyTorch "
+              "time / best alone time, medians; > 1×: the searched schedule is faster) use it.", ""]
     # Families.
     fams = sorted({r["family"] for r in rows})
     lines += ["## Per family (geometric means)", "", "| family | benchmarks | " + " | ".join(strategies) +
@@ -387,12 +439,16 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=2, help="evaluations a search runs at once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-budget-s", type=float, default=2.0)
+    p.add_argument("--rounds", type=int, help="best schedule alone / PyTorch alternations per benchmark (default 3; "
+                   "1 with --small)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (search records, scripts, logs)")
     args = p.parse_args()
     if args.budget is None:
         args.budget = 8 if args.small else 200
     if args.budget_s is None:
         args.budget_s = 60.0 if args.small else 900.0
+    if args.rounds is None:
+        args.rounds = 1 if args.small else 3
     out = Path(args.out) if args.out else (ROOT / args.build / "report-small" if args.small else ROOT / "docs" / "results")
     out.mkdir(parents=True, exist_ok=True)
     bindir = (ROOT / args.build / "bin").resolve()
@@ -405,6 +461,7 @@ def main() -> int:
     started = time.time()
     report = {"small": args.small, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine_info(),
               "budget": args.budget, "budget_s": args.budget_s, "strategies": strategies, "cpu": args.cpu,
+              "rounds": args.rounds,
               "command": " ".join(["bash scripts/report.sh"] + [shlex.quote(a) for a in sys.argv[1:]])}
     work = Path(tempfile.mkdtemp(prefix="mlir-rl-report-"))
     manifest = work / "manifest.json"
@@ -459,37 +516,26 @@ def main() -> int:
                     (f"{entry['time_ms']:.4g} ms, {entry['speedup']:.2f}x, {entry['evaluations']} evals, "
                      f"{entry['wall_s']:.0f} s" if "time_ms" in entry else f"failed: {entry.get('error')}"))
             rows.append(row)
-        # The best schedule of each benchmark, measured again alone.
+        # 3. Each benchmark's best schedule alone and PyTorch, side by side (the server idle, PyTorch pinned).
+        log(f"best schedules alone and PyTorch on CPU {args.cpu}, alternating {args.rounds} times")
+        report["torch"] = {"results": {}}
         for row in rows:
             done = [st for st in row["strategies"].values() if st.get("time_ms")]
             if done:
-                best = min(done, key=lambda st: st["time_ms"])
-                row["best_schedule"] = best["schedule"]
-                row["alone"] = time_alone(cli, server.address, row["name"], best["schedule"],
-                                          work / "runs" / (row["name"].replace("/", "__") + "__alone"))
-                log(f"{row['name']} best schedule alone: " + (f"{row['alone']['ms']:.4g} ms" if "ms" in row["alone"]
-                                                             else row["alone"]["error"]))
+                row["best_schedule"] = min(done, key=lambda st: st["time_ms"])["schedule"]
+                t = side_by_side(cli, server.address, manifest, row, args, work)
+            else:
+                t = time_torch(manifest, row["name"], args, work / "runs" / (row["name"].replace("/", "__") +
+                                                                            "__torch.json"))
+            results = report["torch"]["results"]
+            report["torch"] = {**report["torch"], **{k: v for k, v in t.items() if k != "results"}}
+            report["torch"]["results"] = {**results, **t.get("results", {})}
+            r = report["torch"]["results"].get(row["name"], {})
+            log(f"{row['name']}: best schedule alone " +
+                (f"{row['alone']['ms']:.4g} ms" if "ms" in row.get("alone", {}) else str(row.get("alone"))) +
+                ", PyTorch " + (f"{r['ms']:.4g} ms" if r.get("ok") else f"failed: {t.get('error', '')[-300:]}"))
     finally:
         server.stop()
-
-    # 3. PyTorch, the server stopped, pinned.
-    log(f"PyTorch on CPU {args.cpu}")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    if Path(OPENBLAS_DIR).is_dir():
-        env["LD_LIBRARY_PATH"] = OPENBLAS_DIR + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
-        if not env.get("OPENBLAS_CORETYPE") and openblas_coretype():
-            env["OPENBLAS_CORETYPE"] = openblas_coretype()
-    torch_out = work / "torch.json"
-    done = subprocess.run(["taskset", "-c", str(args.cpu), sys.executable, str(ROOT / "tools" / "report" /
-                                                                                "torch_bench.py"),
-                           "--manifest", str(manifest), "--benchmarks", ",".join(r["name"] for r in rows),
-                           "--out", str(torch_out), "--budget-s", str(args.torch_budget_s)],
-                          env=env, capture_output=True, text=True)
-    if done.returncode != 0 or not torch_out.exists():
-        log(f"PyTorch failed: {done.stderr[-1000:]}")
-        report["torch"] = {"error": done.stderr[-1000:], "results": {}}
-    else:
-        report["torch"] = json.loads(torch_out.read_text())
 
     # 4. Figures.
     for r in rows:
