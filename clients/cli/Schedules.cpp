@@ -89,21 +89,16 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
   uint64_t vectorOperand = 0;
   for (size_t a = 0; pivot >= 0 && a < view.inputLoops.size(); ++a)
     if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
-  int64_t rows = 1;
   for (int pass = 0; pass < 2; ++pass)
     for (int i = n - 1; i >= 0; --i) {
       if (i == pivot || skipped(i) || isReduction(view, i)) continue;
       bool used = i < 64 && (vectorOperand >> i & 1);
       if (used != (pass == 1)) continue;
       int64_t cap = std::min<int64_t>(shape.lanes, std::max<int64_t>(1, shape.elements / elements));
-      if (shape.blocks && pass == 0) cap = std::min(cap, std::max<int64_t>(1, shape.rows / rows));
       Choice c = largestWithin(view, space, i, cap);
       sizes[i] = c.size;
       elements *= c.extent;
-      if (pass == 0) rows *= c.extent;
     }
-  if (shape.blocks && (pivot < 0 || view.bounds[pivot] != shape.lanes || rows < shape.rows))
-    return std::vector<int64_t>(n, 0);
   return sizes;
 }
 
@@ -138,16 +133,6 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
   }
   add(lanes, 8 * lanes, 1, false);
   add(lanes, 8 * lanes, 1, true);
-  // After PACK the vector loop is one block: 8 rows of two blocks, the packed form of 8 rows of two vectors above.
-  // BERT FFN up (128x768 by 3072x768^T) packed, replayed side by side in two runs: k tiled by 64 then [8, 2, 1, 16]
-  // 4.3-4.9 and 5.6-5.7 ms; [16, 1, 1, 16] 5.2-5.8 ms (first run); [16, 2, 1, 16] 5.4-6.6 ms (second run). Not
-  // first: without the k tile, [8, 2, 1, 16] measured 6.1-7.5 ms. An offer to the searches, not the heuristic's
-  // pick.
-  if (!allParallel(view)) {
-    TileShape blocks{lanes, std::min(16 * lanes, maxElements), 1, false};
-    blocks.blocks = true;
-    shapes.push_back(blocks);
-  }
   add(lanes, 16 * lanes, 1, false);
   add(lanes, 4 * lanes, 1, false);
   add(lanes, 32 * lanes, 1, false);

@@ -22,11 +22,6 @@ struct TileShape {
   bool innermost = false;
   int64_t innerReduction = 0;  // tile of the innermost loop when it is a reduction (0: `reduction`)
   bool exactLanes = false;     // registerTiles drops the tile unless the vector loop gets all `lanes`
-  // Blocks (after PACK, whose vector loop is one block of exactly `lanes`): the loops the vector's operand does not
-  // use (rows) take at most `rows` together, the operand's other loops (more blocks) the rest of `elements`; no tile
-  // unless the vector loop is exactly one vector and the rows reach `rows`.
-  bool blocks = false;
-  int64_t rows = 8;
 };
 
 // Output-height and kernel-height loops of 2-D convolutions and poolings that vectorization decomposes (it tiles them

@@ -70,13 +70,6 @@ TEST(RegisterTiles, MatmulStartsWithEightRowsOfTwoVectors) {
   }
 }
 
-View mm512() {
-  View mm = view({512, 512, 512}, "ppr", "linalg.matmul");
-  mm.inputLoops = {0b101, 0b110};
-  mm.inputInnermostLoops = {0b100, 0b010};
-  return mm;
-}
-
 TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   // A matmul_transpose_b after PACK: loops (m, n / 16, k, 16); A[m, k], B[n / 16, k, 16]. The vector runs along the
   // last loop, B is read along it: the rows go to m (each B vector serves 8 rows), not to more blocks of B.
@@ -86,25 +79,14 @@ TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   auto tiles = registerTiles(v, space(), 16, 512);
   ASSERT_FALSE(tiles.empty());
   EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 1, 1, 0}));  // 0: the 16-wide loop stays whole
-  // Then 8 rows of two blocks: the packed form of 8 rows of two vectors.
-  ASSERT_GE(tiles.size(), 2u);
-  EXPECT_EQ(tiles[1].sizes, (std::vector<int64_t>{8, 2, 1, 0}));
-  EXPECT_EQ(tiles[1].width, 16);
-  // Not where there are no 8 rows to share the blocks (a split matrix-vector product: (m = 1, n, k / 16, 16)).
-  View gemv = view({1, 1000, 32, 16}, "pprp");
-  gemv.inputLoops = {0b1100, 0b1110};
-  gemv.inputInnermostLoops = {0b1000, 0b1000};
-  TileShape blocks{16, 256, 1, false};
-  blocks.blocks = true;
-  EXPECT_EQ(registerTile(v, space(), blocks, nullptr), (std::vector<int64_t>{8, 2, 1, 0}));
-  EXPECT_EQ(registerTile(gemv, space(), blocks, nullptr), (std::vector<int64_t>(4, 0)));
-  // Nor on an unpacked matmul, whose vector loop is wider than one vector.
-  EXPECT_EQ(registerTile(mm512(), space(), blocks, nullptr), (std::vector<int64_t>(3, 0)));
   // Without access information (servers before load_access), inner loops first as before.
   EXPECT_EQ(registerTiles(view({128, 192, 768, 16}, "pprp"), space(), 16, 512)[0].sizes,
             (std::vector<int64_t>{1, 8, 1, 0}));
   // A plain matmul is unchanged: m is the only other parallel loop.
-  EXPECT_EQ(registerTiles(mm512(), space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 32, 1}));
+  View mm = view({512, 512, 512}, "ppr", "linalg.matmul");
+  mm.inputLoops = {0b101, 0b110};
+  mm.inputInnermostLoops = {0b100, 0b010};
+  EXPECT_EQ(registerTiles(mm, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 32, 1}));
 }
 
 TEST(PackedInputReuse, RowsThatShareThePackedInput) {
