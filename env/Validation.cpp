@@ -304,15 +304,13 @@ size_t skipBlanks(std::string_view text, size_t i) {
   return i;
 }
 
-// Whether the '>' at `close` is followed by the keyword `ins` or `outs` and a '(': then the '<...>' it closes is a
-// structured op's properties (`linalg.matmul <{...}> ins(...)`, `linalg.generic {...} <{...}> ins(...)`).
-bool propertiesBeforeOperands(std::string_view text, size_t close) {
-  size_t at = skipBlanks(text, close + 1);
-  for (std::string_view keyword : {std::string_view("ins"), std::string_view("outs")})
-    if (text.substr(at, keyword.size()) == keyword && skipBlanks(text, at + keyword.size()) < text.size() &&
-        text[skipBlanks(text, at + keyword.size())] == '(')
-      return true;
-  return false;
+// Whether what follows `at` (after blanks) is properties '<...>' that do not open with a dictionary: after a Linalg
+// op's name or after linalg.generic's attribute dictionary, MLIR 19's structured-op parser reads such properties and
+// casts them to a dictionary unchecked (`linalg.fill <5> ...` crashed the process).
+bool nonDictionaryProperties(std::string_view text, size_t at) {
+  size_t open = skipBlanks(text, at);
+  return open < text.size() && text[open] == '<' && skipBlanks(text, open + 1) < text.size() &&
+         text[skipBlanks(text, open + 1)] != '{';
 }
 
 }  // namespace
@@ -322,9 +320,13 @@ absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) 
   if (text.size() > limits.maxTextBytes)
     return invalid(absl::StrCat("the MLIR text has ", text.size(), " bytes, more than the limit of ",
                                 limits.maxTextBytes, " (--max_upload_kb)"));
-  // Bracket nesting, outside string literals and comments. '>' closes '<' except in '->' and '>='. The stack holds
-  // each open bracket's offset (for '<' only; others -1) and line.
-  std::vector<std::pair<int64_t, int>> open;
+  // Bracket nesting, outside string literals and comments. '>' closes '<' except in '->' and '>='.
+  auto propertiesError = [&](int line, llvm::StringRef after) {
+    return invalid(absl::StrCat("upload:", line, ": the properties <...> after ", after.str(),
+                                " are not a dictionary; write <{name = value, ...}> or put the attributes in the "
+                                "op's attribute dictionary (MLIR 19's Linalg parser would crash on them)"));
+  };
+  auto identifierChar = [](char ch) { return llvm::isAlnum(ch) || ch == '_' || ch == '.' || ch == '$'; };
   int depth = 0, line = 1;
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
@@ -346,24 +348,27 @@ absl::Status checkUploadText(std::string_view text, const UploadLimits &limits) 
         if (++depth > limits.maxNesting)
           return invalid(absl::StrCat("upload:", line, ": brackets nest more than ", limits.maxNesting,
                                       " levels deep (--max_upload_nesting)"));
-        open.emplace_back(c == '<' ? static_cast<int64_t>(i) : -1, line);
         break;
       case '>':
         if ((i > 0 && text[i - 1] == '-') || (i + 1 < text.size() && text[i + 1] == '=')) break;
-        if (!open.empty() && open.back().first >= 0 && propertiesBeforeOperands(text, i) &&
-            text[skipBlanks(text, open.back().first + 1)] != '{')
-          return invalid(absl::StrCat("upload:", open.back().second,
-                                      ": the properties <...> before 'ins'/'outs' are not a dictionary; write "
-                                      "<{name = value, ...}> or put the attributes in the op's attribute "
-                                      "dictionary (MLIR 19's Linalg parser would crash on them)"));
         [[fallthrough]];
-      case '}':
       case ')':
-      case ']':
+      case ']': depth = std::max(0, depth - 1); break;
+      case '}':  // linalg.generic {...} <...>
         depth = std::max(0, depth - 1);
-        if (!open.empty()) open.pop_back();
+        if (nonDictionaryProperties(text, i + 1)) return propertiesError(line, "an attribute dictionary");
         break;
-      default: break;
+      default:
+        // An op name: linalg.fill <...>
+        if (c == 'l' && text.substr(i, 7) == "linalg." &&
+            (i == 0 || !(identifierChar(text[i - 1]) || llvm::StringRef("#!%@^").contains(text[i - 1])))) {
+          size_t end = i;
+          while (end < text.size() && identifierChar(text[end])) ++end;
+          if (nonDictionaryProperties(text, end))
+            return propertiesError(line, "'" + std::string(text.substr(i, end - i)) + "'");
+          i = end - 1;
+        }
+        break;
     }
   }
   return absl::OkStatus();

@@ -34,8 +34,8 @@ struct UploadLimits {
 
 // Checks that need only the raw text (size, bracket nesting, no NUL bytes, structured-op properties), run before the
 // parser sees it: MLIR's parser recurses once per nesting level, so deep nesting would overflow a thread's stack; and
-// MLIR 19's Linalg parser casts the properties `<...>` written before `ins`/`outs` to a dictionary unchecked, so
-// `linalg.fill <5> ins(...)` would crash the process (found by fuzz_upload).
+// MLIR 19's Linalg parser casts the properties `<...>` written after a Linalg op's name (or linalg.generic's attribute
+// dictionary) to a dictionary unchecked, so `linalg.fill <5> ins(...)` would crash the process (found by fuzz_upload).
 absl::Status checkUploadText(std::string_view text, const UploadLimits &limits = {});
 
 // The context uploads are parsed and validated in: only the allowed dialects (func, linalg, tensor, arith, math,
