@@ -94,6 +94,8 @@ bool hasTosa(mlir::ModuleOp module) {
   return found;
 }
 
+constexpr const char *kAllowedDialects = "(allowed dialects: func, linalg, tensor, arith, math, tosa)";
+
 constexpr const char *kTosaPipeline =
     "func.func(tosa-optional-decompositions,tosa-to-linalg-named,tosa-to-linalg,tosa-to-arith,tosa-to-tensor),"
     "canonicalize,cse";
@@ -410,8 +412,7 @@ absl::StatusOr<mlir::OwningOpRef<mlir::ModuleOp>> parseUpload(mlir::MLIRContext 
       llvm::StringRef where = d.take_front(at);
       if (size_t nl = where.rfind('\n'); nl != llvm::StringRef::npos) where = where.drop_front(nl + 1);
       where = where.split(": error:").first;
-      return invalid(absl::StrCat(where.str(), ": operation '", op.str(),
-                                  "' is not allowed (allowed dialects: func, linalg, tensor, arith, math, tosa)"));
+      return invalid(absl::StrCat(where.str(), ": operation '", op.str(), "' is not allowed ", kAllowedDialects));
     }
     return invalid("it does not parse:\n" + diagnostics);
   }
@@ -423,9 +424,9 @@ absl::StatusOr<mlir::OwningOpRef<mlir::ModuleOp>> parseUpload(mlir::MLIRContext 
     ++ops;
     llvm::StringRef dialect = op->getDialect() ? op->getDialect()->getNamespace() : "";
     if (!allowedDialects().count(dialect) && dialect != "tosa") {
-      status = invalid(absl::StrCat("operation '", op->getName().getStringRef().str(),
-                                    "' is not allowed (allowed dialects: func, linalg, tensor, arith, math, tosa)"),
-                       op->getLoc());
+      status = invalid(
+          absl::StrCat("operation '", op->getName().getStringRef().str(), "' is not allowed ", kAllowedDialects),
+          op->getLoc());
       return mlir::WalkResult::interrupt();
     }
     return mlir::WalkResult::advance();

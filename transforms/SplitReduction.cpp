@@ -26,7 +26,6 @@ struct SplitPlan {
   int loop = -1;
   int64_t lanes = 0;
   int64_t insertDimension = 0;  // where the lanes go in the partial result: innermost
-  int64_t innerOutputs = 1;     // extent of the output's innermost dimension
   Refusal refusal;
 };
 
@@ -61,14 +60,13 @@ SplitPlan planSplit(mlir::linalg::LinalgOp op, llvm::ArrayRef<int64_t> bounds) {
   if (!contiguous) return refuse("no input reads the reduction loop contiguously: its lanes would be gathered");
   int64_t bytes = std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
   int64_t lanes = kLaneBytes / bytes;
-  while (lanes > 1 && bounds[loop] % lanes != 0) lanes /= 2;
+  lanes = largestPowerOfTwoDividing(bounds[loop], lanes);
   if (lanes < 4 || bounds[loop] <= lanes)
     return refuse("the reduction loop (" + std::to_string(bounds[loop]) +
                   ") has no multiple of 4 lanes up to a vector's width that divides it and leaves more than one step");
   plan.loop = loop;
   plan.lanes = lanes;
   plan.insertDimension = type.getRank();
-  if (type.getRank() > 0) plan.innerOutputs = type.getShape().back();
   return plan;
 }
 
@@ -100,19 +98,10 @@ class SplitReduction final : public Transformation {
     // dimension (the largest power of two dividing it) by all lanes per step, one horizontal sum per output.
     llvm::SmallVector<int64_t> sizes(plan.insertDimension + 1, 1);
     sizes.back() = 0;
-    std::string combine = p + "_combine";
-    if (plan.insertDimension > 0) {
-      int64_t outputs = plan.innerOutputs;
-      int64_t rows = 16;
-      while (rows > 1 && outputs % rows != 0) rows /= 2;
-      sizes[plan.insertDimension - 1] = rows;
-      std::string tiled = tileUsingForStatement(combine, sizes, prefix, "combine_tiled");
-      if (!tiled.empty()) {
-        text += tiled;
-        combine = p + "_combine_tiled";
-      }
-    }
-    text += "    transform.structured.vectorize %" + combine + " : !transform.any_op\n";
+    auto output = mlir::cast<mlir::ShapedType>(view.op().getDpsInitOperand(0)->get().getType());
+    if (plan.insertDimension > 0)
+      sizes[plan.insertDimension - 1] = largestPowerOfTwoDividing(output.getShape().back(), 16);
+    text += tileAndVectorizeStatements(p + "_combine", sizes, prefix, "combine_tiled");
     return std::optional<Fragment>(Fragment{text});
   }
   std::string describeArgs(const OpView &view, const ActionArgs &) const override {

@@ -57,6 +57,14 @@ std::string retag(llvm::StringRef handle, int64_t tag, llvm::StringRef prefix);
 std::string tileUsingForStatement(llvm::StringRef handle, llvm::ArrayRef<int64_t> sizes, llvm::StringRef prefix,
                                   llvm::StringRef result);
 
+// Statements tiling the op held by `%<handle>` as tileUsingForStatement does (`%<prefix>_<result>`), then vectorizing
+// the tiled op (the op itself when every size is 0): for the helper ops a rewrite leaves outside the schedule.
+std::string tileAndVectorizeStatements(llvm::StringRef handle, llvm::ArrayRef<int64_t> sizes, llvm::StringRef prefix,
+                                       llvm::StringRef result);
+
+// The largest power of two up to `cap` (itself a power of two) that divides `n`; 1 when none larger does.
+int64_t largestPowerOfTwoDividing(int64_t n, int64_t cap);
+
 // Wraps fragments into a module holding `@__transform_main`, the entry point `--transform-interpreter` runs.
 std::string buildScript(llvm::ArrayRef<Fragment> fragments);
 

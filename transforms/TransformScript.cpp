@@ -63,6 +63,19 @@ std::string tileUsingForStatement(llvm::StringRef handle, llvm::ArrayRef<int64_t
          " : (!transform.any_op) -> (" + types + ")\n";
 }
 
+std::string tileAndVectorizeStatements(llvm::StringRef handle, llvm::ArrayRef<int64_t> sizes, llvm::StringRef prefix,
+                                       llvm::StringRef result) {
+  std::string tiled = tileUsingForStatement(handle, sizes, prefix, result);
+  std::string target = tiled.empty() ? handle.str() : prefix.str() + "_" + result.str();
+  return tiled + "    transform.structured.vectorize %" + target + " : !transform.any_op\n";
+}
+
+int64_t largestPowerOfTwoDividing(int64_t n, int64_t cap) {
+  int64_t p = std::max<int64_t>(cap, 1);
+  while (p > 1 && n % p != 0) p /= 2;
+  return p;
+}
+
 std::string buildScript(llvm::ArrayRef<Fragment> fragments) {
   std::string script =
       "module attributes {transform.with_named_sequence} {\n"

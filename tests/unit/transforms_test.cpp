@@ -23,6 +23,21 @@ int count(mlir::ModuleOp m, llvm::StringRef opName) {
   return n;
 }
 
+TEST(Transforms, HelperStatements) {
+  EXPECT_EQ(transforms::largestPowerOfTwoDividing(1000, 16), 8);
+  EXPECT_EQ(transforms::largestPowerOfTwoDividing(40, 16), 8);
+  EXPECT_EQ(transforms::largestPowerOfTwoDividing(768, 16), 16);
+  EXPECT_EQ(transforms::largestPowerOfTwoDividing(197, 16), 1);
+  // Tiled, then the tiled op vectorized; nothing to tile: the op itself vectorized.
+  std::string tiled = transforms::tileAndVectorizeStatements("h", {1, 16, 0}, "p", "t");
+  EXPECT_NE(tiled.find("%p_t, %p_loops:2 = transform.structured.tile_using_for %h tile_sizes [1, 16, 0]"),
+            std::string::npos)
+      << tiled;
+  EXPECT_NE(tiled.find("transform.structured.vectorize %p_t :"), std::string::npos) << tiled;
+  EXPECT_EQ(transforms::tileAndVectorizeStatements("h", {0}, "p", "t"),
+            "    transform.structured.vectorize %h : !transform.any_op\n");
+}
+
 TEST(Transforms, TilingKeepsTagAndShrinksLoops) {
   auto m = fresh("matmul_64x64x64_f32");
   ASSERT_EQ(testing::applyOrWhy(*m, {tilingFragment(0, {8, 16, 0}, "t")}), "");
