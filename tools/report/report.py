@@ -518,7 +518,7 @@ def main() -> int:
             rows.append(row)
         # 3. Each benchmark's best schedule alone and PyTorch, side by side (the server idle, PyTorch pinned).
         log(f"best schedules alone and PyTorch on CPU {args.cpu}, alternating {args.rounds} times")
-        report["torch"] = {"results": {}}
+        torch_meta, torch_results = {}, {}  # torch_bench's description of PyTorch and its BLAS; per benchmark
         for row in rows:
             done = [st for st in row["strategies"].values() if st.get("time_ms")]
             if done:
@@ -527,13 +527,14 @@ def main() -> int:
             else:
                 t = time_torch(manifest, row["name"], args, work / "runs" / (row["name"].replace("/", "__") +
                                                                             "__torch.json"))
-            results = report["torch"]["results"]
-            report["torch"] = {**report["torch"], **{k: v for k, v in t.items() if k != "results"}}
-            report["torch"]["results"] = {**results, **t.get("results", {})}
-            r = report["torch"]["results"].get(row["name"], {})
+            if not torch_meta or "error" in torch_meta:
+                torch_meta = {k: v for k, v in t.items() if k != "results"}
+            torch_results.update(t.get("results", {}))
+            r = torch_results.get(row["name"], {})
             log(f"{row['name']}: best schedule alone " +
                 (f"{row['alone']['ms']:.4g} ms" if "ms" in row.get("alone", {}) else str(row.get("alone"))) +
                 ", PyTorch " + (f"{r['ms']:.4g} ms" if r.get("ok") else f"failed: {t.get('error', '')[-300:]}"))
+        report["torch"] = {**torch_meta, "results": torch_results}
     finally:
         server.stop()
 
