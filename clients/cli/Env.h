@@ -92,8 +92,8 @@ struct View {
   int numLoops() const { return static_cast<int>(bounds.size()); }
   bool legal(int type) const { return type >= 0 && type < static_cast<int>(maskType.size()) && maskType[type]; }
   bool tileLegal(int loop, int choice) const {
-    return loop < static_cast<int>(maskTiles.size()) && choice < static_cast<int>(maskTiles[loop].size()) &&
-           maskTiles[loop][choice];
+    return loop >= 0 && loop < static_cast<int>(maskTiles.size()) && choice >= 0 &&
+           choice < static_cast<int>(maskTiles[loop].size()) && maskTiles[loop][choice];
   }
   int64_t iterationSpace() const;
   // This view with PEELED_TILING's tile masks in place of the tiling types' (to shape tiles for it).

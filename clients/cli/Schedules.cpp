@@ -54,7 +54,8 @@ std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops) {
   return loops;
 }
 
-std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape, int64_t *width) {
+std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape, int64_t *width,
+                                  int64_t *span) {
   int n = view.numLoops();
   std::vector<int64_t> sizes(n, 0);
   if (n == 0) return sizes;
@@ -65,12 +66,30 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
     if (!skipped(i) && (shape.innermost || !isReduction(view, i))) pivot = i;
   int64_t elements = 1;
   if (width) *width = 1;
+  // The inputs read contiguously along the vector loop (a matmul's B; after PACK, the packed B).
+  uint64_t vectorOperand = 0;
+  for (size_t a = 0; pivot >= 0 && a < view.inputLoops.size(); ++a)
+    if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
+  int64_t spanned = 1;
+  uint64_t spanLoops = 0;
   if (pivot >= 0) {
     Choice c = largestWithin(view, space, pivot, shape.lanes);
     sizes[pivot] = c.size;
     elements *= c.extent;
+    spanned = c.extent;
     if (width) *width = c.extent;
+    // A multi-vector shape whose vector loop is whole but narrower (after PACK: blocks of 16) spans the vector
+    // operand's other parallel loops, inner first: 2 blocks of 16 are the 32 lanes of "8 rows of two vectors".
+    for (int i = n - 1; shape.exactLanes && c.size == 0 && i >= 0 && spanned < shape.lanes; --i) {
+      if (i == pivot || skipped(i) || isReduction(view, i) || i >= 64 || !(vectorOperand >> i & 1)) continue;
+      Choice b = largestWithin(view, space, i, shape.lanes / spanned);
+      sizes[i] = b.size;
+      elements *= b.extent;
+      spanned *= b.extent;
+      spanLoops |= uint64_t{1} << i;
+    }
   }
+  if (span) *span = spanned;
   // Reductions next, inner first: small ones (a kernel window, a spin or color index) whole while the vector stays
   // within `elements`, others tiled to `reduction`.
   for (int i = n - 1; i >= 0; --i) {
@@ -86,12 +105,9 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
   // input read contiguously along the vector) does not use, so that each of its vectors serves every row (a matmul's
   // rows of A; after PACK, rows of m rather than more blocks of the packed B: [8, 1, 1, 16] measured far faster
   // than [1, 8, 1, 16]), then the others.
-  uint64_t vectorOperand = 0;
-  for (size_t a = 0; pivot >= 0 && a < view.inputLoops.size(); ++a)
-    if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
   for (int pass = 0; pass < 2; ++pass)
     for (int i = n - 1; i >= 0; --i) {
-      if (i == pivot || skipped(i) || isReduction(view, i)) continue;
+      if (i == pivot || skipped(i) || isReduction(view, i) || (i < 64 && (spanLoops >> i & 1))) continue;
       bool used = i < 64 && (vectorOperand >> i & 1);
       if (used != (pass == 1)) continue;
       int64_t cap = std::min<int64_t>(shape.lanes, std::max<int64_t>(1, shape.elements / elements));
@@ -100,6 +116,29 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
       elements *= c.extent;
     }
   return sizes;
+}
+
+std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> panelSplit(const View &view,
+                                                                                const std::vector<int64_t> &sizes) {
+  int n = std::min<int>(view.numLoops(), static_cast<int>(sizes.size()));
+  auto [oh, kh] = decomposedLoops(view.opName, view.numLoops());
+  int pivot = -1;
+  for (int i = n - 1; i >= 0 && pivot < 0; --i)
+    if (i != oh && i != kh && !isReduction(view, i)) pivot = i;
+  if (pivot < 0 || pivot >= 64) return std::nullopt;
+  uint64_t vectorOperand = 0;
+  for (size_t a = 0; a < view.inputLoops.size(); ++a)
+    if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
+  std::vector<int64_t> panel(sizes.size(), 0), rest = sizes;
+  bool any = false;
+  for (int i = 0; i < n && i < 64; ++i)
+    if (i != pivot && !isReduction(view, i) && (vectorOperand >> i & 1) && sizes[i] > 1 && sizes[i] < view.bounds[i]) {
+      panel[i] = sizes[i];
+      rest[i] = 0;
+      any = true;
+    }
+  if (!any) return std::nullopt;
+  return std::make_pair(std::move(panel), std::move(rest));
 }
 
 std::vector<RegisterTile> registerTiles(const View &view, const Space &space, int64_t lanes, int64_t maxElements) {
@@ -155,8 +194,9 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
   std::set<std::vector<int64_t>> seen;
   for (const TileShape &s : shapes) {
     RegisterTile t;
-    t.sizes = registerTile(view, space, s, &t.width);
-    if (s.exactLanes && t.width != s.lanes) continue;
+    int64_t span = 0;
+    t.sizes = registerTile(view, space, s, &t.width, &span);
+    if (s.exactLanes && span != s.lanes) continue;
     bool any = std::any_of(t.sizes.begin(), t.sizes.end(), [](int64_t x) { return x != 0; });
     if (any && seen.insert(t.sizes).second) out.push_back(std::move(t));
   }
@@ -295,26 +335,40 @@ int64_t packedInputReuse(const View &view) {
 // ---------------------------------------------------------------------------------------------------------------
 // Heuristic
 
-Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft) {
+Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft, bool panelFirst) {
   const Space &space = env_.space();
   if (view.legal(space.vectorization)) return {space.make(space.vectorization)};
   if (actionsLeft < 2) return {};
   // The first register tile that lets the op vectorize, by TILING and by PEELED_TILING (sizes that need not divide
   // the loops); the wider vector wins, then the larger register tile (more rows of the vector: M = 197 gets 8 rows
-  // only with peeling), TILING on a tie (no remainder code).
+  // only with peeling), TILING on a tie (no remainder code). With `panelFirst`, a tile that takes blocks of the
+  // vector operand is applied as its panel first, then the rest (panelSplit), where the masks allow it.
   using Key = std::pair<int64_t, int64_t>;  // (vector width, register tile elements)
-  auto first = [&](int type, const View &shaped) -> std::pair<Action, Key> {
+  auto vectorizes = [&](const Actions &tiled) {
+    std::optional<View> next = env_.observe(tiled);
+    return next && !next->done && next->opIndex == view.opIndex && next->legal(space.vectorization);
+  };
+  auto first = [&](int type, const View &shaped) -> std::pair<Actions, Key> {
     if (type < 0 || !view.legal(type)) return {{}, {0, 0}};
     for (const RegisterTile &t : registerTiles(shaped, space, lanes_, maxElements_)) {
       if (t.width < 2) continue;
-      Actions tiled = prefix;
-      tiled.push_back(space.tiles(type, t.sizes));
-      std::optional<View> next = env_.observe(tiled);
-      if (next && !next->done && next->opIndex == view.opIndex && next->legal(space.vectorization)) {
-        int64_t elements = 1;
-        for (size_t i = 0; i < t.sizes.size(); ++i) elements *= t.sizes[i] ? t.sizes[i] : view.bounds[i];
-        return {tiled.back(), {t.width, elements}};
+      int64_t elements = 1;
+      for (size_t i = 0; i < t.sizes.size(); ++i) elements *= t.sizes[i] ? t.sizes[i] : view.bounds[i];
+      auto split =
+          panelFirst && actionsLeft >= 3 && view.legal(space.tiling) ? panelSplit(shaped, t.sizes) : std::nullopt;
+      bool panelLegal = split.has_value();
+      for (size_t i = 0; split && i < split->first.size(); ++i)
+        if (split->first[i] && !view.tileLegal(static_cast<int>(i), space.tileIndex(split->first[i])))
+          panelLegal = false;
+      if (panelLegal) {
+        Actions tiles = prefix;
+        tiles.push_back(space.tiles(space.tiling, split->first));
+        tiles.push_back(space.tiles(type, split->second));
+        if (vectorizes(tiles)) return {Actions(tiles.end() - 2, tiles.end()), {t.width, elements}};
       }
+      Actions tiles = prefix;
+      tiles.push_back(space.tiles(type, t.sizes));
+      if (vectorizes(tiles)) return {{tiles.back()}, {t.width, elements}};
     }
     return {{}, {0, 0}};
   };
@@ -324,7 +378,8 @@ Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int 
     if (peeledKey > key) tiled = peeled, key = peeledKey;
   }
   if (key.first == 0) return {};
-  return {tiled, space.make(space.vectorization)};
+  tiled.push_back(space.make(space.vectorization));
+  return tiled;
 }
 
 Actions Heuristic::finishOp(const Actions &prefix) {
@@ -350,21 +405,26 @@ Actions Heuristic::finishOp(const Actions &prefix) {
     } else {
       // One action that rewrites the op (PACK, SPLIT_REDUCTION, IMG2COL), then the register tile that vectorizes the
       // result.
-      auto rewriteThenVectorize = [&](int type) -> Actions {
+      auto rewriteThenVectorize = [&](int type, bool panelFirst = false) -> Actions {
         Actions rewritten = prefix;
         rewritten.push_back(space.make(type));
         std::optional<View> next = env_.observe(rewritten);
         if (!next || next->done || next->opIndex != view->opIndex) return {};
-        Actions within = vectorizeWithin(rewritten, *next, left - 1);
+        Actions within = vectorizeWithin(rewritten, *next, left - 1, panelFirst);
         if (within.empty()) return {};
         within.insert(within.begin(), rewritten.back());
         return within;
       };
       // A contraction whose output's contiguous loop is strided in an input (matmul_transpose_b), packed first when
       // the packed input is reused by enough rows to pay for its blocked transposition (BERT FFN up, m = 128:
-      // 12.3 -> 5.3 ms; a matrix-vector product, m = 1, is faster unpacked).
+      // 12.3 -> 5.3 ms; a matrix-vector product, m = 1, is faster unpacked), then a panel of the packed input
+      // (two blocks) outside 8 rows of two vectors: matmul_transpose_b 128x768x3072 f32, PACK [16, 2, 1, 16]
+      // 4.24 ms, PACK [0, 2] then [8, 0, 1] 3.40 ms (178 GFLOP/s).
       int64_t reuse = packedInputReuse(*view);
-      if (space.pack >= 0 && left >= 3 && view->actionsOnOp == 0 && view->legal(space.pack) && reuse >= 8)
+      if (space.pack >= 0 && left >= 4 && view->actionsOnOp == 0 && view->legal(space.pack) && reuse >= 8)
+        out = rewriteThenVectorize(space.pack, true);
+      if (out.empty() && space.pack >= 0 && left >= 3 && view->actionsOnOp == 0 && view->legal(space.pack) &&
+          reuse >= 8)
         out = rewriteThenVectorize(space.pack);
       // Fewer rows (a matrix-vector product): the reduction split into lanes instead, one vector of partial sums per
       // output (ResNet-18's classifier 1x512 by 1000x512: 0.031 ms split, 0.076 ms for the best unsplit schedule).

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "Env.h"
@@ -21,7 +23,8 @@ struct TileShape {
   int64_t reduction = 1;
   bool innermost = false;
   int64_t innerReduction = 0;  // tile of the innermost loop when it is a reduction (0: `reduction`)
-  bool exactLanes = false;     // registerTiles drops the tile unless the vector loop gets all `lanes`
+  bool exactLanes =
+      false;  // registerTiles drops the tile unless the vector loop (and the blocks it spans) gets all `lanes`
 };
 
 // Output-height and kernel-height loops of 2-D convolutions and poolings that vectorization decomposes (it tiles them
@@ -29,9 +32,17 @@ struct TileShape {
 std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops);
 
 // Tile sizes (0 = untiled) of `shape` for the op of `view`, each a legal value of its head (or the loop's bound);
-// `width` (if given) receives the extent of the vector loop after tiling.
+// `width` (if given) receives the extent of the vector loop after tiling, `span` that times the extents of the vector
+// operand's other parallel loops a multi-vector shape took (after PACK, the blocks of the packed input).
 std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape,
-                                  int64_t *width = nullptr);
+                                  int64_t *width = nullptr, int64_t *span = nullptr);
+// A register tile split into a panel of the vector operand first (its parallel loops other than the vector loop
+// tiled by the register tile's sizes, the rest whole), then the rest of the register tile within the panel (those
+// loops whole); nullopt when the tile takes no such loop by more than 1. After PACK, B's panel of two blocks
+// (768 x 32 f32, 98 KB) stays in L2 while every row passes over it, instead of all of B (9.4 MB) passing once per
+// 8 rows.
+std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> panelSplit(const View &view,
+                                                                                const std::vector<int64_t> &sizes);
 struct RegisterTile {
   std::vector<int64_t> sizes;
   int64_t width = 0;  // extent of the vector loop (1: the "vector" is a scalar)
@@ -69,7 +80,7 @@ class Heuristic {
   int64_t maxElements() const { return maxElements_; }
 
  private:
-  Actions vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft);
+  Actions vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft, bool panelFirst = false);
   Env &env_;
   int64_t lanes_, maxElements_;
   std::map<std::string, Actions> memo_;

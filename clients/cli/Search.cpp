@@ -199,6 +199,19 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
         ++n;
       }
     }
+    // Panels of the vector operand (panelSplit): the blocks a register tile takes of it, as an outer loop, so that
+    // the next level's register tile passes every row over one panel (after PACK, two blocks of the packed B).
+    std::set<std::vector<int64_t>> panels;
+    for (const RegisterTile &t : registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {
+      if (static_cast<int>(panels.size()) >= config_.maxCacheTiles) break;
+      auto split = panelSplit(view, t.sizes);
+      if (!split || !panels.insert(split->first).second) continue;
+      bool legal = true;
+      for (size_t i = 0; i < split->first.size(); ++i)
+        if (split->first[i] && !view.tileLegal(static_cast<int>(i), s.tileIndex(split->first[i]))) legal = false;
+      Action a = legal ? s.tiles(s.tiling, split->first) : Action{};
+      if (legal && worth({a})) out.push_back({a});
+    }
   }
   if (left >= 3 && view.legal(s.interchange) && view.numLoops() >= 2) {
     for (const std::vector<int> &p : permutations(view, config_.maxPermutations)) {

@@ -78,7 +78,15 @@ TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   v.inputInnermostLoops = {0b0100, 0b1000};
   auto tiles = registerTiles(v, space(), 16, 512);
   ASSERT_FALSE(tiles.empty());
-  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 1, 1, 0}));  // 0: the 16-wide loop stays whole
+  // 8 rows of two vectors: the whole 16-wide loop (0) and two blocks of B make the 32 lanes.
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 2, 1, 0}));
+  EXPECT_EQ(tiles[0].width, 16);
+  // 8 rows of one vector next, 16 rows of two blocks later.
+  auto has = [&](std::vector<int64_t> sizes) {
+    return std::any_of(tiles.begin(), tiles.end(), [&](const RegisterTile &t) { return t.sizes == sizes; });
+  };
+  EXPECT_TRUE(has({8, 1, 1, 0}));
+  EXPECT_TRUE(has({16, 2, 1, 0}));
   // Without access information (servers before load_access), inner loops first as before.
   EXPECT_EQ(registerTiles(view({128, 192, 768, 16}, "pprp"), space(), 16, 512)[0].sizes,
             (std::vector<int64_t>{1, 8, 1, 0}));
@@ -87,6 +95,30 @@ TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   mm.inputLoops = {0b101, 0b110};
   mm.inputInnermostLoops = {0b100, 0b010};
   EXPECT_EQ(registerTiles(mm, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 32, 1}));
+}
+
+TEST(PanelSplit, BlocksOfTheVectorOperandBecomeAnOuterPanel) {
+  // After PACK (loops m, n / 16, k, 16): [8, 2, 1, 0] is B's panel of two blocks first, then 8 rows within it.
+  View v = view({128, 192, 768, 16}, "pprp");
+  v.inputLoops = {0b0101, 0b1110};
+  v.inputInnermostLoops = {0b0100, 0b1000};
+  auto split = panelSplit(v, {8, 2, 1, 0});
+  ASSERT_TRUE(split.has_value());
+  EXPECT_EQ(split->first, (std::vector<int64_t>{0, 2, 0, 0}));
+  EXPECT_EQ(split->second, (std::vector<int64_t>{8, 0, 1, 0}));
+  // Within the panel, the register tile keeps the two blocks whole: 8 rows of two vectors, no further panel.
+  View panel = v;
+  panel.bounds = {128, 2, 768, 16};
+  auto tiles = registerTiles(panel, space(), 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 0, 1, 0}));
+  EXPECT_FALSE(panelSplit(panel, tiles[0].sizes).has_value());
+  // One block of B (size 1) is no panel; a plain matmul's B is only read along the vector loop: no panel.
+  EXPECT_FALSE(panelSplit(v, {8, 1, 1, 0}).has_value());
+  View mm = view({512, 512, 512}, "ppr", "linalg.matmul");
+  mm.inputLoops = {0b101, 0b110};
+  mm.inputInnermostLoops = {0b100, 0b010};
+  EXPECT_FALSE(panelSplit(mm, {8, 32, 1}).has_value());
 }
 
 TEST(PackedInputReuse, RowsThatShareThePackedInput) {
