@@ -70,6 +70,13 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
   uint64_t vectorOperand = 0;
   for (size_t a = 0; pivot >= 0 && a < view.inputLoops.size(); ++a)
     if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
+  // Whether an input indexed by neither the vector loop nor loop `i` is broadcast to the vectors of every `i` (a
+  // matmul's A[m, k] after PACK, for each block of B).
+  auto broadcastAcross = [&](int i) {
+    for (size_t a = 0; a < view.inputLoops.size(); ++a)
+      if (!(view.inputLoops[a] >> pivot & 1) && !(view.inputLoops[a] >> i & 1)) return true;
+    return false;
+  };
   int64_t spanned = 1;
   uint64_t spanLoops = 0;
   if (pivot >= 0) {
@@ -80,8 +87,12 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
     if (width) *width = c.extent;
     // A multi-vector shape whose vector loop is whole but narrower (after PACK: blocks of 16) spans the vector
     // operand's other parallel loops, inner first: 2 blocks of 16 are the 32 lanes of "8 rows of two vectors".
+    // Only blocks an input is broadcast across (its value serves every block): after SPLIT_REDUCTION both inputs are
+    // read along the lanes, and a row's mean (a layer norm's variance) differs per row.
     for (int i = n - 1; shape.exactLanes && c.size == 0 && i >= 0 && spanned < shape.lanes; --i) {
-      if (i == pivot || skipped(i) || isReduction(view, i) || i >= 64 || !(vectorOperand >> i & 1)) continue;
+      if (i == pivot || skipped(i) || isReduction(view, i) || i >= 64 || !(vectorOperand >> i & 1) ||
+          !broadcastAcross(i))
+        continue;
       Choice b = largestWithin(view, space, i, shape.lanes / spanned);
       sizes[i] = b.size;
       elements *= b.extent;
@@ -119,20 +130,29 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
 }
 
 std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> panelSplit(const View &view,
-                                                                                const std::vector<int64_t> &sizes) {
+                                                                                const std::vector<int64_t> &sizes,
+                                                                                int64_t elementBytes) {
   int n = std::min<int>(view.numLoops(), static_cast<int>(sizes.size()));
-  auto [oh, kh] = decomposedLoops(view.opName, view.numLoops());
+  // Not convolutions: their vector operand is the filter, and a panel of filters re-reads the whole image.
+  if (decomposedLoops(view.opName, view.numLoops()).first >= 0) return std::nullopt;
   int pivot = -1;
   for (int i = n - 1; i >= 0 && pivot < 0; --i)
-    if (i != oh && i != kh && !isReduction(view, i)) pivot = i;
+    if (!isReduction(view, i)) pivot = i;
   if (pivot < 0 || pivot >= 64) return std::nullopt;
   uint64_t vectorOperand = 0;
   for (size_t a = 0; a < view.inputLoops.size(); ++a)
     if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
+  // Its footprint within one iteration of the parallel loops the tile takes by 1 (a batch_matmul's batch: each batch's
+  // B alone).
+  int64_t footprint = elementBytes;
+  for (int i = 0; i < view.numLoops() && i < 64; ++i)
+    if ((vectorOperand >> i & 1) && !(i < n && sizes[i] == 1 && !isReduction(view, i)))
+      footprint *= std::max<int64_t>(1, view.bounds[i]);
+  if (footprint <= kPanelBytes) return std::nullopt;
   std::vector<int64_t> panel(sizes.size(), 0), rest = sizes;
   bool any = false;
   for (int i = 0; i < n && i < 64; ++i)
-    if (i != pivot && !isReduction(view, i) && (vectorOperand >> i & 1) && sizes[i] > 1 && sizes[i] < view.bounds[i]) {
+    if (!isReduction(view, i) && (vectorOperand >> i & 1) && sizes[i] > 1 && sizes[i] < view.bounds[i]) {
       panel[i] = sizes[i];
       rest[i] = 0;
       any = true;
@@ -354,8 +374,8 @@ Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int 
       if (t.width < 2) continue;
       int64_t elements = 1;
       for (size_t i = 0; i < t.sizes.size(); ++i) elements *= t.sizes[i] ? t.sizes[i] : view.bounds[i];
-      auto split =
-          panelFirst && actionsLeft >= 3 && view.legal(space.tiling) ? panelSplit(shaped, t.sizes) : std::nullopt;
+      auto split = panelFirst && actionsLeft >= 3 && view.legal(space.tiling) ? panelSplit(shaped, t.sizes, 64 / lanes_)
+                                                                              : std::nullopt;
       bool panelLegal = split.has_value();
       for (size_t i = 0; split && i < split->first.size(); ++i)
         if (split->first[i] && !view.tileLegal(static_cast<int>(i), space.tileIndex(split->first[i])))
@@ -421,17 +441,14 @@ Actions Heuristic::finishOp(const Actions &prefix) {
       // (two blocks) outside 8 rows of two vectors: matmul_transpose_b 128x768x3072 f32, PACK [16, 2, 1, 16]
       // 4.24 ms, PACK [0, 2] then [8, 0, 1] 3.40 ms (178 GFLOP/s).
       int64_t reuse = packedInputReuse(*view);
-      if (space.pack >= 0 && left >= 4 && view->actionsOnOp == 0 && view->legal(space.pack) && reuse >= 8)
+      if (space.pack >= 0 && left >= 3 && view->actionsOnOp == 0 && view->legal(space.pack) && reuse >= 8)
         out = rewriteThenVectorize(space.pack, true);
-      if (out.empty() && space.pack >= 0 && left >= 3 && view->actionsOnOp == 0 && view->legal(space.pack) &&
-          reuse >= 8)
-        out = rewriteThenVectorize(space.pack);
       // Fewer rows (a matrix-vector product): the reduction split into lanes instead, one vector of partial sums per
       // output (ResNet-18's classifier 1x512 by 1000x512: 0.031 ms split, 0.076 ms for the best unsplit schedule).
       if (out.empty() && space.split >= 0 && left >= 3 && view->actionsOnOp == 0 && reuse > 0 && reuse < 8 &&
           view->legal(space.split))
         out = rewriteThenVectorize(space.split);
-      if (out.empty()) out = vectorizeWithin(prefix, *view, left);
+      if (out.empty()) out = vectorizeWithin(prefix, *view, left, true);
       // Convolutions MLIR cannot vectorize in their own form: as a contraction after img2col.
       if (out.empty() && left >= 3 && view->legal(space.img2col)) out = rewriteThenVectorize(space.img2col);
       if (out.empty()) out.push_back(space.make(space.noTransformation));

@@ -36,13 +36,18 @@ std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops);
 // operand's other parallel loops a multi-vector shape took (after PACK, the blocks of the packed input).
 std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape,
                                   int64_t *width = nullptr, int64_t *span = nullptr);
-// A register tile split into a panel of the vector operand first (its parallel loops other than the vector loop
-// tiled by the register tile's sizes, the rest whole), then the rest of the register tile within the panel (those
-// loops whole); nullopt when the tile takes no such loop by more than 1. After PACK, B's panel of two blocks
-// (768 x 32 f32, 98 KB) stays in L2 while every row passes over it, instead of all of B (9.4 MB) passing once per
-// 8 rows.
+// Vector operands larger than this get a panel (panelSplit): half of Sapphire Rapids' 2 MiB L2, all of Zen 4's.
+constexpr int64_t kPanelBytes = int64_t{1} << 20;
+// A register tile split into a panel of the vector operand (the input read contiguously along the vector loop)
+// first: its parallel loops tiled by the register tile's sizes, the others whole; then the rest of the register
+// tile within the panel (those loops whole). nullopt for convolutions, for vector operands of at most kPanelBytes
+// (`elementBytes` per element), and when the tile takes none of its loops by more than 1. Every row then passes over
+// one panel while it is in L2, instead of the whole operand passing from memory once per register tile of rows.
+// matmul 128x768x768 f32, [8, 32, 1] 1.80-2.06 ms, [0, 32] then [8, 0, 1] 0.78-1.01 ms; after PACK,
+// matmul_transpose_b 128x768x3072, [16, 2, 1, 16] 4.24 ms, [0, 2] then [8, 0, 1] 3.40 ms.
 std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> panelSplit(const View &view,
-                                                                                const std::vector<int64_t> &sizes);
+                                                                                const std::vector<int64_t> &sizes,
+                                                                                int64_t elementBytes);
 struct RegisterTile {
   std::vector<int64_t> sizes;
   int64_t width = 0;  // extent of the vector loop (1: the "vector" is a scalar)

@@ -204,7 +204,7 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
     std::set<std::vector<int64_t>> panels;
     for (const RegisterTile &t : registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {
       if (static_cast<int>(panels.size()) >= config_.maxCacheTiles) break;
-      auto split = panelSplit(view, t.sizes);
+      auto split = panelSplit(view, t.sizes, 64 / heuristic_.lanes());
       if (!split || !panels.insert(split->first).second) continue;
       bool legal = true;
       for (size_t i = 0; i < split->first.size(); ++i)

@@ -87,6 +87,18 @@ TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   };
   EXPECT_TRUE(has({8, 1, 1, 0}));
   EXPECT_TRUE(has({16, 2, 1, 0}));
+  // After SPLIT_REDUCTION (loops m, n, k / 16, 16; A[m, k / 16, 16], B[n, k / 16, 16]) both inputs are read along
+  // the lanes: no blocks to span, 8 outputs share A's vector.
+  View split = view({1, 1000, 32, 16}, "pprp");
+  split.inputLoops = {0b1101, 0b1110};
+  split.inputInnermostLoops = {0b1000, 0b1000};
+  EXPECT_EQ(registerTiles(split, space(), 16, 512)[0].sizes, (std::vector<int64_t>{0, 8, 1, 0}));
+  // A layer norm's variance after SPLIT_REDUCTION (m, k / 16, 16; X[m, k / 16, 16], mean[m]): the mean is not
+  // broadcast across rows, so 8 rows, not 2 spanned ones.
+  View variance = view({128, 48, 16}, "prp");
+  variance.inputLoops = {0b111, 0b001};
+  variance.inputInnermostLoops = {0b100, 0b001};
+  EXPECT_EQ(registerTiles(variance, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 1, 0}));
   // Without access information (servers before load_access), inner loops first as before.
   EXPECT_EQ(registerTiles(view({128, 192, 768, 16}, "pprp"), space(), 16, 512)[0].sizes,
             (std::vector<int64_t>{1, 8, 1, 0}));
@@ -102,7 +114,7 @@ TEST(PanelSplit, BlocksOfTheVectorOperandBecomeAnOuterPanel) {
   View v = view({128, 192, 768, 16}, "pprp");
   v.inputLoops = {0b0101, 0b1110};
   v.inputInnermostLoops = {0b0100, 0b1000};
-  auto split = panelSplit(v, {8, 2, 1, 0});
+  auto split = panelSplit(v, {8, 2, 1, 0}, 4);
   ASSERT_TRUE(split.has_value());
   EXPECT_EQ(split->first, (std::vector<int64_t>{0, 2, 0, 0}));
   EXPECT_EQ(split->second, (std::vector<int64_t>{8, 0, 1, 0}));
@@ -112,13 +124,33 @@ TEST(PanelSplit, BlocksOfTheVectorOperandBecomeAnOuterPanel) {
   auto tiles = registerTiles(panel, space(), 16, 512);
   ASSERT_FALSE(tiles.empty());
   EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 0, 1, 0}));
-  EXPECT_FALSE(panelSplit(panel, tiles[0].sizes).has_value());
-  // One block of B (size 1) is no panel; a plain matmul's B is only read along the vector loop: no panel.
-  EXPECT_FALSE(panelSplit(v, {8, 1, 1, 0}).has_value());
-  View mm = view({512, 512, 512}, "ppr", "linalg.matmul");
+  EXPECT_FALSE(panelSplit(panel, tiles[0].sizes, 4).has_value());
+  // One block of B (size 1) is no panel.
+  EXPECT_FALSE(panelSplit(v, {8, 1, 1, 0}, 4).has_value());
+  // A plain matmul: a panel of 32 columns of B when B exceeds 1 MiB (768 x 768 f32), none at 512 x 512 f32 (1 MiB).
+  View mm = view({128, 768, 768}, "ppr", "linalg.matmul");
   mm.inputLoops = {0b101, 0b110};
   mm.inputInnermostLoops = {0b100, 0b010};
-  EXPECT_FALSE(panelSplit(mm, {8, 32, 1}).has_value());
+  split = panelSplit(mm, {8, 32, 1}, 4);
+  ASSERT_TRUE(split.has_value());
+  EXPECT_EQ(split->first, (std::vector<int64_t>{0, 32, 0}));
+  EXPECT_EQ(split->second, (std::vector<int64_t>{8, 0, 1}));
+  mm.bounds = {512, 512, 512};
+  EXPECT_FALSE(panelSplit(mm, {8, 32, 1}, 4).has_value());
+  EXPECT_TRUE(panelSplit(mm, {8, 32, 1}, 8).has_value());  // f64: 2 MiB
+  // A batch_matmul tiled by 1 along the batch: each batch's B alone counts (16 x 64 x 384 f32: 96 KiB, no panel).
+  View bmm = view({16, 384, 384, 64}, "pppr", "linalg.batch_matmul");
+  bmm.inputLoops = {0b1011, 0b1101};
+  bmm.inputInnermostLoops = {0b1000, 0b0100};
+  EXPECT_FALSE(panelSplit(bmm, {1, 8, 32, 1}, 4).has_value());
+  // Convolutions: never (the filter is the vector operand).
+  View conv = view({1, 56, 56, 256, 3, 3, 256},
+                   "ppppr"
+                   "rr",
+                   "linalg.conv_2d_nhwc_hwcf");
+  conv.inputLoops = {0b1110111, 0b1111000};
+  conv.inputInnermostLoops = {0b1000000, 0b0001000};
+  EXPECT_FALSE(panelSplit(conv, {1, 1, 8, 32, 1, 1, 1}, 4).has_value());
 }
 
 TEST(PackedInputReuse, RowsThatShareThePackedInput) {
