@@ -36,16 +36,20 @@ std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops);
 // operand's other parallel loops a multi-vector shape took (after PACK, the blocks of the packed input).
 std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape,
                                   int64_t *width = nullptr, int64_t *span = nullptr);
-// Vector operands larger than this get a panel (panelSplit): half of Sapphire Rapids' 2 MiB L2, all of Zen 4's.
+// Vector operands larger than this get a cache tile before the register tile (cacheSplit): half of Sapphire Rapids'
+// 2 MiB L2, all of Zen 4's.
 constexpr int64_t kPanelBytes = int64_t{1} << 20;
-// A register tile split into a panel of the vector operand (the input read contiguously along the vector loop)
-// first: its parallel loops tiled by the register tile's sizes, the others whole; then the rest of the register
-// tile within the panel (those loops whole). nullopt for convolutions, for vector operands of at most kPanelBytes
-// (`elementBytes` per element), and when the tile takes none of its loops by more than 1. Every row then passes over
-// one panel while it is in L2, instead of the whole operand passing from memory once per register tile of rows.
-// matmul 128x768x768 f32, [8, 32, 1] 1.80-2.06 ms, [0, 32] then [8, 0, 1] 0.78-1.01 ms; after PACK,
-// matmul_transpose_b 128x768x3072, [16, 2, 1, 16] 4.24 ms, [0, 2] then [8, 0, 1] 3.40 ms.
-std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> panelSplit(const View &view,
+constexpr int64_t kReductionBlock = 64;
+// A cache tile to apply before a register tile (`sizes`), and the register tile to apply inside it, where the
+// vector's operand (the input read contiguously along the vector loop) exceeds kPanelBytes (`elementBytes` per
+// element; counted within one iteration of the parallel loops the tile takes by 1, e.g. a batch) and the op is not a
+// convolution. After PACK, a panel of the packed operand's blocks the tile takes, those loops whole inside: every
+// row passes over one panel while it is in L2, instead of the whole operand coming from memory once per register
+// tile of rows (matmul_transpose_b 128x768x3072 f32: [16, 2, 1, 16] 4.24 ms, [0, 2] then [8, 0, 1] 3.40 ms; a
+// block of k measured 3.66-5.67 ms). Otherwise a block of kReductionBlock of the innermost reduction the tile steps
+// by 1 (a matmul's k), the tile unchanged inside: matmul 128x768x768 f32 [8, 32, 1] 1.81-1.95 ms, [0, 0, 64] then
+// [8, 32, 1] 0.70 ms (a panel of 32 columns 0.78); VGG-16 conv3_1 after IMG2COL 25.6 -> 10.6 ms. nullopt otherwise.
+std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> cacheSplit(const View &view,
                                                                                 const std::vector<int64_t> &sizes,
                                                                                 int64_t elementBytes);
 struct RegisterTile {
@@ -85,7 +89,7 @@ class Heuristic {
   int64_t maxElements() const { return maxElements_; }
 
  private:
-  Actions vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft, bool panelFirst = false);
+  Actions vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft, bool cacheFirst = false);
   Env &env_;
   int64_t lanes_, maxElements_;
   std::map<std::string, Actions> memo_;

@@ -199,12 +199,12 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
         ++n;
       }
     }
-    // Panels of the vector operand (panelSplit): the blocks a register tile takes of it, as an outer loop, so that
-    // the next level's register tile passes every row over one panel (after PACK, two blocks of the packed B).
+    // The cache tiles cacheSplit gives for the register tiles (after PACK, a panel of two blocks of the packed B; a
+    // block of k of a large matmul), so that the next level's register tile works within them.
     std::set<std::vector<int64_t>> panels;
     for (const RegisterTile &t : registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {
       if (static_cast<int>(panels.size()) >= config_.maxCacheTiles) break;
-      auto split = panelSplit(view, t.sizes, 64 / heuristic_.lanes());
+      auto split = cacheSplit(view, t.sizes, 64 / heuristic_.lanes());
       if (!split || !panels.insert(split->first).second) continue;
       bool legal = true;
       for (size_t i = 0; i < split->first.size(); ++i)

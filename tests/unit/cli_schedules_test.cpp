@@ -109,12 +109,12 @@ TEST(RegisterTiles, RowsComeFromLoopsTheVectorOperandDoesNotUse) {
   EXPECT_EQ(registerTiles(mm, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 32, 1}));
 }
 
-TEST(PanelSplit, BlocksOfTheVectorOperandBecomeAnOuterPanel) {
+TEST(CacheSplit, APanelOfPackedBlocksOrABlockOfK) {
   // After PACK (loops m, n / 16, k, 16): [8, 2, 1, 0] is B's panel of two blocks first, then 8 rows within it.
   View v = view({128, 192, 768, 16}, "pprp");
   v.inputLoops = {0b0101, 0b1110};
   v.inputInnermostLoops = {0b0100, 0b1000};
-  auto split = panelSplit(v, {8, 2, 1, 0}, 4);
+  auto split = cacheSplit(v, {8, 2, 1, 0}, 4);
   ASSERT_TRUE(split.has_value());
   EXPECT_EQ(split->first, (std::vector<int64_t>{0, 2, 0, 0}));
   EXPECT_EQ(split->second, (std::vector<int64_t>{8, 0, 1, 0}));
@@ -124,25 +124,29 @@ TEST(PanelSplit, BlocksOfTheVectorOperandBecomeAnOuterPanel) {
   auto tiles = registerTiles(panel, space(), 16, 512);
   ASSERT_FALSE(tiles.empty());
   EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{8, 0, 1, 0}));
-  EXPECT_FALSE(panelSplit(panel, tiles[0].sizes, 4).has_value());
+  EXPECT_FALSE(cacheSplit(panel, tiles[0].sizes, 4).has_value());
   // One block of B (size 1) is no panel.
-  EXPECT_FALSE(panelSplit(v, {8, 1, 1, 0}, 4).has_value());
-  // A plain matmul: a panel of 32 columns of B when B exceeds 1 MiB (768 x 768 f32), none at 512 x 512 f32 (1 MiB).
+  EXPECT_FALSE(cacheSplit(v, {8, 1, 1, 0}, 4).has_value());
+  // A plain matmul whose B exceeds 1 MiB (768 x 768 f32): a block of 64 of k first, the register tile inside; none
+  // at 512 x 512 f32 (1 MiB).
   View mm = view({128, 768, 768}, "ppr", "linalg.matmul");
   mm.inputLoops = {0b101, 0b110};
   mm.inputInnermostLoops = {0b100, 0b010};
-  split = panelSplit(mm, {8, 32, 1}, 4);
+  split = cacheSplit(mm, {8, 32, 1}, 4);
   ASSERT_TRUE(split.has_value());
-  EXPECT_EQ(split->first, (std::vector<int64_t>{0, 32, 0}));
-  EXPECT_EQ(split->second, (std::vector<int64_t>{8, 0, 1}));
+  EXPECT_EQ(split->first, (std::vector<int64_t>{0, 0, 64}));
+  EXPECT_EQ(split->second, (std::vector<int64_t>{8, 32, 1}));
+  View blocked = mm;
+  blocked.bounds = {128, 768, 64};  // within the block: nothing more
+  EXPECT_FALSE(cacheSplit(blocked, {8, 32, 1}, 4).has_value());
   mm.bounds = {512, 512, 512};
-  EXPECT_FALSE(panelSplit(mm, {8, 32, 1}, 4).has_value());
-  EXPECT_TRUE(panelSplit(mm, {8, 32, 1}, 8).has_value());  // f64: 2 MiB
+  EXPECT_FALSE(cacheSplit(mm, {8, 32, 1}, 4).has_value());
+  EXPECT_TRUE(cacheSplit(mm, {8, 32, 1}, 8).has_value());  // f64: 2 MiB
   // A batch_matmul tiled by 1 along the batch: each batch's B alone counts (16 x 64 x 384 f32: 96 KiB, no panel).
   View bmm = view({16, 384, 384, 64}, "pppr", "linalg.batch_matmul");
   bmm.inputLoops = {0b1011, 0b1101};
   bmm.inputInnermostLoops = {0b1000, 0b0100};
-  EXPECT_FALSE(panelSplit(bmm, {1, 8, 32, 1}, 4).has_value());
+  EXPECT_FALSE(cacheSplit(bmm, {1, 8, 32, 1}, 4).has_value());
   // Convolutions: never (the filter is the vector operand).
   View conv = view({1, 56, 56, 256, 3, 3, 256},
                    "ppppr"
@@ -150,7 +154,7 @@ TEST(PanelSplit, BlocksOfTheVectorOperandBecomeAnOuterPanel) {
                    "linalg.conv_2d_nhwc_hwcf");
   conv.inputLoops = {0b1110111, 0b1111000};
   conv.inputInnermostLoops = {0b1000000, 0b0001000};
-  EXPECT_FALSE(panelSplit(conv, {1, 1, 8, 32, 1, 1, 1}, 4).has_value());
+  EXPECT_FALSE(cacheSplit(conv, {1, 1, 8, 32, 1, 1, 1}, 4).has_value());
 }
 
 TEST(PackedInputReuse, RowsThatShareThePackedInput) {
