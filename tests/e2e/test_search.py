@@ -229,8 +229,10 @@ def test_greedy_tries_pack_on_a_transposed_matmul(server, tmp_path):
     ("nn-ops/matmul_transpose_b_128x768x768_f32", "PACK T[0,2] T[8,0,1] V"),
     # B (768 x 768 f32, 2.25 MiB) exceeds 1 MiB: a block of 64 of k, then 8 rows peeled (197 = 24 * 8 + 5).
     ("nn-ops/matmul_197x768x768_f32", "T[0,0,64] PT[8,32,1] V"),
-    # B of 1 MiB: no panel.
+    # B of 1 MiB: no cache tile.
     ("nn-ops/matmul_512x512x512_f32", "T[8,32,1] V"),
+    # An NCHW convolution (+ bias, residual, ReLU): IMG2COL first, then a block of k of the 1152 x 784 im2col matrix.
+    ("models/resnet18_layer2_0_conv2", "PT[0,1,8,8] V PT[0,1,8,8] V PT[0,1,8,8] V IMG2COL T[0,0,0,64] PT[0,8,32,1] V"),
 ])
 def test_heuristic_tiles_for_the_cache_where_the_vector_operand_is_large(server, tmp_path, benchmark, schedule):
     """Where the vector's operand exceeds 1 MiB, the heuristic's register tile comes after a cache tile: a panel of
