@@ -170,6 +170,12 @@ std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> cacheSplit(
   return std::nullopt;
 }
 
+bool tilesAllowed(const View &view, const Space &space, const std::vector<int64_t> &sizes) {
+  for (size_t i = 0; i < sizes.size(); ++i)
+    if (!view.tileLegal(static_cast<int>(i), space.tileIndex(sizes[i]))) return false;
+  return true;
+}
+
 std::vector<RegisterTile> registerTiles(const View &view, const Space &space, int64_t lanes, int64_t maxElements) {
   std::vector<TileShape> shapes;
   auto add = [&](int64_t l, int64_t e, int64_t r, bool innermost, int64_t innerReduction = 0, bool exact = false) {
@@ -385,11 +391,7 @@ Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int 
       for (size_t i = 0; i < t.sizes.size(); ++i) elements *= t.sizes[i] ? t.sizes[i] : view.bounds[i];
       auto split = cacheFirst && actionsLeft >= 3 && view.legal(space.tiling) ? cacheSplit(shaped, t.sizes, 64 / lanes_)
                                                                               : std::nullopt;
-      bool splitLegal = split.has_value();
-      for (size_t i = 0; split && i < split->first.size(); ++i)
-        if (split->first[i] && !view.tileLegal(static_cast<int>(i), space.tileIndex(split->first[i])))
-          splitLegal = false;
-      if (splitLegal) {
+      if (split && tilesAllowed(view, space, split->first)) {
         Actions tiles = prefix;
         tiles.push_back(space.tiles(space.tiling, split->first));
         tiles.push_back(space.tiles(type, split->second));

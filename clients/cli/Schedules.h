@@ -36,6 +36,8 @@ std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops);
 // operand's other parallel loops a multi-vector shape took (after PACK, the blocks of the packed input).
 std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape,
                                   int64_t *width = nullptr, int64_t *span = nullptr);
+// Whether TILING's masks in `view` allow every size (0 = untiled) of `sizes`.
+bool tilesAllowed(const View &view, const Space &space, const std::vector<int64_t> &sizes);
 // Vector operands larger than this get a cache tile before the register tile (cacheSplit): half of Sapphire Rapids'
 // 2 MiB L2, all of Zen 4's.
 constexpr int64_t kPanelBytes = int64_t{1} << 20;

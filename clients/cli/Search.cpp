@@ -145,11 +145,7 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
   // loops like 1000 or 197, and cache tiles of 64 on them.
   if (s.peeledTiling >= 0 && left >= 2 && view.legal(s.peeledTiling) && !view.legal(s.vectorization)) {
     View pv = view.peeled();
-    auto tilingOffers = [&](const std::vector<int64_t> &sizes) {
-      for (size_t i = 0; i < sizes.size(); ++i)
-        if (!view.tileLegal(static_cast<int>(i), s.tileIndex(sizes[i]))) return false;
-      return true;
-    };
+    auto tilingOffers = [&](const std::vector<int64_t> &sizes) { return tilesAllowed(view, s, sizes); };
     int n = 0;
     for (const RegisterTile &t : registerTiles(pv, s, heuristic_.lanes(), heuristic_.maxElements())) {
       if (n >= config_.maxRegisterTiles) break;
@@ -206,11 +202,9 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
       if (static_cast<int>(panels.size()) >= config_.maxCacheTiles) break;
       auto split = cacheSplit(view, t.sizes, 64 / heuristic_.lanes());
       if (!split || !panels.insert(split->first).second) continue;
-      bool legal = true;
-      for (size_t i = 0; i < split->first.size(); ++i)
-        if (split->first[i] && !view.tileLegal(static_cast<int>(i), s.tileIndex(split->first[i]))) legal = false;
-      Action a = legal ? s.tiles(s.tiling, split->first) : Action{};
-      if (legal && worth({a})) out.push_back({a});
+      if (!tilesAllowed(view, s, split->first)) continue;
+      Action a = s.tiles(s.tiling, split->first);
+      if (worth({a})) out.push_back({a});
     }
   }
   if (left >= 3 && view.legal(s.interchange) && view.numLoops() >= 2) {
