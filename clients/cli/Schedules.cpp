@@ -29,6 +29,14 @@ Choice largestWithin(const View &view, const Space &space, int i, int64_t cap) {
 
 bool isReduction(const View &view, int i) { return view.iterators[i] == 2; }
 
+// Loops of the inputs read contiguously along loop `pivot` (the vector loop): a matmul's B; after PACK, the packed B.
+uint64_t vectorOperandLoops(const View &view, int pivot) {
+  uint64_t loops = 0;
+  for (size_t a = 0; pivot >= 0 && pivot < 64 && a < view.inputLoops.size(); ++a)
+    if (view.inputInnermostLoops[a] >> pivot & 1) loops |= view.inputLoops[a];
+  return loops;
+}
+
 // Reduction loops up to this bound are kept whole in a register tile when the vector has room.
 constexpr int64_t kSmallReduction = 8;
 
@@ -66,10 +74,7 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
     if (!skipped(i) && (shape.innermost || !isReduction(view, i))) pivot = i;
   int64_t elements = 1;
   if (width) *width = 1;
-  // The inputs read contiguously along the vector loop (a matmul's B; after PACK, the packed B).
-  uint64_t vectorOperand = 0;
-  for (size_t a = 0; pivot >= 0 && a < view.inputLoops.size(); ++a)
-    if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
+  uint64_t vectorOperand = vectorOperandLoops(view, pivot);
   // Whether an input indexed by neither the vector loop nor loop `i` is broadcast to the vectors of every `i` (a
   // matmul's A[m, k] after PACK, for each block of B).
   auto broadcastAcross = [&](int i) {
@@ -139,16 +144,14 @@ std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> cacheSplit(
   for (int i = n - 1; i >= 0 && pivot < 0; --i)
     if (!isReduction(view, i)) pivot = i;
   if (pivot < 0 || pivot >= 64) return std::nullopt;
-  uint64_t vectorOperand = 0;
-  for (size_t a = 0; a < view.inputLoops.size(); ++a)
-    if (view.inputInnermostLoops[a] >> pivot & 1) vectorOperand |= view.inputLoops[a];
+  uint64_t vectorOperand = vectorOperandLoops(view, pivot);
   // Its footprint within one iteration of the parallel loops the tile takes by 1 (a batch_matmul's batch: each batch's
   // B alone).
   int64_t footprint = elementBytes;
   for (int i = 0; i < view.numLoops() && i < 64; ++i)
     if ((vectorOperand >> i & 1) && !(i < n && sizes[i] == 1 && !isReduction(view, i)))
       footprint *= std::max<int64_t>(1, view.bounds[i]);
-  if (footprint <= kPanelBytes) return std::nullopt;
+  if (footprint <= kCacheSplitBytes) return std::nullopt;
   // Blocks of a packed operand the tile takes (after PACK): a panel of them first, the tile's rest inside it.
   std::vector<int64_t> panel(sizes.size(), 0), rest = sizes;
   bool any = false;
@@ -449,8 +452,7 @@ Actions Heuristic::finishOp(const Actions &prefix) {
       // A contraction whose output's contiguous loop is strided in an input (matmul_transpose_b), packed first when
       // the packed input is reused by enough rows to pay for its blocked transposition (BERT FFN up, m = 128:
       // 12.3 -> 5.3 ms; a matrix-vector product, m = 1, is faster unpacked), then a panel of the packed input
-      // (two blocks) outside 8 rows of two vectors: matmul_transpose_b 128x768x3072 f32, PACK [16, 2, 1, 16]
-      // 4.24 ms, PACK [0, 2] then [8, 0, 1] 3.40 ms (178 GFLOP/s).
+      // (cacheSplit) outside 8 rows of two vectors.
       int64_t reuse = packedInputReuse(*view);
       if (space.pack >= 0 && left >= 3 && view->actionsOnOp == 0 && view->legal(space.pack) && reuse >= 8)
         out = rewriteThenVectorize(space.pack, true);
@@ -462,11 +464,13 @@ Actions Heuristic::finishOp(const Actions &prefix) {
       // NCHW convolutions: as a contraction after img2col first. Vectorized in their own form they get a vector
       // along the output's width and a few filters (VGG-16 conv3_1: [0, 2, 0, 16, 1] 287 ms; IMG2COL and
       // [0, 8, 32, 1] 13 ms, the untransformed reference 446 ms).
-      if (out.empty() && left >= 3 && view->opName == "linalg.conv_2d_nchw_fchw" && view->legal(space.img2col))
+      bool img2colFirst = view->opName == "linalg.conv_2d_nchw_fchw";
+      if (out.empty() && img2colFirst && left >= 3 && view->legal(space.img2col))
         out = rewriteThenVectorize(space.img2col, true);
       if (out.empty()) out = vectorizeWithin(prefix, *view, left, true);
       // Convolutions MLIR cannot vectorize in their own form: as a contraction after img2col.
-      if (out.empty() && left >= 3 && view->legal(space.img2col)) out = rewriteThenVectorize(space.img2col, true);
+      if (out.empty() && !img2colFirst && left >= 3 && view->legal(space.img2col))
+        out = rewriteThenVectorize(space.img2col, true);
       if (out.empty()) out.push_back(space.make(space.noTransformation));
     }
   }

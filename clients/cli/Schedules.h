@@ -40,10 +40,10 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
 bool tilesAllowed(const View &view, const Space &space, const std::vector<int64_t> &sizes);
 // Vector operands larger than this get a cache tile before the register tile (cacheSplit): half of Sapphire Rapids'
 // 2 MiB L2, all of Zen 4's.
-constexpr int64_t kPanelBytes = int64_t{1} << 20;
+constexpr int64_t kCacheSplitBytes = int64_t{1} << 20;
 constexpr int64_t kReductionBlock = 64;
 // A cache tile to apply before a register tile (`sizes`), and the register tile to apply inside it, where the
-// vector's operand (the input read contiguously along the vector loop) exceeds kPanelBytes (`elementBytes` per
+// vector's operand (the input read contiguously along the vector loop) exceeds kCacheSplitBytes (`elementBytes` per
 // element; counted within one iteration of the parallel loops the tile takes by 1, e.g. a batch) and the op is not a
 // convolution. After PACK, a panel of the packed operand's blocks the tile takes, those loops whole inside: every
 // row passes over one panel while it is in L2, instead of the whole operand coming from memory once per register

@@ -129,9 +129,12 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
   };
   // Register tiles (when the op is still too large to vectorize: a smaller tile of a vectorizable op is the same as
   // a smaller register tile, which the parent state offered).
-  if (left >= 2 && view.legal(s.tiling) && !view.legal(s.vectorization)) {
+  bool tileable = view.legal(s.tiling) && !view.legal(s.vectorization);
+  std::vector<RegisterTile> tiles =
+      tileable ? registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements()) : std::vector<RegisterTile>{};
+  if (left >= 2 && tileable) {
     int n = 0;
-    for (const RegisterTile &t : registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {
+    for (const RegisterTile &t : tiles) {
       if (n >= config_.maxRegisterTiles) break;
       Action a = s.tiles(s.tiling, t.sizes);
       std::optional<View> v = env_.observe(concat(prefix, {a}));
@@ -185,7 +188,7 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
       }
     }
   }
-  if (left >= 3 && view.legal(s.tiling) && !view.legal(s.vectorization)) {
+  if (left >= 3 && tileable) {
     int n = 0;
     for (const std::vector<int64_t> &t : cacheTiles(view, s)) {
       if (n >= config_.maxCacheTiles) break;
@@ -197,11 +200,11 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
     }
     // The cache tiles cacheSplit gives for the register tiles (after PACK, a panel of two blocks of the packed B; a
     // block of k of a large matmul), so that the next level's register tile works within them.
-    std::set<std::vector<int64_t>> panels;
-    for (const RegisterTile &t : registerTiles(view, s, heuristic_.lanes(), heuristic_.maxElements())) {
-      if (static_cast<int>(panels.size()) >= config_.maxCacheTiles) break;
+    std::set<std::vector<int64_t>> splits;
+    for (const RegisterTile &t : tiles) {
+      if (static_cast<int>(splits.size()) >= config_.maxCacheTiles) break;
       auto split = cacheSplit(view, t.sizes, 64 / heuristic_.lanes());
-      if (!split || !panels.insert(split->first).second) continue;
+      if (!split || !splits.insert(split->first).second) continue;
       if (!tilesAllowed(view, s, split->first)) continue;
       Action a = s.tiles(s.tiling, split->first);
       if (worth({a})) out.push_back({a});
