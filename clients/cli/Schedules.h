@@ -56,8 +56,14 @@ std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> cacheSplit(
                                                                                 int64_t elementBytes);
 struct RegisterTile {
   std::vector<int64_t> sizes;
-  int64_t width = 0;  // extent of the vector loop (1: the "vector" is a scalar)
+  int64_t width = 0;      // extent of the vector loop (1: the "vector" is a scalar)
+  bool channels = false;  // poolingChannelTile: preferred over a wider vector along the output's width
 };
+// NCHW poolings whose window slides along the output's width: a vector of channels (lanes / 2 of them, two outputs
+// of the width each), the windows whole. The width's vector reads the input strided (a stride-2 max pool gathers
+// every other element) and measured slower than untransformed; channels read the same few input columns of each
+// plane. nullopt for other ops, global poolings (width 1) and where the masks forbid a size.
+std::optional<RegisterTile> poolingChannelTile(const View &view, const Space &space, int64_t lanes);
 // Register tiles worth trying, most promising first, without duplicates or all-untiled vectors. `lanes`: vector
 // lanes of the benchmark's element type on this host (16 for f32 on AVX-512); `maxElements`: the session's
 // max_vector_elements.

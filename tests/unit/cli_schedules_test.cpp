@@ -221,6 +221,30 @@ TEST(RegisterTiles, NchwConvolutionKeepsTheKernelWindowWhole) {
   EXPECT_EQ(tiles[0].width, 8);
 }
 
+TEST(RegisterTiles, NchwPoolingVectorizesChannelsFirst) {
+  // pooling_nchw_max 3x3/2, 1x64x114x114 -> 1x64x56x56: (n, c, oh, ow, kh, kw) = (1, 64, 56, 56, 3, 3).
+  View v = view({1, 64, 56, 56, 3, 3}, "pppprr", "linalg.pooling_nchw_max");
+  auto tiles = registerTiles(v, space(), 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{0, 8, 1, 2, 0, 0}));
+  EXPECT_TRUE(tiles[0].channels);
+  EXPECT_EQ(tiles[0].width, 8);
+  // The width's vector is still among the proposals, after it.
+  EXPECT_TRUE(std::any_of(tiles.begin() + 1, tiles.end(), [](const RegisterTile &t) { return !t.channels; }));
+  // Offered to tiled fusion first too (the pool's fill fused into the tile).
+  EXPECT_EQ(fusionTiles(v, space(), 16, 512).front(), (std::vector<int64_t>{0, 8, 1, 2, 0, 0}));
+  // f64: 4 channels.
+  EXPECT_EQ(poolingChannelTile(v, space(), 8)->sizes, (std::vector<int64_t>{0, 4, 1, 2, 0, 0}));
+  // Global poolings (the output's width is 1), other ops and NHWC poolings: none.
+  EXPECT_FALSE(poolingChannelTile(view({1, 512, 1, 1, 7, 7}, "pppprr", "linalg.pooling_nchw_sum"), space(), 16));
+  EXPECT_FALSE(poolingChannelTile(view({1, 56, 56, 64, 3, 3}, "pppprr", "linalg.pooling_nhwc_max"), space(), 16));
+  EXPECT_FALSE(poolingChannelTile(view({1, 64, 56, 56, 3, 3}, "pppprr"), space(), 16));
+  // A width no size of 2 or less divides (odd, e.g. 7): no tile of two outputs; 1 is allowed.
+  auto odd = poolingChannelTile(view({1, 512, 7, 7, 2, 2}, "pppprr", "linalg.pooling_nchw_max"), space(), 16);
+  ASSERT_TRUE(odd);
+  EXPECT_EQ(odd->sizes, (std::vector<int64_t>{0, 8, 1, 1, 0, 0}));
+}
+
 TEST(DecomposedLoops, NamedConvolutionsAndPoolings) {
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nchw_fchw", 7), std::make_pair(2, 5));
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nhwc_hwcf", 7), std::make_pair(1, 4));
