@@ -70,7 +70,8 @@ std::optional<RegisterTile> poolingChannelTile(const View &view, const Space &sp
 std::vector<RegisterTile> registerTiles(const View &view, const Space &space, int64_t lanes, int64_t maxElements);
 // Larger (cache) tiles: reductions and/or parallel loops to 64 or 32; only those that shrink some loop.
 std::vector<std::vector<int64_t>> cacheTiles(const View &view, const Space &space);
-// Tiles of the parallel loops for tiled fusion (reductions 0): the register tile's parallel part, then 8, 32, 64.
+// Tiles of the parallel loops for tiled fusion (reductions 0): a pooling's channel tile, the register tile's parallel
+// part, rows (outer loops by 1, up to 8 of the next, the innermost whole), then every loop by 8, 32, 64.
 std::vector<std::vector<int64_t>> fusionTiles(const View &view, const Space &space, int64_t lanes, int64_t maxElements);
 // Loop permutations worth trying (not the identity): each loop moved innermost, the two innermost swapped.
 std::vector<std::vector<int>> permutations(const View &view, int limit);

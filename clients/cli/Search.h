@@ -23,7 +23,7 @@ struct SearchConfig {
   int maxRegisterTiles = 8;  // children of each kind per state
   int maxCacheTiles = 4;
   int maxPermutations = 6;
-  int maxFusionTiles = 3;
+  int maxFusionTiles = 4;
   int maxUnrollFactors = 3;
 };
 

@@ -245,6 +245,19 @@ TEST(RegisterTiles, NchwPoolingVectorizesChannelsFirst) {
   EXPECT_EQ(odd->sizes, (std::vector<int64_t>{0, 8, 1, 1, 0, 0}));
 }
 
+TEST(FusionTiles, RowsOfAnElementwiseOp) {
+  // ReLU6 after a depthwise NCHW convolution, (n, c, h, w) = (1, 144, 56, 56): the register tile's parallel part,
+  // then one channel's 8 rows, the width whole.
+  auto tiles = fusionTiles(view({1, 144, 56, 56}, "pppp"), space(), 16, 512);
+  ASSERT_GE(tiles.size(), 2u);
+  EXPECT_EQ(tiles[1], (std::vector<int64_t>{0, 1, 8, 0}));
+  // 14 rows: 2 of them (8 and 4 do not divide 14).
+  EXPECT_EQ(fusionTiles(view({1, 576, 14, 14}, "pppp"), space(), 16, 512)[1], (std::vector<int64_t>{0, 1, 2, 0}));
+  // Not for ops with reductions (a matmul's [1, 8] would be one row of m).
+  for (const auto &t : fusionTiles(view({512, 512, 512}, "ppr"), space(), 16, 512))
+    EXPECT_NE(t, (std::vector<int64_t>{1, 8, 0}));
+}
+
 TEST(DecomposedLoops, NamedConvolutionsAndPoolings) {
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nchw_fchw", 7), std::make_pair(2, 5));
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nhwc_hwcf", 7), std::make_pair(1, 4));
