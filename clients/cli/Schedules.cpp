@@ -113,7 +113,7 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
     if (i == pivot || skipped(i) || !isReduction(view, i)) continue;
     int64_t bound = view.bounds[i];
     int64_t tile = i == n - 1 && shape.innerReduction > 0 ? shape.innerReduction : shape.reduction;
-    int64_t cap = bound <= kSmallReduction && elements * bound <= shape.elements ? bound : tile;
+    int64_t cap = !shape.tileWindows && bound <= kSmallReduction && elements * bound <= shape.elements ? bound : tile;
     Choice c = largestWithin(view, space, i, cap);
     sizes[i] = c.size;
     elements *= c.extent;
@@ -203,9 +203,10 @@ std::optional<RegisterTile> poolingChannelTile(const View &view, const Space &sp
 
 std::vector<RegisterTile> registerTiles(const View &view, const Space &space, int64_t lanes, int64_t maxElements) {
   std::vector<TileShape> shapes;
-  auto add = [&](int64_t l, int64_t e, int64_t r, bool innermost, int64_t innerReduction = 0, bool exact = false) {
+  auto add = [&](int64_t l, int64_t e, int64_t r, bool innermost, int64_t innerReduction = 0, bool exact = false,
+                 bool tileWindows = false) {
     if (l < 1) return;
-    shapes.push_back({l, std::min(e, maxElements), r, innermost, innerReduction, exact});
+    shapes.push_back({l, std::min(e, maxElements), r, innermost, innerReduction, exact, tileWindows});
   };
   // Most promising first: the contraction shape of a register-blocked matmul (8 rows of one vector), then the same
   // with the innermost loop as the vector loop, then more and fewer elements, then reductions tiled by more than 1,
@@ -215,8 +216,13 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
   if (allParallel(view)) add(lanes, lanes, 1, false);
   // Convolutions whose innermost loop is the input-channel reduction (NHWC): a vector of channels too (a 1x1
   // conv_2d_nhwc_hwcf 1x28x28x32 -> 192 f32: channels by 1 measured 0.24 ms, untransformed 0.13 ms, by 16 0.093 ms).
+  // First half a vector of them, the kernel's width by 1 and more rows of the output's width: 4 rows of 16 filters
+  // by 8 channels, [0, 0, 4, 16, 0, 1, 8], against [0, 0, 2, 16, 0, 1, 16] (replayed alternating, ms): 3x3 convs
+  // 1x58x58x64 -> 64 1.37-1.60 against 3.19-3.37 (searches' best 1.35-1.45), 1x30x30x128 -> 128 1.57-1.60 against
+  // 3.33-3.37; 1x1 1x56x56x64 -> 256 1.12-1.28 against 1.24-1.42.
   if (decomposedLoops(view.opName, view.numLoops()).first >= 0 && isReduction(view, view.numLoops() - 1) &&
       view.bounds.back() > kSmallReduction) {
+    add(lanes, 32 * lanes, 1, false, lanes / 2, false, true);
     add(lanes, 32 * lanes, 1, false, lanes);
     add(lanes, 8 * lanes, 1, false, lanes);
   }
@@ -415,8 +421,8 @@ Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int 
   if (view.legal(space.vectorization)) return {space.make(space.vectorization)};
   if (actionsLeft < 2) return {};
   // The first register tile that lets the op vectorize, by TILING and by PEELED_TILING (sizes that need not divide
-  // the loops); a pooling's channel tile wins, then the wider vector, then the larger register tile (more rows of the
-  // vector: M = 197 gets 8 rows only with peeling), TILING on a tie (no remainder code). With `cacheFirst`, the cache
+  // the loops); a pooling's channel tile wins, then the wider vector, then a register tile at least 4 times larger
+  // (more rows of the vector: M = 197 gets 8 rows only with peeling), else TILING (no remainder code). With `cacheFirst`, the cache
   // tile cacheSplit gives for the register tile comes first, where the masks allow it.
   using Key = std::tuple<bool, int64_t, int64_t>;  // (channel tile, vector width, register tile elements)
   auto vectorizes = [&](const Actions &tiled) {
@@ -446,7 +452,13 @@ Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int 
   auto [tiled, key] = first(space.tiling, view);
   if (!view.maskTilesPeeled.empty()) {
     auto [peeled, peeledKey] = first(space.peeledTiling, view.peeled());
-    if (peeledKey > key) tiled = peeled, key = peeledKey;
+    // More elements pay for the remainder's code only when many more: M = 197 gets 8 rows peeled against 1, but
+    // twice the rows did not pay (NHWC conv 1x14x14x1024 -> 256 f32: PT[0, 0, 4, 16, 0, 0, 8] 1.23-1.29 ms,
+    // T[0, 0, 2, 16, 0, 0, 8] 1.12-1.14; f64 [.., 8, ..] against [.., 4, ..] 3.30-3.62 against 3.38-3.62).
+    auto [pc, pw, pe] = peeledKey;
+    auto [tc, tw, te] = key;
+    bool better = pc != tc ? pc : pw != tw ? pw > tw : pe >= 4 * te;
+    if (better) tiled = peeled, key = peeledKey;
   }
   if (std::get<1>(key) == 0) return {};
   tiled.push_back(space.make(space.vectorization));

@@ -25,6 +25,7 @@ struct TileShape {
   int64_t innerReduction = 0;  // tile of the innermost loop when it is a reduction (0: `reduction`)
   bool exactLanes =
       false;  // registerTiles drops the tile unless the vector loop (and the blocks it spans) gets all `lanes`
+  bool tileWindows = false;  // small reductions (a kernel window) tiled to `reduction` too instead of kept whole
 };
 
 // Output-height and kernel-height loops of 2-D convolutions and poolings that vectorization decomposes (it tiles them

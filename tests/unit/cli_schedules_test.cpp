@@ -207,10 +207,17 @@ TEST(RegisterTiles, NhwcConvolutionVectorizesChannels) {
                 "rr",
                 "linalg.conv_2d_nhwc_hwcf");
   auto tiles = registerTiles(v, space(), 16, 512);
-  ASSERT_FALSE(tiles.empty());
+  ASSERT_GE(tiles.size(), 2u);
   EXPECT_EQ(tiles[0].sizes[3], 16);  // output channels: the vector
-  EXPECT_EQ(tiles[0].sizes[6], 16);  // input channels: a vector of the reduction too
+  EXPECT_EQ(tiles[0].sizes[6], 8);   // input channels: half a vector of the reduction
+  EXPECT_EQ(tiles[0].sizes[2], 4);   // 4 rows of the output's width
   EXPECT_EQ(tiles[0].sizes[1], 0);   // output height: vectorization tiles it to 1 itself
+  EXPECT_EQ(tiles[1].sizes, (std::vector<int64_t>{0, 0, 2, 16, 0, 0, 16}));  // then a whole vector of channels
+  // 3x3, 1x58x58x64 -> 64: the kernel's width by 1 (kept whole, the vector would leave room for 1 row only).
+  View k3 = view({1, 56, 56, 64, 3, 3, 64}, "pppprrr", "linalg.conv_2d_nhwc_hwcf");
+  EXPECT_EQ(registerTiles(k3, space(), 16, 512)[0].sizes, (std::vector<int64_t>{0, 0, 4, 16, 0, 1, 8}));
+  // f64: 8 filters by 4 channels, 8 rows.
+  EXPECT_EQ(registerTiles(k3, space(), 8, 512)[0].sizes, (std::vector<int64_t>{0, 0, 8, 8, 0, 1, 4}));
 }
 
 TEST(RegisterTiles, NchwConvolutionKeepsTheKernelWindowWhole) {
