@@ -422,8 +422,8 @@ Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int 
   if (actionsLeft < 2) return {};
   // The first register tile that lets the op vectorize, by TILING and by PEELED_TILING (sizes that need not divide
   // the loops); a pooling's channel tile wins, then the wider vector, then a register tile at least 4 times larger
-  // (more rows of the vector: M = 197 gets 8 rows only with peeling), else TILING (no remainder code). With `cacheFirst`, the cache
-  // tile cacheSplit gives for the register tile comes first, where the masks allow it.
+  // (more rows of the vector: M = 197 gets 8 rows only with peeling), else TILING (no remainder code). With
+  // `cacheFirst`, the cache tile cacheSplit gives for the register tile comes first, where the masks allow it.
   using Key = std::tuple<bool, int64_t, int64_t>;  // (channel tile, vector width, register tile elements)
   auto vectorizes = [&](const Actions &tiled) {
     std::optional<View> next = env_.observe(tiled);
