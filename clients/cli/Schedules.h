@@ -57,8 +57,9 @@ std::optional<std::pair<std::vector<int64_t>, std::vector<int64_t>>> cacheSplit(
                                                                                 int64_t elementBytes);
 struct RegisterTile {
   std::vector<int64_t> sizes;
-  int64_t width = 0;      // extent of the vector loop (1: the "vector" is a scalar)
-  bool channels = false;  // poolingChannelTile: preferred over a wider vector along the output's width
+  int64_t width = 0;            // extent of the vector loop (1: the "vector" is a scalar)
+  bool channels = false;        // poolingChannelTile: preferred over a wider vector along the output's width
+  bool alongReduction = false;  // the vector runs along a reduction loop (the innermost one)
 };
 // NCHW poolings whose window slides along the output's width: a vector of channels (lanes / 2 of them, two outputs
 // of the width each), the windows whole. The width's vector reads the input strided (a stride-2 max pool gathers

@@ -265,6 +265,23 @@ TEST(FusionTiles, RowsOfAnElementwiseOp) {
     EXPECT_NE(t, (std::vector<int64_t>{1, 8, 0}));
 }
 
+TEST(RegisterTiles, NoRemainderWiderThanAVectorThatIsNotAMultipleOfIt) {
+  // After IMG2COL of a 3x3 conv on 9x9 maps: (n, f, oh * ow, c * kh * kw) = (1, 512, 49, 4608). With PEELED_TILING's
+  // masks (any size up to the bound), two vectors of 32 would leave a remainder of 17 columns.
+  View v = view({1, 512, 49, 4608}, "pppr", "linalg.generic");
+  for (auto &row : v.maskTiles)
+    for (size_t k = 1; k < kSizes.size(); ++k) row[k] = 1;
+  auto tiles = registerTiles(v, space(), 16, 512);
+  ASSERT_FALSE(tiles.empty());
+  for (const RegisterTile &t : tiles) EXPECT_NE(t.sizes[2], 32) << t.sizes[1];
+  EXPECT_EQ(tiles[0].sizes, (std::vector<int64_t>{0, 8, 16, 1}));  // remainder 1
+  // 197 by 32 leaves 5: allowed.
+  View w = view({197, 768, 768}, "ppr", "linalg.matmul");
+  for (auto &row : w.maskTiles)
+    for (size_t k = 1; k < kSizes.size(); ++k) row[k] = 1;
+  EXPECT_EQ(registerTiles(w, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 32, 1}));
+}
+
 TEST(DecomposedLoops, NamedConvolutionsAndPoolings) {
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nchw_fchw", 7), std::make_pair(2, 5));
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nhwc_hwcf", 7), std::make_pair(1, 4));
