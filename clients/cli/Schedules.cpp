@@ -214,6 +214,12 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
   // already, and 2-D vectors measured slower (relu 1x64x112x112 f32: untransformed 67.6 us, one vector 67.8 us,
   // 4 rows 72.3 us, 8 rows 75.1 us; add 1x64x56x56: 28.1, 24.6, 25.3 us).
   if (allParallel(view)) add(lanes, lanes, 1, false);
+  // Depthwise NHWC convolutions: 4 rows of the output's width of a vector of channels, the kernel's width whole.
+  // Replayed alternating twice, ms (rows 1 / 2 / 4; untransformed): 3x3 on 58x58x144 0.220 / 0.193-0.196 /
+  // 0.185-0.189 (0.25); 5x5 on 32x32x240 0.117-0.120 / 0.110-0.114 / 0.096-0.098 (0.26); 3x3 on 114x114x32 0.26 /
+  // 0.25-0.31 / 0.233 (0.19: LLVM's vectorization of the untransformed loops wins on this one).
+  if (view.opName == "linalg.depthwise_conv_2d_nhwc_hwc" && view.numLoops() == 6)
+    add(lanes, 4 * lanes * std::max<int64_t>(1, view.bounds[5]), 1, false);
   // Convolutions whose innermost loop is the input-channel reduction (NHWC): a vector of channels too (a 1x1
   // conv_2d_nhwc_hwcf 1x28x28x32 -> 192 f32: channels by 1 measured 0.24 ms, untransformed 0.13 ms, by 16 0.093 ms).
   // First half a vector of them, the kernel's width by 1 and more rows of the output's width: 4 rows of 16 filters

@@ -282,6 +282,15 @@ TEST(RegisterTiles, NoRemainderWiderThanAVectorThatIsNotAMultipleOfIt) {
   EXPECT_EQ(registerTiles(w, space(), 16, 512)[0].sizes, (std::vector<int64_t>{8, 32, 1}));
 }
 
+TEST(RegisterTiles, DepthwiseNhwcTakesFourRows) {
+  // depthwise_conv_2d_nhwc_hwc (n, oh, ow, c, kh, kw): 3x3 on 56x56x144 and 5x5 on 28x28x240.
+  View k3 = view({1, 56, 56, 144, 3, 3}, "pppprr", "linalg.depthwise_conv_2d_nhwc_hwc");
+  EXPECT_EQ(registerTiles(k3, space(), 16, 512)[0].sizes, (std::vector<int64_t>{0, 0, 4, 16, 0, 0}));
+  View k5 = view({1, 28, 28, 240, 5, 5}, "pppprr", "linalg.depthwise_conv_2d_nhwc_hwc");
+  EXPECT_EQ(registerTiles(k5, space(), 16, 512)[0].sizes, (std::vector<int64_t>{0, 0, 4, 16, 0, 0}));
+  EXPECT_EQ(registerTiles(k3, space(), 8, 512)[0].sizes, (std::vector<int64_t>{0, 0, 4, 8, 0, 0}));  // f64
+}
+
 TEST(DecomposedLoops, NamedConvolutionsAndPoolings) {
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nchw_fchw", 7), std::make_pair(2, 5));
   EXPECT_EQ(decomposedLoops("linalg.conv_2d_nhwc_hwcf", 7), std::make_pair(1, 4));
