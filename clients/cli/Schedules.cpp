@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <set>
-#include <tuple>
 
 namespace mlir_rl::cli {
 
@@ -449,48 +448,62 @@ Actions Heuristic::vectorizeWithin(const Actions &prefix, const View &view, int 
   // The first register tile that lets the op vectorize, by TILING and by PEELED_TILING (sizes that need not divide
   // the loops); a pooling's channel tile wins, then a vector along a parallel loop (after IMG2COL on 9x9 maps, 49
   // columns: TILING's vector along the 4608 of the reduction `T[0,8,1,16] V` 30 ms, PEELED_TILING's along the columns
-  // `PT[0,8,16,1] V` 2.2), then the wider vector, then a register tile at least 4 times larger (more rows of the
-  // vector: M = 197 gets 8 rows only with peeling), else TILING (no remainder code). With `cacheFirst`, the cache
+  // `PT[0,8,16,1] V` 2.2), then the wider vector, then a register tile enough larger to pay for the remainder's code
+  // (below), else TILING. With `cacheFirst`, the cache
   // tile cacheSplit gives for the register tile comes first, where the masks allow it.
-  // (channel tile, vector along a parallel loop, vector width, register tile elements)
-  using Key = std::tuple<bool, bool, int64_t, int64_t>;
+  struct Pick {
+    Actions actions;
+    bool channels = false, parallel = false;  // a pooling's channel tile; a vector along a parallel loop
+    int64_t width = 0, elements = 0;          // vector width, register tile elements
+  };
   auto vectorizes = [&](const Actions &tiled) {
     std::optional<View> next = env_.observe(tiled);
     return next && !next->done && next->opIndex == view.opIndex && next->legal(space.vectorization);
   };
-  auto first = [&](int type, const View &shaped) -> std::pair<Actions, Key> {
-    if (type < 0 || !view.legal(type)) return {{}, {false, false, 0, 0}};
+  auto first = [&](int type, const View &shaped) -> Pick {
+    if (type < 0 || !view.legal(type)) return {};
     for (const RegisterTile &t : registerTiles(shaped, space, lanes_, maxElements_)) {
       if (t.width < 2) continue;
-      int64_t elements = 1;
-      for (size_t i = 0; i < t.sizes.size(); ++i) elements *= t.sizes[i] ? t.sizes[i] : view.bounds[i];
+      Pick pick{{}, t.channels, !t.alongReduction, t.width, 1};
+      for (size_t i = 0; i < t.sizes.size() && i < view.bounds.size(); ++i)
+        pick.elements *= t.sizes[i] ? t.sizes[i] : view.bounds[i];
       auto split = cacheFirst && actionsLeft >= 3 && view.legal(space.tiling) ? cacheSplit(shaped, t.sizes, 64 / lanes_)
                                                                               : std::nullopt;
       if (split && tilesAllowed(view, space, split->first)) {
         Actions tiles = prefix;
         tiles.push_back(space.tiles(space.tiling, split->first));
         tiles.push_back(space.tiles(type, split->second));
-        if (vectorizes(tiles))
-          return {Actions(tiles.end() - 2, tiles.end()), {t.channels, !t.alongReduction, t.width, elements}};
+        if (vectorizes(tiles)) {
+          pick.actions.assign(tiles.end() - 2, tiles.end());
+          return pick;
+        }
       }
       Actions tiles = prefix;
       tiles.push_back(space.tiles(type, t.sizes));
-      if (vectorizes(tiles)) return {{tiles.back()}, {t.channels, !t.alongReduction, t.width, elements}};
+      if (vectorizes(tiles)) {
+        pick.actions = {tiles.back()};
+        return pick;
+      }
     }
-    return {{}, {false, false, 0, 0}};
+    return {};
   };
-  auto [tiled, key] = first(space.tiling, view);
+  Pick best = first(space.tiling, view);
   if (!view.maskTilesPeeled.empty()) {
-    auto [peeled, peeledKey] = first(space.peeledTiling, view.peeled());
-    // More elements pay for the remainder's code only when many more: M = 197 gets 8 rows peeled against 1, but
-    // twice the rows did not pay (NHWC conv 1x14x14x1024 -> 256 f32: PT[0, 0, 4, 16, 0, 0, 8] 1.23-1.29 ms,
-    // T[0, 0, 2, 16, 0, 0, 8] 1.12-1.14; f64 [.., 8, ..] against [.., 4, ..] 3.30-3.62 against 3.38-3.62).
-    auto [pc, pp, pw, pe] = peeledKey;
-    auto [tc, tp, tw, te] = key;
-    bool better = pc != tc ? pc : pp != tp ? pp : pw != tw ? pw > tw : pe >= 4 * te;
-    if (better) tiled = peeled, key = peeledKey;
+    Pick p = first(space.peeledTiling, view.peeled());
+    // More elements pay for the remainder's code when many more: M = 197 gets 8 rows peeled against 1; twice the
+    // rows did not pay on a convolution, whose remainder repeats the whole reduction (NHWC 1x14x14x1024 -> 256 f32,
+    // 14 by 4: `PT[0,0,4,16,0,0,8] V` 1.23-1.29 ms, `T[0,0,2,16,0,0,8] V` 1.12-1.14; f64 28 by 8 against 4:
+    // 3.30-3.62 against 3.38-3.62). A pooling's channel tile is the exception: its remainder is one output column
+    // (NCHW max pools, 2 columns against 1: 27 columns `PT[0,8,1,2] V` 0.107-0.118 ms, `T[0,8,1,1] V` 0.150; VGG-16
+    // pool5, 7 columns, 0.0385 against 0.0498).
+    bool better = p.channels != best.channels   ? p.channels
+                  : p.parallel != best.parallel ? p.parallel
+                  : p.width != best.width       ? p.width > best.width
+                                                : p.elements >= (p.channels ? 2 : 4) * best.elements;
+    if (better) best = std::move(p);
   }
-  if (std::get<2>(key) == 0) return {};
+  if (best.width == 0) return {};
+  Actions tiled = std::move(best.actions);
   tiled.push_back(space.make(space.vectorization));
   return tiled;
 }
