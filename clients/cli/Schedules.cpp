@@ -63,7 +63,7 @@ std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops) {
 }
 
 std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape, int64_t *width,
-                                  int64_t *span) {
+                                  int64_t *span, bool *alongReduction) {
   int n = view.numLoops();
   std::vector<int64_t> sizes(n, 0);
   if (n == 0) return sizes;
@@ -72,6 +72,7 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
   int pivot = -1;
   for (int i = n - 1; i >= 0 && pivot < 0; --i)
     if (!skipped(i) && (shape.innermost || !isReduction(view, i))) pivot = i;
+  if (alongReduction) *alongReduction = pivot >= 0 && isReduction(view, pivot);
   int64_t elements = 1;
   if (width) *width = 1;
   uint64_t vectorOperand = vectorOperandLoops(view, pivot);
@@ -270,7 +271,7 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
   for (const TileShape &s : shapes) {
     RegisterTile t;
     int64_t span = 0;
-    t.sizes = registerTile(view, space, s, &t.width, &span);
+    t.sizes = registerTile(view, space, s, &t.width, &span, &t.alongReduction);
     if (s.exactLanes && span != s.lanes) continue;
     // A size that does not divide its loop (PEELED_TILING) leaves a remainder copy, vectorized as it is: one wider
     // than a vector and not a multiple of it is a ragged vector, far slower, which matters where the remainder is a
@@ -283,15 +284,6 @@ std::vector<RegisterTile> registerTiles(const View &view, const Space &space, in
       ragged |= rest > lanes && rest % lanes != 0 && 8 * rest > view.bounds[i];
     }
     if (ragged) continue;
-    // Whether the vector runs along a reduction (the innermost loop of an `innermost` shape).
-    if (s.innermost) {
-      auto [oh, kh] = decomposedLoops(view.opName, view.numLoops());
-      for (int i = view.numLoops() - 1; i >= 0; --i)
-        if (i != oh && i != kh) {
-          t.alongReduction = isReduction(view, i);
-          break;
-        }
-    }
     bool any = std::any_of(t.sizes.begin(), t.sizes.end(), [](int64_t x) { return x != 0; });
     if (any && seen.insert(t.sizes).second) out.push_back(std::move(t));
   }

@@ -34,9 +34,10 @@ std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops);
 
 // Tile sizes (0 = untiled) of `shape` for the op of `view`, each a legal value of its head (or the loop's bound);
 // `width` (if given) receives the extent of the vector loop after tiling, `span` that times the extents of the vector
-// operand's other parallel loops a multi-vector shape took (after PACK, the blocks of the packed input).
+// operand's other parallel loops a multi-vector shape took (after PACK, the blocks of the packed input),
+// `alongReduction` whether the vector loop is a reduction.
 std::vector<int64_t> registerTile(const View &view, const Space &space, const TileShape &shape,
-                                  int64_t *width = nullptr, int64_t *span = nullptr);
+                                  int64_t *width = nullptr, int64_t *span = nullptr, bool *alongReduction = nullptr);
 // Whether TILING's masks in `view` allow every size (0 = untiled) of `sizes`.
 bool tilesAllowed(const View &view, const Space &space, const std::vector<int64_t> &sizes);
 // Vector operands larger than this get a cache tile before the register tile (cacheSplit): half of Sapphire Rapids'

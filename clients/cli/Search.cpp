@@ -18,6 +18,18 @@ Actions concat(const Actions &a, const Actions &b) {
   return out;
 }
 
+// The first of every list, then the second of every list, ...: a small budget taken from the front is shared.
+template <typename Lists>
+std::vector<Actions> interleave(const Lists &lists) {
+  std::vector<Actions> out;
+  for (size_t k = 0;; ++k) {
+    bool any = false;
+    for (const std::vector<Actions> &list : lists)
+      if (k < list.size()) out.push_back(list[k]), any = true;
+    if (!any) return out;
+  }
+}
+
 double timeOf(const std::optional<EvalResult> &r) { return r && r->ok ? r->timeNs : kInf; }
 
 bool isTilingType(const Space &s, int64_t type) {
@@ -245,14 +257,7 @@ std::vector<Actions> Search::expand(const Actions &prefix, const View &view) {
         }
       }
   }
-  std::vector<Actions> all;
-  for (size_t k = 0;; ++k) {
-    bool any = false;
-    for (const std::vector<Actions> &children : kinds)
-      if (k < children.size()) all.push_back(children[k]), any = true;
-    if (!any) break;
-  }
-  return all;
+  return interleave(kinds);
 }
 
 std::vector<Search::Node> Search::score(const std::vector<Actions> &prefixes, int budget, const std::string &origin,
@@ -302,13 +307,7 @@ Search::Node Search::bestOp(Node start, int width, int budget, int op) {
         }
       perNode.push_back(std::move(kids));
     }
-    std::vector<Actions> order;  // round robin over the beam, so that a small budget is shared
-    for (size_t k = 0;; ++k) {
-      bool any = false;
-      for (const auto &kids : perNode)
-        if (k < kids.size()) order.push_back(kids[k]), any = true;
-      if (!any) break;
-    }
+    std::vector<Actions> order = interleave(perNode);  // round robin over the beam
     if (order.empty()) break;
     // Last, each node's op finished as it stands, without vectorizing it (scalar code that beats the vectorized
     // completion: some contractions with many small loops).
