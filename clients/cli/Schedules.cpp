@@ -141,8 +141,8 @@ std::vector<int64_t> registerTile(const View &view, const Space &space, const Ti
   // 1.126 / 0.606 / 0.627 / 0.667 (0.648); 5x5 32x32x240 f32 0.161 / 0.121 / 0.120 / 0.164; 3x3 58x58x144 f32
   // 0.204 / 0.212 / 0.210 / 0.200, f64 0.726 / 0.473 / 0.472 / 0.483 (0.553); avgpool 2x2/2 56x56x128 (pool's tile
   // [0, r, 4, 16]) 0.152 / 0.109 / 0.097.
-  if (oh >= 0 && (view.opName == "linalg.depthwise_conv_2d_nhwc_hwc" ||
-                  view.opName.rfind("linalg.pooling_nhwc_", 0) == 0))
+  if (oh >= 0 &&
+      (view.opName == "linalg.depthwise_conv_2d_nhwc_hwc" || view.opName.rfind("linalg.pooling_nhwc_", 0) == 0))
     sizes[oh] = largestWithin(view, space, oh, 2).size;
   return sizes;
 }
