@@ -102,6 +102,9 @@ class Heuristic {
 
  private:
   Actions vectorizeWithin(const Actions &prefix, const View &view, int actionsLeft, bool cacheFirst = false);
+  // An elementwise op whose producers are memory-bound (a depthwise convolution or an NHWC pooling, possibly behind
+  // other elementwise ops) fused with them into small tiles of its own (TILED_FUSION), vectorized; empty otherwise.
+  Actions fuseProducers(const Actions &prefix, const View &view, int actionsLeft);
   Env &env_;
   int64_t lanes_, maxElements_;
   std::map<std::string, Actions> memo_;
