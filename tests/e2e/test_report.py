@@ -38,6 +38,10 @@ def test_report_small_end_to_end(tmp_path):
     md = (out / "report.md").read_text()
     assert report["small"] and len(report["rows"]) == 3
     assert report["peak"]["f32_gflops"] > 0 and report["peak"]["f64_gflops"] > 0
+    # The read bandwidth ladder, 16 KiB to 1 GiB: the caches faster than memory.
+    ladder = {int(k): v for k, v in report["peak"]["read_gbs"].items()}
+    assert min(ladder) == 16 << 10 and max(ladder) == 1 << 30 and all(v > 0 for v in ladder.values()), ladder
+    assert ladder[32 << 10] > ladder[1 << 30], ladder
     assert report["torch"]["blas"]["resolved"], report["torch"]["blas"]
     for row in report["rows"]:
         assert row["name"] in md
@@ -46,6 +50,10 @@ def test_report_small_end_to_end(tmp_path):
         # The best schedule was measured again alone, and that time is the one compared with PyTorch.
         assert row["alone"].get("ms", 0) > 0, (row["name"], row.get("alone"))
         assert row["alone_ms"] == row["alone"]["ms"] and row["best_gflops"] > 0
+        # Bytes of the signature's tensors (matmul 128^3 f32: three 64 KiB matrices) and the side of the roofline.
+        assert row["io_bytes"] > 0 and row["best_gbs"] > 0 and row["bound"] in ("compute", "memory"), row
+        if row["name"] == "nn-ops/matmul_128x128x128_f32":
+            assert row["io_bytes"] == 3 * 128 * 128 * 4 and row["bound"] == "compute", row
         for strategy in report["strategies"]:
             st = row["strategies"][strategy]
             assert "error" not in st, (row["name"], strategy, st.get("error"))

@@ -1,7 +1,10 @@
-// mlir-rl-peak: the floating-point peak of one core, measured. Chains of fused multiply-adds on independent
-// accumulators (enough to cover the FMA latency on every current x86 core), AVX-512 and AVX2 kernels for f32 and
-// f64 when the CPU has them, one thread pinned to --cpu. Prints JSON: GFLOP/s per kernel and the best per dtype.
-// The performance report (scripts/report.sh) divides achieved GFLOP/s by these.
+// mlir-rl-peak: the floating-point peak and the read bandwidth of one core, measured. Chains of fused multiply-adds
+// on independent accumulators (enough to cover the FMA latency on every current x86 core), AVX-512 and AVX2 kernels
+// for f32 and f64 when the CPU has them, one thread pinned to --cpu. Then the bandwidth of reading a buffer again and
+// again, for working sets from 16 KiB to 1 GiB (each cache level, then memory): what a kernel that runs repeatedly on
+// the same data can stream at best. Prints JSON: GFLOP/s per kernel and the best per dtype, GB/s per working set.
+// The performance report (scripts/report.sh) divides achieved GFLOP/s by the peak and places each benchmark under
+// the roofline these two draw.
 #include <sched.h>
 #include <unistd.h>
 
@@ -80,6 +83,80 @@ __attribute__((target("avx2,fma"))) double fma256f64(long iterations) {
   return out[0] + out[1] + out[2] + out[3];
 }
 
+// Sums `n` floats (n a multiple of 4 * 64) read as 4 concurrent streams (the buffer's quarters, as a kernel reads its
+// operands side by side: one stream alone leaves the prefetchers and the outer caches idle part of the time), 8
+// independent accumulators: the loads are the bottleneck.
+__attribute__((target("avx512f"))) double read512(const float *data, long n) {
+  __m512 acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+  const long q = n / 4;
+  for (long i = 0; i < q; i += 32)
+    for (int s = 0; s < 4; ++s) {
+      acc[2 * s] = _mm512_add_ps(acc[2 * s], _mm512_load_ps(data + s * q + i));
+      acc[2 * s + 1] = _mm512_add_ps(acc[2 * s + 1], _mm512_load_ps(data + s * q + i + 16));
+    }
+  __m512 s = acc[0];
+  for (int j = 1; j < 8; ++j) s = _mm512_add_ps(s, acc[j]);
+  float out[16];
+  _mm512_storeu_ps(out, s);
+  double sum = 0;
+  for (float x : out) sum += x;
+  return sum;
+}
+
+__attribute__((target("avx2"))) double read256(const float *data, long n) {
+  __m256 acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  const long q = n / 4;
+  for (long i = 0; i < q; i += 16)
+    for (int s = 0; s < 4; ++s) {
+      acc[2 * s] = _mm256_add_ps(acc[2 * s], _mm256_load_ps(data + s * q + i));
+      acc[2 * s + 1] = _mm256_add_ps(acc[2 * s + 1], _mm256_load_ps(data + s * q + i + 8));
+    }
+  __m256 s = acc[0];
+  for (int j = 1; j < 8; ++j) s = _mm256_add_ps(s, acc[j]);
+  float out[8];
+  _mm256_storeu_ps(out, s);
+  double sum = 0;
+  for (float x : out) sum += x;
+  return sum;
+}
+
+// GB/s of reading a buffer of `bytes` repeatedly (warm: each pass after the first finds what the caches kept), best of
+// `repeats` timed batches of about `seconds`.
+double readBandwidth(long bytes, double seconds, int repeats, double *sink) {
+  long n = bytes / sizeof(float);
+  n -= n % 256;
+  auto *data = static_cast<float *>(std::aligned_alloc(64, n * sizeof(float)));
+  for (long i = 0; i < n; ++i) data[i] = 1e-9f * static_cast<float>(i % 1000);
+  bool wide = __builtin_cpu_supports("avx512f");
+  auto pass = [&] {
+    asm volatile("" : : "r"(data) : "memory");  // the buffer may have changed: every pass reads it again
+    return wide ? read512(data, n) : read256(data, n);
+  };
+  *sink += pass();  // first touch
+  long passes = 1;
+  for (;;) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (long p = 0; p < passes; ++p) *sink += pass();
+    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (t > seconds / 10) {
+      passes = std::max<long>(1, static_cast<long>(passes * seconds / t));
+      break;
+    }
+    passes *= 4;
+  }
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (long p = 0; p < passes; ++p) *sink += pass();
+    double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(n) * sizeof(float) * passes / t / 1e9);
+  }
+  std::free(data);
+  return best;
+}
+
 struct Kernel {
   const char *name;
   const char *dtype;
@@ -125,6 +202,7 @@ int main(int argc, char **argv) {
   int cpu = -1;
   double seconds = 0.2;
   int repeats = 5;
+  bool bandwidth = true;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a.rfind("--cpu=", 0) == 0)
@@ -133,10 +211,13 @@ int main(int argc, char **argv) {
       seconds = std::atof(a.c_str() + 10);
     else if (a.rfind("--repeats=", 0) == 0)
       repeats = std::atoi(a.c_str() + 10);
+    else if (a == "--no_bandwidth")
+      bandwidth = false;
     else {
       std::fprintf(stderr,
-                   "usage: mlir-rl-peak [--cpu=N] [--seconds=0.2] [--repeats=5]\n"
-                   "Measures the f32 and f64 FMA peak of one core (pinned to CPU N) and prints JSON.\n");
+                   "usage: mlir-rl-peak [--cpu=N] [--seconds=0.2] [--repeats=5] [--no_bandwidth]\n"
+                   "Measures the f32 and f64 FMA peak and the read bandwidth per working set of one core (pinned to\n"
+                   "CPU N) and prints JSON.\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -170,9 +251,18 @@ int main(int argc, char **argv) {
     std::snprintf(buf, sizeof buf, "%s\"%s\": %.2f", rows.empty() ? "" : ", ", k.name, g);
     rows += buf;
   }
+  // Working sets from 16 KiB to 1 GiB by factors of 2; shorter batches than the FMA kernels' (memory is steadier).
+  std::string ladder;
+  if (bandwidth && (__builtin_cpu_supports("avx512f") || __builtin_cpu_supports("avx2")))
+    for (long bytes = 16L << 10; bytes <= 1L << 30; bytes *= 2) {
+      double g = readBandwidth(bytes, seconds / 2, std::max(1, repeats / 2), &sink);
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%s\"%ld\": %.2f", ladder.empty() ? "" : ", ", bytes, g);
+      ladder += buf;
+    }
   std::printf(
       "{\"cpu\": \"%s\", \"pinned_cpu\": %d, \"threads\": 1, \"accumulators\": %d, \"f32_gflops\": %.2f, "
-      "\"f64_gflops\": %.2f, \"kernels\": {%s}, \"checksum\": %.3g}\n",
-      cpuModel().c_str(), cpu, kAccumulators, bestF32, bestF64, rows.c_str(), sink);
+      "\"f64_gflops\": %.2f, \"kernels\": {%s}, \"read_gbs\": {%s}, \"checksum\": %.3g}\n",
+      cpuModel().c_str(), cpu, kAccumulators, bestF32, bestF64, rows.c_str(), ladder.c_str(), sink);
   return bestF32 > 0 ? 0 : 1;
 }

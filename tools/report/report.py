@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """The performance report: per benchmark, the reference time, the best time each search baseline finds within its
-budget, speedup, GFLOP/s and fraction of the machine's peak, and the same computation in PyTorch; a Markdown table,
+budget, speedup, GFLOP/s and fraction of the machine's peak, the bytes per second its arguments and results stream
+and what bounds it (the FMA peak or the bandwidth at its working set), and the same computation in PyTorch; a
+Markdown table,
 a JSON file and PNG plots. Run through ``bash scripts/report.sh [--small]`` (which builds first); see
 docs/results/README.md for what is measured and how.
 
 One run does, in order:
-1. the FMA peak of one core (``mlir-rl-peak``, f32 and f64, pinned to ``--cpu``), with nothing else of ours running;
+1. the FMA peak and the read bandwidth per working set of one core (``mlir-rl-peak``, f32 and f64, 16 KiB to 1 GiB,
+   pinned to ``--cpu``), with nothing else of ours running;
 2. a fresh ``mlir-rl-server`` (evaluation workers pinned one per core, the server's default) and, per benchmark and
    strategy, ``mlir-rl-cli search`` with the evaluation budget (and wall-time cap); the strategies share the server,
    so a schedule another strategy measured is served from the evaluation cache (still counted in each budget);
@@ -50,6 +53,36 @@ NN_OPS = [
 ]
 SMALL = ["nn-ops/matmul_128x128x128_f32", "lqcd/baryon_2pt_matrix", "models/resnet18_layer4_0_downsample"]
 OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
+
+
+ELEMENT_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i8": 1, "i16": 2, "i32": 4, "i64": 8, "index": 8}
+
+
+def io_bytes(text: str) -> int:
+    """Bytes of a benchmark function's arguments and results (its tensors in the signature): what any schedule reads
+    and writes at least, per run."""
+    m = re.search(r"func\.func\s+@[\w.$-]+\s*\((.*?)\)\s*(?:->\s*(.*?))?\s*(?:attributes\b.*?)?\{", text, re.S)
+    if not m:
+        return 0
+    total = 0
+    for shape, element in re.findall(r"tensor<((?:\d+x)*)(\w+)>", (m.group(1) or "") + " " + (m.group(2) or "")):
+        count = 1
+        for d in shape.split("x")[:-1]:
+            count *= int(d)
+        total += count * ELEMENT_BYTES.get(element, 4)
+    return total
+
+
+def roofline(flops: float, nbytes: int, peak_gflops: float, read_gbs: dict):
+    """(time bound in ms, "compute" or "memory") under the roofline of one core: the FMA peak, and the read bandwidth
+    measured at the smallest working set that holds the kernel's arguments and results (a kernel timed again and
+    again on the same data streams them from the cache level they fit in; 1 GiB's when larger)."""
+    if not peak_gflops or not read_gbs or not nbytes:
+        return None, None
+    ladder = sorted((int(k), v) for k, v in read_gbs.items())
+    bandwidth = next((gbs for size, gbs in ladder if size >= nbytes), ladder[-1][1])
+    compute_ms, memory_ms = flops / peak_gflops / 1e6, nbytes / bandwidth / 1e6
+    return max(compute_ms, memory_ms), ("memory" if memory_ms > compute_ms else "compute")
 
 
 def openblas_coretype() -> str:
@@ -383,7 +416,7 @@ def markdown(report: dict, images) -> str:
               "schedule come first in every strategy but random).", ""]
     # Per benchmark.
     head = "| benchmark | dtype | GFLOP | reference ms | " + " | ".join(strategies) + \
-           " | best alone ms | GFLOP/s | % peak | PyTorch ms | PyTorch GFLOP/s | env vs PyTorch |"
+           " | best alone ms | GFLOP/s | % peak | GB/s | bound | PyTorch ms | PyTorch GFLOP/s | env vs PyTorch |"
     lines += ["## Per benchmark", "", "Best time in ms (speedup over the reference) per strategy; **bold**: best known.",
               "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -396,11 +429,12 @@ def markdown(report: dict, images) -> str:
             text = f"{fmt_ms(st['time_ms'])} ({fmt_x(st.get('speedup'))})"
             cells.append(f"**{text}**" if st["time_ms"] == r["best_ms"] else text)
         ratio = r["torch_ms"] / r["alone_ms"] if r.get("torch_ms") and r.get("alone_ms") else None
-        tail = "| – | – | – | – | – | – |"
+        tail = "| – | – | – | – | – | – | – | – |"
         if r.get("best_gflops") is not None:
-            frac = r.get("env_peak_fraction")
+            frac, gbs = r.get("env_peak_fraction"), r.get("best_gbs")
             tail = f"| {fmt_ms(r['alone_ms'])} " + \
                    (f"| {r['best_gflops']:.3g} | {100 * frac:.1f} " if frac is not None else f"| {r['best_gflops']:.3g} | – ") + \
+                   f"| {f'{gbs:.3g}' if gbs else '–'} | {r.get('bound') or '–'} " + \
                    f"| {fmt_ms(r.get('torch_ms'))} | {(r.get('torch_gflops') or float('nan')):.3g} | " \
                    f"{fmt_x(ratio) if ratio else '–'} |"
         lines.append(f"| {r['name']} | {r['dtype']} | {r['flops'] / 1e9:.3g} | {fmt_ms(r['reference_ms'])} | " +
@@ -408,7 +442,20 @@ def markdown(report: dict, images) -> str:
     lines += ["", "`best alone ms`: the best schedule measured again with nothing else running (a search's best is "
               "the fastest of many noisy measurements, each taken while the other worker ran another candidate), "
               "alternating with PyTorch; the median of the rounds. GFLOP/s, % peak and `env vs PyTorch` (PyTorch "
-              "time / best alone time, medians; > 1×: the searched schedule is faster) use it.", ""]
+              "time / best alone time, medians; > 1×: the searched schedule is faster) use it. `GB/s`: the bytes of "
+              "the benchmark's arguments and results (what any schedule reads and writes at least, per run) over that "
+              "time. `bound`: which side of one core's roofline the kernel is on, its flops at the FMA peak against "
+              "those bytes at the read bandwidth `mlir-rl-peak` measured for the smallest working set that holds them" +
+              (" (" + ", ".join(f"{k >> 30} GiB: {v:.0f}" if k >= 1 << 30 else
+                                f"{k >> 20} MiB: {v:.0f}" if k >= 1 << 20 else f"{k >> 10} KiB: {v:.0f}"
+                                for k, v in sorted((int(k), v) for k, v in peak["read_gbs"].items())
+                                if k in (32 << 10, 1 << 20, 16 << 20, 1 << 30)) + " GB/s)"
+               if peak.get("read_gbs") else "") +
+              ". A memory-bound kernel (a matrix-vector product, an elementwise op, a pooling) cannot reach the FMA "
+              "peak; its GB/s is the figure to read, against the bandwidth of the level its data lives in (kernels "
+              "timed again and again on the same inputs find them in cache, so their GB/s can exceed the memory's, "
+              "and a rung of the ladder reads only: a kernel that reads and writes at once may pass it).",
+              ""]
     # Families.
     fams = sorted({r["family"] for r in rows})
     lines += ["## Per family (geometric means)", "", "| family | benchmarks | " + " | ".join(strategies) +
@@ -551,9 +598,13 @@ def main() -> int:
         pk = peak.get(f"{r['dtype']}_gflops") or 0
         # Compared with PyTorch and the peak: the best schedule's time alone (its search time if that failed).
         r["alone_ms"] = r.get("alone", {}).get("ms") or r["best_ms"]
+        bench_file = ROOT / "benchmarks" / f"{r['name']}.mlir"
+        r["io_bytes"] = io_bytes(bench_file.read_text()) if bench_file.exists() else 0
+        r["roofline_ms"], r["bound"] = roofline(r["flops"], r["io_bytes"], pk, peak.get("read_gbs", {}))
         if r["alone_ms"]:
             r["best_gflops"] = r["flops"] / r["alone_ms"] / 1e6
             r["env_peak_fraction"] = r["best_gflops"] / pk if pk else None
+            r["best_gbs"] = r["io_bytes"] / r["alone_ms"] / 1e6 if r["io_bytes"] else None
         t = report["torch"].get("results", {}).get(r["name"], {})
         if t.get("ok"):
             r["torch_ms"] = t["ms"]
