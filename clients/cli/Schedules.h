@@ -31,6 +31,9 @@ struct TileShape {
 // Output-height and kernel-height loops of 2-D convolutions and poolings that vectorization decomposes (it tiles them
 // to 1 itself; they do not count towards the vector's size); {-1, -1} for other ops.
 std::pair<int, int> decomposedLoops(const std::string &opName, int numLoops);
+// Depthwise NHWC convolutions and NHWC poolings: window ops over channels-last maps, vectorized along the channels,
+// that reuse no filter across output rows.
+bool channelsLastWindowOp(const std::string &opName);
 
 // Tile sizes (0 = untiled) of `shape` for the op of `view`, each a legal value of its head (or the loop's bound);
 // `width` (if given) receives the extent of the vector loop after tiling, `span` that times the extents of the vector

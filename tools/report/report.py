@@ -55,34 +55,16 @@ SMALL = ["nn-ops/matmul_128x128x128_f32", "lqcd/baryon_2pt_matrix", "models/resn
 OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 
 
-ELEMENT_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i8": 1, "i16": 2, "i32": 4, "i64": 8, "index": 8}
-
-
-def io_bytes(text: str) -> int:
-    """Bytes of a benchmark function's arguments and results (its tensors in the signature): what any schedule reads
-    and writes at least, per run."""
-    m = re.search(r"func\.func\s+@[\w.$-]+\s*\((.*?)\)\s*(?:->\s*(.*?))?\s*(?:attributes\b.*?)?\{", text, re.S)
-    if not m:
-        return 0
-    total = 0
-    for shape, element in re.findall(r"tensor<((?:\d+x)*)(\w+)>", (m.group(1) or "") + " " + (m.group(2) or "")):
-        count = 1
-        for d in shape.split("x")[:-1]:
-            count *= int(d)
-        total += count * ELEMENT_BYTES.get(element, 4)
-    return total
-
-
-def roofline(flops: float, nbytes: int, peak_gflops: float, read_gbs: dict):
-    """(time bound in ms, "compute" or "memory") under the roofline of one core: the FMA peak, and the read bandwidth
-    measured at the smallest working set that holds the kernel's arguments and results (a kernel timed again and
-    again on the same data streams them from the cache level they fit in; 1 GiB's when larger)."""
+def bound(flops: float, nbytes: int, peak_gflops: float, read_gbs: dict):
+    """Which side of one core's roofline a kernel is on, "compute" or "memory" (None without the figures): its flops
+    at the FMA peak against its arguments and results (`nbytes`) at the read bandwidth measured for the smallest
+    working set that holds them (a kernel timed again and again on the same data streams them from the cache level
+    they fit in; 1 GiB's when larger)."""
     if not peak_gflops or not read_gbs or not nbytes:
-        return None, None
+        return None
     ladder = sorted((int(k), v) for k, v in read_gbs.items())
     bandwidth = next((gbs for size, gbs in ladder if size >= nbytes), ladder[-1][1])
-    compute_ms, memory_ms = flops / peak_gflops / 1e6, nbytes / bandwidth / 1e6
-    return max(compute_ms, memory_ms), ("memory" if memory_ms > compute_ms else "compute")
+    return "memory" if nbytes / bandwidth > flops / peak_gflops else "compute"
 
 
 def openblas_coretype() -> str:
@@ -545,7 +527,7 @@ def main() -> int:
         for i, name in enumerate(names):
             info = infos[name]
             row = {"name": name, "family": family(name), "dtype": info["dtype"], "flops": info["flops"],
-                   "num_ops": info["num_ops"], "strategies": {}}
+                   "io_bytes": info["bytes"], "num_ops": info["num_ops"], "strategies": {}}
             for s in strategies:
                 prefix = work / "runs" / f"{name.replace('/', '__')}__{s}"
                 prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -598,9 +580,7 @@ def main() -> int:
         pk = peak.get(f"{r['dtype']}_gflops") or 0
         # Compared with PyTorch and the peak: the best schedule's time alone (its search time if that failed).
         r["alone_ms"] = r.get("alone", {}).get("ms") or r["best_ms"]
-        bench_file = ROOT / "benchmarks" / f"{r['name']}.mlir"
-        r["io_bytes"] = io_bytes(bench_file.read_text()) if bench_file.exists() else 0
-        r["roofline_ms"], r["bound"] = roofline(r["flops"], r["io_bytes"], pk, peak.get("read_gbs", {}))
+        r["bound"] = bound(r["flops"], r["io_bytes"], pk, peak.get("read_gbs", {}))
         if r["alone_ms"]:
             r["best_gflops"] = r["flops"] / r["alone_ms"] / 1e6
             r["env_peak_fraction"] = r["best_gflops"] / pk if pk else None
