@@ -50,7 +50,7 @@ def test_report_small_end_to_end(tmp_path):
         # The best schedule was measured again alone, and that time is the one compared with PyTorch.
         assert row["alone"].get("ms", 0) > 0, (row["name"], row.get("alone"))
         assert row["alone_ms"] == row["alone"]["ms"] and row["best_gflops"] > 0
-        # Bytes of the signature's tensors (matmul 128^3 f32: three 64 KiB matrices) and the side of the roofline.
+        # The server's bytes of arguments and results (matmul 128^3 f32: three 64 KiB matrices) and the side of the roofline.
         assert row["io_bytes"] > 0 and row["best_gbs"] > 0 and row["bound"] in ("compute", "memory"), row
         if row["name"] == "nn-ops/matmul_128x128x128_f32":
             assert row["io_bytes"] == 3 * 128 * 128 * 4 and row["bound"] == "compute", row
